@@ -1,0 +1,23 @@
+//! `launch-render`: print the Kubernetes objects the launch agent would create for a run spec.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+fn main() -> ExitCode {
+    let args = launch_render::Args::parse();
+    let env = |name: &str| std::env::var(name).ok();
+    match launch_render::run(&args, &mut std::io::stdin(), &env) {
+        Ok(output) => {
+            for warning in &output.warnings {
+                eprintln!("warning: {warning}");
+            }
+            print!("{}", output.stdout);
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("error: {error}");
+            ExitCode::from(2)
+        }
+    }
+}

@@ -1,0 +1,200 @@
+//! The `WANDB_*` environment variables given to workload containers (reference §4.7).
+
+use serde_json::{Map, Value, json};
+
+use crate::run_spec::RunSpec;
+
+/// Longest value of one JSON env var; longer JSON is split into `<NAME>_0`, `<NAME>_1`, …
+pub const MAX_ENV_CHUNK: usize = 32_670;
+
+/// How `WANDB_API_KEY` reaches the container.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ApiKeyEnv {
+    /// `valueFrom.secretKeyRef` to the `password` key of this Secret.
+    FromSecret(String),
+    /// Not set at all.
+    Absent,
+}
+
+/// Inputs of the env block that do not come from the run spec.
+#[derive(Clone, Debug)]
+pub struct EnvInputs<'a> {
+    /// `WANDB_BASE_URL`.
+    pub base_url: &'a str,
+    /// `WANDB_API_KEY`.
+    pub api_key: ApiKeyEnv,
+    /// `WANDB_RUN_ID`.
+    pub run_id: &'a str,
+    /// `WANDB_DOCKER` (only for image sources).
+    pub docker_image: Option<&'a str>,
+    /// `WANDB_LAUNCH_QUEUE_NAME`.
+    pub queue_name: Option<&'a str>,
+    /// `WANDB_LAUNCH_QUEUE_ENTITY`.
+    pub queue_entity: Option<&'a str>,
+    /// `WANDB_LAUNCH_TRACE_ID` (the run queue item id).
+    pub trace_id: Option<&'a str>,
+}
+
+fn plain(name: &str, value: &str) -> Value {
+    json!({"name": name, "value": value})
+}
+
+/// Adds `name` (or its chunks when the JSON is longer than [`MAX_ENV_CHUNK`]) to `env`.
+pub fn push_json_env(env: &mut Vec<Value>, name: &str, value: &Value) {
+    let text = value.to_string();
+    if text.chars().count() <= MAX_ENV_CHUNK {
+        env.push(plain(name, &text));
+        return;
+    }
+    let chars: Vec<char> = text.chars().collect();
+    for (i, chunk) in chars.chunks(MAX_ENV_CHUNK).enumerate() {
+        let chunk: String = chunk.iter().collect();
+        env.push(plain(&format!("{name}_{i}"), &chunk));
+    }
+}
+
+/// The W&B env block, in the reference's order. `include_run_id` is false for the non-first
+/// containers of a custom resource (reference §4.13).
+pub fn wandb_env(spec: &RunSpec, inputs: &EnvInputs<'_>, include_run_id: bool) -> Vec<Value> {
+    let mut env = vec![plain("WANDB_BASE_URL", inputs.base_url)];
+    if let ApiKeyEnv::FromSecret(secret) = &inputs.api_key {
+        env.push(json!({"name": "WANDB_API_KEY",
+            "valueFrom": {"secretKeyRef": {"name": secret, "key": "password"}}}));
+    }
+    if !spec.project.is_empty() {
+        env.push(plain("WANDB_PROJECT", &spec.project));
+    }
+    env.push(plain("WANDB_ENTITY", &spec.entity));
+    env.push(plain("WANDB_LAUNCH", "True"));
+    if include_run_id {
+        env.push(plain("WANDB_RUN_ID", inputs.run_id));
+    }
+    if let Some(image) = inputs.docker_image {
+        env.push(plain("WANDB_DOCKER", image));
+    }
+    if let Some(name) = &spec.name {
+        env.push(plain("WANDB_NAME", name));
+    }
+    if let (Some(author), None) = (&spec.author, &spec.api_key) {
+        env.push(plain("WANDB_USERNAME", author));
+    }
+    if let Some(sweep) = &spec.sweep_id {
+        env.push(plain("WANDB_SWEEP_ID", sweep));
+    }
+    if spec.resume_count > 0 {
+        env.push(plain("WANDB_RESUME", "allow"));
+    }
+    if let Some(queue) = inputs.queue_name {
+        env.push(plain("WANDB_LAUNCH_QUEUE_NAME", queue));
+    }
+    if let Some(entity) = inputs.queue_entity {
+        env.push(plain("WANDB_LAUNCH_QUEUE_ENTITY", entity));
+    }
+    if let Some(trace) = inputs.trace_id {
+        env.push(plain("WANDB_LAUNCH_TRACE_ID", trace));
+    }
+    let config = spec
+        .overrides
+        .run_config
+        .clone()
+        .unwrap_or_else(|| Value::Object(Map::new()));
+    push_json_env(&mut env, "WANDB_CONFIG", &config);
+    let files = spec
+        .overrides
+        .files
+        .clone()
+        .unwrap_or_else(|| Value::Object(Map::new()));
+    push_json_env(&mut env, "WANDB_LAUNCH_FILE_OVERRIDES", &files);
+    let mut artifacts = Map::new();
+    if let Some(job) = &spec.job {
+        artifacts.insert("_wandb_job".to_owned(), Value::String(job.clone()));
+    }
+    if let Some(extra) = &spec.overrides.artifacts {
+        artifacts.extend(extra.clone());
+    }
+    env.push(plain(
+        "WANDB_ARTIFACTS",
+        &Value::Object(artifacts).to_string(),
+    ));
+    env
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn inputs() -> EnvInputs<'static> {
+        EnvInputs {
+            base_url: "https://api.wandb.ai",
+            api_key: ApiKeyEnv::FromSecret("wandb-api-key-r1".into()),
+            run_id: "r1",
+            docker_image: None,
+            queue_name: Some("q"),
+            queue_entity: Some("agent-ent"),
+            trace_id: Some("rqi-1"),
+        }
+    }
+
+    fn names(env: &[Value]) -> Vec<&str> {
+        env.iter().filter_map(|e| e["name"].as_str()).collect()
+    }
+
+    #[test]
+    fn username_only_without_a_per_run_key_and_resume_only_after_requeue() {
+        let spec = RunSpec::from_value(json!({"entity": "e", "project": "p", "author": "ann",
+            "_resume_count": 1, "job": "e/p/job:v1", "overrides": {"artifacts": {"a": "b"}}}))
+        .unwrap();
+        let env = wandb_env(&spec, &inputs(), true);
+        assert!(names(&env).contains(&"WANDB_USERNAME"));
+        assert!(names(&env).contains(&"WANDB_RESUME"));
+        let artifacts = env.iter().find(|e| e["name"] == "WANDB_ARTIFACTS").unwrap();
+        assert_eq!(artifacts["value"], r#"{"_wandb_job":"e/p/job:v1","a":"b"}"#);
+
+        let spec = RunSpec::from_value(json!({"entity": "e", "project": "p", "author": "ann",
+            "_wandb_api_key": "k"}))
+        .unwrap();
+        let env = wandb_env(&spec, &inputs(), false);
+        assert!(!names(&env).contains(&"WANDB_USERNAME"));
+        assert!(!names(&env).contains(&"WANDB_RUN_ID"));
+        assert!(!names(&env).contains(&"WANDB_RESUME"));
+    }
+
+    #[test]
+    fn long_json_is_chunked_at_the_reference_size() {
+        let big = "x".repeat(MAX_ENV_CHUNK + 10);
+        let spec = RunSpec::from_value(json!({"entity": "e", "project": "p",
+            "overrides": {"run_config": {"blob": big}}}))
+        .unwrap();
+        let env = wandb_env(&spec, &inputs(), true);
+        let chunks: Vec<_> = env
+            .iter()
+            .filter(|e| {
+                e["name"]
+                    .as_str()
+                    .is_some_and(|n| n.starts_with("WANDB_CONFIG"))
+            })
+            .collect();
+        assert_eq!(
+            names(&env).iter().filter(|n| **n == "WANDB_CONFIG").count(),
+            0
+        );
+        assert_eq!(chunks.len(), 2);
+        assert_eq!(chunks[0]["name"], "WANDB_CONFIG_0");
+        assert_eq!(
+            chunks[0]["value"].as_str().unwrap().chars().count(),
+            MAX_ENV_CHUNK
+        );
+        let joined = format!(
+            "{}{}",
+            chunks[0]["value"].as_str().unwrap(),
+            chunks[1]["value"].as_str().unwrap()
+        );
+        assert_eq!(
+            serde_json::from_str::<Value>(&joined).unwrap()["blob"]
+                .as_str()
+                .unwrap()
+                .len(),
+            MAX_ENV_CHUNK + 10
+        );
+    }
+}

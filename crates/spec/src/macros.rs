@@ -1,0 +1,176 @@
+//! `${name}` macro substitution over string leaves of `resource_args` (reference §4.2).
+//!
+//! Differs from the reference because it expands `${ANY_ENV_VAR}` from the agent process,
+//! which lets a queue submitter copy `WANDB_API_KEY` or cloud credentials into their pod. Here
+//! only the six named macros and the agent environment variables an admin lists are expanded
+//! (the caller passes just those values), and a named macro whose value is missing renders as
+//! the empty string with a warning instead of the literal `None`.
+
+use std::collections::BTreeMap;
+
+use serde_json::Value;
+
+/// Values of the named macros for one run.
+#[derive(Clone, Debug, Default)]
+pub struct MacroValues {
+    /// `${project_name}`
+    pub project_name: Option<String>,
+    /// `${entity_name}`
+    pub entity_name: Option<String>,
+    /// `${run_id}`
+    pub run_id: Option<String>,
+    /// `${run_name}`
+    pub run_name: Option<String>,
+    /// `${image_uri}`
+    pub image_uri: Option<String>,
+    /// `${author}`
+    pub author: Option<String>,
+}
+
+/// Expands macros in place, returning warnings (missing values, unknown macros).
+pub struct MacroExpander<'a> {
+    named: [(&'static str, Option<&'a str>); 6],
+    env: &'a BTreeMap<String, String>,
+    warnings: Vec<String>,
+}
+
+impl<'a> MacroExpander<'a> {
+    /// An expander for one run.
+    pub fn new(values: &'a MacroValues, env: &'a BTreeMap<String, String>) -> Self {
+        Self {
+            named: [
+                ("project_name", values.project_name.as_deref()),
+                ("entity_name", values.entity_name.as_deref()),
+                ("run_id", values.run_id.as_deref()),
+                ("run_name", values.run_name.as_deref()),
+                ("image_uri", values.image_uri.as_deref()),
+                ("author", values.author.as_deref()),
+            ],
+            env,
+            warnings: Vec::new(),
+        }
+    }
+
+    /// Substitutes every string leaf of `value` (keys are left alone).
+    pub fn expand_value(&mut self, value: &mut Value, path: &str) {
+        match value {
+            Value::String(text) if text.contains("${") => {
+                *text = self.expand_str(text, path);
+            }
+            Value::Array(items) => {
+                for (i, item) in items.iter_mut().enumerate() {
+                    self.expand_value(item, &format!("{path}[{i}]"));
+                }
+            }
+            Value::Object(map) => {
+                for (key, item) in map.iter_mut() {
+                    self.expand_value(item, &format!("{path}.{key}"));
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Substitutes macros in one string.
+    pub fn expand_str(&mut self, text: &str, path: &str) -> String {
+        let mut out = String::with_capacity(text.len());
+        let mut rest = text;
+        while let Some(start) = rest.find("${") {
+            out.push_str(&rest[..start]);
+            let after = &rest[start + 2..];
+            let name_len = after
+                .char_indices()
+                .find(|(_, c)| !(c.is_alphanumeric() || *c == '_'))
+                .map_or(after.len(), |(i, _)| i);
+            let closes = after[name_len..].starts_with('}');
+            if name_len == 0 || !closes {
+                out.push_str("${");
+                rest = after;
+                continue;
+            }
+            let name = &after[..name_len];
+            out.push_str(
+                &self
+                    .lookup(name, path)
+                    .unwrap_or_else(|| format!("${{{name}}}")),
+            );
+            rest = &after[name_len + 1..];
+        }
+        out.push_str(rest);
+        out
+    }
+
+    fn lookup(&mut self, name: &str, path: &str) -> Option<String> {
+        if let Some((_, value)) = self.named.iter().find(|(known, _)| *known == name) {
+            return Some(match value {
+                Some(value) => (*value).to_owned(),
+                None => {
+                    self.warnings.push(format!(
+                        "{path}: macro ${{{name}}} has no value for this run and was replaced by an empty string"
+                    ));
+                    String::new()
+                }
+            });
+        }
+        if let Some(value) = self.env.get(name) {
+            return Some(value.clone());
+        }
+        self.warnings.push(format!(
+            "{path}: ${{{name}}} is neither a known macro nor an allow-listed agent variable and was left as is \
+             (known: project_name, entity_name, run_id, run_name, image_uri, author; admins can allow \
+             agent environment variables with macro_env_allowlist)"
+        ));
+        None
+    }
+
+    /// Warnings collected so far.
+    pub fn into_warnings(self) -> Vec<String> {
+        self.warnings
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn values() -> MacroValues {
+        MacroValues {
+            project_name: Some("proj".into()),
+            entity_name: Some("ent".into()),
+            run_id: Some("r1".into()),
+            run_name: None,
+            image_uri: Some("img:1".into()),
+            author: Some("ann".into()),
+        }
+    }
+
+    #[test]
+    fn expands_named_and_allow_listed_only() {
+        let values = values();
+        let mut env = BTreeMap::new();
+        env.insert("REGION".to_owned(), "eu".to_owned());
+        let mut expander = MacroExpander::new(&values, &env);
+        let mut doc = json!({"a": "${image_uri}-${run_id}", "b": ["${REGION}", "${WANDB_API_KEY}"],
+                             "${run_id}": "key untouched", "c": "${run-id} $${run_id} ${", "d": 3});
+        expander.expand_value(&mut doc, "x");
+        assert_eq!(
+            doc,
+            json!({"a": "img:1-r1", "b": ["eu", "${WANDB_API_KEY}"], "${run_id}": "key untouched",
+                   "c": "${run-id} $r1 ${", "d": 3})
+        );
+        let warnings = expander.into_warnings();
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert!(warnings[0].contains("WANDB_API_KEY"));
+    }
+
+    #[test]
+    fn missing_named_value_is_empty_with_a_warning_not_none() {
+        let values = values();
+        let env = BTreeMap::new();
+        let mut expander = MacroExpander::new(&values, &env);
+        assert_eq!(expander.expand_str("name-${run_name}", "p"), "name-");
+        let warnings = expander.into_warnings();
+        assert!(warnings[0].starts_with("p: macro ${run_name} has no value"));
+    }
+}

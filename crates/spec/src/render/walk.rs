@@ -1,0 +1,177 @@
+//! Generic walks over manifests: pod templates, pod specs, containers, JSON merge and paths.
+
+use serde_json::{Map, Value};
+
+/// Calls `f` on every pod template anywhere in `value`: an object whose `spec` holds a
+/// `containers` list (a Job's `spec.template`, each PyTorchJob replica's `template`, …).
+pub fn for_each_pod_template(value: &mut Value, f: &mut impl FnMut(&mut Map<String, Value>)) {
+    match value {
+        Value::Object(map) => {
+            let is_template = map
+                .get("spec")
+                .and_then(|spec| spec.get("containers"))
+                .is_some_and(Value::is_array);
+            if is_template {
+                f(map);
+            }
+            for item in map.values_mut() {
+                for_each_pod_template(item, f);
+            }
+        }
+        Value::Array(items) => items
+            .iter_mut()
+            .for_each(|item| for_each_pod_template(item, f)),
+        _ => {}
+    }
+}
+
+/// Calls `f` on every pod spec anywhere in `value`: an object holding a `containers` list.
+pub fn for_each_pod_spec(value: &mut Value, f: &mut impl FnMut(&mut Map<String, Value>)) {
+    match value {
+        Value::Object(map) => {
+            if map.get("containers").is_some_and(Value::is_array) {
+                f(map);
+            }
+            for item in map.values_mut() {
+                for_each_pod_spec(item, f);
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(|item| for_each_pod_spec(item, f)),
+        _ => {}
+    }
+}
+
+/// The `containers` of a pod spec as objects (non-object entries are skipped).
+pub fn containers_mut(
+    pod_spec: &mut Map<String, Value>,
+) -> impl Iterator<Item = &mut Map<String, Value>> {
+    pod_spec
+        .get_mut("containers")
+        .and_then(Value::as_array_mut)
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_object_mut)
+}
+
+/// The object at `key` in `map`, created empty when absent. `None` if it exists but is not
+/// an object (the caller reports that as a field error).
+pub fn object_entry<'a>(
+    map: &'a mut Map<String, Value>,
+    key: &str,
+) -> Option<&'a mut Map<String, Value>> {
+    map.entry(key.to_owned())
+        .or_insert_with(|| Value::Object(Map::new()))
+        .as_object_mut()
+}
+
+/// Appends `items` to the list at `key`, creating it. Returns false if `key` holds a non-list.
+pub fn append_list(
+    map: &mut Map<String, Value>,
+    key: &str,
+    items: impl IntoIterator<Item = Value>,
+) -> bool {
+    match map
+        .entry(key.to_owned())
+        .or_insert_with(|| Value::Array(Vec::new()))
+    {
+        Value::Array(list) => {
+            list.extend(items);
+            true
+        }
+        Value::Null => {
+            map.insert(key.to_owned(), Value::Array(items.into_iter().collect()));
+            true
+        }
+        _ => false,
+    }
+}
+
+/// Sets `labels[key] = value` on the object's metadata.
+pub fn set_label(object: &mut Map<String, Value>, key: &str, value: &str) {
+    set_metadata_entry(object, "labels", key, value);
+}
+
+/// Sets `annotations[key] = value` on the object's metadata.
+pub fn set_annotation(object: &mut Map<String, Value>, key: &str, value: &str) {
+    set_metadata_entry(object, "annotations", key, value);
+}
+
+fn set_metadata_entry(object: &mut Map<String, Value>, field: &str, key: &str, value: &str) {
+    let metadata = object
+        .entry("metadata".to_owned())
+        .or_insert_with(|| Value::Object(Map::new()));
+    if !metadata.is_object() {
+        *metadata = Value::Object(Map::new());
+    }
+    if let Some(metadata) = metadata.as_object_mut() {
+        let entries = metadata
+            .entry(field.to_owned())
+            .or_insert_with(|| Value::Object(Map::new()));
+        if !entries.is_object() {
+            *entries = Value::Object(Map::new());
+        }
+        if let Some(entries) = entries.as_object_mut() {
+            entries.insert(key.to_owned(), Value::String(value.to_owned()));
+        }
+    }
+}
+
+/// Deep merge: objects merge key by key, anything else in `over` replaces `base`.
+pub fn deep_merge(base: &mut Value, over: Value) {
+    match (base, over) {
+        (Value::Object(base), Value::Object(over)) => {
+            for (key, value) in over {
+                match base.get_mut(&key) {
+                    Some(existing) => deep_merge(existing, value),
+                    None => {
+                        base.insert(key, value);
+                    }
+                }
+            }
+        }
+        (base, over) => *base = over,
+    }
+}
+
+/// `path.key`, quoting keys that contain `.` or `/` (label and annotation keys).
+pub fn join(path: &str, key: &str) -> String {
+    let quoted = key.contains(['.', '/', ' ']);
+    match (path.is_empty(), quoted) {
+        (true, false) => key.to_owned(),
+        (true, true) => format!("\"{key}\""),
+        (false, false) => format!("{path}.{key}"),
+        (false, true) => format!("{path}.\"{key}\""),
+    }
+}
+
+/// POSIX shell quoting: safe words stay bare, anything else is single-quoted.
+pub fn shell_quote(word: &str) -> String {
+    let safe = !word.is_empty()
+        && word
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "_@%+=:,./-".contains(c));
+    if safe {
+        word.to_owned()
+    } else {
+        format!("'{}'", word.replace('\'', "'\"'\"'"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn merge_and_quote() {
+        let mut base = json!({"a": {"b": 1, "c": [1]}, "d": 1});
+        deep_merge(&mut base, json!({"a": {"c": [2], "e": 3}}));
+        assert_eq!(base, json!({"a": {"b": 1, "c": [2], "e": 3}, "d": 1}));
+        assert_eq!(shell_quote("train.py"), "train.py");
+        assert_eq!(shell_quote("it's"), r#"'it'"'"'s'"#);
+        assert_eq!(
+            join("metadata.labels", "wandb.ai/run-id"),
+            "metadata.labels.\"wandb.ai/run-id\""
+        );
+    }
+}

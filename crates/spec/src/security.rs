@@ -1,0 +1,222 @@
+//! The manifest refuse-list (reference §4.3) and the forced container security context
+//! (reference §4.11).
+//!
+//! Differs from the reference because its refuse-list cannot be relaxed: workload identity
+//! needs `serviceAccountName`, some images need a pod-level `securityContext`. Here the
+//! refuse-list stays the default and an admin allow-list (agent config `allowed_fields`)
+//! permits named fields.
+
+use std::collections::BTreeSet;
+
+use serde_json::{Map, Value, json};
+
+use crate::error::FieldError;
+
+/// Why each refused key is dangerous, for the error message.
+fn reason(key: &str) -> &'static str {
+    match key {
+        "securityContext" => "it can run the container as root or with added privileges",
+        "hostPath" => "it mounts a directory of the node into the pod",
+        "serviceAccountToken" => "it projects a service-account token into the pod",
+        "hostPID" | "hostIPC" | "hostNetwork" | "shareProcessNamespace" | "hostUsers" => {
+            "it shares a namespace of the node or of other containers"
+        }
+        "serviceAccountName" | "serviceAccount" => {
+            "it gives the workload the permissions of another service account"
+        }
+        "automountServiceAccountToken" => "it mounts the service-account token into the pod",
+        "hostPort" => "it binds a port on the node",
+        "mountPropagation" => "bidirectional propagation lets the pod change the node's mounts",
+        _ => "it weakens the isolation of the workload",
+    }
+}
+
+fn truthy(value: &Value) -> bool {
+    match value {
+        Value::Bool(b) => *b,
+        Value::Number(n) => n.as_f64().is_some_and(|f| f != 0.0),
+        Value::String(s) => matches!(s.to_ascii_lowercase().as_str(), "1" | "true" | "yes"),
+        _ => false,
+    }
+}
+
+fn non_blank(value: &Value) -> bool {
+    match value {
+        Value::String(s) => !s.trim().is_empty(),
+        Value::Array(items) => items.iter().any(non_blank),
+        _ => false,
+    }
+}
+
+/// Scans every object in `value` for refused keys; returns one error per refused field.
+pub fn scan(value: &Value, path: &str, allowed: &BTreeSet<String>) -> Vec<FieldError> {
+    let mut errors = Vec::new();
+    scan_into(value, path, allowed, &mut errors);
+    errors
+}
+
+fn scan_into(value: &Value, path: &str, allowed: &BTreeSet<String>, errors: &mut Vec<FieldError>) {
+    match value {
+        Value::Object(map) => {
+            for (key, item) in map {
+                let item_path = format!("{path}.{key}");
+                if !allowed.contains(key) && refused(key, item) {
+                    errors.push(FieldError::new(
+                        &item_path,
+                        format!("unsafe option `{key}` is not allowed: {}", reason(key)),
+                        format!(
+                            "remove it, or ask the agent admin to add `{key}` to `allowed_fields` in the agent config"
+                        ),
+                    ));
+                }
+                if let ("annotations", Value::Object(annotations)) = (key.as_str(), item) {
+                    scan_annotations(annotations, &item_path, errors);
+                }
+                scan_into(item, &item_path, allowed, errors);
+            }
+        }
+        Value::Array(items) => {
+            for (i, item) in items.iter().enumerate() {
+                scan_into(item, &format!("{path}[{i}]"), allowed, errors);
+            }
+        }
+        _ => {}
+    }
+}
+
+fn refused(key: &str, value: &Value) -> bool {
+    match key {
+        "securityContext" | "hostPath" | "serviceAccountToken" => true,
+        "hostPID"
+        | "hostIPC"
+        | "hostNetwork"
+        | "shareProcessNamespace"
+        | "hostUsers"
+        | "automountServiceAccountToken"
+        | "hostPort" => truthy(value),
+        "serviceAccountName" | "serviceAccount" => non_blank(value),
+        "mountPropagation" => value.as_str() == Some("Bidirectional"),
+        _ => false,
+    }
+}
+
+fn scan_annotations(annotations: &Map<String, Value>, path: &str, errors: &mut Vec<FieldError>) {
+    for (key, value) in annotations {
+        let lower_key = key.to_ascii_lowercase();
+        let unconfined = value
+            .as_str()
+            .is_some_and(|v| v.to_ascii_lowercase().contains("unconfined"));
+        if (lower_key.contains("apparmor") || lower_key.contains("seccomp")) && unconfined {
+            errors.push(FieldError::new(
+                format!("{path}.{key}"),
+                "unsafe annotation: an unconfined AppArmor or seccomp profile is not allowed",
+                "remove the annotation; the agent sets seccompProfile RuntimeDefault itself",
+            ));
+        }
+    }
+}
+
+/// The container security context the agent forces (reference §4.11).
+pub fn restricted_container_context() -> Value {
+    json!({
+        "allowPrivilegeEscalation": false,
+        "capabilities": {"drop": ["ALL"]},
+        "seccompProfile": {"type": "RuntimeDefault"}
+    })
+}
+
+/// Replaces `securityContext` on every container, initContainer and ephemeralContainer of
+/// every pod spec anywhere in `value` (a pod spec is any object holding one of those lists).
+pub fn force_security_context(value: &mut Value) {
+    match value {
+        Value::Object(map) => {
+            for list in ["containers", "initContainers", "ephemeralContainers"] {
+                if let Some(Value::Array(containers)) = map.get_mut(list) {
+                    for container in containers.iter_mut() {
+                        if let Value::Object(container) = container {
+                            container.insert(
+                                "securityContext".to_owned(),
+                                restricted_container_context(),
+                            );
+                        }
+                    }
+                }
+            }
+            for item in map.values_mut() {
+                force_security_context(item);
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(force_security_context),
+        _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_refused_key_is_reported_with_its_path() {
+        let doc = json!({"spec": {"template": {"metadata": {"annotations": {
+            "container.apparmor.security.beta.kubernetes.io/c": "Unconfined"}},
+            "spec": {
+            "hostNetwork": true, "hostPID": "yes", "hostIPC": 0, "shareProcessNamespace": false,
+            "hostUsers": "1", "serviceAccountName": " ", "serviceAccount": ["", "x"],
+            "automountServiceAccountToken": 1, "securityContext": {},
+            "volumes": [{"name": "v", "hostPath": {"path": "/"}},
+                        {"name": "t", "projected": {"sources": [{"serviceAccountToken": {}}]}}],
+            "containers": [{"ports": [{"hostPort": 80}, {"hostPort": 0}],
+                            "volumeMounts": [{"mountPropagation": "Bidirectional"},
+                                             {"mountPropagation": "HostToContainer"}]}]}}}});
+        let errors = scan(&doc, "k", &BTreeSet::new());
+        let mut paths: Vec<_> = errors.iter().map(|e| e.path.as_str()).collect();
+        paths.sort();
+        assert_eq!(
+            paths,
+            [
+                "k.spec.template.metadata.annotations.container.apparmor.security.beta.kubernetes.io/c",
+                "k.spec.template.spec.automountServiceAccountToken",
+                "k.spec.template.spec.containers[0].ports[0].hostPort",
+                "k.spec.template.spec.containers[0].volumeMounts[0].mountPropagation",
+                "k.spec.template.spec.hostNetwork",
+                "k.spec.template.spec.hostPID",
+                "k.spec.template.spec.hostUsers",
+                "k.spec.template.spec.securityContext",
+                "k.spec.template.spec.serviceAccount",
+                "k.spec.template.spec.volumes[0].hostPath",
+                "k.spec.template.spec.volumes[1].projected.sources[0].serviceAccountToken",
+            ]
+        );
+        assert!(
+            errors
+                .iter()
+                .all(|e| e.fix.contains("allowed_fields") || e.path.contains("annotations"))
+        );
+    }
+
+    #[test]
+    fn admin_allow_list_permits_named_fields() {
+        let doc = json!({"spec": {"serviceAccountName": "trainer", "hostNetwork": true}});
+        let allowed: BTreeSet<String> = ["serviceAccountName".to_owned()].into();
+        let errors = scan(&doc, "k", &allowed);
+        assert_eq!(errors.len(), 1);
+        assert_eq!(errors[0].path, "k.spec.hostNetwork");
+    }
+
+    #[test]
+    fn forces_context_on_every_container_list_anywhere() {
+        let mut doc = json!({"spec": {"pytorchReplicaSpecs": {"Master": {"template": {"spec": {
+            "containers": [{"name": "a", "securityContext": {"privileged": true}}],
+            "initContainers": [{"name": "i"}]}}}}}});
+        force_security_context(&mut doc);
+        let spec = &doc["spec"]["pytorchReplicaSpecs"]["Master"]["template"]["spec"];
+        assert_eq!(
+            spec["containers"][0]["securityContext"],
+            restricted_container_context()
+        );
+        assert_eq!(
+            spec["initContainers"][0]["securityContext"],
+            restricted_container_context()
+        );
+    }
+}
