@@ -66,6 +66,10 @@ pub struct Args {
     /// Plural of a custom resource, as `Kind.group=plural` (repeatable).
     #[arg(long = "crd-plural", value_name = "KIND.GROUP=PLURAL")]
     pub crd_plurals: Vec<String>,
+    /// GPUs for the workload, e.g. `4xA100-80GB`, `H100`, `nvidia.com/gpu=2`, `2xL4,shm=16Gi`:
+    /// limits and requests, GPU tolerations, node affinity for the product, `/dev/shm`.
+    #[arg(long, value_name = "REQUEST")]
+    pub gpu: Option<String>,
     /// Output format.
     #[arg(long, value_enum, default_value_t = Output::Yaml)]
     pub output: Output,
@@ -208,6 +212,12 @@ fn context(
             problem: format!("environment variable {var} is not set or empty (export it, or drop the flag to render a placeholder)"),
         })?;
         ctx.api_key = ApiKeyMode::Agent(ApiKey::new(key));
+    }
+    if let Some(text) = &args.gpu {
+        ctx.gpu = Some(text.parse().map_err(|error| CliError::BadFlag {
+            flag: "--gpu",
+            problem: format!("{error}"),
+        })?);
     }
     let mut macro_env = BTreeMap::new();
     for name in &args.macro_env {

@@ -132,6 +132,31 @@ case!(
     ]
 );
 
+case!(
+    gpu_flag,
+    "--gpu renders limits = requests, the GPU toleration, product affinity for every label family and /dev/shm",
+    [
+        "--run-spec",
+        IMAGE_JOB,
+        "--gpu",
+        "4xA100-80GB,shm=32Gi",
+        "--run-id",
+        "g1"
+    ]
+);
+case!(
+    gpu_in_pytorchjob,
+    "a gpu request applies to every replica of a custom resource",
+    [
+        "--run-spec",
+        IMAGE_JOB,
+        "--queue-config",
+        "tests/fixtures/pytorchjob-gpu.yaml",
+        "--run-id",
+        "g2"
+    ]
+);
+
 macro_rules! error_case {
     ($name:ident, $what:expr, [$($arg:expr),* $(,)?]) => {
         #[test]
@@ -144,6 +169,26 @@ macro_rules! error_case {
     };
 }
 
+error_case!(
+    fractional_gpu_is_rejected,
+    "GPU quantities must be integers in limits, requests equal to limits",
+    [
+        "--run-spec",
+        IMAGE_JOB,
+        "--queue-config",
+        "tests/fixtures/fractional-gpu.yaml"
+    ]
+);
+error_case!(
+    bad_gpu_request_in_queue_config,
+    "an unparsable gpu key names the field and the valid forms",
+    [
+        "--run-spec",
+        IMAGE_JOB,
+        "--queue-config",
+        "tests/fixtures/bad-gpu.yaml"
+    ]
+);
 error_case!(
     malformed_yaml_names_the_file_and_position,
     "malformed YAML",

@@ -44,6 +44,8 @@ pub struct RenderContext {
     pub code_mount: Option<CodeMount>,
     /// Plural overrides for custom resources, `Kind.group` → plural (beside the built-in table).
     pub crd_plurals: BTreeMap<String, String>,
+    /// GPUs for the workload (`--gpu 4xA100`); wins over the queue config's `gpu:` key.
+    pub gpu: Option<gpu::GpuRequest>,
     /// Record, for every field of the result, which layer set it (`launch-render --explain`).
     pub explain: bool,
 }
@@ -69,6 +71,7 @@ impl RenderContext {
             job_entrypoint: None,
             code_mount: None,
             crd_plurals: BTreeMap::new(),
+            gpu: None,
             explain: false,
         }
     }

@@ -44,6 +44,7 @@ pub const AGENT_ONLY_KEYS: &[&str] = &[
     "version",
     "builder",
     "plural",
+    "gpu",
 ];
 
 /// Placeholder written into the API-key Secret of dry renders.
@@ -188,6 +189,7 @@ pub fn render(
         .unwrap_or("batch/v1")
         .to_owned();
     let is_job = matches!(api_version.as_str(), "batch/v1" | "batch/v1beta1");
+    let gpu_request = ctx.gpu.as_ref().or(extras.gpu.as_ref());
     let workload = if is_job {
         render_job(
             spec,
@@ -195,6 +197,7 @@ pub fn render(
             &mut body,
             &namespace,
             image_uri.as_deref(),
+            gpu_request,
             &env_inputs,
             &mut tracker,
         )?
@@ -205,6 +208,7 @@ pub fn render(
             &mut body,
             &extras,
             &namespace,
+            gpu_request,
             &env_inputs,
             &mut tracker,
         )?
@@ -245,6 +249,7 @@ pub fn render(
 /// Agent-only values that are not part of [`AgentKeys`] but steer the render.
 #[derive(Default)]
 struct Extras {
+    gpu: Option<gpu::GpuRequest>,
     namespace: Option<String>,
     group: Option<String>,
     version: Option<String>,
@@ -278,6 +283,20 @@ fn take_agent_keys(body: &mut Map<String, Value>) -> (AgentKeys, Extras, Vec<Fie
     let version = string_key(body, "version", &mut problems);
     let plural = string_key(body, "plural", &mut problems);
     body.remove("builder");
+    let gpu = match string_key(body, "gpu", &mut problems)
+        .map(|text| text.parse::<gpu::GpuRequest>())
+    {
+        None => None,
+        Some(Ok(request)) => Some(request),
+        Some(Err(error)) => {
+            problems.push(FieldError::new(
+                format!("{K8S}.gpu"),
+                error.to_string(),
+                "write the request like `4xA100-80GB`, `H100`, `nvidia.com/gpu=2` or `2xL4,shm=16Gi`",
+            ));
+            None
+        }
+    };
     let wait_for_ready = match body.remove("wait_for_ready") {
         None | Some(Value::Null) => true,
         Some(Value::Bool(b)) => b,
@@ -310,6 +329,7 @@ fn take_agent_keys(body: &mut Map<String, Value>) -> (AgentKeys, Extras, Vec<Fie
             wait_timeout_secs,
         },
         Extras {
+            gpu,
             namespace,
             group,
             version,
@@ -466,6 +486,7 @@ fn render_job(
     body: &mut Value,
     namespace: &str,
     image_uri: Option<&str>,
+    gpu_request: Option<&gpu::GpuRequest>,
     env_inputs: &EnvInputs<'_>,
     tracker: &mut Tracker,
 ) -> Result<RenderedObject> {
@@ -593,6 +614,18 @@ fn render_job(
     label_workload(job_map, ctx, spec);
     tracker.record(&job, Layer::AgentDefault);
 
+    if let Some(request) = gpu_request {
+        let pod_spec = job.pointer_mut("/spec/template/spec").ok_or_else(|| {
+            field_error(
+                format!("{K8S}.spec.template.spec"),
+                "is missing",
+                "add a pod spec",
+            )
+        })?;
+        apply_gpu(pod_spec, request, &format!("{K8S}.spec.template.spec"))?;
+        tracker.record(&job, Layer::GpuRequest);
+    }
+
     // Image, command and args: the run spec's choices, on the main container.
     let pod_spec = job_pod_spec(&mut job)?;
     let any_image = containers_mut(pod_spec).any(|c| {
@@ -658,6 +691,7 @@ fn render_job(
     }
     security::force_security_context(&mut job);
     tracker.record(&job, Layer::SecurityInjection);
+    validate_gpu_resources(&job)?;
 
     Ok(RenderedObject {
         role: ObjectRole::Workload,
@@ -690,6 +724,7 @@ fn render_custom(
     body: &mut Value,
     extras: &Extras,
     namespace: &str,
+    gpu_request: Option<&gpu::GpuRequest>,
     env_inputs: &EnvInputs<'_>,
     tracker: &mut Tracker,
 ) -> Result<RenderedObject> {
@@ -741,6 +776,19 @@ fn render_custom(
     label_workload(object, ctx, spec);
     tracker.record(body, Layer::AgentDefault);
 
+    if let Some(request) = gpu_request {
+        let mut result = Ok(());
+        if let Some(spec_value) = body.get_mut("spec") {
+            for_each_pod_template(spec_value, &mut |template| {
+                if let (Ok(()), Some(pod_spec)) = (&result, template.get_mut("spec")) {
+                    result = apply_gpu(pod_spec, request, &format!("{K8S}.spec"));
+                }
+            });
+        }
+        result?;
+        tracker.record(body, Layer::GpuRequest);
+    }
+
     // Overrides of command and args go to every container of every pod template.
     let mut first = true;
     if let Some(spec_value) = body.get_mut("spec") {
@@ -771,6 +819,7 @@ fn render_custom(
     }
     security::force_security_context(body);
     tracker.record(body, Layer::SecurityInjection);
+    validate_gpu_resources(body)?;
 
     let plural = extras
         .plural
@@ -905,4 +954,35 @@ fn all_fields(manifest: &Value, layer: Layer, enabled: bool) -> output::Provenan
     let mut tracker = Tracker::new(enabled);
     tracker.record(manifest, layer);
     tracker.finish(manifest)
+}
+
+fn apply_gpu(pod_spec: &mut Value, request: &gpu::GpuRequest, path: &str) -> Result<()> {
+    let options = gpu::RenderOptions::default();
+    gpu::apply_gpu_request(pod_spec, request, &options).map_err(|error| {
+        field_error(
+            path,
+            format!("gpu request `{request}` cannot be applied: {error}"),
+            "remove the conflicting value from the queue config, or change the gpu request",
+        )
+    })
+}
+
+/// Kubernetes' extended-resource rules (integer GPUs, in limits, requests equal to limits),
+/// checked on every pod spec so a bad queue config fails here rather than at the API server.
+fn validate_gpu_resources(workload: &Value) -> Result<()> {
+    let mut problems = Vec::new();
+    walk::visit_pod_specs(workload, K8S, &mut |pod_spec, path| {
+        for error in gpu::validate_extended_resources(pod_spec, path) {
+            problems.push(FieldError::new(
+                error.field,
+                format!("container `{}`: {}", error.container, error.problem),
+                error.fix,
+            ));
+        }
+    });
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(RenderError::many(problems))
+    }
 }

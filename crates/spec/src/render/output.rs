@@ -112,6 +112,8 @@ pub enum Layer {
     Macro,
     /// A default or label the agent adds (names, namespace, backoffLimit, labels…).
     AgentDefault,
+    /// What a GPU request implies: resources, tolerations, node affinity, `/dev/shm`.
+    GpuRequest,
     /// A `WANDB_*` variable injected for the workload.
     WandbEnv,
     /// The forced security context.
@@ -126,6 +128,7 @@ impl Layer {
             Layer::RunSpec => "run spec",
             Layer::Macro => "macro",
             Layer::AgentDefault => "agent default",
+            Layer::GpuRequest => "gpu request",
             Layer::WandbEnv => "W&B env",
             Layer::SecurityInjection => "security injection",
         }

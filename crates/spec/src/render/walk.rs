@@ -41,6 +41,27 @@ pub fn for_each_pod_spec(value: &mut Value, f: &mut impl FnMut(&mut Map<String, 
     }
 }
 
+/// Calls `f` with every pod spec in `value` (an object holding a `containers` list) and its
+/// path, for messages that name the field.
+pub fn visit_pod_specs(value: &Value, path: &str, f: &mut impl FnMut(&Value, &str)) {
+    match value {
+        Value::Object(map) => {
+            if map.get("containers").is_some_and(Value::is_array) {
+                f(value, path);
+            }
+            for (key, item) in map {
+                visit_pod_specs(item, &join(path, key), f);
+            }
+        }
+        Value::Array(items) => {
+            for (i, item) in items.iter().enumerate() {
+                visit_pod_specs(item, &format!("{path}[{i}]"), f);
+            }
+        }
+        _ => {}
+    }
+}
+
 /// The `containers` of a pod spec as objects (non-object entries are skipped).
 pub fn containers_mut(
     pod_spec: &mut Map<String, Value>,
