@@ -1,0 +1,552 @@
+//! HTTP transport: one `reqwest::Client`, GraphQL bodies, retries with backoff, and the
+//! mapping of HTTP and GraphQL failures onto [`Error`].
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant, SystemTime};
+
+use backon::{ExponentialBuilder, Retryable};
+use graphql_client::GraphQLQuery;
+use reqwest::header::{HeaderMap, HeaderName, HeaderValue, RETRY_AFTER};
+use reqwest::{RequestBuilder, StatusCode, Url};
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+use crate::config::{ClientConfig, ProxyConfig};
+use crate::error::{Error, Result};
+
+/// Longest piece of a server body quoted in an error message.
+const MAX_QUOTED_BODY: usize = 512;
+
+/// How the reference client sends an operation. Launch operations come from Python's
+/// `LaunchApi` (empty `operationName`, `Use-Admin-Privileges: true`); the typed operations
+/// come from wandb-core's genqlient client (named, no admin header).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Sender {
+    /// Raw document from Python.
+    LaunchApi,
+    /// Typed wandb-core operation.
+    Core,
+}
+
+/// A client for the W&B API. Cheap to clone; clones share the connection pool.
+#[derive(Clone, Debug)]
+pub struct Client {
+    pub(crate) inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+pub(crate) struct Inner {
+    pub(crate) http: reqwest::Client,
+    pub(crate) config: ClientConfig,
+    pub(crate) base_url: Url,
+    pub(crate) graphql_url: Url,
+}
+
+/// One failed attempt, before retry policy is applied.
+#[derive(Debug)]
+enum AttemptError {
+    /// Non-2xx answer.
+    Status {
+        status: StatusCode,
+        retry_after: Option<Duration>,
+        message: String,
+    },
+    /// Connection, TLS, timeout, or body read failure.
+    Transport(reqwest::Error),
+}
+
+impl AttemptError {
+    fn is_retryable(&self) -> bool {
+        match self {
+            Self::Status { status, .. } => is_retryable_status(*status),
+            Self::Transport(_) => true,
+        }
+    }
+}
+
+/// The reference's policy (wandb-core `retry_policy.go`): every 4xx/5xx is retried except
+/// the ones that a retry cannot fix.
+pub(crate) fn is_retryable_status(status: StatusCode) -> bool {
+    let code = status.as_u16();
+    if !(400..600).contains(&code) {
+        return !status.is_success();
+    }
+    !matches!(code, 400 | 401 | 403 | 404 | 409 | 410 | 413 | 422 | 501)
+}
+
+/// Parses `Retry-After`: delta seconds or an HTTP date.
+pub(crate) fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
+    let value = value.trim();
+    if let Ok(seconds) = value.parse::<u64>() {
+        return Some(Duration::from_secs(seconds));
+    }
+    let date = httpdate::parse_http_date(value).ok()?;
+    Some(date.duration_since(now).unwrap_or(Duration::ZERO))
+}
+
+impl Client {
+    /// Builds a client: TLS with the system roots plus `extra_ca_file`, the chosen proxy, and
+    /// gzip responses. Sends nothing.
+    pub fn new(config: ClientConfig) -> Result<Self> {
+        let base_url = Url::parse(config.base_url.trim_end_matches('/')).map_err(|e| {
+            Error::InvalidConfig {
+                reason: format!(
+                    "base URL {:?} is not a URL ({e}); set WANDB_BASE_URL to e.g. https://api.wandb.ai",
+                    config.base_url
+                ),
+            }
+        })?;
+        if !matches!(base_url.scheme(), "http" | "https") {
+            return Err(Error::InvalidConfig {
+                reason: format!("base URL {base_url} must start with http:// or https://"),
+            });
+        }
+        if config.api_key.is_empty() {
+            return Err(Error::InvalidConfig {
+                reason: "the API key is empty; set WANDB_API_KEY".to_owned(),
+            });
+        }
+        let graphql_url = join(&base_url, "graphql")?;
+
+        let mut builder = reqwest::Client::builder()
+            .user_agent(config.user_agent.clone())
+            .gzip(true)
+            .default_headers(default_headers(&config)?);
+        builder = match &config.proxy {
+            ProxyConfig::FromEnv => builder,
+            ProxyConfig::None => builder.no_proxy(),
+            ProxyConfig::Url(url) => {
+                let proxy =
+                    reqwest::Proxy::all(url.as_str()).map_err(|e| Error::InvalidConfig {
+                        reason: format!("proxy URL {url:?} is invalid: {e}"),
+                    })?;
+                builder.proxy(proxy)
+            }
+        };
+        if let Some(path) = &config.extra_ca_file {
+            let pem = std::fs::read(path).map_err(|source| Error::ReadCaBundle {
+                path: path.clone(),
+                source,
+            })?;
+            let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|source| {
+                Error::InvalidCaBundle {
+                    path: path.clone(),
+                    source: Some(source),
+                }
+            })?;
+            if certs.is_empty() {
+                return Err(Error::InvalidCaBundle {
+                    path: path.clone(),
+                    source: None,
+                });
+            }
+            builder = builder.tls_certs_merge(certs);
+        }
+        let http = builder
+            .build()
+            .map_err(|source| Error::BuildHttpClient { source })?;
+        Ok(Self {
+            inner: Arc::new(Inner {
+                http,
+                config,
+                base_url,
+                graphql_url,
+            }),
+        })
+    }
+
+    /// The base URL requests go to.
+    pub fn base_url(&self) -> &Url {
+        &self.inner.base_url
+    }
+
+    /// Sends one GraphQL operation (with retries) and decodes its `data`.
+    pub(crate) async fn graphql<Q: GraphQLQuery>(
+        &self,
+        sender: Sender,
+        variables: Q::Variables,
+    ) -> Result<Q::ResponseData> {
+        let body = Q::build_query(variables);
+        let operation = body.operation_name;
+        let mut json = serde_json::Map::new();
+        json.insert("query".into(), Value::String(body.query.to_owned()));
+        let sent_name = match sender {
+            Sender::LaunchApi => "",
+            Sender::Core => operation,
+        };
+        json.insert("operationName".into(), Value::String(sent_name.to_owned()));
+        let variables =
+            serde_json::to_value(&body.variables).map_err(|e| Error::InvalidResponse {
+                operation,
+                reason: format!("cannot encode variables: {e}"),
+            })?;
+        if !variables.is_null() {
+            json.insert("variables".into(), variables);
+        }
+        let bytes =
+            serde_json::to_vec(&Value::Object(json)).map_err(|e| Error::InvalidResponse {
+                operation,
+                reason: format!("cannot encode request: {e}"),
+            })?;
+
+        let url = self.inner.graphql_url.clone();
+        let key = self.inner.config.api_key.clone();
+        let response = self
+            .send_with_retry(operation, &url, |timeout| {
+                let mut request = self
+                    .inner
+                    .http
+                    .post(url.clone())
+                    .basic_auth("api", Some(key.expose()))
+                    .header(reqwest::header::CONTENT_TYPE, "application/json")
+                    .timeout(timeout)
+                    .body(bytes.clone());
+                if sender == Sender::LaunchApi {
+                    request = request.header("Use-Admin-Privileges", "true");
+                }
+                request
+            })
+            .await?;
+        decode_graphql::<Q::ResponseData>(operation, &response, &self.inner.config.api_key)
+    }
+
+    /// Sends a request built by `build` (given the attempt's timeout) until it succeeds, a
+    /// non-retryable failure happens, or the retry deadline would pass. Returns the body of
+    /// the 2xx answer.
+    pub(crate) async fn send_with_retry(
+        &self,
+        operation: &'static str,
+        url: &Url,
+        build: impl Fn(Duration) -> RequestBuilder,
+    ) -> Result<Vec<u8>> {
+        let config = &self.inner.config;
+        let started = Instant::now();
+        let deadline = started + config.retry_deadline;
+        let attempts = AtomicU32::new(0);
+        let url_text = redact_url(url);
+
+        let attempt = || async {
+            let number = attempts.fetch_add(1, Ordering::Relaxed) + 1;
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            let timeout = config.timeout.min(remaining).max(Duration::from_millis(1));
+            tracing::debug!(operation, attempt = number, url = %url_text, "sending request");
+            let response = build(timeout)
+                .send()
+                .await
+                .map_err(AttemptError::Transport)?;
+            let status = response.status();
+            if status.is_success() {
+                let body = response.bytes().await.map_err(AttemptError::Transport)?;
+                tracing::debug!(
+                    operation,
+                    attempt = number,
+                    status = status.as_u16(),
+                    "response"
+                );
+                return Ok(body.to_vec());
+            }
+            let retry_after = response
+                .headers()
+                .get(RETRY_AFTER)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| parse_retry_after(v, SystemTime::now()));
+            let body = response.bytes().await.unwrap_or_default();
+            let message = error_message(&body, &config.api_key);
+            tracing::debug!(
+                operation,
+                attempt = number,
+                status = status.as_u16(),
+                retry_after = ?retry_after,
+                %message,
+                "request failed"
+            );
+            Err(AttemptError::Status {
+                status,
+                retry_after,
+                message,
+            })
+        };
+
+        let backoff = ExponentialBuilder::new()
+            .with_min_delay(config.retry_min_wait)
+            .with_max_delay(config.retry_max_wait)
+            .with_factor(2.0)
+            .with_jitter()
+            .without_max_times();
+
+        let result = attempt
+            .retry(backoff)
+            .sleep(tokio::time::sleep)
+            .when(AttemptError::is_retryable)
+            .adjust(|error, backoff_wait| {
+                let wait = match error {
+                    AttemptError::Status {
+                        retry_after: Some(retry_after),
+                        ..
+                    } => *retry_after,
+                    _ => backoff_wait?,
+                };
+                if Instant::now() + wait >= deadline {
+                    tracing::debug!(operation, wait = ?wait, "retry deadline reached, giving up");
+                    return None;
+                }
+                Some(wait)
+            })
+            .notify(|error, wait| {
+                let what = match error {
+                    AttemptError::Status { status, .. } => format!("HTTP {}", status.as_u16()),
+                    AttemptError::Transport(e) => transport_summary(e),
+                };
+                tracing::warn!(operation, error = %what, wait = ?wait, "retrying W&B request");
+            })
+            .await;
+
+        let attempts = attempts.load(Ordering::Relaxed);
+        result.map_err(|error| match error {
+            AttemptError::Transport(source) => Error::Network {
+                operation,
+                url: url_text.clone(),
+                attempts,
+                source,
+            },
+            AttemptError::Status {
+                status, message, ..
+            } => status_error(operation, url_text.clone(), status, attempts, message),
+        })
+    }
+}
+
+fn status_error(
+    operation: &'static str,
+    url: String,
+    status: StatusCode,
+    attempts: u32,
+    message: String,
+) -> Error {
+    let code = status.as_u16();
+    match code {
+        401 => Error::Unauthorized {
+            operation,
+            url,
+            status: code,
+        },
+        403 => Error::Forbidden {
+            operation,
+            url,
+            message,
+        },
+        404 => Error::NotFound {
+            operation,
+            url,
+            message,
+        },
+        _ if is_retryable_status(status) => Error::ServerUnavailable {
+            operation,
+            url,
+            status: code,
+            attempts,
+            message,
+        },
+        _ => Error::Rejected {
+            operation,
+            url,
+            status: code,
+            message,
+        },
+    }
+}
+
+fn transport_summary(error: &reqwest::Error) -> String {
+    if error.is_timeout() {
+        "timeout".to_owned()
+    } else if error.is_connect() {
+        "connection failed".to_owned()
+    } else {
+        "transport error".to_owned()
+    }
+}
+
+/// The URL without query string or credentials, for messages (signed upload URLs carry
+/// tokens in their query).
+pub(crate) fn redact_url(url: &Url) -> String {
+    let mut url = url.clone();
+    url.set_query(None);
+    url.set_fragment(None);
+    let _ = url.set_password(None);
+    let _ = url.set_username("");
+    url.to_string()
+}
+
+pub(crate) fn join(base: &Url, path: &str) -> Result<Url> {
+    let text = format!("{}/{}", base.as_str().trim_end_matches('/'), path);
+    Url::parse(&text).map_err(|e| Error::InvalidConfig {
+        reason: format!("cannot build URL {text}: {e}"),
+    })
+}
+
+fn default_headers(config: &ClientConfig) -> Result<HeaderMap> {
+    let mut headers = HeaderMap::new();
+    let mut insert = |name: &str, value: &str| -> Result<()> {
+        let header_name =
+            HeaderName::from_bytes(name.as_bytes()).map_err(|e| Error::InvalidConfig {
+                reason: format!("header name {name:?} is invalid: {e}"),
+            })?;
+        let header_value = HeaderValue::from_str(value).map_err(|e| Error::InvalidConfig {
+            reason: format!("value of header {name} is invalid: {e}"),
+        })?;
+        headers.insert(header_name, header_value);
+        Ok(())
+    };
+    insert(
+        "X-Wandb-Username",
+        config.username.as_deref().unwrap_or_default(),
+    )?;
+    insert(
+        "X-Wandb-User-Email",
+        config.user_email.as_deref().unwrap_or_default(),
+    )?;
+    for (name, value) in &config.extra_headers {
+        if name.eq_ignore_ascii_case("authorization") {
+            return Err(Error::InvalidConfig {
+                reason:
+                    "extra headers may not set Authorization; the API key is sent as basic auth"
+                        .to_owned(),
+            });
+        }
+        insert(name, value)?;
+    }
+    Ok(headers)
+}
+
+/// The message of a failed HTTP answer: `errors[].message` when the body is GraphQL JSON
+/// (joined as `[a; b]` when several), else the body text, shortened and redacted.
+fn error_message(body: &[u8], key: &spec::ApiKey) -> String {
+    let text = String::from_utf8_lossy(body);
+    let message = match serde_json::from_slice::<Value>(body) {
+        Ok(value) => match graphql_error_messages(&value) {
+            Some(messages) if messages.len() == 1 => messages.join(""),
+            Some(messages) if !messages.is_empty() => format!("[{}]", messages.join("; ")),
+            _ => text.trim().to_owned(),
+        },
+        Err(_) => text.trim().to_owned(),
+    };
+    let message = key.redact_in(&message);
+    shorten(&message)
+}
+
+fn shorten(text: &str) -> String {
+    if text.chars().count() <= MAX_QUOTED_BODY {
+        return text.to_owned();
+    }
+    let cut: String = text.chars().take(MAX_QUOTED_BODY).collect();
+    format!("{cut}…")
+}
+
+fn graphql_error_messages(value: &Value) -> Option<Vec<String>> {
+    let errors = value.get("errors")?.as_array()?;
+    Some(
+        errors
+            .iter()
+            .map(|error| {
+                let message = error
+                    .get("message")
+                    .and_then(Value::as_str)
+                    .unwrap_or("(no message)");
+                let path = error
+                    .get("path")
+                    .and_then(Value::as_array)
+                    .map(|path| {
+                        path.iter()
+                            .map(|p| match p {
+                                Value::String(s) => s.clone(),
+                                other => other.to_string(),
+                            })
+                            .collect::<Vec<_>>()
+                            .join(".")
+                    })
+                    .filter(|p| !p.is_empty());
+                match path {
+                    Some(path) => format!("{path}: {message}"),
+                    None => message.to_owned(),
+                }
+            })
+            .collect(),
+    )
+}
+
+fn decode_graphql<T: DeserializeOwned>(
+    operation: &'static str,
+    body: &[u8],
+    key: &spec::ApiKey,
+) -> Result<T> {
+    let value: Value = serde_json::from_slice(body).map_err(|e| Error::InvalidResponse {
+        operation,
+        reason: format!("body is not JSON: {e}"),
+    })?;
+    if let Some(messages) = graphql_error_messages(&value)
+        && !messages.is_empty()
+    {
+        return Err(Error::GraphQl {
+            operation,
+            messages: shorten(&key.redact_in(&messages.join("; "))),
+        });
+    }
+    let data = match value {
+        Value::Object(mut object) => object.remove("data").unwrap_or(Value::Null),
+        _ => Value::Null,
+    };
+    if data.is_null() {
+        return Err(Error::InvalidResponse {
+            operation,
+            reason: "no `data` and no `errors` in the response".to_owned(),
+        });
+    }
+    serde_json::from_value(data).map_err(|e| Error::InvalidResponse {
+        operation,
+        reason: format!("`data` does not match the operation: {e}"),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_after_accepts_seconds_and_http_dates() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000_000);
+        assert_eq!(parse_retry_after("2", now), Some(Duration::from_secs(2)));
+        let later = httpdate::fmt_http_date(now + Duration::from_secs(5));
+        assert_eq!(parse_retry_after(&later, now), Some(Duration::from_secs(5)));
+        let earlier = httpdate::fmt_http_date(now - Duration::from_secs(5));
+        assert_eq!(parse_retry_after(&earlier, now), Some(Duration::ZERO));
+        assert_eq!(parse_retry_after("soon", now), None);
+    }
+
+    #[test]
+    fn retry_policy_matches_the_reference() {
+        for code in [429, 500, 502, 503, 504, 408] {
+            assert!(
+                is_retryable_status(StatusCode::from_u16(code).unwrap()),
+                "{code}"
+            );
+        }
+        for code in [400, 401, 403, 404, 409, 410, 413, 422, 501] {
+            assert!(
+                !is_retryable_status(StatusCode::from_u16(code).unwrap()),
+                "{code}"
+            );
+        }
+    }
+
+    #[test]
+    fn error_bodies_are_redacted_and_joined() {
+        let key = spec::ApiKey::new("secret-key-0123456789");
+        let body = br#"{"errors":[{"message":"bad key secret-key-0123456789"},{"message":"b"}]}"#;
+        assert_eq!(error_message(body, &key), "[bad key [redacted]; b]");
+        assert_eq!(
+            error_message(b"plain secret-key-0123456789", &key),
+            "plain [redacted]"
+        );
+    }
+}

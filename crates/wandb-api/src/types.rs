@@ -1,0 +1,229 @@
+//! The values this crate hands out: plain Rust types, no GraphQL shapes.
+
+use std::fmt;
+
+use serde_json::Value;
+
+/// The user the API key belongs to (`Viewer`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Viewer {
+    /// Opaque user id.
+    pub id: String,
+    /// The user's default entity, when the server says.
+    pub entity: Option<String>,
+    /// Username.
+    pub username: Option<String>,
+    /// E-mail.
+    pub email: Option<String>,
+    /// Names of the user's teams.
+    pub teams: Vec<String>,
+}
+
+/// Who may push to a queue.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum QueueAccess {
+    /// Everyone with access to the project.
+    Project,
+    /// Only the creator.
+    User,
+}
+
+/// A run queue of a project (`ProjectRunQueues`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RunQueue {
+    /// Opaque queue id.
+    pub id: String,
+    /// Queue name.
+    pub name: String,
+    /// Creator, as the server reports it.
+    pub created_by: Option<String>,
+    /// Access mode.
+    pub access: QueueAccess,
+}
+
+/// What `createLaunchAgent` needs.
+#[derive(Clone, Debug, PartialEq)]
+pub struct NewLaunchAgent {
+    /// Entity the agent serves.
+    pub entity: String,
+    /// Queue project (`model-registry` for the reference agent).
+    pub project: String,
+    /// Ids of the queues polled (from [`RunQueue::id`]).
+    pub queue_ids: Vec<String>,
+    /// Host name shown in the UI.
+    pub hostname: String,
+    /// The resolved agent config (sent as a JSON string), if any.
+    pub agent_config: Option<Value>,
+    /// Agent version string, e.g. `rlaunch@0.1.0`.
+    pub version: Option<String>,
+}
+
+/// A launch agent's record (`LaunchAgent`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LaunchAgent {
+    /// Opaque agent id.
+    pub id: String,
+    /// Agent name; also the run id of the agent's bookkeeping run.
+    pub name: String,
+    /// Queue ids.
+    pub run_queue_ids: Vec<String>,
+    /// Host name.
+    pub hostname: Option<String>,
+    /// Last status set with `updateLaunchAgent`.
+    pub agent_status: Option<String>,
+    /// True when a user asked the agent to stop.
+    pub stop_polling: bool,
+    /// Server's last heartbeat time (ISO 8601), unused by the reference.
+    pub heartbeat_at: Option<String>,
+}
+
+/// Status values of `updateLaunchAgent`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AgentStatus {
+    /// Idle, polling for work.
+    Polling,
+    /// At least one job is running.
+    Running,
+    /// Shutting down.
+    Killed,
+}
+
+impl AgentStatus {
+    /// The wire value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Polling => "POLLING",
+            Self::Running => "RUNNING",
+            Self::Killed => "KILLED",
+        }
+    }
+}
+
+impl fmt::Display for AgentStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A run queue item that was popped and whose `runSpec` parsed.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RunQueueItem {
+    /// Opaque item id (used to ack, fail or warn).
+    pub id: String,
+    /// The parsed spec (its `Debug` redacts `_wandb_api_key`).
+    pub run_spec: spec::RunSpec,
+}
+
+/// The result of a successful `popFromRunQueue` that returned an item.
+///
+/// A malformed spec is not an error of the call: the item is leased to this agent and must
+/// be failed (`failRunQueueItem`, stage `agent`, message from `error`), or it would come back
+/// after the lease and fail again forever.
+#[derive(Clone, Debug, PartialEq)]
+pub enum PoppedItem {
+    /// The spec parsed.
+    Valid(Box<RunQueueItem>),
+    /// The spec did not parse; fail the item with `error`.
+    Malformed {
+        /// Opaque item id.
+        id: String,
+        /// Every problem found in the spec.
+        error: spec::RenderError,
+        /// The spec as received (parsed from its string form if it came as one), with
+        /// `_wandb_api_key` replaced by `[redacted]`.
+        raw: Value,
+    },
+}
+
+impl PoppedItem {
+    /// The item id, whichever the variant.
+    pub fn id(&self) -> &str {
+        match self {
+            Self::Valid(item) => &item.id,
+            Self::Malformed { id, .. } => id,
+        }
+    }
+}
+
+/// Stage strings of `failRunQueueItem` / `updateRunQueueItemWarning`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FailureStage {
+    /// Before or while submitting (the default).
+    Agent,
+    /// Image build.
+    Build,
+    /// The run never called `wandb.init`.
+    Run,
+    /// Kubernetes scheduling warnings.
+    Kubernetes,
+}
+
+impl FailureStage {
+    /// The wire value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Agent => "agent",
+            Self::Build => "build",
+            Self::Run => "run",
+            Self::Kubernetes => "Kubernetes",
+        }
+    }
+}
+
+impl fmt::Display for FailureStage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What `pushToRunQueueByName` needs.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PushRequest {
+    /// Queue entity.
+    pub entity: String,
+    /// Queue project (`model-registry` unless the queue lives elsewhere).
+    pub project: String,
+    /// Queue name.
+    pub queue: String,
+    /// The spec (a JSON object), sent as a JSON string.
+    pub run_spec: Value,
+    /// 0 (critical) ..= 3 (low); `None` leaves the server default.
+    pub priority: Option<i64>,
+    /// Values for the queue's template variables.
+    pub template_variables: Option<Value>,
+}
+
+/// What `pushToRunQueueByName` returned.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PushedItem {
+    /// The new item's id.
+    pub id: String,
+    /// The spec with the queue's `resource` and `resource_args` applied, when returned.
+    pub run_spec: Option<Value>,
+}
+
+/// One file of an artifact's manifest.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ArtifactEntry {
+    /// Path inside the artifact.
+    pub path: String,
+    /// Digest as in the manifest (base64 MD5 for W&B storage).
+    pub digest: String,
+    /// Size in bytes, when given.
+    pub size: Option<u64>,
+}
+
+/// An artifact resolved by name: its id and manifest entries.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Artifact {
+    /// Opaque artifact id.
+    pub id: String,
+    /// `name:alias` as asked for.
+    pub name: String,
+    /// Artifact digest.
+    pub digest: String,
+    /// Version index (`vN`), when the server says.
+    pub version_index: Option<i64>,
+    /// Files listed in the manifest, sorted by path.
+    pub entries: Vec<ArtifactEntry>,
+}
