@@ -86,6 +86,10 @@ fn ci() -> Result<()> {
             "warnings",
         ]),
     )?;
+    // Build (or find cached) the control plane first, so its progress is visible and a
+    // build failure is reported as such rather than as failing cluster tests.
+    eprintln!("==> cluster build");
+    cluster::main(&["build".to_owned()])?;
     // insta never writes snapshots here: a mismatch fails the test.
     step(
         "test",

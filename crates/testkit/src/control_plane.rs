@@ -1,0 +1,805 @@
+//! Starting, probing, restarting and stopping the five processes of a test cluster.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::{Read, Seek, SeekFrom};
+use std::net::TcpListener;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use k8s_openapi::api::core::v1::{Node, ServiceAccount};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{Api, Patch, PatchParams, PostParams};
+use serde::{Deserialize, Serialize};
+
+use crate::binaries::{self, Binaries};
+use crate::pki;
+use crate::{Error, Result};
+
+/// The kwok configuration (stages implementing [`crate::annotations`]).
+pub const KWOK_STAGES: &str = include_str!("../assets/kwok/stages.yaml");
+/// The default fake nodes: 2×8 A100, 2×8 H100, 2 CPU nodes.
+pub const DEFAULT_NODES: &str = include_str!("../assets/nodes.yaml");
+/// CRDs installed into every cluster: Volcano Job, Kubeflow PyTorchJob, JobSet.
+pub const CRDS: [(&str, &str); 3] = [
+    (
+        "jobs.batch.volcano.sh",
+        include_str!("../assets/crds/batch.volcano.sh_jobs.yaml"),
+    ),
+    (
+        "pytorchjobs.kubeflow.org",
+        include_str!("../assets/crds/kubeflow.org_pytorchjobs.yaml"),
+    ),
+    (
+        "jobsets.jobset.x-k8s.io",
+        include_str!("../assets/crds/jobset.x-k8s.io_jobsets.yaml"),
+    ),
+];
+
+const READY_TIMEOUT: Duration = Duration::from_secs(60);
+/// Name of the state file in the state dir.
+pub const STATE_FILE: &str = "cluster.json";
+
+/// How the processes relate to the process that starts them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Supervision {
+    /// Each process in its own process group; they outlive the starter and are stopped by
+    /// [`down`] (used by `cargo xtask cluster up`).
+    Detached,
+    /// All processes in the process group of a small `sh` watchdog that reads a pipe held
+    /// by the starter. When the starter exits (however it exits) the pipe closes and the
+    /// watchdog kills the group and removes the state dir. Used by test binaries.
+    DieWithParent,
+}
+
+/// What to start.
+#[derive(Debug, Clone)]
+pub struct StartOptions {
+    /// Directory for certs, etcd data, logs, kubeconfig, PID files. Created if missing.
+    pub state_dir: PathBuf,
+    /// See [`Supervision`].
+    pub supervision: Supervision,
+    /// Multi-document YAML of Nodes; `None` means [`DEFAULT_NODES`].
+    pub nodes_yaml: Option<String>,
+}
+
+/// Written to `<state_dir>/cluster.json`: what `down` and `up` need to know.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StateFile {
+    /// `https://127.0.0.1:<port>`.
+    pub server: String,
+    /// Path of the admin kubeconfig.
+    pub kubeconfig: PathBuf,
+    /// PID per component name.
+    pub pids: BTreeMap<String, u32>,
+    /// Binary path per component name (checked against `/proc/<pid>/exe` before killing).
+    pub binaries: BTreeMap<String, PathBuf>,
+}
+
+struct Proc {
+    name: String,
+    child: Child,
+    args: Vec<String>,
+}
+
+/// A running control plane started by this process.
+pub struct ControlPlane {
+    /// The state dir.
+    pub state_dir: PathBuf,
+    /// The admin kubeconfig.
+    pub kubeconfig: PathBuf,
+    /// `https://127.0.0.1:<port>`.
+    pub server: String,
+    binaries: Binaries,
+    supervision: Supervision,
+    pgid: Option<i32>,
+    procs: Mutex<Vec<Proc>>,
+    // Held open for the life of the process; EOF tells the watchdog to tear down.
+    _watchdog: Option<(Child, ChildStdin)>,
+}
+
+impl std::fmt::Debug for ControlPlane {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ControlPlane")
+            .field("state_dir", &self.state_dir)
+            .field("server", &self.server)
+            .finish_non_exhaustive()
+    }
+}
+
+fn io_err(what: impl Into<String>, path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
+    let what = what.into();
+    move |source| Error::Io {
+        what,
+        path: path.to_owned(),
+        source,
+    }
+}
+
+/// The last `max` lines of a log file.
+pub fn log_tail(path: &Path, max: usize) -> String {
+    let Ok(mut f) = fs::File::open(path) else {
+        return format!("(no log at {})", path.display());
+    };
+    let len = f.metadata().map(|m| m.len()).unwrap_or(0);
+    let _ = f.seek(SeekFrom::Start(len.saturating_sub(32 * 1024)));
+    let mut buf = Vec::new();
+    let _ = f.read_to_end(&mut buf);
+    let text = String::from_utf8_lossy(&buf);
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(max)..].join("\n")
+}
+
+fn free_ports(n: usize) -> Result<Vec<u16>> {
+    // Hold all listeners at once so the ports are distinct, then release them.
+    let mut listeners = Vec::with_capacity(n);
+    for _ in 0..n {
+        let l = TcpListener::bind("127.0.0.1:0").map_err(|source| Error::Io {
+            what: "cannot bind a free loopback port".into(),
+            path: PathBuf::from("127.0.0.1:0"),
+            source,
+        })?;
+        listeners.push(l);
+    }
+    listeners
+        .iter()
+        .map(|l| {
+            l.local_addr()
+                .map(|a| a.port())
+                .map_err(|source| Error::Io {
+                    what: "cannot read a bound port".into(),
+                    path: PathBuf::from("127.0.0.1:0"),
+                    source,
+                })
+        })
+        .collect()
+}
+
+fn kubeconfig_yaml(server: &str, pki: &pki::Pki) -> String {
+    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s.as_bytes());
+    format!(
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: rlaunch-test\n  cluster:\n    server: {server}\n    certificate-authority-data: {ca}\nusers:\n- name: rlaunch-test-admin\n  user:\n    client-certificate-data: {cert}\n    client-key-data: {key}\ncontexts:\n- name: rlaunch-test\n  context:\n    cluster: rlaunch-test\n    user: rlaunch-test-admin\n    namespace: default\ncurrent-context: rlaunch-test\n",
+        ca = b64(&pki.ca_pem),
+        cert = b64(&pki.admin_cert_pem),
+        key = b64(&pki.admin_key_pem),
+    )
+}
+
+// POSIX sh (dash has no `kill -- -PGID`): `kill -s SIG 0` signals our own process group,
+// which holds every component; the watchdog ignores TERM so it survives to clean up.
+const WATCHDOG: &str = r#"trap '' INT TERM HUP
+read -r _ignored
+kill -s TERM 0 2>/dev/null
+sleep 2
+rm -rf -- "$1"
+kill -s KILL 0 2>/dev/null
+"#;
+
+/// A kube client for `url` without credentials and without server-cert verification
+/// (health endpoints of kcm/scheduler with their self-signed certs; plain-http etcd).
+fn probe_client(url: &str) -> Option<kube::Client> {
+    let uri: http::Uri = url.parse().ok()?;
+    let mut config = kube::Config::new(uri);
+    config.accept_invalid_certs = true;
+    config.connect_timeout = Some(Duration::from_secs(2));
+    config.read_timeout = Some(Duration::from_secs(5));
+    kube::Client::try_from(config).ok()
+}
+
+async fn get_text(client: &kube::Client, path: &str) -> Option<String> {
+    let req = http::Request::get(path).body(Vec::new()).ok()?;
+    client.request_text(req).await.ok()
+}
+
+/// A kube client from a kubeconfig file.
+pub async fn client_from_kubeconfig(path: &Path) -> Result<kube::Client> {
+    let kc = kube::config::Kubeconfig::read_from(path).map_err(|source| Error::Kubeconfig {
+        path: path.to_owned(),
+        source,
+    })?;
+    let config =
+        kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
+            .await
+            .map_err(|source| Error::Kubeconfig {
+                path: path.to_owned(),
+                source,
+            })?;
+    kube::Client::try_from(config).map_err(|source| Error::Kube {
+        step: "building a client from the kubeconfig".into(),
+        source,
+    })
+}
+
+impl ControlPlane {
+    /// Builds the binaries if needed, then starts etcd, kube-apiserver,
+    /// kube-controller-manager, kube-scheduler and kwok, and waits until the cluster is
+    /// usable (CRDs established, nodes Ready, `default` service account present).
+    pub async fn start(opts: StartOptions) -> Result<ControlPlane> {
+        let started = Instant::now();
+        let binaries = tokio::task::spawn_blocking(binaries::ensure_built)
+            .await
+            .map_err(|e| Error::Internal(format!("build task panicked: {e}")))??;
+        let dir = opts.state_dir.clone();
+        for sub in ["logs", "pki", "etcd"] {
+            let p = dir.join(sub);
+            fs::create_dir_all(&p).map_err(io_err("cannot create the state dir", &p))?;
+        }
+        let pki = pki::generate(&dir.join("pki"))?;
+        let ports = free_ports(5)?;
+        let (etcd_port, peer_port, api_port, kcm_port, sched_port) =
+            (ports[0], ports[1], ports[2], ports[3], ports[4]);
+        let server = format!("https://127.0.0.1:{api_port}");
+        let kubeconfig = dir.join("kubeconfig");
+        fs::write(&kubeconfig, kubeconfig_yaml(&server, &pki))
+            .map_err(io_err("cannot write", &kubeconfig))?;
+        let kwok_config = dir.join("kwok.yaml");
+        fs::write(&kwok_config, KWOK_STAGES).map_err(io_err("cannot write", &kwok_config))?;
+
+        let watchdog = match opts.supervision {
+            Supervision::Detached => None,
+            Supervision::DieWithParent => {
+                let mut child = Command::new("sh")
+                    .arg("-c")
+                    .arg(WATCHDOG)
+                    .arg("rlaunch-testkit-watchdog")
+                    .arg(&dir)
+                    .stdin(Stdio::piped())
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .process_group(0)
+                    .spawn()
+                    .map_err(|source| Error::Spawn {
+                        component: "watchdog (sh)".into(),
+                        binary: PathBuf::from("sh"),
+                        source,
+                    })?;
+                match child.stdin.take() {
+                    Some(stdin) => Some((child, stdin)),
+                    None => return Err(Error::Internal("watchdog stdin missing".into())),
+                }
+            }
+        };
+        let pgid = watchdog
+            .as_ref()
+            .and_then(|(c, _)| i32::try_from(c.id()).ok());
+
+        let cp = ControlPlane {
+            state_dir: dir.clone(),
+            kubeconfig: kubeconfig.clone(),
+            server: server.clone(),
+            binaries,
+            supervision: opts.supervision,
+            pgid,
+            procs: Mutex::new(Vec::new()),
+            _watchdog: watchdog,
+        };
+        let p = |p: &Path| p.display().to_string();
+        let kc = p(&kubeconfig);
+
+        // 1. etcd
+        let etcd_data = dir.join("etcd");
+        cp.spawn(
+            "etcd",
+            vec![
+                "--name=node0".into(),
+                format!("--data-dir={}", p(&etcd_data)),
+                format!("--listen-client-urls=http://127.0.0.1:{etcd_port}"),
+                format!("--advertise-client-urls=http://127.0.0.1:{etcd_port}"),
+                format!("--listen-peer-urls=http://127.0.0.1:{peer_port}"),
+                format!("--initial-advertise-peer-urls=http://127.0.0.1:{peer_port}"),
+                format!("--initial-cluster=node0=http://127.0.0.1:{peer_port}"),
+                "--unsafe-no-fsync=true".into(),
+                "--quota-backend-bytes=8589934592".into(),
+                "--auto-compaction-retention=1".into(),
+                "--log-level=warn".into(),
+            ],
+        )?;
+        let etcd_probe = probe_client(&format!("http://127.0.0.1:{etcd_port}"));
+        cp.wait_ready("etcd", || async {
+            match &etcd_probe {
+                Some(c) => get_text(c, "/readyz").await.is_some(),
+                None => false,
+            }
+        })
+        .await?;
+        say(&format!(
+            "testkit cluster: etcd ready ({:.1}s)",
+            started.elapsed().as_secs_f32()
+        ));
+
+        // 2. kube-apiserver
+        cp.spawn(
+            "kube-apiserver",
+            vec![
+                format!("--etcd-servers=http://127.0.0.1:{etcd_port}"),
+                "--bind-address=127.0.0.1".into(),
+                "--advertise-address=127.0.0.1".into(),
+                format!("--secure-port={api_port}"),
+                format!("--tls-cert-file={}", p(&pki.apiserver_cert)),
+                format!("--tls-private-key-file={}", p(&pki.apiserver_key)),
+                format!("--client-ca-file={}", p(&pki.ca_cert)),
+                "--service-account-issuer=https://kubernetes.default.svc.cluster.local".into(),
+                format!("--service-account-key-file={}", p(&pki.sa_pub)),
+                format!("--service-account-signing-key-file={}", p(&pki.sa_key)),
+                "--authorization-mode=RBAC".into(),
+                "--service-cluster-ip-range=10.96.0.0/16".into(),
+                "--endpoint-reconciler-type=none".into(),
+                "--allow-privileged=true".into(),
+                format!("--cert-dir={}", p(&dir.join("apiserver-certs"))),
+                "--profiling=false".into(),
+                "--v=1".into(),
+            ],
+        )?;
+        cp.wait_apiserver().await?;
+        say(&format!(
+            "testkit cluster: kube-apiserver ready on {server} ({:.1}s)",
+            started.elapsed().as_secs_f32()
+        ));
+
+        // 3. controller-manager, scheduler, kwok
+        cp.spawn(
+            "kube-controller-manager",
+            vec![
+                format!("--kubeconfig={kc}"),
+                format!("--authentication-kubeconfig={kc}"),
+                format!("--authorization-kubeconfig={kc}"),
+                "--bind-address=127.0.0.1".into(),
+                format!("--secure-port={kcm_port}"),
+                format!("--cert-dir={}", p(&dir.join("kcm-certs"))),
+                "--leader-elect=false".into(),
+                format!("--root-ca-file={}", p(&pki.ca_cert)),
+                format!("--service-account-private-key-file={}", p(&pki.sa_key)),
+                "--use-service-account-credentials=false".into(),
+                "--controllers=*".into(),
+                "--concurrent-job-syncs=10".into(),
+                "--v=1".into(),
+            ],
+        )?;
+        cp.spawn(
+            "kube-scheduler",
+            vec![
+                format!("--kubeconfig={kc}"),
+                format!("--authentication-kubeconfig={kc}"),
+                format!("--authorization-kubeconfig={kc}"),
+                "--bind-address=127.0.0.1".into(),
+                format!("--secure-port={sched_port}"),
+                format!("--cert-dir={}", p(&dir.join("scheduler-certs"))),
+                "--leader-elect=false".into(),
+                "--v=1".into(),
+            ],
+        )?;
+        cp.spawn(
+            "kwok",
+            vec![
+                format!("--kubeconfig={kc}"),
+                format!("--config={}", p(&kwok_config)),
+                "--manage-all-nodes=true".into(),
+                "--cidr=10.244.0.0/16".into(),
+                "--node-ip=10.240.0.1".into(),
+                "--node-lease-duration-seconds=40".into(),
+            ],
+        )?;
+        cp.write_state()?;
+
+        let kcm_probe = probe_client(&format!("https://127.0.0.1:{kcm_port}"));
+        cp.wait_ready("kube-controller-manager", || async {
+            match &kcm_probe {
+                Some(c) => get_text(c, "/healthz").await.is_some(),
+                None => false,
+            }
+        })
+        .await?;
+        let sched_probe = probe_client(&format!("https://127.0.0.1:{sched_port}"));
+        cp.wait_ready("kube-scheduler", || async {
+            match &sched_probe {
+                Some(c) => get_text(c, "/readyz").await.is_some(),
+                None => false,
+            }
+        })
+        .await?;
+
+        // 4. semantic readiness: CRDs, nodes, default service account.
+        let client = client_from_kubeconfig(&kubeconfig).await?;
+        install_crds(&client).await?;
+        let nodes_yaml = opts.nodes_yaml.as_deref().unwrap_or(DEFAULT_NODES);
+        let names = create_nodes(&client, nodes_yaml).await?;
+        let nodes: Api<Node> = Api::all(client.clone());
+        cp.wait_ready("kwok", || {
+            let nodes = nodes.clone();
+            let names = names.clone();
+            async move {
+                for n in &names {
+                    let Ok(node) = nodes.get(n).await else {
+                        return false;
+                    };
+                    if !is_node_ready(&node) {
+                        return false;
+                    }
+                }
+                true
+            }
+        })
+        .await?;
+        let sas: Api<ServiceAccount> = Api::namespaced(client.clone(), "default");
+        cp.wait_ready("kube-controller-manager", || {
+            let sas = sas.clone();
+            async move { sas.get_opt("default").await.ok().flatten().is_some() }
+        })
+        .await?;
+        say(&format!(
+            "testkit cluster: ready with {} nodes in {:.1}s (state dir {})",
+            names.len(),
+            started.elapsed().as_secs_f32(),
+            dir.display()
+        ));
+        Ok(cp)
+    }
+
+    fn log_path(&self, name: &str) -> PathBuf {
+        self.state_dir.join("logs").join(format!("{name}.log"))
+    }
+
+    fn spawn_child(&self, name: &str, args: &[String]) -> Result<Child> {
+        let log = self.log_path(name);
+        let file = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .map_err(io_err("cannot open the log", &log))?;
+        let file2 = file
+            .try_clone()
+            .map_err(io_err("cannot open the log", &log))?;
+        let binary = self.binaries.path(name);
+        let mut cmd = Command::new(&binary);
+        cmd.args(args)
+            .stdin(Stdio::null())
+            .stdout(file)
+            .stderr(file2)
+            .process_group(self.pgid.unwrap_or(0));
+        cmd.spawn().map_err(|source| Error::Spawn {
+            component: name.to_owned(),
+            binary,
+            source,
+        })
+    }
+
+    fn spawn(&self, name: &str, args: Vec<String>) -> Result<()> {
+        let child = self.spawn_child(name, &args)?;
+        self.lock_procs().push(Proc {
+            name: name.to_owned(),
+            child,
+            args,
+        });
+        Ok(())
+    }
+
+    fn lock_procs(&self) -> std::sync::MutexGuard<'_, Vec<Proc>> {
+        self.procs.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn write_state(&self) -> Result<()> {
+        let procs = self.lock_procs();
+        let state = StateFile {
+            server: self.server.clone(),
+            kubeconfig: self.kubeconfig.clone(),
+            pids: procs
+                .iter()
+                .map(|p| (p.name.clone(), p.child.id()))
+                .collect(),
+            binaries: procs
+                .iter()
+                .map(|p| (p.name.clone(), self.binaries.path(&p.name)))
+                .collect(),
+        };
+        drop(procs);
+        let path = self.state_dir.join(STATE_FILE);
+        let text = serde_json::to_string_pretty(&state)
+            .map_err(|e| Error::Internal(format!("cannot serialise the state file: {e}")))?;
+        fs::write(&path, text).map_err(io_err("cannot write", &path))
+    }
+
+    /// `Some(status)` if the named component has exited.
+    fn exited(&self, name: &str) -> Option<String> {
+        let mut procs = self.lock_procs();
+        let p = procs.iter_mut().find(|p| p.name == name)?;
+        match p.child.try_wait() {
+            Ok(Some(status)) => Some(status.to_string()),
+            Ok(None) => None,
+            Err(e) => Some(format!("cannot query its status: {e}")),
+        }
+    }
+
+    async fn wait_ready<F, Fut>(&self, component: &str, mut probe: F) -> Result<()>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = bool>,
+    {
+        let deadline = Instant::now() + READY_TIMEOUT;
+        loop {
+            if let Some(status) = self.exited(component) {
+                return Err(Error::Exited {
+                    component: component.to_owned(),
+                    status,
+                    log: self.log_path(component),
+                    tail: log_tail(&self.log_path(component), 25),
+                });
+            }
+            if probe().await {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                return Err(Error::NotReady {
+                    component: component.to_owned(),
+                    secs: READY_TIMEOUT.as_secs(),
+                    log: self.log_path(component),
+                    tail: log_tail(&self.log_path(component), 25),
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    async fn wait_apiserver(&self) -> Result<()> {
+        let client = client_from_kubeconfig(&self.kubeconfig).await?;
+        self.wait_ready("kube-apiserver", || {
+            let client = client.clone();
+            async move { matches!(get_text(&client, "/readyz").await.as_deref(), Some("ok")) }
+        })
+        .await
+    }
+
+    /// Stops kube-apiserver (SIGTERM, then SIGKILL after 5 s: its graceful shutdown takes ~10 s) and starts it again with
+    /// the same flags, port and etcd; returns when `/readyz` is ok again.
+    pub async fn restart_apiserver(&self) -> Result<()> {
+        let (pid, args) = {
+            let procs = self.lock_procs();
+            let p = procs
+                .iter()
+                .find(|p| p.name == "kube-apiserver")
+                .ok_or_else(|| Error::Internal("kube-apiserver was never started".into()))?;
+            (p.child.id(), p.args.clone())
+        };
+        let _ = Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            if self.exited("kube-apiserver").is_some() {
+                break;
+            }
+            if Instant::now() > deadline {
+                let mut procs = self.lock_procs();
+                if let Some(p) = procs.iter_mut().find(|p| p.name == "kube-apiserver") {
+                    let _ = p.child.kill();
+                    let _ = p.child.wait();
+                }
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let child = self.spawn_child("kube-apiserver", &args)?;
+        {
+            let mut procs = self.lock_procs();
+            if let Some(p) = procs.iter_mut().find(|p| p.name == "kube-apiserver") {
+                p.child = child;
+            }
+        }
+        self.write_state()?;
+        self.wait_apiserver().await
+    }
+
+    /// Whether this plane's processes die with the starting process.
+    pub fn supervision(&self) -> Supervision {
+        self.supervision
+    }
+}
+
+/// A progress line on the real stderr (visible under libtest's output capture).
+fn say(msg: &str) {
+    use std::io::Write as _;
+    let _ = writeln!(std::io::stderr(), "{msg}");
+}
+
+fn is_node_ready(node: &Node) -> bool {
+    node.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+}
+
+/// Applies the bundled CRDs (server-side apply) and waits until each is Established.
+pub async fn install_crds(client: &kube::Client) -> Result<()> {
+    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
+    let pp = PatchParams::apply("rlaunch-testkit").force();
+    for (name, yaml) in CRDS {
+        let crd: CustomResourceDefinition =
+            serde_yaml_ng::from_str(yaml).map_err(|source| Error::Yaml {
+                what: format!("bundled CRD {name}"),
+                source,
+            })?;
+        api.patch(name, &pp, &Patch::Apply(&crd))
+            .await
+            .map_err(|source| Error::Kube {
+                step: format!("applying CRD {name}"),
+                source,
+            })?;
+    }
+    let deadline = Instant::now() + READY_TIMEOUT;
+    for (name, _) in CRDS {
+        loop {
+            let crd = api.get(name).await.map_err(|source| Error::Kube {
+                step: format!("reading CRD {name}"),
+                source,
+            })?;
+            let established = crd
+                .status
+                .as_ref()
+                .and_then(|s| s.conditions.as_ref())
+                .is_some_and(|cs| {
+                    cs.iter()
+                        .any(|c| c.type_ == "Established" && c.status == "True")
+                });
+            if established {
+                break;
+            }
+            if Instant::now() > deadline {
+                return Err(Error::Timeout {
+                    what: format!("CRD {name} to become Established"),
+                    secs: READY_TIMEOUT.as_secs(),
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    Ok(())
+}
+
+/// Creates the Nodes of a multi-document YAML (status included); existing ones are kept.
+pub async fn create_nodes(client: &kube::Client, yaml: &str) -> Result<Vec<String>> {
+    let api: Api<Node> = Api::all(client.clone());
+    let mut names = Vec::new();
+    for doc in serde_yaml_ng::Deserializer::from_str(yaml) {
+        let value = serde_yaml_ng::Value::deserialize(doc).map_err(|source| Error::Yaml {
+            what: "node list".into(),
+            source,
+        })?;
+        if value.is_null() {
+            continue;
+        }
+        let node: Node = serde_yaml_ng::from_value(value).map_err(|source| Error::Yaml {
+            what: "node list".into(),
+            source,
+        })?;
+        let name = node.metadata.name.clone().ok_or_else(|| {
+            Error::Internal("a node in the node list has no metadata.name".into())
+        })?;
+        match api.create(&PostParams::default(), &node).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(e)) if e.code == 409 => {}
+            Err(source) => {
+                return Err(Error::Kube {
+                    step: format!("creating node {name}"),
+                    source,
+                });
+            }
+        }
+        // The apiserver may drop status on create; make sure capacity is there for the scheduler.
+        if let Some(status) = &node.status {
+            let patch = serde_json::json!({ "status": {
+                "capacity": status.capacity, "allocatable": status.allocatable } });
+            api.patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
+                .await
+                .map_err(|source| Error::Kube {
+                    step: format!("setting the status of node {name}"),
+                    source,
+                })?;
+        }
+        names.push(name);
+    }
+    Ok(names)
+}
+
+fn pid_alive_with(pid: u32, binary: &Path) -> bool {
+    let Ok(exe) = fs::read_link(format!("/proc/{pid}/exe")) else {
+        return false;
+    };
+    // A replaced binary shows as "<path> (deleted)".
+    let exe = exe.to_string_lossy().replace(" (deleted)", "");
+    Path::new(&exe) == binary
+        || binary
+            .file_name()
+            .is_some_and(|n| Path::new(&exe).file_name() == Some(n))
+}
+
+/// Reads the state file of a (possibly running) cluster.
+pub fn read_state(state_dir: &Path) -> Option<StateFile> {
+    let text = fs::read_to_string(state_dir.join(STATE_FILE)).ok()?;
+    serde_json::from_str(&text).ok()
+}
+
+/// Components of the cluster in `state_dir` that are still running, as (name, pid).
+pub fn running_components(state_dir: &Path) -> Vec<(String, u32)> {
+    let Some(state) = read_state(state_dir) else {
+        return Vec::new();
+    };
+    state
+        .pids
+        .iter()
+        .filter(|(name, pid)| {
+            state
+                .binaries
+                .get(*name)
+                .is_some_and(|b| pid_alive_with(**pid, b))
+        })
+        .map(|(n, p)| (n.clone(), *p))
+        .collect()
+}
+
+/// Stops the processes recorded in `state_dir` (SIGTERM, SIGKILL after 5 s) and removes
+/// the directory. Only PIDs whose executable is the recorded binary are signalled.
+pub fn down(state_dir: &Path) -> Result<Vec<(String, u32)>> {
+    let running = running_components(state_dir);
+    for (_, pid) in &running {
+        let _ = Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .stderr(Stdio::null())
+            .status();
+    }
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < deadline && !running_components(state_dir).is_empty() {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    for (_, pid) in running_components(state_dir) {
+        let _ = Command::new("kill")
+            .args(["-KILL", &pid.to_string()])
+            .stderr(Stdio::null())
+            .status();
+    }
+    if state_dir.exists() {
+        fs::remove_dir_all(state_dir).map_err(io_err("cannot remove the state dir", state_dir))?;
+    }
+    Ok(running)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bundled_assets_parse() {
+        let mut stages = 0;
+        for doc in serde_yaml_ng::Deserializer::from_str(KWOK_STAGES) {
+            let v = serde_yaml_ng::Value::deserialize(doc).expect("stage yaml");
+            if !v.is_null() {
+                assert_eq!(v["kind"].as_str(), Some("Stage"));
+                stages += 1;
+            }
+        }
+        assert!(stages >= 10, "{stages} stages");
+        let mut gpu_nodes = 0;
+        for doc in serde_yaml_ng::Deserializer::from_str(DEFAULT_NODES) {
+            let v = serde_yaml_ng::Value::deserialize(doc).expect("node yaml");
+            let node: Node = serde_yaml_ng::from_value(v).expect("node");
+            let labels = node.metadata.labels.unwrap_or_default();
+            assert_eq!(labels.get("type").map(String::as_str), Some("kwok"));
+            if labels.contains_key("nvidia.com/gpu.product") {
+                gpu_nodes += 1;
+            }
+        }
+        assert_eq!(gpu_nodes, 4);
+        for (name, yaml) in CRDS {
+            let crd: CustomResourceDefinition = serde_yaml_ng::from_str(yaml).expect("crd");
+            assert_eq!(crd.metadata.name.as_deref(), Some(name));
+            assert!(
+                crd.spec
+                    .versions
+                    .iter()
+                    .all(|v| v.subresources.as_ref().is_some_and(|s| s.status.is_some()))
+            );
+        }
+    }
+}
