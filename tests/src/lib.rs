@@ -1,0 +1,65 @@
+//! Shared helpers of the cross-crate integration tests in `tests/tests/`: the behaviour that
+//! only shows when several crates meet a real API server (GPU pre-check against the real
+//! kube-scheduler, render → submit → watch, agent against the fake W&B).
+
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use k8s_openapi::api::core::v1::{Node, Pod};
+use kube::api::{Api, ListParams};
+
+/// Where the scheduler put a pod.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Scheduled {
+    /// Bound to this node.
+    Bound(String),
+    /// `PodScheduled=False` with reason `Unschedulable`; the scheduler's message.
+    Unschedulable(String),
+}
+
+/// Waits until the scheduler has decided about `name`: bound, or marked unschedulable.
+pub async fn wait_scheduled(pods: &Api<Pod>, name: &str, deadline: Duration) -> Result<Scheduled> {
+    let started = Instant::now();
+    loop {
+        let pod = pods
+            .get(name)
+            .await
+            .with_context(|| format!("reading pod {name}"))?;
+        if let Some(node) = pod.spec.as_ref().and_then(|s| s.node_name.clone()) {
+            return Ok(Scheduled::Bound(node));
+        }
+        let unschedulable = pod
+            .status
+            .as_ref()
+            .and_then(|s| s.conditions.as_ref())
+            .into_iter()
+            .flatten()
+            .find(|c| {
+                c.type_ == "PodScheduled"
+                    && c.status == "False"
+                    && c.reason.as_deref() == Some("Unschedulable")
+            });
+        if let Some(condition) = unschedulable {
+            return Ok(Scheduled::Unschedulable(
+                condition.message.clone().unwrap_or_default(),
+            ));
+        }
+        if started.elapsed() > deadline {
+            bail!("pod {name} was neither bound nor marked unschedulable within {deadline:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Every node and every pod of the cluster: the inventory the GPU pre-check reads.
+pub async fn inventory(client: &kube::Client) -> Result<(Vec<Node>, Vec<Pod>)> {
+    let nodes = Api::<Node>::all(client.clone())
+        .list(&ListParams::default())
+        .await
+        .context("listing nodes")?;
+    let pods = Api::<Pod>::all(client.clone())
+        .list(&ListParams::default())
+        .await
+        .context("listing pods")?;
+    Ok((nodes.items, pods.items))
+}

@@ -1,0 +1,177 @@
+//! The GPU pre-check agrees with the real kube-scheduler: for a set of request shapes on the
+//! kwok GPU nodes, `FitsNow` ⇔ the pod is bound, and on an empty cluster `NeverFits` ⇔ the
+//! pod stays Unschedulable. A filled cluster turns a fitting request into `FitsLater`.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests may panic on broken fixtures
+
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use gpu::{GpuRequest, RenderOptions, Verdict};
+use k8s_openapi::api::core::v1::{Pod, PodSpec};
+use kube::api::{Api, DeleteParams, PostParams};
+use serde_json::{Value, json};
+use tests::{Scheduled, inventory, wait_scheduled};
+
+fn base_pod_spec() -> Value {
+    json!({"restartPolicy": "Never", "containers": [{"name": "main", "image": "trainer:1",
+        "resources": {"requests": {"cpu": "1", "memory": "1Gi"}}}]})
+}
+
+fn with_gpu(request: &str) -> Value {
+    let mut pod_spec = base_pod_spec();
+    let request: GpuRequest = request.parse().expect("valid request");
+    gpu::apply_gpu_request(&mut pod_spec, &request, &RenderOptions::default()).expect("applies");
+    pod_spec
+}
+
+fn raw(extra: Value) -> Value {
+    let mut pod_spec = base_pod_spec();
+    if let (Some(spec), Some(extra)) = (pod_spec.as_object_mut(), extra.as_object()) {
+        for (key, value) in extra {
+            if key == "resources" {
+                spec["containers"][0]["resources"] = value.clone();
+            } else {
+                spec.insert(key.clone(), value.clone());
+            }
+        }
+    }
+    pod_spec
+}
+
+fn gpu_toleration() -> Value {
+    json!([{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}])
+}
+
+async fn create_pod(pods: &Api<Pod>, name: &str, pod_spec: &Value, outcome: &str) -> Result<()> {
+    let pod: Pod = serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": name, "annotations": {testkit::annotations::OUTCOME: outcome}},
+        "spec": pod_spec,
+    }))?;
+    pods.create(&PostParams::default(), &pod)
+        .await
+        .with_context(|| format!("creating pod {name}"))?;
+    Ok(())
+}
+
+async fn delete_and_wait(pods: &Api<Pod>, name: &str) -> Result<()> {
+    pods.delete(name, &DeleteParams::background().grace_period(0))
+        .await
+        .ok();
+    for _ in 0..150 {
+        if pods.get_opt(name).await?.is_none() {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    anyhow::bail!("pod {name} was not deleted")
+}
+
+#[tokio::test]
+async fn precheck_agrees_with_the_scheduler() -> Result<()> {
+    let cluster = testkit::cluster().await?;
+    let ns = cluster.namespace("precheck").await?;
+    let client = cluster.client().await?;
+    let pods: Api<Pod> = Api::namespaced(client.clone(), ns.name());
+
+    let shapes: Vec<(&str, Value)> = vec![
+        ("2xa100", with_gpu("2xA100")),
+        ("8xa100", with_gpu("8xA100-80GB")),
+        ("16xa100", with_gpu("16xA100")),
+        ("8xh100", with_gpu("8xH100")),
+        ("4xh100-80gb-shm", with_gpu("4xH100-80GB,shm=64Gi")),
+        ("1xl4", with_gpu("L4")),
+        ("9xh100", with_gpu("9xH100")),
+        (
+            "any-gpu-no-toleration",
+            raw(json!({"resources": {"limits": {"nvidia.com/gpu": "1"}}})),
+        ),
+        (
+            "any-gpu-tolerated",
+            raw(
+                json!({"resources": {"limits": {"nvidia.com/gpu": "1"}}, "tolerations": gpu_toleration()}),
+            ),
+        ),
+        (
+            "cpu-small",
+            raw(json!({"resources": {"requests": {"cpu": "2", "memory": "4Gi"}}})),
+        ),
+        (
+            "cpu-too-big",
+            raw(json!({"resources": {"requests": {"cpu": "500"}}})),
+        ),
+        (
+            "amd",
+            raw(
+                json!({"resources": {"limits": {"amd.com/gpu": "1"}}, "tolerations": gpu_toleration()}),
+            ),
+        ),
+        (
+            "selector-miss",
+            raw(json!({"nodeSelector": {"node.kubernetes.io/instance-type": "nope"}})),
+        ),
+        (
+            "pinned-to-cpu-1",
+            raw(json!({"nodeSelector": {"kubernetes.io/hostname": "cpu-1"}})),
+        ),
+    ];
+
+    let mut disagreements = Vec::new();
+    let mut seen = (0, 0);
+    for (name, pod_spec) in &shapes {
+        let (nodes, running) = inventory(&client).await?;
+        let typed: PodSpec = serde_json::from_value(pod_spec.clone())?;
+        let check = gpu::precheck(&nodes, &running, &[typed]);
+        create_pod(&pods, name, pod_spec, "run-forever").await?;
+        let scheduled = wait_scheduled(&pods, name, Duration::from_secs(60)).await?;
+        let agrees = matches!(
+            (&check.verdict, &scheduled),
+            (Verdict::FitsNow, Scheduled::Bound(_))
+                | (Verdict::NeverFits, Scheduled::Unschedulable(_))
+        );
+        match scheduled {
+            Scheduled::Bound(_) => seen.0 += 1,
+            Scheduled::Unschedulable(_) => seen.1 += 1,
+        }
+        if !agrees {
+            disagreements.push(format!(
+                "{name}: precheck {:?} ({}), scheduler {scheduled:?}",
+                check.verdict, check.message
+            ));
+        }
+        delete_and_wait(&pods, name).await?;
+    }
+    assert!(
+        disagreements.is_empty(),
+        "pre-check and scheduler disagree:\n{}",
+        disagreements.join("\n")
+    );
+    assert!(
+        seen.0 >= 5 && seen.1 >= 5,
+        "shapes should cover both outcomes, got {seen:?}"
+    );
+
+    // Fill both A100 nodes: an A100 request that fits an empty cluster now fits only later.
+    for i in 0..2 {
+        let name = format!("filler-{i}");
+        create_pod(&pods, &name, &with_gpu("8xA100"), "run-forever").await?;
+        assert!(matches!(
+            wait_scheduled(&pods, &name, Duration::from_secs(60)).await?,
+            Scheduled::Bound(_)
+        ));
+    }
+    let (nodes, running) = inventory(&client).await?;
+    let wanted: PodSpec = serde_json::from_value(with_gpu("4xA100"))?;
+    let check = gpu::precheck(&nodes, &running, &[wanted]);
+    assert_eq!(check.verdict, Verdict::FitsLater, "{}", check.message);
+    create_pod(&pods, "waits", &with_gpu("4xA100"), "run-forever").await?;
+    match wait_scheduled(&pods, "waits", Duration::from_secs(60)).await? {
+        Scheduled::Unschedulable(message) => {
+            assert!(message.contains("Insufficient nvidia.com/gpu"), "{message}")
+        }
+        other => panic!("expected the scheduler to keep it pending, got {other:?}"),
+    }
+    ns.cleanup().await;
+    Ok(())
+}
