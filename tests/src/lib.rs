@@ -63,3 +63,40 @@ pub async fn inventory(client: &kube::Client) -> Result<(Vec<Node>, Vec<Pod>)> {
         .context("listing pods")?;
     Ok((nodes.items, pods.items))
 }
+
+/// Waits until every node is `Ready` and carries no `not-ready`/`unreachable` taint, so a
+/// comparison with the scheduler does not race the node lifecycle controller at startup.
+pub async fn wait_nodes_settled(client: &kube::Client, deadline: Duration) -> Result<()> {
+    let started = Instant::now();
+    loop {
+        let (nodes, _) = inventory(client).await?;
+        let settled = !nodes.is_empty()
+            && nodes.iter().all(|node| {
+                let ready = node
+                    .status
+                    .as_ref()
+                    .and_then(|s| s.conditions.as_ref())
+                    .into_iter()
+                    .flatten()
+                    .any(|c| c.type_ == "Ready" && c.status == "True");
+                let transient_taint = node
+                    .spec
+                    .as_ref()
+                    .and_then(|s| s.taints.as_ref())
+                    .into_iter()
+                    .flatten()
+                    .any(|t| {
+                        t.key == "node.kubernetes.io/not-ready"
+                            || t.key == "node.kubernetes.io/unreachable"
+                    });
+                ready && !transient_taint
+            });
+        if settled {
+            return Ok(());
+        }
+        if started.elapsed() > deadline {
+            bail!("nodes did not become Ready without transient taints within {deadline:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}

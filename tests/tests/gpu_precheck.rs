@@ -11,7 +11,7 @@ use gpu::{GpuRequest, RenderOptions, Verdict};
 use k8s_openapi::api::core::v1::{Pod, PodSpec};
 use kube::api::{Api, DeleteParams, PostParams};
 use serde_json::{Value, json};
-use tests::{Scheduled, inventory, wait_scheduled};
+use tests::{Scheduled, inventory, wait_nodes_settled, wait_scheduled};
 
 fn base_pod_spec() -> Value {
     json!({"restartPolicy": "Never", "containers": [{"name": "main", "image": "trainer:1",
@@ -74,6 +74,7 @@ async fn precheck_agrees_with_the_scheduler() -> Result<()> {
     let ns = cluster.namespace("precheck").await?;
     let client = cluster.client().await?;
     let pods: Api<Pod> = Api::namespaced(client.clone(), ns.name());
+    wait_nodes_settled(&client, Duration::from_secs(60)).await?;
 
     let shapes: Vec<(&str, Value)> = vec![
         ("2xa100", with_gpu("2xA100")),

@@ -7,10 +7,9 @@
 //!    `node.kubernetes.io/unschedulable:NoSchedule` → `node(s) were unschedulable`;
 //! 2. `NodeName`: `spec.nodeName` names another node → `node(s) didn't match the requested node name`;
 //! 3. `TaintToleration`: the first `NoSchedule`/`NoExecute` taint the pod does not tolerate →
-//!    `node(s) had untolerated taint {key: value}`. A node whose `Ready` condition is `False`
-//!    (or `Unknown`) is treated as carrying `node.kubernetes.io/not-ready:NoSchedule` (or
-//!    `node.kubernetes.io/unreachable:NoSchedule`), the taints the node lifecycle controller
-//!    adds; a node without a `Ready` condition is treated as ready;
+//!    `node(s) had untolerated taint {key: value}`. Like the scheduler, only real taints count:
+//!    a node whose `Ready` condition is `False` is excluded once the node lifecycle controller
+//!    has tainted it `node.kubernetes.io/not-ready`, not before;
 //! 4. `NodeAffinity`: `nodeSelector` and required node affinity (`In`, `NotIn`, `Exists`,
 //!    `DoesNotExist`, `Gt`, `Lt`; `matchFields` on `metadata.name`) →
 //!    `node(s) didn't match Pod's node affinity/selector`;
@@ -274,29 +273,12 @@ impl NodeState {
     fn new(node: &Node) -> Self {
         let spec = node.spec.as_ref();
         let status = node.status.as_ref();
-        let mut taints = spec
+        // Only real taints count, as in the scheduler: the node lifecycle controller turns a
+        // not-ready node into a `node.kubernetes.io/not-ready` taint, and until it does the
+        // scheduler still binds there.
+        let taints = spec
             .and_then(|spec| spec.taints.clone())
             .unwrap_or_default();
-        let ready = status
-            .and_then(|status| status.conditions.as_ref())
-            .and_then(|conditions| {
-                conditions
-                    .iter()
-                    .find(|condition| condition.type_ == "Ready")
-            })
-            .map(|condition| condition.status.as_str());
-        let readiness_taint = match ready {
-            Some("False") => Some("node.kubernetes.io/not-ready"),
-            Some("Unknown") => Some("node.kubernetes.io/unreachable"),
-            _ => None,
-        };
-        if let Some(key) = readiness_taint
-            && !taints
-                .iter()
-                .any(|taint| taint.key == key && taint.effect == "NoSchedule")
-        {
-            taints.push(synthetic_taint(key));
-        }
         // Malformed allocatable quantities (never written by a kubelet) count as zero.
         let allocatable = status
             .and_then(|status| status.allocatable.as_ref())
@@ -795,8 +777,16 @@ mod tests {
     fn cordoned_and_not_ready_nodes_never_fit() {
         let nodes = [
             node("cordoned").gpus(8).cordoned().build(),
-            node("down").gpus(8).ready("False").build(),
-            node("lost").gpus(8).ready("Unknown").build(),
+            node("down")
+                .gpus(8)
+                .ready("False")
+                .taint("node.kubernetes.io/not-ready", "", "NoSchedule")
+                .build(),
+            node("lost")
+                .gpus(8)
+                .ready("Unknown")
+                .taint("node.kubernetes.io/unreachable", "", "NoSchedule")
+                .build(),
         ];
         let check = precheck(&nodes, &[], &[gpu_pod(1)]);
         assert_eq!(check.verdict, Verdict::NeverFits);
@@ -1112,6 +1102,21 @@ mod tests {
             .build()];
         assert_eq!(
             precheck(&nodes, &[], &[pod_spec(spec)]).verdict,
+            Verdict::FitsNow
+        );
+    }
+}
+
+#[cfg(test)]
+mod readiness_tests {
+    use super::*;
+    use crate::fixtures::{gpu_pod, node};
+
+    #[test]
+    fn an_untainted_not_ready_node_still_fits_as_in_the_scheduler() {
+        let nodes = [node("fresh").gpus(8).ready("False").build()];
+        assert_eq!(
+            precheck(&nodes, &[], &[gpu_pod(1)]).verdict,
             Verdict::FitsNow
         );
     }
