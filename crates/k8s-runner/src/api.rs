@@ -1,0 +1,195 @@
+//! API coordinates of workloads, run references, and discovery.
+
+use kube::Client;
+use kube::api::{ApiResource, DynamicObject, GroupVersionKind};
+use spec::labels;
+
+use crate::error::{Error, Result, api_status};
+
+/// Group, version, kind and plural of a workload kind (batch Job or a custom resource).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct WorkloadApi {
+    /// API group (`batch`, `batch.volcano.sh`, ...).
+    pub group: String,
+    /// Version.
+    pub version: String,
+    /// Kind.
+    pub kind: String,
+    /// Resource plural.
+    pub plural: String,
+}
+
+impl WorkloadApi {
+    /// `batch/v1` Job.
+    pub fn batch_job() -> Self {
+        WorkloadApi {
+            group: "batch".to_owned(),
+            version: "v1".to_owned(),
+            kind: "Job".to_owned(),
+            plural: "jobs".to_owned(),
+        }
+    }
+
+    /// True for `batch` Jobs (monitored as typed Jobs).
+    pub fn is_batch_job(&self) -> bool {
+        self.group == "batch" && self.kind == "Job"
+    }
+
+    /// `group/version`, or `version` for the core group.
+    pub fn api_version(&self) -> String {
+        if self.group.is_empty() {
+            self.version.clone()
+        } else {
+            format!("{}/{}", self.group, self.version)
+        }
+    }
+
+    /// As a kube [`ApiResource`] for the dynamic API.
+    pub fn api_resource(&self) -> ApiResource {
+        ApiResource {
+            group: self.group.clone(),
+            version: self.version.clone(),
+            api_version: self.api_version(),
+            kind: self.kind.clone(),
+            plural: self.plural.clone(),
+        }
+    }
+
+    /// From a discovered [`ApiResource`].
+    pub fn from_api_resource(resource: &ApiResource) -> Self {
+        WorkloadApi {
+            group: resource.group.clone(),
+            version: resource.version.clone(),
+            kind: resource.kind.clone(),
+            plural: resource.plural.clone(),
+        }
+    }
+
+    /// Stable key, `plural.group/version`.
+    pub(crate) fn key(&self) -> String {
+        format!("{}.{}/{}", self.plural, self.group, self.version)
+    }
+}
+
+/// Everything needed to find a submitted run again: its workload and run identity.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RunRef {
+    /// Namespace of the workload and all the run's objects.
+    pub namespace: String,
+    /// Workload name.
+    pub name: String,
+    /// Workload kind.
+    pub api: WorkloadApi,
+    /// Value of the `wandb.ai/run-id` label (selects the run's pods, Secrets and services).
+    pub run_id: String,
+    /// The `rlaunch.dev/run-queue-item` annotation, when the workload has one.
+    pub run_queue_item_id: Option<String>,
+    /// The workload's uid, when known.
+    pub uid: Option<String>,
+}
+
+impl RunRef {
+    /// `ns/name`.
+    pub fn object(&self) -> String {
+        format!("{}/{}", self.namespace, self.name)
+    }
+
+    /// Build from a workload object read from the apiserver. `None` without a name,
+    /// namespace or run-id label.
+    pub fn from_object(api: &WorkloadApi, object: &DynamicObject) -> Option<Self> {
+        let metadata = &object.metadata;
+        Some(RunRef {
+            namespace: metadata.namespace.clone()?,
+            name: metadata.name.clone()?,
+            api: api.clone(),
+            run_id: metadata.labels.as_ref()?.get(labels::RUN_ID)?.clone(),
+            run_queue_item_id: metadata
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get(labels::RUN_QUEUE_ITEM_ANNOTATION))
+                .cloned(),
+            uid: metadata.uid.clone(),
+        })
+    }
+}
+
+/// Resolve group/version/kind to an [`ApiResource`], using `plural` when given and discovery
+/// otherwise. A kind the cluster does not serve is [`Error::KindNotServed`].
+pub(crate) async fn resolve(
+    client: &Client,
+    group: &str,
+    version: &str,
+    kind: &str,
+    plural: Option<&str>,
+) -> Result<ApiResource> {
+    if let Some(plural) = plural {
+        return Ok(WorkloadApi {
+            group: group.to_owned(),
+            version: version.to_owned(),
+            kind: kind.to_owned(),
+            plural: plural.to_owned(),
+        }
+        .api_resource());
+    }
+    discover(client, group, version, kind).await
+}
+
+/// Find the plural of group/version/kind through API discovery.
+pub(crate) async fn discover(
+    client: &Client,
+    group: &str,
+    version: &str,
+    kind: &str,
+) -> Result<ApiResource> {
+    let gvk = GroupVersionKind::gvk(group, version, kind);
+    match kube::discovery::pinned_kind(client, &gvk).await {
+        Ok((resource, _capabilities)) => Ok(resource),
+        Err(error) if is_not_served(&error) => Err(Error::KindNotServed {
+            group: group.to_owned(),
+            kind: kind.to_owned(),
+        }),
+        Err(source) => Err(Error::Discovery {
+            group: group.to_owned(),
+            kind: kind.to_owned(),
+            source: Box::new(source),
+        }),
+    }
+}
+
+/// Find the preferred version of `group`/`kind` through discovery.
+pub(crate) async fn discover_preferred(
+    client: &Client,
+    group: &str,
+    kind: &str,
+) -> Result<ApiResource> {
+    let not_served = || Error::KindNotServed {
+        group: group.to_owned(),
+        kind: kind.to_owned(),
+    };
+    match kube::discovery::group(client, group).await {
+        Ok(api_group) => api_group
+            .recommended_kind(kind)
+            .map(|(resource, _)| resource)
+            .ok_or_else(not_served),
+        Err(error) if is_not_served(&error) => Err(not_served()),
+        Err(source) => Err(Error::Discovery {
+            group: group.to_owned(),
+            kind: kind.to_owned(),
+            source: Box::new(source),
+        }),
+    }
+}
+
+fn is_not_served(error: &kube::Error) -> bool {
+    // An unknown group answers a plain-text "404 page not found", which kube reports with
+    // code 404 and a non-standard reason: go by the code.
+    matches!(error, kube::Error::Discovery(_))
+        || api_status(error).is_some_and(|status| status.code == 404 || status.is_not_found())
+}
+
+/// `(group, kind)` of the workload CRDs the agent knows (see `spec::crd::KNOWN_PLURALS`).
+pub fn known_custom_kinds() -> impl Iterator<Item = (&'static str, &'static str)> {
+    spec::crd::KNOWN_PLURALS
+        .iter()
+        .map(|(group, kind, _)| (*group, *kind))
+}

@@ -1,0 +1,425 @@
+//! [`Runner`]: the public face of the crate.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Pod;
+use kube::Client;
+use kube::api::{Api, DynamicObject, ListParams};
+use kube::runtime::events::{Recorder, Reporter};
+use spec::{Rendered, labels, names};
+use tokio::sync::watch;
+use tracing::warn;
+
+use crate::api::{RunRef, WorkloadApi, discover_preferred, known_custom_kinds};
+use crate::classify::{CustomKind, classify_custom, classify_job, classify_pod};
+use crate::cleanup::{CleanupReport, cleanup_run, delete_workload};
+use crate::diagnostics::collect;
+use crate::error::{Error, Result, is_not_found};
+use crate::monitor::{Monitor, MonitorContext};
+use crate::state::{Diagnostics, RunState, RunStatus, Warning, WarningChange};
+use crate::submit::Submitter;
+use crate::tracker::{RunTracker, TrackerConfig};
+
+/// Settings of a [`Runner`].
+#[derive(Clone, Debug)]
+pub struct RunnerConfig {
+    /// Time limits of the state machine (start timeout, image-pull grace, verdict settle).
+    pub tracker: TrackerConfig,
+    /// How often time-based rules are evaluated. Default 1 s.
+    pub tick: Duration,
+    /// Bytes kept from the end of each container's log in failure diagnostics. Default 16 KiB.
+    pub log_tail_bytes: usize,
+    /// Reporting controller name on the Kubernetes Events the runner records.
+    pub reporter: String,
+    /// Poll interval while waiting for additional services. Default 2 s.
+    pub readiness_poll: Duration,
+    /// Delete the run's Secrets and additional services when it reaches a terminal state.
+    /// Default true.
+    pub cleanup_on_terminal: bool,
+    /// Upper bound on collecting logs and events for a failed run. Default 20 s.
+    pub diagnostics_timeout: Duration,
+}
+
+impl Default for RunnerConfig {
+    fn default() -> Self {
+        RunnerConfig {
+            tracker: TrackerConfig::default(),
+            tick: Duration::from_secs(1),
+            log_tail_bytes: 16 * 1024,
+            reporter: "rlaunch-agent".to_owned(),
+            readiness_poll: Duration::from_secs(2),
+            cleanup_on_terminal: true,
+            diagnostics_timeout: Duration::from_secs(20),
+        }
+    }
+}
+
+/// A live view of one run: its latest [`RunStatus`], updated by the monitor.
+#[derive(Clone, Debug)]
+pub struct RunHandle {
+    run: RunRef,
+    receiver: watch::Receiver<RunStatus>,
+    seen_warnings: BTreeSet<Warning>,
+}
+
+impl RunHandle {
+    /// The run.
+    pub fn run(&self) -> &RunRef {
+        &self.run
+    }
+
+    /// The latest status.
+    pub fn status(&self) -> RunStatus {
+        self.receiver.borrow().clone()
+    }
+
+    /// Wait for the next change; `None` once no more changes can come (terminal, untracked
+    /// or runner dropped), in which case [`RunHandle::status`] is final.
+    pub async fn changed(&mut self) -> Option<RunStatus> {
+        self.receiver.changed().await.ok()?;
+        Some(self.receiver.borrow_and_update().clone())
+    }
+
+    /// Wait until the run is terminal (or the monitor stops) and return the last status.
+    pub async fn wait_terminal(&mut self) -> RunStatus {
+        loop {
+            let status = self.receiver.borrow_and_update().clone();
+            if status.state.is_terminal() {
+                return status;
+            }
+            if self.receiver.changed().await.is_err() {
+                return self.receiver.borrow().clone();
+            }
+        }
+    }
+
+    /// Warnings raised or cleared since the last call: each distinct warning is raised once
+    /// per run, and cleared once when it goes away.
+    pub fn warning_changes(&mut self) -> Vec<WarningChange> {
+        let status = self.receiver.borrow();
+        let current: BTreeSet<Warning> = status.warnings.iter().cloned().collect();
+        let mut changes: Vec<WarningChange> = self
+            .seen_warnings
+            .difference(&current)
+            .cloned()
+            .map(WarningChange::Cleared)
+            .collect();
+        changes.extend(
+            current
+                .difference(&self.seen_warnings)
+                .cloned()
+                .map(WarningChange::Raised),
+        );
+        drop(status);
+        self.seen_warnings = current;
+        changes
+    }
+}
+
+/// A workload found by [`Runner::list_in_flight`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InFlightRun {
+    /// The run, ready for [`Runner::track`].
+    pub run: RunRef,
+    /// Its state from the workload and its pods, right now.
+    pub state: RunState,
+    /// Active warnings.
+    pub warnings: Vec<Warning>,
+}
+
+/// A submitted (or adopted) run.
+#[derive(Debug)]
+pub struct Submitted {
+    /// Live status of the run.
+    pub handle: RunHandle,
+    /// True when the workload already existed (a retried submit) and was adopted.
+    pub adopted: bool,
+}
+
+/// Submits rendered runs, watches them, cancels and cleans them up, and adopts runs left
+/// in flight by a previous agent process.
+///
+/// Must be created and used inside a tokio runtime. Dropping the last clone stops every
+/// watch it started.
+#[derive(Clone)]
+pub struct Runner {
+    inner: std::sync::Arc<Inner>,
+}
+
+struct Inner {
+    client: Client,
+    config: RunnerConfig,
+    monitor: Monitor,
+}
+
+impl std::fmt::Debug for Runner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Runner")
+            .field("config", &self.inner.config)
+            .finish_non_exhaustive()
+    }
+}
+
+fn age_of(object: &DynamicObject) -> Duration {
+    let Some(created) = &object.metadata.creation_timestamp else {
+        return Duration::ZERO;
+    };
+    let now = k8s_openapi::jiff::Timestamp::now();
+    let elapsed = now.as_millisecond() - created.0.as_millisecond();
+    Duration::from_millis(u64::try_from(elapsed).unwrap_or(0))
+}
+
+impl Runner {
+    /// A runner talking to the cluster behind `client`.
+    pub fn new(client: Client, config: RunnerConfig) -> Self {
+        let recorder = Recorder::new(
+            client.clone(),
+            Reporter {
+                controller: config.reporter.clone(),
+                instance: None,
+            },
+        );
+        let monitor = Monitor::new(MonitorContext {
+            client: client.clone(),
+            recorder,
+            tracker: config.tracker.clone(),
+            tick: config.tick,
+            log_tail_bytes: config.log_tail_bytes,
+            cleanup_on_terminal: config.cleanup_on_terminal,
+            diagnostics_timeout: config.diagnostics_timeout,
+        });
+        Runner {
+            inner: std::sync::Arc::new(Inner {
+                client,
+                config,
+                monitor,
+            }),
+        }
+    }
+
+    /// The client.
+    pub fn client(&self) -> &Client {
+        &self.inner.client
+    }
+
+    /// Create everything `rendered` lists, in order: the API-key Secret (409 rules of the
+    /// reference), additional services (created concurrently, then awaited for readiness),
+    /// then the workload; start tracking it. A retried submit with a deterministic name adopts
+    /// the existing workload instead of creating a second one. On failure, the objects this
+    /// call created are deleted again.
+    pub async fn submit(&self, rendered: &Rendered) -> Result<Submitted> {
+        let submission = Submitter {
+            client: &self.inner.client,
+            readiness_poll: self.inner.config.readiness_poll,
+        }
+        .submit(rendered)
+        .await?;
+        let handle = self.track(submission.run).await;
+        Ok(Submitted {
+            handle,
+            adopted: submission.adopted,
+        })
+    }
+
+    /// Start (or join) tracking a run, e.g. one returned by [`Runner::list_in_flight`].
+    pub async fn track(&self, run: RunRef) -> RunHandle {
+        let age = self.workload_age(&run).await;
+        let receiver = self.inner.monitor.track(run.clone(), age).await;
+        RunHandle {
+            run,
+            receiver,
+            seen_warnings: BTreeSet::new(),
+        }
+    }
+
+    async fn workload_age(&self, run: &RunRef) -> Duration {
+        let api: Api<DynamicObject> = Api::namespaced_with(
+            self.inner.client.clone(),
+            &run.namespace,
+            &run.api.api_resource(),
+        );
+        match api.get_opt(&run.name).await {
+            Ok(Some(object)) => age_of(&object),
+            _ => Duration::ZERO,
+        }
+    }
+
+    /// Stop tracking a run without touching it.
+    pub fn untrack(&self, run: &RunRef) {
+        self.inner.monitor.untrack(run);
+    }
+
+    /// Cancel a run: delete the workload with background propagation (its pods go too), then
+    /// clean up its Secrets and additional services. Idempotent: an already deleted workload
+    /// is fine. Cleanup problems are logged, not returned.
+    pub async fn cancel(&self, run: &RunRef) -> Result<()> {
+        self.inner.monitor.mark_cancel_requested(run);
+        delete_workload(&self.inner.client, run).await?;
+        cleanup_run(&self.inner.client, run).await;
+        Ok(())
+    }
+
+    /// Delete the run's per-run Secrets and additional services (never a shared helm-mode
+    /// Secret). Errors are reported, not raised; 404s are fine.
+    pub async fn cleanup(&self, run: &RunRef) -> CleanupReport {
+        cleanup_run(&self.inner.client, run).await
+    }
+
+    /// Log tails of every container of the run's pods, and the condensed Kubernetes events
+    /// of the workload and its pods.
+    pub async fn diagnostics(&self, run: &RunRef) -> Diagnostics {
+        collect(&self.inner.client, run, self.inner.config.log_tail_bytes).await
+    }
+
+    /// The custom workload kinds from the known table that this cluster serves, at their
+    /// preferred version.
+    pub async fn served_custom_kinds(&self) -> Vec<WorkloadApi> {
+        let mut kinds = Vec::new();
+        for (group, kind) in known_custom_kinds() {
+            match discover_preferred(&self.inner.client, group, kind).await {
+                Ok(resource) => kinds.push(WorkloadApi::from_api_resource(&resource)),
+                Err(Error::KindNotServed { .. }) => {}
+                Err(error) => warn!(group, kind, error = %error, "discovery failed"),
+            }
+        }
+        kinds
+    }
+
+    /// Every batch Job, and every object of the given custom `kinds`, in any namespace, that
+    /// carries `rlaunch.dev/agent-identity=<agent_identity>`, with its run id, run queue item
+    /// annotation and current state (terminal ones included: they finished while the agent
+    /// was down and still need reporting). Pass them to [`Runner::track`] to resume.
+    pub async fn list_in_flight(
+        &self,
+        agent_identity: &str,
+        kinds: &[WorkloadApi],
+    ) -> Result<Vec<InFlightRun>> {
+        let selector = format!(
+            "{}={}",
+            labels::AGENT_IDENTITY,
+            names::label_value(agent_identity)
+        );
+        let mut apis = vec![WorkloadApi::batch_job()];
+        apis.extend(kinds.iter().filter(|k| !k.is_batch_job()).cloned());
+        let mut runs = Vec::new();
+        for api in apis {
+            let list_api: Api<DynamicObject> =
+                Api::all_with(self.inner.client.clone(), &api.api_resource());
+            let list = match list_api
+                .list(&ListParams::default().labels(&selector))
+                .await
+            {
+                Ok(list) => list,
+                Err(error) if !api.is_batch_job() && is_not_found(&error) => {
+                    warn!(group = %api.group, kind = %api.kind, "kind not served; skipped while listing runs in flight");
+                    continue;
+                }
+                Err(source) => {
+                    return Err(Error::List {
+                        kind: api.kind.clone(),
+                        scope: "all namespaces".to_owned(),
+                        selector: selector.clone(),
+                        source: Box::new(source),
+                    });
+                }
+            };
+            for object in list.items {
+                let Some(run) = RunRef::from_object(&api, &object) else {
+                    continue;
+                };
+                let (state, warnings) = self.snapshot_state(&api, &run, &object).await;
+                runs.push(InFlightRun {
+                    run,
+                    state,
+                    warnings,
+                });
+            }
+        }
+        Ok(runs)
+    }
+
+    async fn snapshot_state(
+        &self,
+        api: &WorkloadApi,
+        run: &RunRef,
+        object: &DynamicObject,
+    ) -> (RunState, Vec<Warning>) {
+        let now = std::time::Instant::now();
+        let config = self.inner.config.tracker.clone();
+        let settle = config.verdict_settle;
+        let started = now.checked_sub(age_of(object)).unwrap_or(now);
+        let mut tracker = RunTracker::new(config, started);
+        let pods: Api<Pod> = Api::namespaced(self.inner.client.clone(), &run.namespace);
+        let selector = format!("{}={}", labels::RUN_ID, run.run_id);
+        if let Ok(list) = pods.list(&ListParams::default().labels(&selector)).await {
+            for pod in &list.items {
+                tracker.observe_pod(classify_pod(pod), now);
+            }
+        }
+        let signal = if api.is_batch_job() {
+            serde_json::to_value(object)
+                .and_then(serde_json::from_value)
+                .map(|job| classify_job(&job))
+                .unwrap_or(crate::classify::WorkloadSignal::Pending)
+        } else {
+            serde_json::to_value(object)
+                .map(|value| classify_custom(CustomKind::of(&api.group, &api.kind), &value))
+                .unwrap_or(crate::classify::WorkloadSignal::Pending)
+        };
+        tracker.observe_workload(signal, now);
+        // Give a failure its settle time at once: there are no further pod updates to wait for.
+        tracker.tick(now + settle);
+        (tracker.state().clone(), tracker.warnings())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::WorkloadApi;
+
+    fn warning(message: &str) -> Warning {
+        Warning {
+            reason: "Unschedulable".into(),
+            message: message.into(),
+        }
+    }
+
+    #[test]
+    fn warning_changes_raise_once_and_clear_once() {
+        let (tx, receiver) = watch::channel(RunStatus::starting());
+        let mut handle = RunHandle {
+            run: RunRef {
+                namespace: "ns".into(),
+                name: "job".into(),
+                api: WorkloadApi::batch_job(),
+                run_id: "abc".into(),
+                run_queue_item_id: None,
+                uid: None,
+            },
+            receiver,
+            seen_warnings: BTreeSet::new(),
+        };
+        assert!(handle.warning_changes().is_empty());
+        tx.send_modify(|status| status.warnings = vec![warning("no gpu")]);
+        assert_eq!(
+            handle.warning_changes(),
+            vec![WarningChange::Raised(warning("no gpu"))]
+        );
+        assert!(handle.warning_changes().is_empty(), "raised only once");
+        tx.send_modify(|status| status.warnings = vec![warning("no memory")]);
+        assert_eq!(
+            handle.warning_changes(),
+            vec![
+                WarningChange::Cleared(warning("no gpu")),
+                WarningChange::Raised(warning("no memory"))
+            ]
+        );
+        tx.send_modify(|status| status.warnings.clear());
+        assert_eq!(
+            handle.warning_changes(),
+            vec![WarningChange::Cleared(warning("no memory"))]
+        );
+    }
+}

@@ -1,0 +1,451 @@
+//! Creating what the render engine produced: Secrets, additional services (then waiting for
+//! them), then the workload. Idempotent on retry; rolls back what it created on failure.
+
+use std::time::Duration;
+
+use futures::future::join_all;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{Pod, Secret};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, ListParams, PostParams};
+use kube::{Client, ResourceExt};
+use serde_json::Value;
+use spec::labels;
+use spec::{ObjectRole, Rendered, RenderedObject};
+use tokio::time::Instant;
+use tracing::{info, warn};
+
+use crate::api::{RunRef, WorkloadApi, resolve};
+use crate::error::{Error, Result, is_already_exists, is_not_found, is_resource_not_served};
+
+/// How a submission ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Submission {
+    /// The workload, to track, cancel and clean up.
+    pub run: RunRef,
+    /// True when the workload already existed (a retried submit) and was adopted.
+    pub adopted: bool,
+}
+
+/// An object this submission created, for rollback.
+struct Created {
+    resource: ApiResource,
+    namespace: String,
+    name: String,
+}
+
+fn object_label(manifest: &Value, namespace: &str) -> String {
+    let metadata = manifest.get("metadata");
+    let name = metadata
+        .and_then(|m| m.get("name"))
+        .and_then(Value::as_str)
+        .map(str::to_owned)
+        .or_else(|| {
+            metadata
+                .and_then(|m| m.get("generateName"))
+                .and_then(Value::as_str)
+                .map(|prefix| format!("{prefix}*"))
+        })
+        .unwrap_or_else(|| "<unnamed>".to_owned());
+    format!("{namespace}/{name}")
+}
+
+fn manifest_label<'a>(manifest: &'a Value, key: &str) -> Option<&'a str> {
+    manifest
+        .pointer("/metadata/labels")
+        .and_then(|labels| labels.get(key))
+        .and_then(Value::as_str)
+}
+
+fn manifest_annotation<'a>(manifest: &'a Value, key: &str) -> Option<&'a str> {
+    manifest
+        .pointer("/metadata/annotations")
+        .and_then(|annotations| annotations.get(key))
+        .and_then(Value::as_str)
+}
+
+fn to_dynamic(object: &RenderedObject, namespace: &str) -> Result<DynamicObject> {
+    serde_json::from_value(object.manifest.clone()).map_err(|error| Error::MalformedManifest {
+        kind: object.api.kind.clone(),
+        object: object_label(&object.manifest, namespace),
+        problem: error.to_string(),
+    })
+}
+
+pub(crate) struct Submitter<'a> {
+    pub client: &'a Client,
+    pub readiness_poll: Duration,
+}
+
+impl Submitter<'_> {
+    pub async fn submit(&self, rendered: &Rendered) -> Result<Submission> {
+        let namespace = rendered.namespace.as_str();
+        let workload = rendered.workload().ok_or(Error::NoWorkload)?;
+        let mut created: Vec<Created> = Vec::new();
+        let result = self
+            .submit_inner(rendered, namespace, workload, &mut created)
+            .await;
+        if result.is_err() {
+            self.rollback(&created).await;
+        }
+        result
+    }
+
+    async fn submit_inner(
+        &self,
+        rendered: &Rendered,
+        namespace: &str,
+        workload: &RenderedObject,
+        created: &mut Vec<Created>,
+    ) -> Result<Submission> {
+        for object in &rendered.objects {
+            if let ObjectRole::ApiKeySecret { .. } = object.role
+                && let Some(name) = self.ensure_secret(object, namespace).await?
+            {
+                created.push(Created {
+                    resource: ApiResource::erase::<Secret>(&()),
+                    namespace: namespace.to_owned(),
+                    name,
+                });
+            }
+        }
+        let services: Vec<&RenderedObject> = rendered
+            .objects
+            .iter()
+            .filter(|o| matches!(o.role, ObjectRole::AdditionalService { .. }))
+            .collect();
+        let results = join_all(
+            services
+                .iter()
+                .map(|object| self.create_service(object, namespace)),
+        )
+        .await;
+        let mut first_error = None;
+        let mut to_wait = Vec::new();
+        for (object, result) in services.iter().zip(results) {
+            match result {
+                Ok((resource, name, newly_created)) => {
+                    if newly_created {
+                        created.push(Created {
+                            resource: resource.clone(),
+                            namespace: namespace.to_owned(),
+                            name: name.clone(),
+                        });
+                    }
+                    if let ObjectRole::AdditionalService {
+                        wait_for_ready: true,
+                        wait_timeout_secs,
+                    } = object.role
+                    {
+                        to_wait.push((resource, name, wait_timeout_secs));
+                    }
+                }
+                Err(error) => {
+                    first_error.get_or_insert(error);
+                }
+            }
+        }
+        if let Some(error) = first_error {
+            return Err(error);
+        }
+        let waits =
+            join_all(to_wait.iter().map(|(resource, name, timeout)| {
+                self.wait_ready(resource, namespace, name, *timeout)
+            }))
+            .await;
+        for result in waits {
+            result?;
+        }
+        self.create_workload(workload, namespace).await
+    }
+
+    /// Create the API-key Secret, applying the reference's 409 rules. Returns the name when
+    /// this call created it (so a failed submission can delete it).
+    async fn ensure_secret(
+        &self,
+        object: &RenderedObject,
+        namespace: &str,
+    ) -> Result<Option<String>> {
+        let label = object_label(&object.manifest, namespace);
+        let secret: Secret = serde_json::from_value(object.manifest.clone()).map_err(|error| {
+            Error::MalformedManifest {
+                kind: "Secret".to_owned(),
+                object: label.clone(),
+                problem: error.to_string(),
+            }
+        })?;
+        let name = secret.name_any();
+        let api: Api<Secret> = Api::namespaced(self.client.clone(), namespace);
+        match api.create(&PostParams::default(), &secret).await {
+            Ok(_) => return Ok(Some(name)),
+            Err(error) if is_already_exists(&error) => {}
+            Err(source) => {
+                return Err(Error::Create {
+                    kind: "Secret".to_owned(),
+                    object: label,
+                    source: Box::new(source),
+                });
+            }
+        }
+        let existing = api.get(&name).await.map_err(|source| Error::Get {
+            kind: "Secret".to_owned(),
+            object: label.clone(),
+            source: Box::new(source),
+        })?;
+        if existing.data == secret.data && existing.type_ == secret.type_ {
+            info!(secret = %label, "reusing existing API-key secret with the same data");
+            return Ok(None);
+        }
+        let ours = existing
+            .labels()
+            .get(labels::CREATED_BY)
+            .is_some_and(|v| v == labels::CREATED_BY_VALUE);
+        if !ours {
+            return Err(Error::SecretConflict { object: label });
+        }
+        // Replace in place (with the read resourceVersion), so there is no window in which
+        // the Secret is missing for pods that start meanwhile.
+        let mut replacement = secret.clone();
+        replacement.metadata.resource_version = existing.metadata.resource_version.clone();
+        api.replace(&name, &PostParams::default(), &replacement)
+            .await
+            .map_err(|source| Error::Replace {
+                kind: "Secret".to_owned(),
+                object: label.clone(),
+                source: Box::new(source),
+            })?;
+        info!(secret = %label, "replaced agent-created API-key secret holding other data");
+        Ok(None)
+    }
+
+    async fn create_service(
+        &self,
+        object: &RenderedObject,
+        namespace: &str,
+    ) -> Result<(ApiResource, String, bool)> {
+        let coordinates = &object.api;
+        let resource = resolve(
+            self.client,
+            &coordinates.group,
+            &coordinates.version,
+            &coordinates.kind,
+            coordinates.plural.as_deref(),
+        )
+        .await?;
+        let body = to_dynamic(object, namespace)?;
+        let label = object_label(&object.manifest, namespace);
+        let api: Api<DynamicObject> =
+            Api::namespaced_with(self.client.clone(), namespace, &resource);
+        match api.create(&PostParams::default(), &body).await {
+            Ok(created) => Ok((resource, created.name_any(), true)),
+            Err(error) if is_already_exists(&error) => {
+                let name = body.name_any();
+                let existing = api.get(&name).await.map_err(|source| Error::Get {
+                    kind: coordinates.kind.clone(),
+                    object: label.clone(),
+                    source: Box::new(source),
+                })?;
+                let expected = manifest_label(&object.manifest, labels::RUN_ID);
+                if expected.is_some()
+                    && existing.labels().get(labels::RUN_ID).map(String::as_str) == expected
+                {
+                    Ok((resource, name, false))
+                } else {
+                    Err(Error::NameTaken {
+                        kind: coordinates.kind.clone(),
+                        object: label,
+                        run_id: expected.unwrap_or_default().to_owned(),
+                    })
+                }
+            }
+            Err(error) if is_resource_not_served(&error) => Err(Error::KindNotServed {
+                group: coordinates.group.clone(),
+                kind: coordinates.kind.clone(),
+            }),
+            Err(source) => Err(Error::Create {
+                kind: coordinates.kind.clone(),
+                object: label,
+                source: Box::new(source),
+            }),
+        }
+    }
+
+    async fn wait_ready(
+        &self,
+        resource: &ApiResource,
+        namespace: &str,
+        name: &str,
+        timeout_secs: u64,
+    ) -> Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(timeout_secs);
+        loop {
+            match self.is_ready(resource, namespace, name).await {
+                Ok(true) => return Ok(()),
+                Ok(false) => {}
+                Err(error) => {
+                    warn!(object = %format!("{namespace}/{name}"), error = %error, "readiness check failed; retrying");
+                }
+            }
+            if Instant::now() >= deadline {
+                return Err(Error::NotReady {
+                    kind: resource.kind.clone(),
+                    object: format!("{namespace}/{name}"),
+                    timeout_secs,
+                });
+            }
+            tokio::time::sleep(self.readiness_poll).await;
+        }
+    }
+
+    async fn is_ready(
+        &self,
+        resource: &ApiResource,
+        namespace: &str,
+        name: &str,
+    ) -> std::result::Result<bool, kube::Error> {
+        let client = self.client.clone();
+        match (resource.group.as_str(), resource.kind.as_str()) {
+            ("apps", "Deployment") => {
+                let deployment = Api::<Deployment>::namespaced(client, namespace)
+                    .get(name)
+                    .await?;
+                let wanted = deployment
+                    .spec
+                    .as_ref()
+                    .and_then(|s| s.replicas)
+                    .unwrap_or(1);
+                let ready = deployment
+                    .status
+                    .as_ref()
+                    .and_then(|s| s.ready_replicas)
+                    .unwrap_or(0);
+                Ok(ready >= wanted)
+            }
+            ("", "Service") => {
+                let slices = Api::<EndpointSlice>::namespaced(client, namespace)
+                    .list(
+                        &ListParams::default()
+                            .labels(&format!("kubernetes.io/service-name={name}")),
+                    )
+                    .await?;
+                Ok(slices.items.iter().any(|slice| {
+                    slice.endpoints.iter().any(|endpoint| {
+                        !endpoint.addresses.is_empty()
+                            && endpoint
+                                .conditions
+                                .as_ref()
+                                .and_then(|c| c.ready)
+                                .unwrap_or(true)
+                    })
+                }))
+            }
+            ("", "Pod") => {
+                let pod = Api::<Pod>::namespaced(client, namespace).get(name).await?;
+                let status = pod.status.as_ref();
+                let running = status.and_then(|s| s.phase.as_deref()) == Some("Running");
+                let all_ready = status
+                    .and_then(|s| s.container_statuses.as_ref())
+                    .is_some_and(|statuses| {
+                        !statuses.is_empty() && statuses.iter().all(|c| c.ready)
+                    });
+                Ok(running && all_ready)
+            }
+            _ => Ok(true),
+        }
+    }
+
+    async fn create_workload(
+        &self,
+        object: &RenderedObject,
+        namespace: &str,
+    ) -> Result<Submission> {
+        let coordinates = &object.api;
+        let resource = resolve(
+            self.client,
+            &coordinates.group,
+            &coordinates.version,
+            &coordinates.kind,
+            coordinates.plural.as_deref(),
+        )
+        .await?;
+        let api_kind = WorkloadApi::from_api_resource(&resource);
+        let body = to_dynamic(object, namespace)?;
+        let label = object_label(&object.manifest, namespace);
+        let api: Api<DynamicObject> =
+            Api::namespaced_with(self.client.clone(), namespace, &resource);
+        let run_ref = |created: &DynamicObject| {
+            RunRef::from_object(&api_kind, created).ok_or_else(|| Error::MalformedManifest {
+                kind: coordinates.kind.clone(),
+                object: label.clone(),
+                problem: format!("the workload has no {} label", labels::RUN_ID),
+            })
+        };
+        match api.create(&PostParams::default(), &body).await {
+            Ok(created) => {
+                info!(workload = %format!("{namespace}/{}", created.name_any()), kind = %coordinates.kind, "workload created");
+                Ok(Submission {
+                    run: run_ref(&created)?,
+                    adopted: false,
+                })
+            }
+            Err(error) if is_already_exists(&error) => {
+                let name = body.name_any();
+                let existing = api.get(&name).await.map_err(|source| Error::Get {
+                    kind: coordinates.kind.clone(),
+                    object: label.clone(),
+                    source: Box::new(source),
+                })?;
+                let expected_run = manifest_label(&object.manifest, labels::RUN_ID);
+                let expected_rqi =
+                    manifest_annotation(&object.manifest, labels::RUN_QUEUE_ITEM_ANNOTATION);
+                let same_run = expected_run.is_some()
+                    && existing.labels().get(labels::RUN_ID).map(String::as_str) == expected_run;
+                let same_rqi = expected_rqi.is_none_or(|rqi| {
+                    existing
+                        .annotations()
+                        .get(labels::RUN_QUEUE_ITEM_ANNOTATION)
+                        .map(String::as_str)
+                        == Some(rqi)
+                });
+                if !(same_run && same_rqi) {
+                    return Err(Error::NameTaken {
+                        kind: coordinates.kind.clone(),
+                        object: label,
+                        run_id: expected_run.unwrap_or_default().to_owned(),
+                    });
+                }
+                info!(workload = %label, "workload already exists for this run; adopting it");
+                Ok(Submission {
+                    run: run_ref(&existing)?,
+                    adopted: true,
+                })
+            }
+            Err(error) if is_resource_not_served(&error) => Err(Error::KindNotServed {
+                group: coordinates.group.clone(),
+                kind: coordinates.kind.clone(),
+            }),
+            Err(source) => Err(Error::Create {
+                kind: coordinates.kind.clone(),
+                object: label,
+                source: Box::new(source),
+            }),
+        }
+    }
+
+    async fn rollback(&self, created: &[Created]) {
+        for object in created.iter().rev() {
+            let api: Api<DynamicObject> =
+                Api::namespaced_with(self.client.clone(), &object.namespace, &object.resource);
+            match api.delete(&object.name, &DeleteParams::background()).await {
+                Ok(_) => {}
+                Err(error) if is_not_found(&error) => {}
+                Err(error) => warn!(
+                    object = %format!("{}/{}", object.namespace, object.name),
+                    kind = %object.resource.kind,
+                    error = %error,
+                    "failed to delete an object of a failed submission"
+                ),
+            }
+        }
+    }
+}

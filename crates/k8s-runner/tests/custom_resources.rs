@@ -1,0 +1,245 @@
+//! Custom-resource workloads (Volcano Job, PyTorchJob, JobSet): the CRDs are installed by
+//! testkit, no operator runs, so the test plays the operator by patching `status` through the
+//! status subresource.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+mod common;
+
+use common::{JobRun, config, rendered, wait_status, wait_terminal};
+use k8s_runner::{Error, RunHandle, RunState, Runner};
+use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams};
+use serde_json::{Value, json};
+
+async fn setup(prefix: &str) -> anyhow::Result<(kube::Client, testkit::TestNamespace)> {
+    let cluster = testkit::cluster().await?;
+    let client = cluster.client().await?;
+    let namespace = cluster.namespace(prefix).await?;
+    Ok((client, namespace))
+}
+
+fn run(namespace: &str, run_id: &str) -> JobRun {
+    let mut run = JobRun::new(namespace, run_id);
+    run.with_secret = false;
+    run
+}
+
+fn volcano_spec(run: &JobRun) -> Value {
+    json!({
+        "minAvailable": 1,
+        "schedulerName": "volcano",
+        "tasks": [{"name": "worker", "replicas": 1, "template": run.pod_template()}],
+    })
+}
+
+fn pytorch_spec(run: &JobRun) -> Value {
+    json!({
+        "pytorchReplicaSpecs": {
+            "Master": {"replicas": 1, "restartPolicy": "Never", "template": run.pod_template()}
+        }
+    })
+}
+
+fn jobset_spec(run: &JobRun) -> Value {
+    json!({
+        "replicatedJobs": [{
+            "name": "workers",
+            "replicas": 1,
+            "template": {"spec": {"template": run.pod_template()}},
+        }]
+    })
+}
+
+async fn submit(
+    runner: &Runner,
+    run: &JobRun,
+    (group, version, kind): (&str, &str, &str),
+    name: &str,
+    spec: Value,
+) -> anyhow::Result<RunHandle> {
+    let object = run.custom_object(group, version, kind, name, spec);
+    Ok(runner
+        .submit(&rendered(&run.namespace, vec![object]))
+        .await?
+        .handle)
+}
+
+async fn patch_status(
+    client: &kube::Client,
+    handle: &RunHandle,
+    status: Value,
+) -> anyhow::Result<()> {
+    let run = handle.run();
+    let api: Api<DynamicObject> =
+        Api::namespaced_with(client.clone(), &run.namespace, &run.api.api_resource());
+    api.patch_status(
+        &run.name,
+        &PatchParams::default(),
+        &Patch::Merge(json!({ "status": status })),
+    )
+    .await?;
+    Ok(())
+}
+
+async fn delete(client: &kube::Client, handle: &RunHandle) -> anyhow::Result<()> {
+    let run = handle.run();
+    let api: Api<DynamicObject> =
+        Api::namespaced_with(client.clone(), &run.namespace, &run.api.api_resource());
+    api.delete(&run.name, &DeleteParams::background()).await?;
+    Ok(())
+}
+
+const VOLCANO: (&str, &str, &str) = ("batch.volcano.sh", "v1alpha1", "Job");
+const PYTORCH: (&str, &str, &str) = ("kubeflow.org", "v1", "PyTorchJob");
+const JOBSET: (&str, &str, &str) = ("jobset.x-k8s.io", "v1alpha2", "JobSet");
+
+fn is_queued(status: &k8s_runner::RunStatus) -> bool {
+    matches!(status.state, RunState::Queued { .. })
+}
+
+#[tokio::test]
+async fn volcano_job_phases_map_to_states() -> anyhow::Result<()> {
+    let (client, ns) = setup("volcano").await?;
+    let runner = Runner::new(client.clone(), config());
+    let run = run(&ns.name, "volc0001");
+    let mut handle = submit(&runner, &run, VOLCANO, "volcano-a", volcano_spec(&run)).await?;
+    assert_eq!(handle.run().api.plural, "jobs", "plural found by discovery");
+    patch_status(&client, &handle, json!({"state": {"phase": "Pending"}})).await?;
+    wait_status(&mut handle, "queued (Pending)", is_queued).await?;
+    patch_status(&client, &handle, json!({"state": {"phase": "Inqueue"}})).await?;
+    patch_status(&client, &handle, json!({"state": {"phase": "Running"}})).await?;
+    wait_status(&mut handle, "running", |s| s.state == RunState::Running).await?;
+    patch_status(&client, &handle, json!({"state": {"phase": "Completed"}})).await?;
+    assert_eq!(wait_terminal(&mut handle).await?.state, RunState::Finished);
+
+    let mut failing = submit(&runner, &run, VOLCANO, "volcano-b", volcano_spec(&run)).await?;
+    patch_status(
+        &client,
+        &failing,
+        json!({"state": {"phase": "Failed", "reason": "PodFailed", "message": "task worker failed"}}),
+    )
+    .await?;
+    let status = wait_terminal(&mut failing).await?;
+    assert!(
+        matches!(&status.state, RunState::Failed(f) if f.message.contains("task worker failed")),
+        "{status:?}"
+    );
+
+    let mut deleted = submit(&runner, &run, VOLCANO, "volcano-c", volcano_spec(&run)).await?;
+    patch_status(&client, &deleted, json!({"state": {"phase": "Running"}})).await?;
+    wait_status(&mut deleted, "running", |s| s.state == RunState::Running).await?;
+    delete(&client, &deleted).await?;
+    let status = wait_terminal(&mut deleted).await?;
+    assert!(
+        matches!(status.state, RunState::Stopped { .. }),
+        "{status:?}"
+    );
+    ns.cleanup().await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn pytorchjob_conditions_map_to_states() -> anyhow::Result<()> {
+    let (client, ns) = setup("pytorch").await?;
+    let runner = Runner::new(client.clone(), config());
+    let run = run(&ns.name, "pyto0001");
+    let mut handle = submit(&runner, &run, PYTORCH, "pytorch-a", pytorch_spec(&run)).await?;
+    patch_status(
+        &client,
+        &handle,
+        json!({"conditions": [{"type": "Suspended", "status": "True", "reason": "Suspended", "message": "suspended by kueue"}]}),
+    )
+    .await?;
+    wait_status(&mut handle, "queued (Suspended)", is_queued).await?;
+    patch_status(
+        &client,
+        &handle,
+        json!({"conditions": [
+            {"type": "Created", "status": "True", "reason": "Created"},
+            {"type": "Running", "status": "True", "reason": "Running"}
+        ]}),
+    )
+    .await?;
+    wait_status(&mut handle, "running", |s| s.state == RunState::Running).await?;
+    patch_status(
+        &client,
+        &handle,
+        json!({"conditions": [
+            {"type": "Created", "status": "True", "reason": "Created"},
+            {"type": "Running", "status": "False", "reason": "Running"},
+            {"type": "Failed", "status": "True", "reason": "PyTorchJobFailed", "message": "master 0 exited with code 2"}
+        ]}),
+    )
+    .await?;
+    let status = wait_terminal(&mut handle).await?;
+    assert!(
+        matches!(&status.state, RunState::Failed(f) if f.message.contains("master 0 exited")),
+        "{status:?}"
+    );
+
+    let mut deleted = submit(&runner, &run, PYTORCH, "pytorch-b", pytorch_spec(&run)).await?;
+    delete(&client, &deleted).await?;
+    let status = wait_terminal(&mut deleted).await?;
+    assert!(
+        matches!(status.state, RunState::Stopped { .. }),
+        "{status:?}"
+    );
+    ns.cleanup().await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn jobset_replicated_jobs_status_and_conditions_map_to_states() -> anyhow::Result<()> {
+    let (client, ns) = setup("jobset").await?;
+    let runner = Runner::new(client.clone(), config());
+    let run = run(&ns.name, "jset0001");
+    let mut handle = submit(&runner, &run, JOBSET, "jobset-a", jobset_spec(&run)).await?;
+    patch_status(
+        &client,
+        &handle,
+        json!({"replicatedJobsStatus": [
+            {"name": "workers", "ready": 1, "active": 1, "succeeded": 0, "failed": 0, "suspended": 0}
+        ]}),
+    )
+    .await?;
+    wait_status(&mut handle, "running", |s| s.state == RunState::Running).await?;
+    patch_status(
+        &client,
+        &handle,
+        json!({"conditions": [{
+            "type": "Completed", "status": "True", "reason": "AllJobsCompleted",
+            "message": "jobset completed successfully", "lastTransitionTime": "2026-01-01T00:00:00Z"
+        }]}),
+    )
+    .await?;
+    assert_eq!(wait_terminal(&mut handle).await?.state, RunState::Finished);
+
+    let mut deleted = submit(&runner, &run, JOBSET, "jobset-b", jobset_spec(&run)).await?;
+    delete(&client, &deleted).await?;
+    let status = wait_terminal(&mut deleted).await?;
+    assert!(
+        matches!(status.state, RunState::Stopped { .. }),
+        "{status:?}"
+    );
+    ns.cleanup().await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_kind_the_cluster_does_not_serve_is_a_clear_error() -> anyhow::Result<()> {
+    let (client, ns) = setup("noserve").await?;
+    let runner = Runner::new(client, config());
+    let run = run(&ns.name, "nose0001");
+    let object = run.custom_object("example.invalid", "v1", "NoSuchJob", "x", json!({}));
+    let error = runner
+        .submit(&rendered(&ns.name, vec![object]))
+        .await
+        .unwrap_err();
+    assert!(matches!(error, Error::KindNotServed { .. }), "{error:?}");
+    assert_eq!(
+        error.to_string(),
+        "kind NoSuchJob in group example.invalid is not served by this cluster: is the CRD installed?"
+    );
+    ns.cleanup().await;
+    Ok(())
+}
