@@ -9,9 +9,13 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use gpu::{GpuRequest, RenderOptions, Verdict};
 use k8s_openapi::api::core::v1::{Pod, PodSpec};
+use k8s_runner::{Runner, RunnerConfig};
 use kube::api::{Api, DeleteParams, PostParams};
 use serde_json::{Value, json};
-use tests::{Scheduled, inventory, wait_nodes_settled, wait_scheduled};
+use tests::{Scheduled, wait_nodes_settled, wait_scheduled};
+
+/// Both tests compare against the cluster's free capacity, so they must not run at once.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 fn base_pod_spec() -> Value {
     json!({"restartPolicy": "Never", "containers": [{"name": "main", "image": "trainer:1",
@@ -70,11 +74,14 @@ async fn delete_and_wait(pods: &Api<Pod>, name: &str) -> Result<()> {
 
 #[tokio::test]
 async fn precheck_agrees_with_the_scheduler() -> Result<()> {
+    let _serial = SERIAL.lock().await;
     let cluster = testkit::cluster().await?;
     let ns = cluster.namespace("precheck").await?;
     let client = cluster.client().await?;
     let pods: Api<Pod> = Api::namespaced(client.clone(), ns.name());
     wait_nodes_settled(&client, Duration::from_secs(60)).await?;
+    // The live adapter the agent uses: lists nodes and pods, runs the pure pre-check.
+    let runner = Runner::new(client.clone(), RunnerConfig::default());
 
     let shapes: Vec<(&str, Value)> = vec![
         ("2xa100", with_gpu("2xA100")),
@@ -121,9 +128,8 @@ async fn precheck_agrees_with_the_scheduler() -> Result<()> {
     let mut disagreements = Vec::new();
     let mut seen = (0, 0);
     for (name, pod_spec) in &shapes {
-        let (nodes, running) = inventory(&client).await?;
         let typed: PodSpec = serde_json::from_value(pod_spec.clone())?;
-        let check = gpu::precheck(&nodes, &running, &[typed]);
+        let check = runner.precheck(&[typed]).await?;
         create_pod(&pods, name, pod_spec, "run-forever").await?;
         let scheduled = wait_scheduled(&pods, name, Duration::from_secs(60)).await?;
         let agrees = matches!(
@@ -162,9 +168,8 @@ async fn precheck_agrees_with_the_scheduler() -> Result<()> {
             Scheduled::Bound(_)
         ));
     }
-    let (nodes, running) = inventory(&client).await?;
     let wanted: PodSpec = serde_json::from_value(with_gpu("4xA100"))?;
-    let check = gpu::precheck(&nodes, &running, &[wanted]);
+    let check = runner.precheck(&[wanted]).await?;
     assert_eq!(check.verdict, Verdict::FitsLater, "{}", check.message);
     create_pod(&pods, "waits", &with_gpu("4xA100"), "run-forever").await?;
     match wait_scheduled(&pods, "waits", Duration::from_secs(60)).await? {
@@ -174,5 +179,40 @@ async fn precheck_agrees_with_the_scheduler() -> Result<()> {
         other => panic!("expected the scheduler to keep it pending, got {other:?}"),
     }
     ns.cleanup().await;
+    Ok(())
+}
+
+/// A rendered PyTorchJob gang (master + workers, `gpu: 8xH100` each) is checked as a whole:
+/// two replicas fit the two H100 nodes, three never can.
+#[tokio::test]
+async fn rendered_gangs_are_checked_as_a_whole() -> Result<()> {
+    let _serial = SERIAL.lock().await;
+    let cluster = testkit::cluster().await?;
+    let client = cluster.client().await?;
+    wait_nodes_settled(&client, Duration::from_secs(60)).await?;
+    let runner = Runner::new(client, RunnerConfig::default());
+    let spec = spec::RunSpec::from_value(
+        json!({"entity": "e", "project": "p", "docker": {"docker_image": "img:1"}}),
+    )?;
+    let verdict = |workers: u64| {
+        let queue = json!({"apiVersion": "kubeflow.org/v1", "kind": "PyTorchJob", "gpu": "8xH100",
+            "metadata": {"name": "ddp-${run_id}"},
+            "spec": {"pytorchReplicaSpecs": {
+                "Master": {"replicas": 1, "template": {"spec": {"containers": [{"name": "pytorch", "image": "${image_uri}"}]}}},
+                "Worker": {"replicas": workers, "template": {"spec": {"containers": [{"name": "pytorch", "image": "${image_uri}"}]}}}}}});
+        let rendered = spec::render(&spec, Some(&queue), &spec::RenderContext::new("g1"))
+            .map_err(anyhow::Error::from)?;
+        let workload = rendered.workload().context("a workload")?;
+        Ok::<_, anyhow::Error>(k8s_runner::precheck::workload_pod_specs(&workload.manifest))
+    };
+    let fits = runner.precheck(&verdict(1)?).await?;
+    assert_eq!(fits.verdict, Verdict::FitsNow, "{}", fits.message);
+    let too_big = runner.precheck(&verdict(2)?).await?;
+    assert_eq!(too_big.verdict, Verdict::NeverFits, "{}", too_big.message);
+    assert!(
+        too_big.message.contains("Insufficient nvidia.com/gpu"),
+        "{}",
+        too_big.message
+    );
     Ok(())
 }

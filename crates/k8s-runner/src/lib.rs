@@ -56,6 +56,7 @@ pub mod cleanup;
 pub mod diagnostics;
 pub mod error;
 mod monitor;
+pub mod precheck;
 pub mod runner;
 pub mod state;
 pub mod submit;

@@ -171,6 +171,15 @@ fn age_of(object: &DynamicObject) -> Duration {
 }
 
 impl Runner {
+    /// Whether `wanted` pods fit the cluster now, later or never ([`gpu::precheck`] over the
+    /// live nodes and pods); see [`crate::precheck::workload_pod_specs`] for a workload's pods.
+    pub async fn precheck(
+        &self,
+        wanted: &[k8s_openapi::api::core::v1::PodSpec],
+    ) -> Result<gpu::PreCheck> {
+        crate::precheck::precheck(&self.inner.client, wanted).await
+    }
+
     /// A runner talking to the cluster behind `client`.
     pub fn new(client: Client, config: RunnerConfig) -> Self {
         let recorder = Recorder::new(
