@@ -37,18 +37,9 @@ fn main() -> Result<()> {
 /// A `cargo` command with the target-dir override applied.
 pub fn cargo() -> Command {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
-    let mut command = Command::new(cargo);
-    if std::env::var_os("CARGO_TARGET_DIR").is_none() {
-        // Keeping the target dir outside the clone makes warm CI runs fast.
-        command.env("CARGO_TARGET_DIR", cache_dir().join("target"));
-    }
-    command
-}
-
-/// `$HOME/.cache/rlaunch`: build caches that outlive a clone.
-pub fn cache_dir() -> PathBuf {
-    let home = std::env::var_os("HOME").map_or_else(|| PathBuf::from("/tmp"), PathBuf::from);
-    home.join(".cache").join("rlaunch")
+    // Children inherit CARGO_TARGET_DIR, so they share the artifacts xtask itself was built
+    // with (`.ci/run` points it at ~/.cache/rlaunch/target, outside the clone).
+    Command::new(cargo)
 }
 
 fn workspace_root() -> PathBuf {
