@@ -23,8 +23,13 @@ fn bench(c: &mut Criterion) {
     ctx.run_queue_item_id = Some("UnVuUXVldWVJdGVtOjQy".into());
     ctx.queue_name = Some("gpu-a100".into());
     ctx.api_key = ApiKeyMode::Agent(ApiKey::new("bench-key-0123456789"));
+    let manifests = render(&spec, Some(&queue), &ctx)
+        .expect("renders")
+        .objects
+        .len();
     let mut group = c.benchmark_group("render");
-    group.throughput(Throughput::Elements(1));
+    // Throughput in manifests (Secret + Job), so criterion prints manifests per second.
+    group.throughput(Throughput::Elements(manifests as u64));
     group.bench_function("coreweave-gpu", |b| {
         b.iter(|| {
             render(black_box(&spec), Some(black_box(&queue)), black_box(&ctx)).expect("renders")

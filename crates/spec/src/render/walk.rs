@@ -42,20 +42,50 @@ pub fn for_each_pod_spec(value: &mut Value, f: &mut impl FnMut(&mut Map<String, 
 }
 
 /// Calls `f` with every pod spec in `value` (an object holding a `containers` list) and its
-/// path, for messages that name the field.
+/// path, for messages that name the field. The path is only formatted for pod specs found.
 pub fn visit_pod_specs(value: &Value, path: &str, f: &mut impl FnMut(&Value, &str)) {
+    let mut trail = Vec::new();
+    visit(value, path, &mut trail, f);
+}
+
+enum Step<'a> {
+    Key(&'a str),
+    Index(usize),
+}
+
+fn visit<'a>(
+    value: &'a Value,
+    root: &str,
+    trail: &mut Vec<Step<'a>>,
+    f: &mut impl FnMut(&Value, &str),
+) {
     match value {
         Value::Object(map) => {
             if map.get("containers").is_some_and(Value::is_array) {
-                f(value, path);
+                let mut path = root.to_owned();
+                for step in trail.iter() {
+                    path = match step {
+                        Step::Key(key) => join(&path, key),
+                        Step::Index(i) => format!("{path}[{i}]"),
+                    };
+                }
+                f(value, &path);
             }
             for (key, item) in map {
-                visit_pod_specs(item, &join(path, key), f);
+                if item.is_object() || item.is_array() {
+                    trail.push(Step::Key(key));
+                    visit(item, root, trail, f);
+                    trail.pop();
+                }
             }
         }
         Value::Array(items) => {
             for (i, item) in items.iter().enumerate() {
-                visit_pod_specs(item, &format!("{path}[{i}]"), f);
+                if item.is_object() || item.is_array() {
+                    trail.push(Step::Index(i));
+                    visit(item, root, trail, f);
+                    trail.pop();
+                }
             }
         }
         _ => {}
