@@ -72,6 +72,17 @@ struct MonitorState {
     ticker: Option<JoinHandle<()>>,
 }
 
+impl MonitorState {
+    /// The tracked runs a pod of `run_id` in `namespace` belongs to.
+    fn runs_of(&self, namespace: &str, run_id: &str) -> Vec<RunKey> {
+        self.runs
+            .iter()
+            .filter(|(_, entry)| entry.run.namespace == namespace && entry.run.run_id == run_id)
+            .map(|(key, _)| key.clone())
+            .collect()
+    }
+}
+
 pub(crate) struct Shared {
     state: Mutex<MonitorState>,
 }
@@ -336,12 +347,7 @@ fn apply_pod(shared: &Arc<Shared>, ctx: &MonitorContext, namespace: &str, pod: &
     let deleted = pod.metadata.deletion_timestamp.is_some()
         && matches!(facts.phase.as_str(), "Succeeded" | "Failed");
     let mut state = shared.lock();
-    let keys: Vec<RunKey> = state
-        .runs
-        .iter()
-        .filter(|(_, entry)| entry.run.namespace == namespace && entry.run.run_id == run_id)
-        .map(|(key, _)| key.clone())
-        .collect();
+    let keys = state.runs_of(namespace, &run_id);
     for key in keys {
         if let Some(entry) = state.runs.get_mut(&key) {
             entry.tracker.observe_pod(facts.clone(), now);
@@ -366,12 +372,7 @@ fn delete_pod(
     let facts = classify_pod(pod);
     let name = pod.name_any();
     let mut state = shared.lock();
-    let keys: Vec<RunKey> = state
-        .runs
-        .iter()
-        .filter(|(_, entry)| entry.run.namespace == namespace && entry.run.run_id == run_id)
-        .map(|(key, _)| key.clone())
-        .collect();
+    let keys = state.runs_of(namespace, &run_id);
     for key in keys {
         if let Some(entry) = state.runs.get_mut(&key) {
             // The final pod object may carry the disruption condition or exit code.

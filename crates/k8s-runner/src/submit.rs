@@ -224,14 +224,7 @@ impl Submitter<'_> {
         namespace: &str,
     ) -> Result<(ApiResource, String, bool)> {
         let coordinates = &object.api;
-        let resource = resolve(
-            self.client,
-            &coordinates.group,
-            &coordinates.version,
-            &coordinates.kind,
-            coordinates.plural.as_deref(),
-        )
-        .await?;
+        let resource = resolve_object(self.client, object).await?;
         let body = to_dynamic(object, namespace)?;
         let label = object_label(&object.manifest, namespace);
         let api: Api<DynamicObject> =
@@ -360,14 +353,7 @@ impl Submitter<'_> {
         namespace: &str,
     ) -> Result<Submission> {
         let coordinates = &object.api;
-        let resource = resolve(
-            self.client,
-            &coordinates.group,
-            &coordinates.version,
-            &coordinates.kind,
-            coordinates.plural.as_deref(),
-        )
-        .await?;
+        let resource = resolve_object(self.client, object).await?;
         let api_kind = WorkloadApi::from_api_resource(&resource);
         let body = to_dynamic(object, namespace)?;
         let label = object_label(&object.manifest, namespace);
@@ -448,4 +434,17 @@ impl Submitter<'_> {
             }
         }
     }
+}
+
+/// The API resource of a rendered object: its plural from the render, else from discovery.
+async fn resolve_object(client: &kube::Client, object: &RenderedObject) -> Result<ApiResource> {
+    let api = &object.api;
+    resolve(
+        client,
+        &api.group,
+        &api.version,
+        &api.kind,
+        api.plural.as_deref(),
+    )
+    .await
 }
