@@ -5,6 +5,7 @@
 //! both. A build goes to a temporary sibling directory which is renamed into place when
 //! every binary passed its `--version` gate, so a cache directory is either complete or absent.
 
+use crate::io_err;
 use std::fs;
 use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
@@ -58,15 +59,6 @@ pub fn install_dir() -> PathBuf {
 pub(crate) fn progress(msg: &str) {
     use std::io::Write as _;
     let _ = writeln!(std::io::stderr(), "testkit cluster build: {msg}");
-}
-
-fn io_err(what: impl Into<String>, path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
-    let what = what.into();
-    move |source| Error::Io {
-        what,
-        path: path.to_owned(),
-        source,
-    }
 }
 
 /// Returns the cached binaries if a complete build of the pinned versions exists.

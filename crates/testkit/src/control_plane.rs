@@ -1,5 +1,6 @@
 //! Starting, probing, restarting and stopping the five processes of a test cluster.
 
+use crate::io_err;
 use std::collections::BTreeMap;
 use std::fs;
 use std::io::{Read, Seek, SeekFrom};
@@ -108,15 +109,6 @@ impl std::fmt::Debug for ControlPlane {
             .field("state_dir", &self.state_dir)
             .field("server", &self.server)
             .finish_non_exhaustive()
-    }
-}
-
-fn io_err(what: impl Into<String>, path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
-    let what = what.into();
-    move |source| Error::Io {
-        what,
-        path: path.to_owned(),
-        source,
     }
 }
 

@@ -406,3 +406,16 @@ impl TestNamespace {
             .await;
     }
 }
+
+/// Maps an IO error on `path` to [`Error::Io`] naming what was attempted.
+pub(crate) fn io_err(
+    what: impl Into<String>,
+    path: &Path,
+) -> impl FnOnce(std::io::Error) -> Error + '_ {
+    let what = what.into();
+    move |source| Error::Io {
+        what,
+        path: path.to_owned(),
+        source,
+    }
+}

@@ -305,12 +305,7 @@ pub(crate) fn resolve(
                 .unwrap_or(Value::Null))
         }
         ("Project", "run") => {
-            let (Some(entity), Some(project)) = (
-                parent
-                    .and_then(|p| p.get("entityName"))
-                    .and_then(Value::as_str),
-                parent.and_then(|p| p.get("name")).and_then(Value::as_str),
-            ) else {
+            let Some((entity, project)) = project_of(parent) else {
                 return Ok(Value::Null);
             };
             let name = arg_str(args, "name").unwrap_or_default();
@@ -321,12 +316,7 @@ pub(crate) fn resolve(
                 .unwrap_or(Value::Null))
         }
         ("Project", "artifact") => {
-            let (Some(entity), Some(project)) = (
-                parent
-                    .and_then(|p| p.get("entityName"))
-                    .and_then(Value::as_str),
-                parent.and_then(|p| p.get("name")).and_then(Value::as_str),
-            ) else {
+            let Some((entity, project)) = project_of(parent) else {
                 return Ok(Value::Null);
             };
             let name = arg_str(args, "name").unwrap_or_default();
@@ -519,4 +509,13 @@ pub(crate) fn resolve(
 fn base64_id(kind: &str, name: &str) -> String {
     use base64::Engine as _;
     base64::engine::general_purpose::STANDARD.encode(format!("{kind}:{name}"))
+}
+
+/// Entity and project names of a resolved `Project` parent object.
+fn project_of(parent: Option<&Value>) -> Option<(&str, &str)> {
+    let parent = parent?;
+    Some((
+        parent.get("entityName")?.as_str()?,
+        parent.get("name")?.as_str()?,
+    ))
 }
