@@ -7,12 +7,12 @@
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use gpu::{GpuRequest, RenderOptions, Verdict};
 use k8s_openapi::api::core::v1::{Pod, PodSpec};
-use k8s_runner::{Runner, RunnerConfig};
 use kube::api::{Api, DeleteParams, PostParams};
+use rlaunch_gpu::{GpuRequest, RenderOptions, Verdict};
+use rlaunch_k8s_runner::{Runner, RunnerConfig};
+use rlaunch_tests::{Scheduled, wait_nodes_settled, wait_scheduled};
 use serde_json::{Value, json};
-use tests::{Scheduled, wait_nodes_settled, wait_scheduled};
 
 /// Both tests compare against the cluster's free capacity, so they must not run at once.
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
@@ -25,7 +25,8 @@ fn base_pod_spec() -> Value {
 fn with_gpu(request: &str) -> Value {
     let mut pod_spec = base_pod_spec();
     let request: GpuRequest = request.parse().expect("valid request");
-    gpu::apply_gpu_request(&mut pod_spec, &request, &RenderOptions::default()).expect("applies");
+    rlaunch_gpu::apply_gpu_request(&mut pod_spec, &request, &RenderOptions::default())
+        .expect("applies");
     pod_spec
 }
 
@@ -50,7 +51,7 @@ fn gpu_toleration() -> Value {
 async fn create_pod(pods: &Api<Pod>, name: &str, pod_spec: &Value, outcome: &str) -> Result<()> {
     let pod: Pod = serde_json::from_value(json!({
         "apiVersion": "v1", "kind": "Pod",
-        "metadata": {"name": name, "annotations": {testkit::annotations::OUTCOME: outcome}},
+        "metadata": {"name": name, "annotations": {rlaunch_testkit::annotations::OUTCOME: outcome}},
         "spec": pod_spec,
     }))?;
     pods.create(&PostParams::default(), &pod)
@@ -75,7 +76,7 @@ async fn delete_and_wait(pods: &Api<Pod>, name: &str) -> Result<()> {
 #[tokio::test]
 async fn precheck_agrees_with_the_scheduler() -> Result<()> {
     let _serial = SERIAL.lock().await;
-    let cluster = testkit::cluster().await?;
+    let cluster = rlaunch_testkit::cluster().await?;
     let ns = cluster.namespace("precheck").await?;
     let client = cluster.client().await?;
     let pods: Api<Pod> = Api::namespaced(client.clone(), ns.name());
@@ -187,11 +188,11 @@ async fn precheck_agrees_with_the_scheduler() -> Result<()> {
 #[tokio::test]
 async fn rendered_gangs_are_checked_as_a_whole() -> Result<()> {
     let _serial = SERIAL.lock().await;
-    let cluster = testkit::cluster().await?;
+    let cluster = rlaunch_testkit::cluster().await?;
     let client = cluster.client().await?;
     wait_nodes_settled(&client, Duration::from_secs(60)).await?;
     let runner = Runner::new(client, RunnerConfig::default());
-    let spec = spec::RunSpec::from_value(
+    let spec = rlaunch_model::RunSpec::from_value(
         json!({"entity": "e", "project": "p", "docker": {"docker_image": "img:1"}}),
     )?;
     let verdict = |workers: u64| {
@@ -200,10 +201,16 @@ async fn rendered_gangs_are_checked_as_a_whole() -> Result<()> {
             "spec": {"pytorchReplicaSpecs": {
                 "Master": {"replicas": 1, "template": {"spec": {"containers": [{"name": "pytorch", "image": "${image_uri}"}]}}},
                 "Worker": {"replicas": workers, "template": {"spec": {"containers": [{"name": "pytorch", "image": "${image_uri}"}]}}}}}});
-        let rendered = spec::render(&spec, Some(&queue), &spec::RenderContext::new("g1"))
-            .map_err(anyhow::Error::from)?;
+        let rendered = rlaunch_render::render(
+            &spec,
+            Some(&queue),
+            &rlaunch_render::RenderContext::new("g1"),
+        )
+        .map_err(anyhow::Error::from)?;
         let workload = rendered.workload().context("a workload")?;
-        Ok::<_, anyhow::Error>(k8s_runner::precheck::workload_pod_specs(&workload.manifest))
+        Ok::<_, anyhow::Error>(rlaunch_k8s_runner::precheck::workload_pod_specs(
+            &workload.manifest,
+        ))
     };
     let fits = runner.precheck(&verdict(1)?).await?;
     assert_eq!(fits.verdict, Verdict::FitsNow, "{}", fits.message);

@@ -2,7 +2,7 @@
 //! from source (see `crates/testkit` and `docs/test-cluster.md`).
 //!
 //! - `build`: build (or find cached) etcd, kube-apiserver, kube-controller-manager,
-//!   kube-scheduler and kwok for the versions pinned in `testkit::versions`.
+//!   kube-scheduler and kwok for the versions pinned in `rlaunch_testkit::versions`.
 //! - `up [--nodes FILE]`: start a cluster in `$HOME/.cache/rlaunch/run/cluster` that keeps
 //!   running after this command exits; prints `export KUBECONFIG=…`.
 //! - `down`: stop exactly the processes `up` started and remove the state dir.
@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
-use testkit::{ControlPlane, StartOptions, Supervision, binaries, control_plane};
+use rlaunch_testkit::{ControlPlane, StartOptions, Supervision, binaries, control_plane};
 
 const USAGE: &str = "usage: cargo xtask cluster <build | up [--nodes FILE] | down | status>";
 

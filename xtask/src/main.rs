@@ -95,7 +95,7 @@ fn bench(args: &[String]) -> Result<()> {
     match args.first().map(String::as_str) {
         Some("render") | None => step(
             "bench render",
-            cargo().args(["bench", "-p", "spec", "--bench", "render"]),
+            cargo().args(["bench", "-p", "rlaunch-render", "--bench", "render"]),
         ),
         Some(other) => bail!("unknown benchmark `{other}` (available: render)"),
     }
@@ -108,7 +108,7 @@ fn demo() -> Result<()> {
             "run",
             "--quiet",
             "-p",
-            "launch-render",
+            "rlaunch-render-cli",
             "--",
             "--run-spec",
             "examples/run-specs/image-job.json",

@@ -8,7 +8,7 @@ use anyhow::{Context, Result, bail};
 use serde_json::Value;
 
 /// Crates that must never do IO, read env or the clock.
-const PURE: &[&str] = &["spec", "gpu"];
+const PURE: &[&str] = &["rlaunch-model", "rlaunch-render", "rlaunch-gpu"];
 /// Dependencies a pure crate must not have (directly).
 const FORBIDDEN_IN_PURE: &[&str] = &[
     "tokio",
@@ -29,9 +29,13 @@ const FORBIDDEN_CALLS: &[&str] = &[
 /// `(crate, dependency)` edges that must not exist: wire formats live in one crate each, and
 /// only `agent` composes the W&B client and the runner.
 const FORBIDDEN_EDGES: &[(&str, &str)] = &[
-    ("k8s-runner", "wandb-api"),
-    ("wandb-api", "k8s-runner"),
-    ("builder", "wandb-api"),
+    ("rlaunch-k8s-runner", "rlaunch-wandb-api"),
+    ("rlaunch-wandb-api", "rlaunch-k8s-runner"),
+    ("rlaunch-wandb-api", "rlaunch-render"),
+    ("rlaunch-wandb-api", "rlaunch-gpu"),
+    ("rlaunch-wandb-api", "k8s-openapi"),
+    ("rlaunch-model", "k8s-openapi"),
+    ("rlaunch-builder", "rlaunch-wandb-api"),
 ];
 
 /// Runs every tidy rule; fails listing all violations.

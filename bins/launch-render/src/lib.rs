@@ -10,8 +10,9 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use clap::{Parser, ValueEnum};
+use rlaunch_model::{ApiKey, RenderError, RunSpec};
+use rlaunch_render::{ApiKeyMode, RenderContext, Rendered};
 use serde_json::Value;
-use spec::{ApiKey, ApiKeyMode, RenderContext, RenderError, Rendered, RunSpec};
 
 /// Command-line arguments of `launch-render`.
 #[derive(Debug, Parser)]
@@ -166,7 +167,7 @@ pub fn run(
         }
     };
     let ctx = context(args, &spec, &run_spec_text, env)?;
-    let rendered = spec::render(&spec, queue_config.as_ref(), &ctx).map_err(|e| {
+    let rendered = rlaunch_render::render(&spec, queue_config.as_ref(), &ctx).map_err(|e| {
         let files = match &args.queue_config {
             Some(queue) => format!("{run_spec_name} + {}", queue.display()),
             None => run_spec_name.clone(),
@@ -194,7 +195,7 @@ fn context(
         .run_id
         .clone()
         .or_else(|| spec.run_id.clone())
-        .unwrap_or_else(|| spec::names::stable_hash(run_spec_text)[..8].to_owned());
+        .unwrap_or_else(|| rlaunch_model::names::stable_hash(run_spec_text)[..8].to_owned());
     let mut ctx = RenderContext::new(run_id);
     ctx.run_queue_item_id = args.rqi_id.clone();
     ctx.queue_name = args.queue.clone();

@@ -5,9 +5,9 @@ use std::process::ExitCode;
 use clap::Parser;
 
 fn main() -> ExitCode {
-    let args = launch_render::Args::parse();
+    let args = rlaunch_render_cli::Args::parse();
     let env = |name: &str| std::env::var(name).ok();
-    match launch_render::run(&args, &mut std::io::stdin(), &env) {
+    match rlaunch_render_cli::run(&args, &mut std::io::stdin(), &env) {
         Ok(output) => {
             for warning in &output.warnings {
                 eprintln!("warning: {warning}");

@@ -4,7 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests may panic on broken fixtures
 
 use clap::Parser;
-use launch_render::{Args, run};
+use rlaunch_render_cli::{Args, run};
 
 const IMAGE_JOB: &str = "../../examples/run-specs/image-job.json";
 const OVERRIDES_JOB: &str = "../../examples/run-specs/job-with-overrides.json";
@@ -263,7 +263,7 @@ fn allow_list_lets_a_named_field_through() {
 #[test]
 fn api_key_is_a_placeholder_unless_an_env_var_is_named() {
     let text = render(&["--run-spec", IMAGE_JOB]);
-    assert!(text.contains(spec::API_KEY_PLACEHOLDER));
+    assert!(text.contains(rlaunch_render::API_KEY_PLACEHOLDER));
     let env = |name: &str| (name == "MY_KEY").then(|| "local-abcdef0123456789".to_owned());
     let output = run(
         &args(&["--run-spec", IMAGE_JOB, "--api-key-env", "MY_KEY"]),

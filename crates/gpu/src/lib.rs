@@ -61,18 +61,18 @@
 //! # Example
 //!
 //! ```
-//! use gpu::{FamilyChoice, GpuRequest, LabelFamily, RenderOptions, Verdict};
+//! use rlaunch_gpu::{FamilyChoice, GpuRequest, LabelFamily, RenderOptions, Verdict};
 //! use serde_json::json;
 //!
 //! let request: GpuRequest = "2xL4,shm=16Gi".parse()?;
 //! let mut pod_spec = json!({"containers": [{"name": "train", "image": "trainer:1"}]});
 //! let options = RenderOptions { container: None, families: FamilyChoice::Only(LabelFamily::Gke) };
-//! gpu::apply_gpu_request(&mut pod_spec, &request, &options)?;
+//! rlaunch_gpu::apply_gpu_request(&mut pod_spec, &request, &options)?;
 //! assert_eq!(pod_spec["containers"][0]["resources"]["limits"]["nvidia.com/gpu"], "2");
-//! assert!(gpu::validate_extended_resources(&pod_spec, "spec.template.spec").is_empty());
+//! assert!(rlaunch_gpu::validate_extended_resources(&pod_spec, "spec.template.spec").is_empty());
 //!
 //! let typed: k8s_openapi::api::core::v1::PodSpec = serde_json::from_value(pod_spec)?;
-//! let check = gpu::precheck(&[], &[], &[typed]);
+//! let check = rlaunch_gpu::precheck(&[], &[], &[typed]);
 //! assert_eq!(check.verdict, Verdict::NeverFits);
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```

@@ -26,7 +26,7 @@ const NANOS_PER_UNIT: i128 = 1_000_000_000;
 /// A parsed quantity: an exact amount in nano-units.
 ///
 /// ```
-/// use gpu::QuantityValue;
+/// use rlaunch_gpu::QuantityValue;
 /// assert_eq!(QuantityValue::parse("16Gi").unwrap().value(), 16 * 1024 * 1024 * 1024);
 /// assert_eq!(QuantityValue::parse("129M").unwrap().value(), 129_000_000);
 /// assert_eq!(QuantityValue::parse("500m").unwrap().milli_value(), 500);

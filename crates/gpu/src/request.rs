@@ -32,7 +32,7 @@ use crate::{Error, QuantityValue, Result};
 /// from a string such as `gpu: "4xA100"`) or with the constructors.
 ///
 /// ```
-/// use gpu::{GpuProduct, GpuRequest};
+/// use rlaunch_gpu::{GpuProduct, GpuRequest};
 ///
 /// let request: GpuRequest = "4xA100-80GB,shm=16Gi".parse().unwrap();
 /// assert_eq!(request.count(), 4);

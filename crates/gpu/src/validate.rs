@@ -82,7 +82,7 @@ pub(crate) fn quantity_text(value: &Value) -> Option<String> {
 /// ```
 /// let pod_spec = serde_json::json!({"containers": [{"name": "train", "resources": {
 ///     "requests": {"nvidia.com/gpu": "2"}, "limits": {"nvidia.com/gpu": "4"}}}]});
-/// let errors = gpu::validate_extended_resources(&pod_spec, "spec.template.spec");
+/// let errors = rlaunch_gpu::validate_extended_resources(&pod_spec, "spec.template.spec");
 /// assert_eq!(errors[0].field, r#"spec.template.spec.containers[0].resources.requests."nvidia.com/gpu""#);
 /// ```
 pub fn validate_extended_resources(pod_spec: &Value, path_prefix: &str) -> Vec<ValidationError> {

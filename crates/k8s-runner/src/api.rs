@@ -2,7 +2,7 @@
 
 use kube::Client;
 use kube::api::{ApiResource, DynamicObject, GroupVersionKind};
-use spec::labels;
+use rlaunch_model::labels;
 
 use crate::error::{Error, Result, api_status};
 
@@ -187,9 +187,9 @@ fn is_not_served(error: &kube::Error) -> bool {
         || api_status(error).is_some_and(|status| status.code == 404 || status.is_not_found())
 }
 
-/// `(group, kind)` of the workload CRDs the agent knows (see `spec::crd::KNOWN_PLURALS`).
+/// `(group, kind)` of the workload CRDs the agent knows (see `rlaunch_model::crd::KNOWN_PLURALS`).
 pub fn known_custom_kinds() -> impl Iterator<Item = (&'static str, &'static str)> {
-    spec::crd::KNOWN_PLURALS
+    rlaunch_model::crd::KNOWN_PLURALS
         .iter()
         .map(|(group, kind, _)| (*group, *kind))
 }

@@ -4,7 +4,7 @@
 
 use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, ListParams};
 use kube::{Client, ResourceExt};
-use spec::labels;
+use rlaunch_model::labels;
 use tracing::{info, warn};
 
 use crate::api::RunRef;

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::core::v1::{Event, Pod};
 use kube::api::{Api, ListParams, LogParams};
 use kube::{Client, ResourceExt};
-use spec::labels;
+use rlaunch_model::labels;
 use tracing::debug;
 
 use crate::api::RunRef;

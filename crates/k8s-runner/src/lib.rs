@@ -3,7 +3,7 @@
 //! and adopts runs a previous agent process left in flight.
 //!
 //! Main types:
-//! - [`Runner`]: [`Runner::submit`] a [`spec::Rendered`], [`Runner::track`],
+//! - [`Runner`]: [`Runner::submit`] a [`rlaunch_render::Rendered`], [`Runner::track`],
 //!   [`Runner::cancel`], [`Runner::cleanup`], [`Runner::diagnostics`],
 //!   [`Runner::list_in_flight`].
 //! - [`RunHandle`]: the live [`RunStatus`] of one run ([`RunState`], de-duplicated

@@ -7,7 +7,8 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::Client;
 use kube::api::{Api, DynamicObject, ListParams};
 use kube::runtime::events::{Recorder, Reporter};
-use spec::{Rendered, labels, names};
+use rlaunch_model::{labels, names};
+use rlaunch_render::Rendered;
 use tokio::sync::watch;
 use tracing::warn;
 
@@ -171,12 +172,12 @@ fn age_of(object: &DynamicObject) -> Duration {
 }
 
 impl Runner {
-    /// Whether `wanted` pods fit the cluster now, later or never ([`gpu::precheck`] over the
+    /// Whether `wanted` pods fit the cluster now, later or never ([`rlaunch_gpu::precheck`] over the
     /// live nodes and pods); see [`crate::precheck::workload_pod_specs`] for a workload's pods.
     pub async fn precheck(
         &self,
         wanted: &[k8s_openapi::api::core::v1::PodSpec],
-    ) -> Result<gpu::PreCheck> {
+    ) -> Result<rlaunch_gpu::PreCheck> {
         crate::precheck::precheck(&self.inner.client, wanted).await
     }
 

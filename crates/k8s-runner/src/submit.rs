@@ -9,9 +9,9 @@ use k8s_openapi::api::core::v1::{Pod, Secret};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, ListParams, PostParams};
 use kube::{Client, ResourceExt};
+use rlaunch_model::labels;
+use rlaunch_render::{ObjectRole, Rendered, RenderedObject};
 use serde_json::Value;
-use spec::labels;
-use spec::{ObjectRole, Rendered, RenderedObject};
 use tokio::time::Instant;
 use tracing::{info, warn};
 

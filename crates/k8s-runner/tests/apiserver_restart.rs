@@ -6,12 +6,12 @@
 mod common;
 
 use common::{JobRun, config, wait_status, wait_terminal};
-use k8s_runner::{RunState, Runner};
-use testkit::annotations::{self, outcome};
+use rlaunch_k8s_runner::{RunState, Runner};
+use rlaunch_testkit::annotations::{self, outcome};
 
 #[tokio::test]
 async fn watch_survives_an_apiserver_restart_and_sees_the_terminal_state() -> anyhow::Result<()> {
-    let cluster = testkit::cluster().await?;
+    let cluster = rlaunch_testkit::cluster().await?;
     let client = cluster.client().await?;
     let ns = cluster.namespace("restart").await?;
     let runner = Runner::new(client, config());

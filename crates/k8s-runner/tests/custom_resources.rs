@@ -7,12 +7,12 @@
 mod common;
 
 use common::{JobRun, config, rendered, wait_status, wait_terminal};
-use k8s_runner::{Error, RunHandle, RunState, Runner};
 use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams};
+use rlaunch_k8s_runner::{Error, RunHandle, RunState, Runner};
 use serde_json::{Value, json};
 
-async fn setup(prefix: &str) -> anyhow::Result<(kube::Client, testkit::TestNamespace)> {
-    let cluster = testkit::cluster().await?;
+async fn setup(prefix: &str) -> anyhow::Result<(kube::Client, rlaunch_testkit::TestNamespace)> {
+    let cluster = rlaunch_testkit::cluster().await?;
     let client = cluster.client().await?;
     let namespace = cluster.namespace(prefix).await?;
     Ok((client, namespace))
@@ -93,7 +93,7 @@ const VOLCANO: (&str, &str, &str) = ("batch.volcano.sh", "v1alpha1", "Job");
 const PYTORCH: (&str, &str, &str) = ("kubeflow.org", "v1", "PyTorchJob");
 const JOBSET: (&str, &str, &str) = ("jobset.x-k8s.io", "v1alpha2", "JobSet");
 
-fn is_queued(status: &k8s_runner::RunStatus) -> bool {
+fn is_queued(status: &rlaunch_k8s_runner::RunStatus) -> bool {
     matches!(status.state, RunState::Queued { .. })
 }
 

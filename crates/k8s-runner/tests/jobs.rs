@@ -9,15 +9,15 @@ use std::time::Duration;
 use common::{JobRun, config, eventually, wait_status, wait_terminal};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{Pod, Secret};
-use k8s_runner::{
+use kube::api::{Api, ListParams, PostParams};
+use rlaunch_k8s_runner::{
     Error, FailureCause, RunState, Runner, RunnerConfig, TrackerConfig, WarningChange,
 };
-use kube::api::{Api, ListParams, PostParams};
-use spec::labels;
-use testkit::annotations::{self, outcome};
+use rlaunch_model::labels;
+use rlaunch_testkit::annotations::{self, outcome};
 
-async fn setup(prefix: &str) -> anyhow::Result<(kube::Client, testkit::TestNamespace)> {
-    let cluster = testkit::cluster().await?;
+async fn setup(prefix: &str) -> anyhow::Result<(kube::Client, rlaunch_testkit::TestNamespace)> {
+    let cluster = rlaunch_testkit::cluster().await?;
     let client = cluster.client().await?;
     let namespace = cluster.namespace(prefix).await?;
     Ok((client, namespace))
@@ -461,19 +461,20 @@ async fn a_service_that_never_gets_ready_fails_the_submission_and_rolls_back() -
 async fn a_run_rendered_by_spec_runs_to_finished() -> anyhow::Result<()> {
     let (client, ns) = setup("render").await?;
     let runner = Runner::new(client.clone(), config());
-    let run_spec = spec::RunSpec::from_value(serde_json::json!({
+    let run_spec = rlaunch_model::RunSpec::from_value(serde_json::json!({
         "entity": "team", "project": "proj", "name": "rendered",
         "docker": {"docker_image": "registry.example/rlaunch/train:1"},
         "resource_args": {"kubernetes": {
             "spec": {"template": {"metadata": {"annotations": {annotations::OUTCOME: outcome::SUCCEED}}}}
         }},
     }))?;
-    let mut ctx = spec::RenderContext::new("rend0001");
+    let mut ctx = rlaunch_render::RenderContext::new("rend0001");
     ctx.run_queue_item_id = Some("UnVuUXVldWVJdGVtOjE=".into());
     ctx.agent_identity = Some(common::IDENTITY.into());
     ctx.default_namespace = ns.name.clone();
-    ctx.api_key = spec::ApiKeyMode::Agent(spec::ApiKey::new("rendered-key-0123456789"));
-    let rendered = spec::render(&run_spec, None, &ctx)?;
+    ctx.api_key =
+        rlaunch_render::ApiKeyMode::Agent(rlaunch_model::ApiKey::new("rendered-key-0123456789"));
+    let rendered = rlaunch_render::render(&run_spec, None, &ctx)?;
     let submitted = runner.submit(&rendered).await?;
     assert_eq!(
         submitted.handle.run().run_queue_item_id.as_deref(),

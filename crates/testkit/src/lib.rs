@@ -10,8 +10,8 @@
 //! PyTorchJob and JobSet are installed and Established.
 //!
 //! ```no_run
-//! # async fn demo() -> Result<(), testkit::Error> {
-//! let cluster = testkit::cluster().await?;        // started once per test binary
+//! # async fn demo() -> Result<(), rlaunch_testkit::Error> {
+//! let cluster = rlaunch_testkit::cluster().await?;        // started once per test binary
 //! let ns = cluster.namespace("runner").await?;     // unique, labelled namespace
 //! let client = cluster.client().await?;            // a fresh kube::Client per test
 //! # let _ = client;

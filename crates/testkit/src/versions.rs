@@ -1,7 +1,7 @@
 //! Every pinned version of the test control plane, in one place.
 //!
 //! Bumping a version here changes the cache directory name, so the next
-//! `cargo xtask cluster build` (or the first `testkit::cluster()` call) rebuilds.
+//! `cargo xtask cluster build` (or the first `rlaunch_testkit::cluster()` call) rebuilds.
 //! The Go lock files live next to the crate in `assets/go/{k8s,kwok}/go.{mod,sum}`;
 //! regenerate them with `go get -tool …@<version>` when moving a version.
 

@@ -10,8 +10,8 @@ use k8s_openapi::api::core::v1::{Event, Node, Pod};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, ApiResource, DynamicObject, ListParams, Patch, PatchParams, PostParams};
 use kube::core::GroupVersionKind;
+use rlaunch_testkit::annotations::{self, outcome};
 use serde_json::json;
-use testkit::annotations::{self, outcome};
 
 const DEADLINE: Duration = Duration::from_secs(120);
 
@@ -42,7 +42,7 @@ fn gpu_toleration() -> serde_json::Value {
 
 #[tokio::test]
 async fn nodes_advertise_gpus_and_are_ready() -> Result<()> {
-    let cluster = testkit::cluster().await?;
+    let cluster = rlaunch_testkit::cluster().await?;
     let nodes: Api<Node> = Api::all(cluster.client().await?);
     let list = nodes
         .list(&ListParams::default().labels("type=kwok"))
@@ -103,7 +103,7 @@ async fn nodes_advertise_gpus_and_are_ready() -> Result<()> {
 
 #[tokio::test]
 async fn gpu_job_is_scheduled_on_a100_and_completes() -> Result<()> {
-    let cluster = testkit::cluster().await?;
+    let cluster = rlaunch_testkit::cluster().await?;
     let ns = cluster.namespace("gpu-job").await?;
     let client = cluster.client().await?;
     let jobs: Api<Job> = Api::namespaced(client.clone(), &ns.name);
@@ -200,7 +200,7 @@ async fn gpu_job_is_scheduled_on_a100_and_completes() -> Result<()> {
 
 #[tokio::test]
 async fn sixteen_gpus_stay_unschedulable() -> Result<()> {
-    let cluster = testkit::cluster().await?;
+    let cluster = rlaunch_testkit::cluster().await?;
     let ns = cluster.namespace("too-big").await?;
     let pods: Api<Pod> = Api::namespaced(cluster.client().await?, &ns.name);
     let pod: Pod = serde_json::from_value(json!({
@@ -373,7 +373,7 @@ async fn every_failure_outcome_shows_in_pod_status() -> Result<()> {
             },
         },
     ];
-    let cluster = testkit::cluster().await?;
+    let cluster = rlaunch_testkit::cluster().await?;
     let ns = cluster.namespace("outcomes").await?;
     let pods: Api<Pod> = Api::namespaced(cluster.client().await?, &ns.name);
     for case in &cases {
@@ -453,7 +453,7 @@ async fn every_failure_outcome_shows_in_pod_status() -> Result<()> {
 
 #[tokio::test]
 async fn workload_crds_are_established_with_status() -> Result<()> {
-    let cluster = testkit::cluster().await?;
+    let cluster = rlaunch_testkit::cluster().await?;
     let client = cluster.client().await?;
     let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
     let ns = cluster.namespace("crds").await?;

@@ -10,12 +10,12 @@ use serde_json::json;
 
 #[tokio::test]
 async fn apiserver_restarts_on_the_same_port_and_keeps_data() -> Result<()> {
-    let cluster = testkit::cluster().await?;
+    let cluster = rlaunch_testkit::cluster().await?;
     if cluster.control_plane().is_none() {
         // Attached through KUBECONFIG: restarting must be refused with a clear error.
         let err = cluster.restart_apiserver().await;
         assert!(
-            matches!(err, Err(testkit::Error::Unsupported(_))),
+            matches!(err, Err(rlaunch_testkit::Error::Unsupported(_))),
             "{err:?}"
         );
         return Ok(());

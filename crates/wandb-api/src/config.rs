@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use spec::ApiKey;
+use rlaunch_model::ApiKey;
 
 /// The `User-Agent` sent when the caller does not choose one.
 pub const DEFAULT_USER_AGENT: &str = concat!("rlaunch-agent/", env!("CARGO_PKG_VERSION"));

@@ -1,6 +1,6 @@
 //! The one error type of this crate. Every message says what failed and what to do about it,
 //! and none of them can contain the API key: server text is passed through
-//! [`spec::ApiKey::redact_in`] before it is stored.
+//! [`rlaunch_model::ApiKey::redact_in`] before it is stored.
 
 use std::path::PathBuf;
 use std::time::Duration;

@@ -3,7 +3,7 @@
 //! This crate is the only place that knows GraphQL shapes: the documents live in
 //! `graphql/*.graphql`, checked at compile time against `graphql/schema.graphql` (the exact
 //! subset of the W&B schema they use; the fake server in `wandb-fake` validates against the
-//! same file). Callers see plain Rust types and [`spec::RunSpec`].
+//! same file). Callers see plain Rust types and [`rlaunch_model::RunSpec`].
 //!
 //! What it does: the transport (`POST {base_url}/graphql`, basic auth `api:<key>`, the
 //! reference client's headers, system TLS roots plus an optional CA bundle, proxy from the
@@ -20,9 +20,9 @@
 //! [`PoppedItem::Malformed`] with its id, so the agent can fail it instead of losing it.
 //!
 //! ```no_run
-//! # async fn demo() -> wandb_api::Result<()> {
-//! use wandb_api::{Client, ClientConfig, PoppedItem};
-//! let client = Client::new(ClientConfig::new("https://api.wandb.ai", spec::ApiKey::new("key")))?;
+//! # async fn demo() -> rlaunch_wandb_api::Result<()> {
+//! use rlaunch_wandb_api::{Client, ClientConfig, PoppedItem};
+//! let client = Client::new(ClientConfig::new("https://api.wandb.ai", rlaunch_model::ApiKey::new("key")))?;
 //! let viewer = client.viewer().await?;
 //! if let Some(PoppedItem::Valid(item)) = client
 //!     .pop_from_run_queue("my-entity", "model-registry", "k8s-queue", None)

@@ -721,7 +721,7 @@ pub(crate) fn parse_popped(id: String, run_spec: Option<Value>) -> PoppedItem {
             let raw = serde_json::from_str::<Value>(&text)
                 .map(|value| redact_value(&value))
                 .unwrap_or_else(|_| Value::String(redact_text(&text)));
-            match spec::RunSpec::from_json(&text) {
+            match rlaunch_model::RunSpec::from_json(&text) {
                 Ok(run_spec) => PoppedItem::Valid(Box::new(RunQueueItem { id, run_spec })),
                 Err(error) => PoppedItem::Malformed { id, error, raw },
             }
@@ -729,7 +729,7 @@ pub(crate) fn parse_popped(id: String, run_spec: Option<Value>) -> PoppedItem {
         other => {
             let value = other.unwrap_or(Value::Null);
             let raw = redact_value(&value);
-            match spec::RunSpec::from_value(value) {
+            match rlaunch_model::RunSpec::from_value(value) {
                 Ok(run_spec) => PoppedItem::Valid(Box::new(RunQueueItem { id, run_spec })),
                 Err(error) => PoppedItem::Malformed { id, error, raw },
             }
@@ -740,10 +740,10 @@ pub(crate) fn parse_popped(id: String, run_spec: Option<Value>) -> PoppedItem {
 fn redact_value(value: &Value) -> Value {
     let mut copy = value.clone();
     if let Value::Object(map) = &mut copy
-        && map.contains_key(spec::run_spec::API_KEY_FIELD)
+        && map.contains_key(rlaunch_model::API_KEY_FIELD)
     {
         map.insert(
-            spec::run_spec::API_KEY_FIELD.to_owned(),
+            rlaunch_model::API_KEY_FIELD.to_owned(),
             Value::String("[redacted]".to_owned()),
         );
     }
@@ -753,12 +753,8 @@ fn redact_value(value: &Value) -> Value {
 /// A spec string that is not JSON may still hold a key: drop everything after the key's
 /// field name.
 fn redact_text(text: &str) -> String {
-    match text.find(spec::run_spec::API_KEY_FIELD) {
-        Some(at) => format!(
-            "{}{}…[redacted]",
-            &text[..at],
-            spec::run_spec::API_KEY_FIELD
-        ),
+    match text.find(rlaunch_model::API_KEY_FIELD) {
+        Some(at) => format!("{}{}…[redacted]", &text[..at], rlaunch_model::API_KEY_FIELD),
         None => text.to_owned(),
     }
 }

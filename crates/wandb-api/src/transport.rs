@@ -421,7 +421,7 @@ fn default_headers(config: &ClientConfig) -> Result<HeaderMap> {
 
 /// The message of a failed HTTP answer: `errors[].message` when the body is GraphQL JSON
 /// (joined as `[a; b]` when several), else the body text, shortened and redacted.
-fn error_message(body: &[u8], key: &spec::ApiKey) -> String {
+fn error_message(body: &[u8], key: &rlaunch_model::ApiKey) -> String {
     let text = String::from_utf8_lossy(body);
     let message = match serde_json::from_slice::<Value>(body) {
         Ok(value) => match graphql_error_messages(&value) {
@@ -478,7 +478,7 @@ fn graphql_error_messages(value: &Value) -> Option<Vec<String>> {
 fn decode_graphql<T: DeserializeOwned>(
     operation: &'static str,
     body: &[u8],
-    key: &spec::ApiKey,
+    key: &rlaunch_model::ApiKey,
 ) -> Result<T> {
     let value: Value = serde_json::from_slice(body).map_err(|e| Error::InvalidResponse {
         operation,
@@ -541,7 +541,7 @@ mod tests {
 
     #[test]
     fn error_bodies_are_redacted_and_joined() {
-        let key = spec::ApiKey::new("secret-key-0123456789");
+        let key = rlaunch_model::ApiKey::new("secret-key-0123456789");
         let body = br#"{"errors":[{"message":"bad key secret-key-0123456789"},{"message":"b"}]}"#;
         assert_eq!(error_message(body, &key), "[bad key [redacted]; b]");
         assert_eq!(

@@ -111,7 +111,7 @@ pub struct RunQueueItem {
     /// Opaque item id (used to ack, fail or warn).
     pub id: String,
     /// The parsed spec (its `Debug` redacts `_wandb_api_key`).
-    pub run_spec: spec::RunSpec,
+    pub run_spec: rlaunch_model::RunSpec,
 }
 
 /// The result of a successful `popFromRunQueue` that returned an item.
@@ -128,7 +128,7 @@ pub enum PoppedItem {
         /// Opaque item id.
         id: String,
         /// Every problem found in the spec.
-        error: spec::RenderError,
+        error: rlaunch_model::RenderError,
         /// The spec as received (parsed from its string form if it came as one), with
         /// `_wandb_api_key` replaced by `[redacted]`.
         raw: Value,

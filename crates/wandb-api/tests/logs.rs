@@ -10,8 +10,8 @@ use std::io::Write;
 use std::sync::{Arc, Mutex};
 
 use common::{client_for, config_for, exercise, start};
-use wandb_api::Client;
-use wandb_fake::{FAKE_API_KEY, FAKE_ENTITY, Fault};
+use rlaunch_wandb_api::Client;
+use rlaunch_wandb_fake::{FAKE_API_KEY, FAKE_ENTITY, Fault};
 
 #[derive(Clone, Default)]
 struct Buffer(Arc<Mutex<Vec<u8>>>);

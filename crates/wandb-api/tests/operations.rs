@@ -8,11 +8,11 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use common::{PROJECT, QUEUE, image_spec, push, start, start_with};
-use serde_json::json;
-use wandb_api::{
+use rlaunch_wandb_api::{
     AgentStatus, Error, FailureStage, NewLaunchAgent, PoppedItem, PushRequest, QueueAccess, RunFile,
 };
-use wandb_fake::{FAKE_ENTITY, FakeConfig, ItemState, NewArtifact};
+use rlaunch_wandb_fake::{FAKE_ENTITY, FakeConfig, ItemState, NewArtifact};
+use serde_json::json;
 
 fn new_agent(queue_ids: Vec<String>) -> NewLaunchAgent {
     NewLaunchAgent {
@@ -497,7 +497,7 @@ async fn the_fake_rejects_documents_the_schema_does_not_allow() {
     let http = reqwest::Client::new();
     let response: serde_json::Value = http
         .post(format!("{}/graphql", fake.base_url))
-        .basic_auth("api", Some(wandb_fake::FAKE_API_KEY))
+        .basic_auth("api", Some(rlaunch_wandb_fake::FAKE_API_KEY))
         .json(&json!({
             "query": "query Bad { viewer { id notAField } }",
             "operationName": "",

@@ -7,8 +7,8 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::{PROJECT, QUEUE, client_for, config_for, start};
-use wandb_api::{Client, Error};
-use wandb_fake::{FAKE_API_KEY, FAKE_ENTITY, Fault};
+use rlaunch_wandb_api::{Client, Error};
+use rlaunch_wandb_fake::{FAKE_API_KEY, FAKE_ENTITY, Fault};
 
 fn fault(operation: &str, count: u32, status: u16) -> Fault {
     Fault {

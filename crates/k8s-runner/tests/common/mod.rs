@@ -7,9 +7,10 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use base64::Engine;
-use k8s_runner::{RunHandle, RunStatus, RunnerConfig, TrackerConfig};
+use rlaunch_k8s_runner::{RunHandle, RunStatus, RunnerConfig, TrackerConfig};
+use rlaunch_model::labels;
+use rlaunch_render::{ApiCoordinates, ObjectRole, Rendered, RenderedObject};
 use serde_json::{Value, json};
-use spec::{ApiCoordinates, ObjectRole, Rendered, RenderedObject, labels};
 
 /// Generous deadline for anything the cluster has to do.
 pub const DEADLINE: Duration = Duration::from_secs(180);
@@ -60,7 +61,7 @@ impl JobRun {
 
     pub fn outcome(mut self, outcome: &str) -> Self {
         self.pod_annotations
-            .push((testkit::annotations::OUTCOME, outcome.to_owned()));
+            .push((rlaunch_testkit::annotations::OUTCOME, outcome.to_owned()));
         self
     }
 
@@ -83,7 +84,7 @@ impl JobRun {
             labels::MONITOR: "true",
         });
         if let Some(identity) = &self.identity {
-            labels[labels::AGENT_IDENTITY] = json!(spec::names::label_value(identity));
+            labels[labels::AGENT_IDENTITY] = json!(rlaunch_model::names::label_value(identity));
         }
         labels
     }
@@ -345,7 +346,7 @@ pub fn database(run: &JobRun, pod_outcome: &str, wait_timeout_secs: u64) -> Vec<
             "template": {
                 "metadata": {
                     "labels": {"app": app},
-                    "annotations": {testkit::annotations::OUTCOME: pod_outcome},
+                    "annotations": {rlaunch_testkit::annotations::OUTCOME: pod_outcome},
                 },
                 "spec": {"containers": [{"name": "db", "image": "registry.example/postgres:16"}]},
             },

@@ -5,15 +5,15 @@
 
 use std::time::Duration;
 
-use serde_json::{Value, json};
-use spec::ApiKey;
-use wandb_api::{
+use rlaunch_model::ApiKey;
+use rlaunch_wandb_api::{
     AgentStatus, Client, ClientConfig, FailureStage, NewLaunchAgent, PushRequest, QueueAccess,
     RunFile,
 };
-use wandb_fake::{
+use rlaunch_wandb_fake::{
     FAKE_API_KEY, FAKE_ENTITY, FakeConfig, FakeWandb, NewArtifact, NewItem, NewQueue,
 };
+use serde_json::{Value, json};
 
 pub const QUEUE: &str = "k8s-queue";
 pub const PROJECT: &str = "model-registry";

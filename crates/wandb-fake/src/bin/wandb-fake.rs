@@ -1,11 +1,11 @@
 //! `wandb-fake`: serves the fake W&B server on a port, for manual runs and for the reference
-//! agent. Admin API under `/_admin/` (see the `wandb_fake::admin` docs).
+//! agent. Admin API under `/_admin/` (see the `rlaunch_wandb_fake::admin` docs).
 
 use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::Parser;
-use wandb_fake::{FakeConfig, FakeUser, FakeWandb};
+use rlaunch_wandb_fake::{FakeConfig, FakeUser, FakeWandb};
 
 /// Serve a fake W&B server.
 #[derive(Debug, Parser)]

@@ -5,8 +5,9 @@
 use std::hint::black_box;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use rlaunch_model::{ApiKey, RunSpec};
+use rlaunch_render::{ApiKeyMode, RenderContext, render};
 use serde_json::Value;
-use spec::{ApiKey, ApiKeyMode, RenderContext, RunSpec, render};
 
 fn load(path: &str) -> String {
     let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../../");

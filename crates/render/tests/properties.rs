@@ -5,9 +5,10 @@
 
 use proptest::prelude::*;
 use proptest::strategy::ValueTree;
+use rlaunch_model::names::{is_dns_label, is_dns_subdomain, is_label_value};
+use rlaunch_model::{ApiKey, RunSpec};
+use rlaunch_render::{ApiKeyMode, RenderContext, render};
 use serde_json::{Value, json};
-use spec::names::{is_dns_label, is_dns_subdomain, is_label_value};
-use spec::{ApiKey, ApiKeyMode, RenderContext, RunSpec, render};
 
 fn any_text() -> impl Strategy<Value = String> {
     prop_oneof![

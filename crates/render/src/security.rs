@@ -10,7 +10,7 @@ use std::collections::BTreeSet;
 
 use serde_json::{Map, Value, json};
 
-use crate::error::FieldError;
+use rlaunch_model::FieldError;
 
 /// Why each refused key is dangerous, for the error message.
 fn reason(key: &str) -> &'static str {

@@ -5,11 +5,11 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use serde_json::{Value, json};
-use spec::{
-    ApiKey, ApiKeyMode, CodeMount, CodeMountVariant, CodeSource, ObjectRole, RenderContext,
-    RunSpec, render,
+use rlaunch_model::{ApiKey, RunSpec};
+use rlaunch_render::{
+    ApiKeyMode, CodeMount, CodeMountVariant, CodeSource, ObjectRole, RenderContext, render,
 };
+use serde_json::{Value, json};
 
 fn run_spec(k8s: Value) -> RunSpec {
     RunSpec::from_value(json!({
@@ -61,7 +61,7 @@ fn agent_only_keys_are_removed_from_the_submitted_body() {
     );
     let rendered = render(&spec, None, &ctx()).expect("renders");
     let job = &rendered.workload().expect("workload").manifest;
-    for key in spec::AGENT_ONLY_KEYS {
+    for key in rlaunch_render::AGENT_ONLY_KEYS {
         assert!(job.get(key).is_none(), "{key} leaked into the Job");
     }
     assert_eq!(rendered.agent_keys.config_file.as_deref(), Some("/k"));
@@ -488,7 +488,7 @@ fn code_mount_pvc_and_emptydir_variants() {
                 commit: "abc; rm -rf /".into(),
             },
             job_artifact: Some("e/p/j:v1".into()),
-            init_image: spec::render::context::DEFAULT_CODE_INIT_IMAGE.into(),
+            init_image: rlaunch_render::render::context::DEFAULT_CODE_INIT_IMAGE.into(),
         },
         install_dependencies: true,
     });
@@ -510,7 +510,7 @@ fn code_mount_pvc_and_emptydir_variants() {
     assert!(script.contains("/mnt/wandb/.job"));
     assert_eq!(
         init["securityContext"],
-        spec::security::restricted_container_context(),
+        rlaunch_render::security::restricted_container_context(),
         "§4.11 covers init containers"
     );
     let main = &pod["containers"][0];
@@ -573,7 +573,7 @@ fn additional_services_are_labelled_get_env_and_keep_env_names() {
     );
     assert_eq!(
         container["securityContext"],
-        spec::security::restricted_container_context()
+        rlaunch_render::security::restricted_container_context()
     );
 }
 

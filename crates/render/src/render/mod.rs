@@ -9,14 +9,14 @@ mod walk;
 use base64::Engine as _;
 use serde_json::{Map, Value, json};
 
-use crate::crd::known_plural;
 use crate::env::{ApiKeyEnv, EnvInputs, push_json_env, wandb_env};
-use crate::error::{FieldError, RenderError, Result};
-use crate::labels;
 use crate::macros::{MacroExpander, MacroValues};
-use crate::names;
-use crate::run_spec::{RunSpec, kind_of};
 use crate::security;
+use rlaunch_model::crd::known_plural;
+use rlaunch_model::labels;
+use rlaunch_model::names;
+use rlaunch_model::{FieldError, RenderError, Result};
+use rlaunch_model::{RunSpec, json_kind};
 
 use context::{ApiKeyMode, RenderContext};
 use output::{AgentKeys, ApiCoordinates, Layer, ObjectRole, Rendered, RenderedObject};
@@ -71,7 +71,7 @@ pub fn render(
                 "queue config",
                 format!(
                     "must be a dictionary (a partial Kubernetes manifest), found {}",
-                    kind_of(other)
+                    json_kind(other)
                 ),
                 "write the queue config as a YAML mapping such as `spec: {template: {spec: {containers: [...]}}}`",
             )));
@@ -84,7 +84,7 @@ pub fn render(
         Some(other) => {
             return Err(RenderError::one(FieldError::new(
                 format!("runSpec.{K8S}"),
-                format!("must be a dictionary, found {}", kind_of(other)),
+                format!("must be a dictionary, found {}", json_kind(other)),
                 "make resource_args.kubernetes a partial Kubernetes manifest (a mapping)",
             )));
         }
@@ -249,7 +249,7 @@ pub fn render(
 /// Agent-only values that are not part of [`AgentKeys`] but steer the render.
 #[derive(Default)]
 struct Extras {
-    gpu: Option<gpu::GpuRequest>,
+    gpu: Option<rlaunch_gpu::GpuRequest>,
     namespace: Option<String>,
     group: Option<String>,
     version: Option<String>,
@@ -269,7 +269,7 @@ fn take_agent_keys(body: &mut Map<String, Value>) -> (AgentKeys, Extras, Vec<Fie
             Some(other) => {
                 problems.push(FieldError::new(
                     format!("{K8S}.{key}"),
-                    format!("must be a string, found {}", kind_of(&other)),
+                    format!("must be a string, found {}", json_kind(&other)),
                     format!("set `{key}` to a string or remove it"),
                 ));
                 None
@@ -284,7 +284,7 @@ fn take_agent_keys(body: &mut Map<String, Value>) -> (AgentKeys, Extras, Vec<Fie
     let plural = string_key(body, "plural", &mut problems);
     body.remove("builder");
     let gpu = match string_key(body, "gpu", &mut problems)
-        .map(|text| text.parse::<gpu::GpuRequest>())
+        .map(|text| text.parse::<rlaunch_gpu::GpuRequest>())
     {
         None => None,
         Some(Ok(request)) => Some(request),
@@ -303,7 +303,7 @@ fn take_agent_keys(body: &mut Map<String, Value>) -> (AgentKeys, Extras, Vec<Fie
         Some(other) => {
             problems.push(FieldError::new(
                 format!("{K8S}.wait_for_ready"),
-                format!("must be true or false, found {}", kind_of(&other)),
+                format!("must be true or false, found {}", json_kind(&other)),
                 "set `wait_for_ready: true` or `false`",
             ));
             true
@@ -473,7 +473,7 @@ fn check_user_name(object: &Map<String, Value>, subdomain_ok: bool) -> Result<Op
         }
         Some(other) => Err(field_error(
             format!("{K8S}.metadata.name"),
-            format!("must be a string, found {}", kind_of(other)),
+            format!("must be a string, found {}", json_kind(other)),
             "set metadata.name to a string or remove it",
         )),
     }
@@ -486,7 +486,7 @@ fn render_job(
     body: &mut Value,
     namespace: &str,
     image_uri: Option<&str>,
-    gpu_request: Option<&gpu::GpuRequest>,
+    gpu_request: Option<&rlaunch_gpu::GpuRequest>,
     env_inputs: &EnvInputs<'_>,
     tracker: &mut Tracker,
 ) -> Result<RenderedObject> {
@@ -532,7 +532,7 @@ fn render_job(
                 if !container.is_object() {
                     return Err(field_error(
                         format!("{K8S}.spec.template.spec.containers[{i}]"),
-                        format!("must be a container object, found {}", kind_of(container)),
+                        format!("must be a container object, found {}", json_kind(container)),
                         "write each container as a mapping with name, image, …",
                     ));
                 }
@@ -542,7 +542,7 @@ fn render_job(
         other => {
             return Err(field_error(
                 format!("{K8S}.spec.template.spec.containers"),
-                format!("must be a list of containers, found {}", kind_of(other)),
+                format!("must be a list of containers, found {}", json_kind(other)),
                 "write containers as a list, e.g. `containers: [{name: main}]`",
             ));
         }
@@ -555,7 +555,7 @@ fn render_job(
             if let Some(value) = container.get(key).filter(|v| !v.is_array() && !v.is_null()) {
                 return Err(field_error(
                     format!("{K8S}.spec.template.spec.containers[{i}].{key}"),
-                    format!("must be a list, found {}", kind_of(value)),
+                    format!("must be a list, found {}", json_kind(value)),
                     format!("write `{key}` as a list"),
                 ));
             }
@@ -724,7 +724,7 @@ fn render_custom(
     body: &mut Value,
     extras: &Extras,
     namespace: &str,
-    gpu_request: Option<&gpu::GpuRequest>,
+    gpu_request: Option<&rlaunch_gpu::GpuRequest>,
     env_inputs: &EnvInputs<'_>,
     tracker: &mut Tracker,
 ) -> Result<RenderedObject> {
@@ -956,9 +956,9 @@ fn all_fields(manifest: &Value, layer: Layer, enabled: bool) -> output::Provenan
     tracker.finish(manifest)
 }
 
-fn apply_gpu(pod_spec: &mut Value, request: &gpu::GpuRequest, path: &str) -> Result<()> {
-    let options = gpu::RenderOptions::default();
-    gpu::apply_gpu_request(pod_spec, request, &options).map_err(|error| {
+fn apply_gpu(pod_spec: &mut Value, request: &rlaunch_gpu::GpuRequest, path: &str) -> Result<()> {
+    let options = rlaunch_gpu::RenderOptions::default();
+    rlaunch_gpu::apply_gpu_request(pod_spec, request, &options).map_err(|error| {
         field_error(
             path,
             format!("gpu request `{request}` cannot be applied: {error}"),
@@ -972,7 +972,7 @@ fn apply_gpu(pod_spec: &mut Value, request: &gpu::GpuRequest, path: &str) -> Res
 fn validate_gpu_resources(workload: &Value) -> Result<()> {
     let mut problems = Vec::new();
     walk::visit_pod_specs(workload, K8S, &mut |pod_spec, path| {
-        for error in gpu::validate_extended_resources(pod_spec, path) {
+        for error in rlaunch_gpu::validate_extended_resources(pod_spec, path) {
             problems.push(FieldError::new(
                 error.field,
                 format!("container `{}`: {}", error.container, error.problem),

@@ -2,7 +2,7 @@
 
 use serde_json::{Map, Value, json};
 
-use crate::run_spec::RunSpec;
+use rlaunch_model::RunSpec;
 
 /// Longest value of one JSON env var; longer JSON is split into `<NAME>_0`, `<NAME>_1`, …
 pub const MAX_ENV_CHUNK: usize = 32_670;

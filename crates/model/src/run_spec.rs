@@ -85,7 +85,7 @@ impl RunSpec {
         let Value::Object(raw) = value else {
             return Err(RenderError::one(FieldError::new(
                 "runSpec",
-                format!("must be a JSON object, found {}", kind_of(&value)),
+                format!("must be a JSON object, found {}", json_kind(&value)),
                 "pass the `runSpec` object exactly as popFromRunQueue returns it",
             )));
         };
@@ -119,7 +119,7 @@ impl RunSpec {
             Some(other) => {
                 errors.push(FieldError::new(
                     "runSpec._resume_count",
-                    format!("must be a non-negative integer, found {}", kind_of(other)),
+                    format!("must be a non-negative integer, found {}", json_kind(other)),
                     "remove the field or set it to a number",
                 ));
                 0
@@ -202,7 +202,8 @@ impl<'de> Deserialize<'de> for RunSpec {
     }
 }
 
-pub(crate) fn kind_of(value: &Value) -> &'static str {
+/// How a JSON value is described in messages ("a string", "an object", …).
+pub fn json_kind(value: &Value) -> &'static str {
     match value {
         Value::Null => "null",
         Value::Bool(_) => "a boolean",
@@ -233,7 +234,7 @@ impl Parser<'_> {
             Some(other) => {
                 self.errors.push(FieldError::new(
                     format!("runSpec.{key}"),
-                    format!("must be a string, found {}", kind_of(other)),
+                    format!("must be a string, found {}", json_kind(other)),
                     format!("set `{key}` to the target {key} of the run"),
                 ));
                 String::new()
@@ -251,7 +252,7 @@ impl Parser<'_> {
             Some(other) => {
                 self.errors.push(FieldError::new(
                     path,
-                    format!("must be a string, found {}", kind_of(other)),
+                    format!("must be a string, found {}", json_kind(other)),
                     "set it to a string or remove it",
                 ));
                 None
@@ -281,7 +282,7 @@ impl Parser<'_> {
             Some(other) => {
                 self.errors.push(FieldError::new(
                     format!("runSpec.{key}"),
-                    format!("must be a dictionary, found {}", kind_of(other)),
+                    format!("must be a dictionary, found {}", json_kind(other)),
                     format!("make `{key}` an object such as {{\"kubernetes\": {{...}}}}"),
                 ));
                 None
@@ -301,7 +302,7 @@ impl Parser<'_> {
                         Value::Bool(b) => out.push(b.to_string()),
                         other => self.errors.push(FieldError::new(
                             format!("{path}[{i}]"),
-                            format!("must be a string, found {}", kind_of(other)),
+                            format!("must be a string, found {}", json_kind(other)),
                             "quote each argument as a string",
                         )),
                     }
@@ -311,7 +312,7 @@ impl Parser<'_> {
             Some(other) => {
                 self.errors.push(FieldError::new(
                     path,
-                    format!("must be a list of strings, found {}", kind_of(other)),
+                    format!("must be a list of strings, found {}", json_kind(other)),
                     "write it as a list, e.g. [\"python\", \"train.py\"]",
                 ));
                 None
@@ -327,7 +328,7 @@ impl Parser<'_> {
             Some(other) => {
                 self.errors.push(FieldError::new(
                     "runSpec.overrides",
-                    format!("must be an object, found {}", kind_of(other)),
+                    format!("must be an object, found {}", json_kind(other)),
                     "make `overrides` an object with args, entry_point, run_config…",
                 ));
                 return Overrides::default();
@@ -352,7 +353,7 @@ impl Parser<'_> {
             Some(other) => {
                 self.errors.push(FieldError::new(
                     "runSpec.overrides.artifacts",
-                    format!("must be an object, found {}", kind_of(other)),
+                    format!("must be an object, found {}", json_kind(other)),
                     "map artifact names to artifact paths",
                 ));
                 None
@@ -381,7 +382,7 @@ impl Parser<'_> {
             Some(other) => {
                 self.errors.push(FieldError::new(
                     "runSpec.additional_services",
-                    format!("must be a list, found {}", kind_of(other)),
+                    format!("must be a list, found {}", json_kind(other)),
                     "write it as a list of {name, config} objects",
                 ));
                 return Vec::new();
@@ -393,7 +394,7 @@ impl Parser<'_> {
             let Value::Object(item) = item else {
                 self.errors.push(FieldError::new(
                     &path,
-                    format!("must be an object, found {}", kind_of(item)),
+                    format!("must be an object, found {}", json_kind(item)),
                     "write each service as {name, config}",
                 ));
                 continue;
@@ -405,7 +406,7 @@ impl Parser<'_> {
                 Some(other) => {
                     self.errors.push(FieldError::new(
                         format!("{path}.config"),
-                        format!("must be a Kubernetes object, found {}", kind_of(other)),
+                        format!("must be a Kubernetes object, found {}", json_kind(other)),
                         "put the manifest (apiVersion, kind, metadata, spec) under `config`",
                     ));
                     Map::new()

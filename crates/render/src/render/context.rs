@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use crate::api_key::ApiKey;
+use rlaunch_model::ApiKey;
 
 /// Inputs of one render, besides the run spec and the queue config.
 #[derive(Clone, Debug)]
@@ -45,7 +45,7 @@ pub struct RenderContext {
     /// Plural overrides for custom resources, `Kind.group` → plural (beside the built-in table).
     pub crd_plurals: BTreeMap<String, String>,
     /// GPUs for the workload (`--gpu 4xA100`); wins over the queue config's `gpu:` key.
-    pub gpu: Option<gpu::GpuRequest>,
+    pub gpu: Option<rlaunch_gpu::GpuRequest>,
     /// Record, for every field of the result, which layer set it (`launch-render --explain`).
     pub explain: bool,
 }

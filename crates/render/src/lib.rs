@@ -1,4 +1,4 @@
-//! Pure model of W&B Launch run specs and queue configs, and the engine that renders them
+//! The render engine: turns a W&B Launch run spec and a queue config
 //! into the Kubernetes objects the agent creates.
 //!
 //! Given the `runSpec` a queue item carries (its `resource_args.kubernetes` is the queue's
@@ -10,20 +10,20 @@
 //! async runtime or Kubernetes client. Everything variable (run id, env values, image, key)
 //! comes in through [`RenderContext`], so a render is a deterministic function of its input.
 //!
-//! Main types: [`RunSpec`], [`RenderContext`], [`Rendered`], [`RenderError`] (every problem
+//! Main types: [`RenderContext`], [`Rendered`], and [`rlaunch_model::RenderError`] (every problem
 //! with its field path and fix).
 //!
 //! # Differs from the reference agent
 //!
 //! Each item is tested; the module docs say why.
 //! 1. Generated names keep digits and are valid DNS-1123 labels of at most 63 characters; an
-//!    invalid user `metadata.name` is a render error naming the field ([`names`]). With a run
+//!    invalid user `metadata.name` is a render error naming the field ([`rlaunch_model::names`]). With a run
 //!    queue item id the workload name is deterministic, so a retried submit finds its object.
 //! 2. Agent-only keys ([`AGENT_ONLY_KEYS`]) are removed from the submitted body.
 //! 3. User `imagePullSecrets` are kept and the agent's appended.
 //! 4. Macros: the six named ones plus admin allow-listed agent variables only ([`macros`]).
 //! 5. Custom resources get the API key through a `secretKeyRef`, the `wandb.ai/run-id` label,
-//!    and a plural from a table or an override, never `kind + "s"` ([`crd`]).
+//!    and a plural from a table or an override, never `kind + "s"` ([`rlaunch_model::crd`]).
 //! 6. The refuse-list can be relaxed per field by an admin allow-list ([`security`]).
 //! 7. The job entrypoint and `overrides.args` go to the main container only, not sidecars.
 //! 8. Additional services keep their env var names (the reference lower-cases them) and are
@@ -31,22 +31,13 @@
 //! 9. In helm mode a run with its own API key gets its own Secret instead of replacing the
 //!    shared one under running pods.
 
-pub mod api_key;
-pub mod crd;
 pub mod env;
-pub mod error;
-pub mod labels;
 pub mod macros;
-pub mod names;
 pub mod render;
-pub mod run_spec;
 pub mod security;
 
-pub use api_key::ApiKey;
-pub use error::{FieldError, RenderError, Result};
 pub use render::context::{ApiKeyMode, CodeMount, CodeMountVariant, CodeSource, RenderContext};
 pub use render::output::{
     AgentKeys, ApiCoordinates, Layer, ObjectRole, Provenance, Rendered, RenderedObject,
 };
 pub use render::{AGENT_ONLY_KEYS, API_KEY_PLACEHOLDER, render};
-pub use run_spec::RunSpec;

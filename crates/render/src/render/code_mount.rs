@@ -5,8 +5,8 @@ use serde_json::{Map, Value, json};
 
 use super::context::{CodeMount, CodeMountVariant, CodeSource};
 use super::walk::{append_list, containers_mut, for_each_pod_spec, shell_quote};
-use crate::error::{FieldError, RenderError, Result};
-use crate::run_spec::RunSpec;
+use rlaunch_model::RunSpec;
+use rlaunch_model::{FieldError, RenderError, Result};
 
 /// Mount point of the code in every container.
 pub const CODE_DIR: &str = "/mnt/wandb";
