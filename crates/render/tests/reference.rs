@@ -453,6 +453,26 @@ fn api_key_secret_per_run_and_in_helm_mode() {
     );
 }
 
+// The key reaches the Secret byte for byte: a key read with its trailing newline is the
+// caller's to trim, never the engine's (a trimmed copy would "conflict" with the original).
+#[test]
+fn api_key_bytes_reach_the_secret_unchanged() {
+    let mut ctx = ctx();
+    ctx.api_key = ApiKeyMode::Agent(ApiKey::new("agent-key-0123456789\n"));
+    let rendered = render(&run_spec(json!({})), None, &ctx).expect("renders");
+    assert_eq!(
+        rendered.objects[0].manifest["data"]["password"], "YWdlbnQta2V5LTAxMjM0NTY3ODkK",
+        "base64 of the key including its newline"
+    );
+    let own = RunSpec::from_value(json!({"entity": "e", "project": "p",
+        "docker": {"docker_image": "i"}, "_wandb_api_key": " run-key-abcdef "}))
+    .expect("valid");
+    assert_eq!(
+        own.api_key.as_ref().map(ApiKey::expose),
+        Some(" run-key-abcdef ")
+    );
+}
+
 // §4.10
 #[test]
 fn code_mount_pvc_and_emptydir_variants() {
