@@ -35,6 +35,15 @@ fn workload(spec: &RunSpec, ctx: &RenderContext) -> Value {
         .clone()
 }
 
+/// The forced container security context, pinned here rather than taken from the engine.
+fn restricted_context() -> Value {
+    json!({
+        "allowPrivilegeEscalation": false,
+        "capabilities": {"drop": ["ALL"]},
+        "seccompProfile": {"type": "RuntimeDefault"}
+    })
+}
+
 fn env_names(container: &Value) -> Vec<String> {
     container["env"]
         .as_array()
@@ -530,7 +539,7 @@ fn code_mount_pvc_and_emptydir_variants() {
     assert!(script.contains("/mnt/wandb/.job"));
     assert_eq!(
         init["securityContext"],
-        rlaunch_render::security::restricted_container_context(),
+        restricted_context(),
         "§4.11 covers init containers"
     );
     let main = &pod["containers"][0];
@@ -591,10 +600,7 @@ fn additional_services_are_labelled_get_env_and_keep_env_names() {
         env_value(container, "WANDB_CONFIG"),
         Some(&json!("{\"a\":1}"))
     );
-    assert_eq!(
-        container["securityContext"],
-        rlaunch_render::security::restricted_container_context()
-    );
+    assert_eq!(container["securityContext"], restricted_context());
 }
 
 // §4.13 + difference 5
@@ -690,6 +696,30 @@ fn custom_resource_errors_name_the_field() {
         err(json!({"apiVersion": "kubeflow.org/v1", "kind": "PyTorchJob"})),
         "resource_args.kubernetes.metadata.name"
     );
+}
+
+// An allowed securityContext is kept; the forced keys fill only what it leaves unset.
+#[test]
+fn allowed_security_context_is_kept_and_filled_in() {
+    let mut ctx = ctx();
+    ctx.allowed_fields = BTreeSet::from(["securityContext".to_owned()]);
+    let job = workload(
+        &run_spec(json!({"spec": {"template": {"spec": {"containers": [
+            {"name": "main", "securityContext": {"runAsUser": 1000, "capabilities": {"add": ["SYS_PTRACE"]}}},
+            {"name": "side", "image": "side:1"}]}}}})),
+        &ctx,
+    );
+    let containers = &job["spec"]["template"]["spec"]["containers"];
+    assert_eq!(
+        containers[0]["securityContext"],
+        json!({
+            "runAsUser": 1000,
+            "allowPrivilegeEscalation": false,
+            "capabilities": {"add": ["SYS_PTRACE"], "drop": ["ALL"]},
+            "seccompProfile": {"type": "RuntimeDefault"}
+        })
+    );
+    assert_eq!(containers[1]["securityContext"], restricted_context());
 }
 
 // Difference 6
