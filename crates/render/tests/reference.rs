@@ -655,8 +655,8 @@ fn custom_resources() {
 
     // Explicit plural override, unknown CRD left to discovery.
     let unknown = |extra: Value| {
-        let mut k8s =
-            json!({"apiVersion": "example.com/v1", "kind": "Octopus", "metadata": {"name": "o"}});
+        let mut k8s = json!({"apiVersion": "example.com/v1", "kind": "Octopus", "metadata": {"name": "o"},
+            "spec": {"template": {"spec": {"containers": [{"image": "i"}]}}}});
         if let (Some(k), Some(e)) = (k8s.as_object_mut(), extra.as_object()) {
             k.extend(e.clone());
         }
@@ -672,6 +672,54 @@ fn custom_resources() {
     assert_eq!(
         unknown(json!({"plural": "octopi"})),
         Some("octopi".to_owned())
+    );
+}
+
+// Pod templates are found anywhere in a custom resource, not only under `spec`; a body with
+// none, or a container without an image, is refused instead of rendered without W&B.
+#[test]
+fn custom_resource_pod_templates_are_found_anywhere_or_refused() {
+    let k8s = json!({"apiVersion": "example.com/v1", "kind": "Trainer", "metadata": {"name": "t"},
+        "template": {"spec": {"containers": [{"name": "m", "image": "${image_uri}"}]}},
+        "spec": {"replicas": 2}});
+    let m = workload(&run_spec(k8s), &ctx());
+    let pod = &m["template"];
+    assert_eq!(pod["metadata"]["labels"]["wandb.ai/run-id"], "abc123");
+    assert_eq!(pod["metadata"]["labels"]["wandb.ai/monitor"], "true");
+    let container = &pod["spec"]["containers"][0];
+    assert_eq!(container["image"], "repo/img:1");
+    assert!(env_names(container).contains(&"WANDB_API_KEY".to_owned()));
+    assert_eq!(env_value(container, "WANDB_RUN_ID"), Some(&json!("abc123")));
+    assert_eq!(container["securityContext"], restricted_context());
+
+    let refused = |k8s: Value| {
+        let err = render(&run_spec(k8s), None, &ctx()).expect_err("refused");
+        err.problems
+            .iter()
+            .map(|p| format!("{}: {}", p.path, p.fix))
+            .collect::<Vec<_>>()
+    };
+    let argo_like = json!({"apiVersion": "argoproj.io/v1alpha1", "kind": "Workflow",
+        "metadata": {"name": "w"}, "spec": {"templates": [{"name": "a", "container": {"image": "i"}}]}});
+    let problems = refused(argo_like);
+    assert_eq!(problems.len(), 1, "{problems:?}");
+    assert!(
+        problems[0].starts_with("resource_args.kubernetes: put the pods in a pod template, e.g. `spec.template.spec.containers"),
+        "{problems:?}"
+    );
+    let map_not_list = json!({"apiVersion": "example.com/v1", "kind": "Trainer", "metadata": {"name": "t"},
+        "spec": {"template": {"spec": {"containers": {"name": "m", "image": "i"}}}}});
+    assert_eq!(
+        refused(map_not_list)[0].split(':').next(),
+        Some("resource_args.kubernetes.spec.template.spec.containers")
+    );
+    let no_image = json!({"apiVersion": "example.com/v1", "kind": "Trainer", "metadata": {"name": "t"},
+        "spec": {"template": {"spec": {"containers": [{"name": "m"}]}}}});
+    assert_eq!(
+        refused(no_image),
+        [
+            "resource_args.kubernetes.spec.template.spec.containers[0].image: set `image: ${image_uri}` to run the run's image, or name an image"
+        ]
     );
 }
 

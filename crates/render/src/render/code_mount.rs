@@ -40,10 +40,7 @@ pub fn apply(
         }
         _ => CODE_DIR.to_owned(),
     };
-    let Some(spec_value) = workload.get_mut("spec") else {
-        return Ok(());
-    };
-    for_each_pod_spec(spec_value, &mut |pod_spec| {
+    for_each_pod_spec(workload, &mut |pod_spec| {
         let volume = match &mount.variant {
             CodeMountVariant::Pvc { claim_name, .. } => {
                 json!({"name": VOLUME, "persistentVolumeClaim": {"claimName": claim_name}})

@@ -421,8 +421,8 @@ fn label_workload(object: &mut Map<String, Value>, ctx: &RenderContext, spec: &R
     set_annotation(object, labels::ENTITY_ANNOTATION, &spec.entity);
     set_annotation(object, labels::PROJECT_ANNOTATION, &spec.project);
     let mut value = Value::Object(std::mem::take(object));
-    if let Some(spec_value) = value.get_mut("spec") {
-        for_each_pod_template(spec_value, &mut |template| {
+    {
+        for_each_pod_template(&mut value, &mut |template| {
             set_label(template, labels::MONITOR, "true");
             set_label(template, labels::RUN_ID, &names::label_value(&ctx.run_id));
             if let Some(agent) = &ctx.agent_name {
@@ -764,6 +764,10 @@ fn render_custom(
             "set `metadata.name`, e.g. `train-${run_id}`, so every run gets its own object",
         ));
     }
+    require_pod_specs(body, &kind)?;
+    let Some(object) = body.as_object_mut() else {
+        return Err(field_error(K8S, "must be a dictionary", "use a mapping"));
+    };
     object_entry(object, "metadata")
         .ok_or_else(|| {
             field_error(
@@ -778,40 +782,34 @@ fn render_custom(
 
     if let Some(request) = gpu_request {
         let mut result = Ok(());
-        if let Some(spec_value) = body.get_mut("spec") {
-            for_each_pod_template(spec_value, &mut |template| {
-                if let (Ok(()), Some(pod_spec)) = (&result, template.get_mut("spec")) {
-                    result = apply_gpu(pod_spec, request, &format!("{K8S}.spec"));
-                }
-            });
-        }
+        for_each_pod_template(body, &mut |template| {
+            if let (Ok(()), Some(pod_spec)) = (&result, template.get_mut("spec")) {
+                result = apply_gpu(pod_spec, request, &format!("{K8S}.spec"));
+            }
+        });
         result?;
         tracker.record(body, Layer::GpuRequest);
     }
 
     // Overrides of command and args go to every container of every pod template.
     let mut first = true;
-    if let Some(spec_value) = body.get_mut("spec") {
-        for_each_pod_spec(spec_value, &mut |pod_spec| {
-            for container in containers_mut(pod_spec) {
-                if let Some(entrypoint) = &spec.overrides.entry_point {
-                    container.insert("command".to_owned(), json!(entrypoint));
-                }
-                if !spec.overrides.args.is_empty() {
-                    container.insert("args".to_owned(), json!(spec.overrides.args));
-                }
+    for_each_pod_spec(body, &mut |pod_spec| {
+        for container in containers_mut(pod_spec) {
+            if let Some(entrypoint) = &spec.overrides.entry_point {
+                container.insert("command".to_owned(), json!(entrypoint));
             }
-        });
-    }
+            if !spec.overrides.args.is_empty() {
+                container.insert("args".to_owned(), json!(spec.overrides.args));
+            }
+        }
+    });
     tracker.record(body, Layer::RunSpec);
-    if let Some(spec_value) = body.get_mut("spec") {
-        for_each_pod_spec(spec_value, &mut |pod_spec| {
-            for container in containers_mut(pod_spec) {
-                append_list(container, "env", wandb_env(spec, env_inputs, first));
-                first = false;
-            }
-        });
-    }
+    for_each_pod_spec(body, &mut |pod_spec| {
+        for container in containers_mut(pod_spec) {
+            append_list(container, "env", wandb_env(spec, env_inputs, first));
+            first = false;
+        }
+    });
     tracker.record(body, Layer::WandbEnv);
     if let Some(mount) = &ctx.code_mount {
         code_mount::apply(body, mount, spec, &ctx.base_url)?;
@@ -836,6 +834,58 @@ fn render_custom(
         },
         manifest: std::mem::take(body),
     })
+}
+
+/// A custom resource reaches W&B only through its pods: the env, the API key, the labels and
+/// the image go to pod specs (objects holding a `containers` list), wherever they sit in the
+/// body. A body with none, a `containers` that is not a list, or a container without an image
+/// is refused, so no workload is rendered that runs without reaching W&B.
+fn require_pod_specs(body: &Value, kind: &str) -> Result<()> {
+    let mut problems = Vec::new();
+    let mut found = 0;
+    walk::visit_objects(
+        body,
+        K8S,
+        &mut |object, path| {
+            match object.get("containers") {
+            Some(Value::Array(containers)) => {
+                found += 1;
+                for (i, container) in containers.iter().enumerate() {
+                    let image = container.get("image").and_then(Value::as_str);
+                    if image.is_none_or(str::is_empty) {
+                        problems.push(FieldError::new(
+                            format!("{}.containers[{i}].image", path()),
+                            format!("this {kind} container has no image (custom resources get no image injection)"),
+                            "set `image: ${image_uri}` to run the run's image, or name an image",
+                        ));
+                    }
+                }
+            }
+            Some(other) => problems.push(FieldError::new(
+                format!("{}.containers", path()),
+                format!("must be a list of containers, found {}", json_kind(other)),
+                "write containers as a list, e.g. `containers: [{name: main, image: ${image_uri}}]`",
+            )),
+            None => {}
+        }
+        },
+    );
+    if found == 0 && problems.is_empty() {
+        problems.push(FieldError::new(
+            K8S,
+            format!(
+                "this {kind} has no pod template: no `template.spec.containers` list anywhere in the body, \
+                 so its pods would get no W&B env, API key, labels or image"
+            ),
+            "put the pods in a pod template, e.g. `spec.template.spec.containers: [...]` \
+             (a PyTorchJob: `spec.pytorchReplicaSpecs.Master.template.spec.containers`)",
+        ));
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(RenderError::many(problems))
+    }
 }
 
 fn render_service(

@@ -44,6 +44,16 @@ pub fn for_each_pod_spec(value: &mut Value, f: &mut impl FnMut(&mut Map<String, 
 /// Calls `f` with every pod spec in `value` (an object holding a `containers` list) and its
 /// path, for messages that name the field. The path is only formatted for pod specs found.
 pub fn visit_pod_specs(value: &Value, path: &str, f: &mut impl FnMut(&Value, &str)) {
+    visit_objects(value, path, &mut |object, path| {
+        if object.get("containers").is_some_and(Value::is_array) {
+            f(object, &path());
+        }
+    });
+}
+
+/// Calls `f` with every object in `value` (itself included) and a function formatting its
+/// path, so paths are only built for the objects `f` reports.
+pub fn visit_objects(value: &Value, path: &str, f: &mut impl FnMut(&Value, &dyn Fn() -> String)) {
     let mut trail = Vec::new();
     visit(value, path, &mut trail, f);
 }
@@ -53,24 +63,26 @@ enum Step<'a> {
     Index(usize),
 }
 
+fn format_path(root: &str, trail: &[Step<'_>]) -> String {
+    let mut path = root.to_owned();
+    for step in trail {
+        path = match step {
+            Step::Key(key) => join(&path, key),
+            Step::Index(i) => format!("{path}[{i}]"),
+        };
+    }
+    path
+}
+
 fn visit<'a>(
     value: &'a Value,
     root: &str,
     trail: &mut Vec<Step<'a>>,
-    f: &mut impl FnMut(&Value, &str),
+    f: &mut impl FnMut(&Value, &dyn Fn() -> String),
 ) {
     match value {
         Value::Object(map) => {
-            if map.get("containers").is_some_and(Value::is_array) {
-                let mut path = root.to_owned();
-                for step in trail.iter() {
-                    path = match step {
-                        Step::Key(key) => join(&path, key),
-                        Step::Index(i) => format!("{path}[{i}]"),
-                    };
-                }
-                f(value, &path);
-            }
+            f(value, &|| format_path(root, trail));
             for (key, item) in map {
                 if item.is_object() || item.is_array() {
                     trail.push(Step::Key(key));
