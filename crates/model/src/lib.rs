@@ -25,4 +25,6 @@ mod run_spec;
 
 pub use api_key::ApiKey;
 pub use error::{FieldError, RenderError, Result};
-pub use run_spec::{API_KEY_FIELD, AdditionalService, Overrides, RunSpec, json_kind};
+pub use run_spec::{
+    API_KEY_FIELD, AdditionalService, Overrides, RunSpec, SCHEDULER_URI, json_kind,
+};

@@ -160,6 +160,16 @@ mod tests {
     }
 
     #[test]
+    fn an_empty_per_run_key_does_not_hide_the_username() {
+        let spec = RunSpec::from_value(json!({"entity": "e", "project": "p", "author": "ann",
+            "_wandb_api_key": ""}))
+        .unwrap();
+        let env = wandb_env(&spec, &inputs(), true);
+        let username = env.iter().find(|e| e["name"] == "WANDB_USERNAME");
+        assert_eq!(username.map(|e| &e["value"]), Some(&json!("ann")));
+    }
+
+    #[test]
     fn long_json_is_chunked_at_the_reference_size() {
         let big = "x".repeat(MAX_ENV_CHUNK + 10);
         let spec = RunSpec::from_value(json!({"entity": "e", "project": "p",
