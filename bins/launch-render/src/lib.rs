@@ -1,5 +1,5 @@
 //! The `launch-render` command as a library: read a run spec and a queue config, render them
-//! with the `spec` engine, format the objects as YAML or JSON, or explain where each field
+//! with the `rlaunch-render` engine, format the objects as YAML or JSON, or explain where each field
 //! came from. The binary only parses arguments and prints; tests call [`run`] directly.
 //!
 //! **Invariant:** no network, no cluster; the only IO is reading the named input files and
@@ -25,7 +25,9 @@ pub struct Args {
     /// The popped `runSpec` JSON exactly as W&B sends it (`-` reads stdin).
     #[arg(long, value_name = "FILE|-")]
     pub run_spec: PathBuf,
-    /// A queue config (YAML or JSON), merged under `resource_args.kubernetes`; the run spec wins.
+    /// A queue config (YAML or JSON), merged under `resource_args.kubernetes` as an RFC 7386
+    /// JSON merge patch: the run spec wins, objects merge key by key, lists replace, and a
+    /// `null` in the run spec removes the queue config's key.
     #[arg(long, value_name = "FILE")]
     pub queue_config: Option<PathBuf>,
     /// Run id (default: the run spec's `run_id`, else a stable id derived from the input).
@@ -61,9 +63,13 @@ pub struct Args {
     /// Field allowed despite the security refuse-list (repeatable), e.g. serviceAccountName.
     #[arg(long = "allow-field", value_name = "FIELD")]
     pub allow_fields: Vec<String>,
-    /// Environment variable usable as a `${NAME}` macro (repeatable).
+    /// Environment variable usable as a `${NAME}` macro (repeatable); no other variable is read.
     #[arg(long = "macro-env", value_name = "NAME")]
     pub macro_env: Vec<String>,
+    /// Render as an agent in secure mode: refuse hostPID, hostIPC, hostNetwork, init
+    /// containers, container `command` and `overrides.entry_point`.
+    #[arg(long)]
+    pub secure_mode: bool,
     /// Plural of a custom resource, as `Kind.group=plural` (repeatable).
     #[arg(long = "crd-plural", value_name = "KIND.GROUP=PLURAL")]
     pub crd_plurals: Vec<String>,
@@ -207,6 +213,7 @@ fn context(
     ctx.default_namespace = args.namespace.clone();
     ctx.allowed_fields = args.allow_fields.iter().cloned().collect::<BTreeSet<_>>();
     ctx.explain = args.explain;
+    ctx.secure_mode = args.secure_mode;
     if let Some(var) = &args.api_key_env {
         let key = env(var).filter(|k| !k.trim().is_empty()).ok_or_else(|| CliError::BadFlag {
             flag: "--api-key-env",

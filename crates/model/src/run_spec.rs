@@ -25,7 +25,7 @@ pub struct RunSpec {
     raw: Map<String, Value>,
     /// Target entity of the run.
     pub entity: String,
-    /// Target project, lower-cased as the reference agent does.
+    /// Target project, lower-cased as W&B's agent does.
     pub project: String,
     /// `entity/project/name:alias` of the job artifact, when the run comes from a job.
     pub job: Option<String>,
@@ -41,7 +41,7 @@ pub struct RunSpec {
     pub run_id: Option<String>,
     /// Sweep membership.
     pub sweep_id: Option<String>,
-    /// Target resource (`kubernetes`, …). Defaults to `local-container` as in the reference.
+    /// Target resource (`kubernetes`, …). Defaults to `local-container` as in W&B's agent.
     pub resource: String,
     /// `resource_args` (per-resource sections), an object.
     pub resource_args: Map<String, Value>,
@@ -253,7 +253,7 @@ impl Parser<'_> {
             None | Some(Value::Null) => None,
             Some(Value::String(s)) => Some(s.clone()),
             // Numbers are accepted where a string is expected (an entity or run id that
-            // happens to be numeric); the reference stringifies them too.
+            // happens to be numeric); W&B's agent stringifies them too.
             Some(Value::Number(n)) => Some(n.to_string()),
             Some(other) => {
                 self.errors.push(FieldError::new(

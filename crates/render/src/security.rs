@@ -33,7 +33,7 @@ fn reason(key: &str) -> &'static str {
     }
 }
 
-fn truthy(value: &Value) -> bool {
+pub(crate) fn truthy(value: &Value) -> bool {
     match value {
         Value::Bool(b) => *b,
         Value::Number(n) => n.as_f64().is_some_and(|f| f != 0.0),
@@ -51,7 +51,7 @@ fn non_blank(value: &Value) -> bool {
 }
 
 /// Scans every object in `value` for refused keys; returns one error per refused field.
-pub fn scan(value: &Value, path: &str, allowed: &BTreeSet<String>) -> Vec<FieldError> {
+pub(crate) fn scan(value: &Value, path: &str, allowed: &BTreeSet<String>) -> Vec<FieldError> {
     let mut errors = Vec::new();
     scan_into(value, path, allowed, &mut errors);
     errors
@@ -120,7 +120,7 @@ fn scan_annotations(annotations: &Map<String, Value>, path: &str, errors: &mut V
 
 /// The container security context the agent forces: no privilege escalation, every
 /// capability dropped, the runtime's default seccomp profile.
-pub fn restricted_container_context() -> Value {
+fn restricted_container_context() -> Value {
     json!({
         "allowPrivilegeEscalation": false,
         "capabilities": {"drop": ["ALL"]},
@@ -137,7 +137,7 @@ pub fn restricted_container_context() -> Value {
 /// objects included), so `capabilities: {add: [NET_ADMIN]}` keeps its `add` and gains
 /// `drop: [ALL]`, and `allowPrivilegeEscalation: true` stays true. W&B's agent replaces the
 /// whole context, silently undoing what the admin allowed.
-pub fn force_security_context(value: &mut Value) {
+pub(crate) fn force_security_context(value: &mut Value) {
     match value {
         Value::Object(map) => {
             for list in ["containers", "initContainers", "ephemeralContainers"] {

@@ -1,22 +1,22 @@
-//! Runtime code mount for base-image jobs (reference §4.10): a PVC holding the code, or an
-//! emptyDir filled by an init container, plus optional dependency installation.
+//! Runtime code mount for base-image jobs, as W&B's agent does it: a PVC holding the code, or
+//! an emptyDir filled by an init container, plus optional dependency installation.
 
 use serde_json::{Map, Value, json};
 
-use super::context::{CodeMount, CodeMountVariant, CodeSource};
-use super::walk::{append_list, containers_mut, for_each_pod_spec, shell_quote};
+use crate::context::{CodeMount, CodeMountVariant, CodeSource};
+use crate::walk::{append_list, containers_mut, for_each_pod_spec, shell_quote};
 use rlaunch_model::RunSpec;
 use rlaunch_model::{FieldError, RenderError, Result};
 
 /// Mount point of the code in every container.
-pub const CODE_DIR: &str = "/mnt/wandb";
+const CODE_DIR: &str = "/mnt/wandb";
 /// Name of the code volume.
-pub const VOLUME: &str = "wandb-source-code-volume";
+const VOLUME: &str = "wandb-source-code-volume";
 /// Frozen requirements of the job artifact.
-pub const FROZEN_REQUIREMENTS: &str = "/mnt/wandb/.job/requirements.frozen.txt";
+const FROZEN_REQUIREMENTS: &str = "/mnt/wandb/.job/requirements.frozen.txt";
 
 /// Applies the code mount to every pod spec in `workload`.
-pub fn apply(
+pub(crate) fn apply(
     workload: &mut Value,
     mount: &CodeMount,
     spec: &RunSpec,
