@@ -154,10 +154,11 @@ fn inputs() -> impl Strategy<Value = (Shape, Value, RenderContext)> {
                 // (W&B's agent's rule), so with sidecars the main container names its own.
                 ctx.image_uri = Some("registry.example/built:abc".to_owned());
                 let pods = spec.pointer_mut("/resource_args/kubernetes/spec/template/spec/containers");
-                if let Some(Value::Array(list)) = pods {
-                    if list.len() > 1 && list[0].get("image").is_none() {
-                        list[0]["image"] = json!("main:1");
-                    }
+                if let Some(Value::Array(list)) = pods
+                    && list.len() > 1
+                    && list[0].get("image").is_none()
+                {
+                    list[0]["image"] = json!("main:1");
                 }
             }
             ctx.run_queue_item_id = rqi;
