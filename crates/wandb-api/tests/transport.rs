@@ -141,6 +141,45 @@ async fn a_deadline_bounds_a_persistent_503() {
     );
 }
 
+#[tokio::test(start_paused = true)]
+async fn a_server_that_answers_after_the_deadline_is_deadline_exceeded() {
+    let (fake, _client) = start().await;
+    let mut config = config_for(&fake, FAKE_API_KEY);
+    config.timeout = Duration::from_secs(30);
+    config.retry_deadline = Duration::from_secs(5);
+    let client = Client::new(config).unwrap();
+    fake.inject_fault(Fault {
+        delay_ms: Some(60_000),
+        ..fault("LaunchAgent", 1, 200)
+    });
+    let error = client
+        .launch_agent("TGF1bmNoQWdlbnQ6OTk5")
+        .await
+        .unwrap_err();
+    match &error {
+        Error::DeadlineExceeded {
+            operation: "LaunchAgent",
+            deadline,
+        } => assert_eq!(*deadline, Duration::from_secs(5)),
+        other => panic!("expected DeadlineExceeded, got {other:?}"),
+    }
+    assert!(error.is_transient());
+    assert_eq!(error.kind(), "deadline_exceeded");
+    assert_eq!(
+        fake.journal_of("LaunchAgent").len(),
+        1,
+        "not retried after the deadline"
+    );
+
+    // A deadline that has already passed sends nothing.
+    let mut config = config_for(&fake, FAKE_API_KEY);
+    config.retry_deadline = Duration::ZERO;
+    let client = Client::new(config).unwrap();
+    let error = client.viewer().await.unwrap_err();
+    assert!(matches!(error, Error::DeadlineExceeded { .. }), "{error:?}");
+    assert!(fake.journal_of("Viewer").is_empty());
+}
+
 #[tokio::test]
 async fn graphql_errors_are_final_and_typed() {
     let (fake, client) = start().await;

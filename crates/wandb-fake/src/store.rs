@@ -184,7 +184,7 @@ pub(crate) struct QueueRec {
     pub resource: String,
     pub config: Value,
     pub access: String,
-    pub created_by: Option<String>,
+    pub created_by: Option<Value>,
 }
 
 #[derive(Debug)]
@@ -328,11 +328,7 @@ impl Store {
         id
     }
 
-    pub(crate) fn create_queue(
-        &mut self,
-        queue: crate::admin::NewQueue,
-        created_by: Option<String>,
-    ) -> Outcome<String> {
+    pub(crate) fn create_queue(&mut self, queue: crate::admin::NewQueue) -> Outcome<String> {
         let crate::admin::NewQueue {
             entity,
             project,
@@ -340,6 +336,7 @@ impl Store {
             resource,
             config,
             access,
+            created_by,
         } = queue;
         let (entity, project, name) = (entity.as_str(), project.as_str(), name.as_str());
         if self.find_queue(entity, project, name).is_some() {
