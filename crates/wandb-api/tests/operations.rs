@@ -224,10 +224,12 @@ async fn priority_orders_pops() {
     assert_eq!(second.id(), low);
 }
 
-#[tokio::test]
+/// On paused time: the lease runs on the fake's tokio clock, so the pop "during" the lease
+/// is at most microseconds after the first however loaded the machine is.
+#[tokio::test(start_paused = true)]
 async fn unacked_item_returns_after_the_lease() {
     let config = FakeConfig {
-        lease: Duration::from_millis(1200),
+        lease: Duration::from_secs(60),
         ..FakeConfig::default()
     };
     let (fake, client) = start_with(config).await;
@@ -243,7 +245,13 @@ async fn unacked_item_returns_after_the_lease() {
         .unwrap();
     assert_eq!(during, None, "a leased item must not be popped twice");
 
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    tokio::time::sleep(Duration::from_secs(59)).await;
+    let still = client
+        .pop_from_run_queue(FAKE_ENTITY, PROJECT, QUEUE, None)
+        .await
+        .unwrap();
+    assert_eq!(still, None, "the lease lasts 60 s");
+    tokio::time::sleep(Duration::from_secs(1)).await;
     let again = client
         .pop_from_run_queue(FAKE_ENTITY, PROJECT, QUEUE, None)
         .await

@@ -2,7 +2,7 @@
 //! methods.
 
 use std::collections::BTreeMap;
-use std::time::Instant;
+use tokio::time::Instant;
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
