@@ -35,7 +35,8 @@ pub struct ClientConfig {
     /// Timeout of one HTTP attempt.
     pub timeout: Duration,
     /// Total time one call may spend, retries and waits included. When the next wait would
-    /// end after it, the last error is returned.
+    /// end after it, the last error is returned; an attempt still waiting for its answer
+    /// when it passes ends the call with [`crate::Error::DeadlineExceeded`].
     pub retry_deadline: Duration,
     /// First retry wait; later waits double, with jitter, up to `retry_max_wait`.
     pub retry_min_wait: Duration,

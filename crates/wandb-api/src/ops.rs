@@ -19,6 +19,22 @@ type Json = Value;
 type DateTime = String;
 type Id = String;
 
+/// `RunQueue.createdBy`: a user name or a numeric user id, kept as text either way.
+#[derive(Debug)]
+pub(crate) struct StringOrInt(String);
+
+impl<'de> serde::Deserialize<'de> for StringOrInt {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        match Value::deserialize(deserializer)? {
+            Value::String(text) => Ok(Self(text)),
+            Value::Number(number) => Ok(Self(number.to_string())),
+            other => Err(serde::de::Error::custom(format!(
+                "expected a string or a number, got {other}"
+            ))),
+        }
+    }
+}
+
 #[derive(GraphQLQuery)]
 #[graphql(
     schema_path = "graphql/schema.graphql",
@@ -268,7 +284,7 @@ impl Client {
             entity: entity.to_owned(),
             project: project.to_owned(),
         })?;
-        project_data
+        Ok(project_data
             .run_queues
             .into_iter()
             .map(|queue| {
@@ -276,20 +292,17 @@ impl Client {
                     project_run_queues::RunQueueAccessType::Project => QueueAccess::Project,
                     project_run_queues::RunQueueAccessType::User => QueueAccess::User,
                     project_run_queues::RunQueueAccessType::Other(other) => {
-                        return Err(Error::InvalidResponse {
-                            operation: "ProjectRunQueues",
-                            reason: format!("unknown queue access {other:?}"),
-                        });
+                        QueueAccess::Unknown(other)
                     }
                 };
-                Ok(RunQueue {
+                RunQueue {
                     id: queue.id,
                     name: queue.name,
-                    created_by: queue.created_by,
+                    created_by: queue.created_by.map(|StringOrInt(text)| text),
                     access,
-                })
+                }
             })
-            .collect()
+            .collect())
     }
 
     /// `CreateRunQueue`: creates a queue (the reference creates `default`, access
@@ -308,6 +321,7 @@ impl Client {
             access: match access {
                 QueueAccess::Project => create_run_queue::RunQueueAccessType::Project,
                 QueueAccess::User => create_run_queue::RunQueueAccessType::User,
+                QueueAccess::Unknown(other) => create_run_queue::RunQueueAccessType::Other(other),
             },
             prioritization_mode: None,
             default_resource_config_id: None,

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
 use backon::{ExponentialBuilder, Retryable};
 use graphql_client::GraphQLQuery;
@@ -11,6 +11,7 @@ use reqwest::header::{HeaderMap, HeaderName, HeaderValue, RETRY_AFTER};
 use reqwest::{RequestBuilder, StatusCode, Url};
 use serde::de::DeserializeOwned;
 use serde_json::Value;
+use tokio::time::Instant;
 
 use crate::config::{ClientConfig, ProxyConfig};
 use crate::error::{Error, Result};
@@ -54,6 +55,9 @@ enum AttemptError {
     },
     /// Connection, TLS, timeout, or body read failure.
     Transport(reqwest::Error),
+    /// The retry deadline passed: before the attempt could be sent, or while waiting for
+    /// an answer (the attempt's timeout was cut to what was left of the deadline).
+    DeadlinePassed,
 }
 
 impl AttemptError {
@@ -61,6 +65,7 @@ impl AttemptError {
         match self {
             Self::Status { status, .. } => is_retryable_status(*status),
             Self::Transport(_) => true,
+            Self::DeadlinePassed => false,
         }
     }
 }
@@ -227,17 +232,26 @@ impl Client {
         let url_text = redact_url(url);
 
         let attempt = || async {
-            let number = attempts.fetch_add(1, Ordering::Relaxed) + 1;
             let remaining = deadline.saturating_duration_since(Instant::now());
-            let timeout = config.timeout.min(remaining).max(Duration::from_millis(1));
+            if remaining.is_zero() {
+                return Err(AttemptError::DeadlinePassed);
+            }
+            let number = attempts.fetch_add(1, Ordering::Relaxed) + 1;
+            let cut_by_deadline = remaining < config.timeout;
+            let timeout = config.timeout.min(remaining);
+            // A timeout of an attempt that the deadline cut short is the deadline passing.
+            let transport = |error: reqwest::Error| {
+                if cut_by_deadline && error.is_timeout() {
+                    AttemptError::DeadlinePassed
+                } else {
+                    AttemptError::Transport(error)
+                }
+            };
             tracing::debug!(operation, attempt = number, url = %url_text, "sending request");
-            let response = build(timeout)
-                .send()
-                .await
-                .map_err(AttemptError::Transport)?;
+            let response = build(timeout).send().await.map_err(transport)?;
             let status = response.status();
             if status.is_success() {
-                let body = response.bytes().await.map_err(AttemptError::Transport)?;
+                let body = response.bytes().await.map_err(transport)?;
                 tracing::debug!(
                     operation,
                     attempt = number,
@@ -297,6 +311,7 @@ impl Client {
                 let what = match error {
                     AttemptError::Status { status, .. } => format!("HTTP {}", status.as_u16()),
                     AttemptError::Transport(e) => transport_summary(e),
+                    AttemptError::DeadlinePassed => "retry deadline passed".to_owned(),
                 };
                 tracing::warn!(operation, error = %what, wait = ?wait, "retrying W&B request");
             })
@@ -313,6 +328,10 @@ impl Client {
             AttemptError::Status {
                 status, message, ..
             } => status_error(operation, url_text.clone(), status, attempts, message),
+            AttemptError::DeadlinePassed => Error::DeadlineExceeded {
+                operation,
+                deadline: config.retry_deadline,
+            },
         })
     }
 }

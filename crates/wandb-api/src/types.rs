@@ -20,12 +20,15 @@ pub struct Viewer {
 }
 
 /// Who may push to a queue.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum QueueAccess {
     /// Everyone with access to the project.
     Project,
     /// Only the creator.
     User,
+    /// A mode this client does not know (a newer server), as the server spelled it. Such a
+    /// queue is still listed, so an agent can start and poll it.
+    Unknown(String),
 }
 
 /// A run queue of a project (`ProjectRunQueues`).
@@ -35,7 +38,7 @@ pub struct RunQueue {
     pub id: String,
     /// Queue name.
     pub name: String,
-    /// Creator, as the server reports it.
+    /// Creator, as the server reports it: a user name, or a numeric user id as text.
     pub created_by: Option<String>,
     /// Access mode.
     pub access: QueueAccess,

@@ -2,7 +2,7 @@
 //! methods.
 
 use std::collections::BTreeMap;
-use std::time::Instant;
+use tokio::time::Instant;
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -45,9 +45,14 @@ pub struct NewQueue {
     /// Queue config merged under pushed specs, e.g. `{"resource_args": {"kubernetes": {...}}}`.
     #[serde(default = "default_config")]
     pub config: Value,
-    /// `PROJECT` or `USER`.
+    /// `PROJECT` or `USER`; any other text is served as given, to imitate a server whose
+    /// schema has access modes the client does not know.
     #[serde(default = "default_access")]
     pub access: String,
+    /// `createdBy` as the server reports it: a user name, or a number as some servers send
+    /// (default: none).
+    #[serde(default)]
+    pub created_by: Option<Value>,
 }
 
 impl NewQueue {
@@ -60,6 +65,7 @@ impl NewQueue {
             resource: default_resource(),
             config: default_config(),
             access: default_access(),
+            created_by: None,
         }
     }
 }
@@ -136,7 +142,7 @@ pub struct NewArtifact {
 }
 
 pub(crate) fn create_queue(store: &mut Store, queue: NewQueue) -> Result<String, String> {
-    store.create_queue(queue, None)
+    store.create_queue(queue)
 }
 
 pub(crate) fn push_item(store: &mut Store, item: NewItem) -> Result<String, String> {

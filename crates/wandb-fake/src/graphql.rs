@@ -5,7 +5,7 @@
 //! Object values are plain `serde_json::Value`s: a field without arguments reads its value
 //! from the parent object; root fields and fields with arguments go to [`resolve`].
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 
 use async_graphql::dynamic::{
@@ -34,7 +34,11 @@ enum Kind {
 }
 
 /// Builds the executable schema from SDL text.
-pub(crate) fn build_schema(sdl: &str, store: Arc<Mutex<Store>>) -> anyhow::Result<Schema> {
+pub(crate) fn build_schema(
+    sdl: &str,
+    extra_enum_values: &BTreeMap<String, Vec<String>>,
+    store: Arc<Mutex<Store>>,
+) -> anyhow::Result<Schema> {
     let document = async_graphql::parser::parse_schema(sdl)?;
     let mut kinds: HashMap<String, Kind> = HashMap::new();
     let mut query_root = "Query".to_owned();
@@ -72,6 +76,9 @@ pub(crate) fn build_schema(sdl: &str, store: Arc<Mutex<Store>>) -> anyhow::Resul
                 let mut enum_type = Enum::new(&type_name);
                 for value in &values.values {
                     enum_type = enum_type.item(value.node.value.node.to_string());
+                }
+                for value in extra_enum_values.get(&type_name).into_iter().flatten() {
+                    enum_type = enum_type.item(value.as_str());
                 }
                 builder = builder.register(enum_type);
             }
@@ -364,8 +371,9 @@ pub(crate) fn resolve(
                 resource: String::new(),
                 config: json!({}),
                 access: access.to_owned(),
+                created_by: Some(Value::String(user.username.clone())),
             };
-            match store.create_queue(queue, Some(user.username.clone())) {
+            match store.create_queue(queue) {
                 Ok(id) => Ok(json!({"success": true, "queueID": id})),
                 Err(_) => Ok(json!({"success": false, "queueID": null})),
             }

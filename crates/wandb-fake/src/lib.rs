@@ -62,6 +62,10 @@ pub struct FakeConfig {
     pub api_keys: BTreeMap<String, FakeUser>,
     /// How long a popped, un-acked item stays leased.
     pub lease: Duration,
+    /// Values the server's enums have beyond `schema.graphql` (enum name → values), to
+    /// imitate a newer W&B whose answers hold values the client was not compiled with,
+    /// e.g. `RunQueueAccessType` → `["RESTRICTED"]`.
+    pub extra_enum_values: BTreeMap<String, Vec<String>>,
 }
 
 impl Default for FakeConfig {
@@ -78,6 +82,7 @@ impl Default for FakeConfig {
         Self {
             api_keys,
             lease: Duration::from_secs(60),
+            extra_enum_values: BTreeMap::new(),
         }
     }
 }
@@ -124,7 +129,7 @@ impl FakeWandb {
         let mut store = Store::new(&config);
         store.base_url = base_url.clone();
         let store = Arc::new(Mutex::new(store));
-        let schema = graphql::build_schema(SCHEMA, store.clone())
+        let schema = graphql::build_schema(SCHEMA, &config.extra_enum_values, store.clone())
             .map_err(|e| StartError::Schema(format!("{e:#}")))?;
         let app = server::router(App {
             store: store.clone(),

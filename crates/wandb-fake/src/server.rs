@@ -122,7 +122,7 @@ async fn graphql(State(app): State<App>, headers: HeaderMap, body: Bytes) -> Res
 
     let (user, fault, seq) = {
         let mut store = lock(&app.store);
-        let now = std::time::Instant::now();
+        let now = tokio::time::Instant::now();
         store.expire_leases(now);
         let user = authenticate(&store, &headers);
         let fault = match (&user, &operation) {
@@ -140,21 +140,26 @@ async fn graphql(State(app): State<App>, headers: HeaderMap, body: Bytes) -> Res
             variables: variables.clone(),
             user: user.as_ref().map(|u| u.username.clone()),
             status: 200,
+            errors: Vec::new(),
             headers: journal_headers(&headers),
         };
         store.journal.push(entry);
         (user, fault, seq)
     };
-    let set_status = |status: StatusCode| {
+    let record = |status: StatusCode, errors: Vec<String>| {
         let mut store = lock(&app.store);
         if let Some(entry) = store.journal.iter_mut().find(|e| e.seq == seq) {
             entry.status = status.as_u16();
+            entry.errors = errors;
         }
     };
 
     let Some(user) = user else {
         tracing::debug!(?operation, "rejecting request without a valid API key");
-        set_status(StatusCode::UNAUTHORIZED);
+        record(
+            StatusCode::UNAUTHORIZED,
+            vec!["invalid API key: authentication required".to_owned()],
+        );
         return (
             StatusCode::UNAUTHORIZED,
             Json(error_body("invalid API key: authentication required")),
@@ -169,7 +174,7 @@ async fn graphql(State(app): State<App>, headers: HeaderMap, body: Bytes) -> Res
         }
         if let Some(code) = fault.status {
             let status = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-            set_status(status);
+            record(status, Vec::new());
             let body = fault
                 .body
                 .clone()
@@ -187,6 +192,7 @@ async fn graphql(State(app): State<App>, headers: HeaderMap, body: Bytes) -> Res
             return response;
         }
         if let Some(message) = fault.graphql_error {
+            record(StatusCode::OK, vec![message.clone()]);
             let path = operation.clone().unwrap_or_default();
             return Json(json!({
                 "data": null,
@@ -206,6 +212,8 @@ async fn graphql(State(app): State<App>, headers: HeaderMap, body: Bytes) -> Res
     let response = app.schema.execute(gql_request).await;
     if !response.errors.is_empty() {
         tracing::debug!(errors = ?response.errors, "GraphQL errors");
+        let messages = response.errors.iter().map(|e| e.message.clone()).collect();
+        record(StatusCode::OK, messages);
     }
     Json(response).into_response()
 }

@@ -2,7 +2,9 @@
 //! the GraphQL resolvers and the admin API.
 
 use std::collections::BTreeMap;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use tokio::time::Instant;
 
 use base64::Engine as _;
 use serde::{Deserialize, Serialize};
@@ -157,7 +159,8 @@ impl Default for Fault {
 pub struct JournalEntry {
     /// Order of arrival, from 1.
     pub seq: u64,
-    /// Milliseconds since the fake started (monotonic clock).
+    /// Milliseconds since the fake started, on tokio's clock (so a test that pauses time
+    /// sees exact gaps).
     pub at_ms: f64,
     /// Operation executed (from the document; `None` if the document did not parse).
     pub operation: Option<String>,
@@ -171,6 +174,9 @@ pub struct JournalEntry {
     pub user: Option<String>,
     /// HTTP status answered.
     pub status: u16,
+    /// The GraphQL `errors[].message` values answered (validation, resolver or injected
+    /// errors); empty when the operation succeeded.
+    pub errors: Vec<String>,
     /// Request headers, names lower-cased, without `authorization`.
     pub headers: BTreeMap<String, String>,
 }
@@ -184,7 +190,7 @@ pub(crate) struct QueueRec {
     pub resource: String,
     pub config: Value,
     pub access: String,
-    pub created_by: Option<String>,
+    pub created_by: Option<Value>,
 }
 
 #[derive(Debug)]
@@ -328,11 +334,7 @@ impl Store {
         id
     }
 
-    pub(crate) fn create_queue(
-        &mut self,
-        queue: crate::admin::NewQueue,
-        created_by: Option<String>,
-    ) -> Outcome<String> {
+    pub(crate) fn create_queue(&mut self, queue: crate::admin::NewQueue) -> Outcome<String> {
         let crate::admin::NewQueue {
             entity,
             project,
@@ -340,6 +342,7 @@ impl Store {
             resource,
             config,
             access,
+            created_by,
         } = queue;
         let (entity, project, name) = (entity.as_str(), project.as_str(), name.as_str());
         if self.find_queue(entity, project, name).is_some() {
