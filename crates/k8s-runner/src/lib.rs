@@ -51,6 +51,7 @@
 //!    deletes the workload, so a run reported failed cannot start later.
 
 pub mod api;
+mod attribution;
 pub mod classify;
 pub mod cleanup;
 pub mod diagnostics;
@@ -66,6 +67,7 @@ pub mod tracker;
 mod fixtures;
 
 pub use api::{RunRef, WorkloadApi};
+pub use attribution::WORKLOAD_LABEL;
 pub use cleanup::CleanupReport;
 pub use error::{Error, Result};
 pub use runner::{InFlightRun, RunHandle, Runner, RunnerConfig, Submitted};

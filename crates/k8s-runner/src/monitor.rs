@@ -25,6 +25,7 @@ use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 
 use crate::api::{RunRef, WorkloadApi};
+use crate::attribution::{pod_selector, workload_of};
 use crate::classify::{CustomKind, WorkloadSignal, classify_custom, classify_job, classify_pod};
 use crate::cleanup::{cleanup_run, delete_workload as delete_workload_object};
 use crate::diagnostics::collect;
@@ -73,11 +74,12 @@ struct MonitorState {
 }
 
 impl MonitorState {
-    /// The tracked runs a pod of `run_id` in `namespace` belongs to.
-    fn runs_of(&self, namespace: &str, run_id: &str) -> Vec<RunKey> {
+    /// The tracked runs a pod of `workload` in `namespace` belongs to (see
+    /// [`crate::attribution`]).
+    fn runs_of(&self, namespace: &str, workload: &str) -> Vec<RunKey> {
         self.runs
             .iter()
-            .filter(|(_, entry)| entry.run.namespace == namespace && entry.run.run_id == run_id)
+            .filter(|(_, entry)| entry.run.namespace == namespace && entry.run.name == workload)
             .map(|(key, _)| key.clone())
             .collect()
     }
@@ -206,8 +208,10 @@ impl Monitor {
             }
         }
         let pods: Api<Pod> = Api::namespaced(self.ctx.client.clone(), &run.namespace);
-        let selector = format!("{}={}", labels::RUN_ID, run.run_id);
-        if let Ok(list) = pods.list(&ListParams::default().labels(&selector)).await {
+        if let Ok(list) = pods
+            .list(&ListParams::default().labels(&pod_selector(run)))
+            .await
+        {
             for pod in list.items {
                 apply_pod(
                     &self.shared,
@@ -340,14 +344,14 @@ fn delete_workload(shared: &Arc<Shared>, ctx: &MonitorContext, run: &RunRef, now
 }
 
 fn apply_pod(shared: &Arc<Shared>, ctx: &MonitorContext, namespace: &str, pod: &Pod, now: Instant) {
-    let Some(run_id) = pod.labels().get(labels::RUN_ID).cloned() else {
+    let Some(workload) = workload_of(pod.labels()).map(str::to_owned) else {
         return;
     };
     let facts = classify_pod(pod);
     let deleted = pod.metadata.deletion_timestamp.is_some()
         && matches!(facts.phase.as_str(), "Succeeded" | "Failed");
     let mut state = shared.lock();
-    let keys = state.runs_of(namespace, &run_id);
+    let keys = state.runs_of(namespace, &workload);
     for key in keys {
         if let Some(entry) = state.runs.get_mut(&key) {
             entry.tracker.observe_pod(facts.clone(), now);
@@ -366,13 +370,13 @@ fn delete_pod(
     pod: &Pod,
     now: Instant,
 ) {
-    let Some(run_id) = pod.labels().get(labels::RUN_ID).cloned() else {
+    let Some(workload) = workload_of(pod.labels()).map(str::to_owned) else {
         return;
     };
     let facts = classify_pod(pod);
     let name = pod.name_any();
     let mut state = shared.lock();
-    let keys = state.runs_of(namespace, &run_id);
+    let keys = state.runs_of(namespace, &workload);
     for key in keys {
         if let Some(entry) = state.runs.get_mut(&key) {
             // The final pod object may carry the disruption condition or exit code.

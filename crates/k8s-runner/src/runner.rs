@@ -3,7 +3,6 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::Pod;
 use kube::Client;
 use kube::api::{Api, DynamicObject, ListParams};
 use kube::runtime::events::{Recorder, Reporter};
@@ -296,13 +295,16 @@ impl Runner {
         kinds
     }
 
-    /// Every batch Job, and every object of the given custom `kinds`, in any namespace, that
-    /// carries `rlaunch.dev/agent-identity=<agent_identity>`, with its run id, run queue item
-    /// annotation and current state (terminal ones included: they finished while the agent
-    /// was down and still need reporting). Pass them to [`Runner::track`] to resume.
+    /// Every batch Job, and every object of the given custom `kinds`, in each of
+    /// `namespaces` (the agent's target namespaces: listing is per namespace, so namespaced
+    /// Roles suffice), that carries `rlaunch.dev/agent-identity=<agent_identity>`, with its
+    /// run id, run queue item annotation and current state (terminal ones included: they
+    /// finished while the agent was down and still need reporting). Pass them to
+    /// [`Runner::track`] to resume.
     pub async fn list_in_flight(
         &self,
         agent_identity: &str,
+        namespaces: &[String],
         kinds: &[WorkloadApi],
     ) -> Result<Vec<InFlightRun>> {
         let selector = format!(
@@ -313,40 +315,51 @@ impl Runner {
         let mut apis = vec![WorkloadApi::batch_job()];
         apis.extend(kinds.iter().filter(|k| !k.is_batch_job()).cloned());
         let mut runs = Vec::new();
-        for api in apis {
-            let list_api: Api<DynamicObject> =
-                Api::all_with(self.inner.client.clone(), &api.api_resource());
-            let list = match list_api
-                .list(&ListParams::default().labels(&selector))
-                .await
-            {
-                Ok(list) => list,
-                Err(error) if !api.is_batch_job() && is_not_found(&error) => {
-                    warn!(group = %api.group, kind = %api.kind, "kind not served; skipped while listing runs in flight");
-                    continue;
-                }
-                Err(source) => {
-                    return Err(Error::List {
-                        kind: api.kind.clone(),
-                        scope: "all namespaces".to_owned(),
-                        selector: selector.clone(),
-                        source: Box::new(source),
-                    });
-                }
-            };
-            for object in list.items {
-                let Some(run) = RunRef::from_object(&api, &object) else {
-                    continue;
-                };
-                let (state, warnings) = self.snapshot_state(&api, &run, &object).await;
-                runs.push(InFlightRun {
-                    run,
-                    state,
-                    warnings,
-                });
+        for namespace in namespaces {
+            for api in &apis {
+                self.list_kind_in(namespace, api, &selector, &mut runs)
+                    .await?;
             }
         }
         Ok(runs)
+    }
+
+    async fn list_kind_in(
+        &self,
+        namespace: &str,
+        api: &WorkloadApi,
+        selector: &str,
+        runs: &mut Vec<InFlightRun>,
+    ) -> Result<()> {
+        let list_api: Api<DynamicObject> =
+            Api::namespaced_with(self.inner.client.clone(), namespace, &api.api_resource());
+        let list = match list_api.list(&ListParams::default().labels(selector)).await {
+            Ok(list) => list,
+            Err(error) if !api.is_batch_job() && is_not_found(&error) => {
+                warn!(group = %api.group, kind = %api.kind, "kind not served; skipped while listing runs in flight");
+                return Ok(());
+            }
+            Err(source) => {
+                return Err(Error::List {
+                    kind: api.kind.clone(),
+                    scope: format!("namespace {namespace}"),
+                    selector: selector.to_owned(),
+                    source: Box::new(source),
+                });
+            }
+        };
+        for object in list.items {
+            let Some(run) = RunRef::from_object(api, &object) else {
+                continue;
+            };
+            let (state, warnings) = self.snapshot_state(api, &run, &object).await;
+            runs.push(InFlightRun {
+                run,
+                state,
+                warnings,
+            });
+        }
+        Ok(())
     }
 
     async fn snapshot_state(
@@ -360,12 +373,8 @@ impl Runner {
         let settle = config.verdict_settle;
         let started = now.checked_sub(age_of(object)).unwrap_or(now);
         let mut tracker = RunTracker::new(config, started);
-        let pods: Api<Pod> = Api::namespaced(self.inner.client.clone(), &run.namespace);
-        let selector = format!("{}={}", labels::RUN_ID, run.run_id);
-        if let Ok(list) = pods.list(&ListParams::default().labels(&selector)).await {
-            for pod in &list.items {
-                tracker.observe_pod(classify_pod(pod), now);
-            }
+        for pod in &crate::diagnostics::run_pods(&self.inner.client, run).await {
+            tracker.observe_pod(classify_pod(pod), now);
         }
         let signal = if api.is_batch_job() {
             serde_json::to_value(object)

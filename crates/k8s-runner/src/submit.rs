@@ -16,6 +16,7 @@ use tokio::time::Instant;
 use tracing::{info, warn};
 
 use crate::api::{RunRef, WorkloadApi, resolve};
+use crate::attribution::prepare_workload;
 use crate::error::{Error, Result, is_already_exists, is_not_found, is_resource_not_served};
 
 /// How a submission ended.
@@ -355,6 +356,9 @@ impl Submitter<'_> {
         let coordinates = &object.api;
         let resource = resolve_object(self.client, object).await?;
         let api_kind = WorkloadApi::from_api_resource(&resource);
+        let mut prepared = object.clone();
+        prepare_workload(&mut prepared.manifest);
+        let object = &prepared;
         let body = to_dynamic(object, namespace)?;
         let label = object_label(&object.manifest, namespace);
         let api: Api<DynamicObject> =

@@ -352,7 +352,9 @@ async fn list_in_flight_after_recreating_the_runner_returns_live_runs_with_state
     })
     .await?;
     let runner = Runner::new(client.clone(), config());
-    let in_flight = runner.list_in_flight(&identity, &[]).await?;
+    let in_flight = runner
+        .list_in_flight(&identity, std::slice::from_ref(&ns.name), &[])
+        .await?;
     assert_eq!(in_flight.len(), 2, "{in_flight:?}");
     let find = |run_id: &str| {
         in_flight

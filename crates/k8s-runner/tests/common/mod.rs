@@ -24,6 +24,7 @@ pub fn config() -> RunnerConfig {
             start_timeout: Duration::from_secs(600),
             image_pull_grace: Duration::from_secs(5),
             verdict_settle: Duration::from_secs(2),
+            crash_loop_budget: None,
         },
         tick: Duration::from_millis(500),
         readiness_poll: Duration::from_millis(500),
@@ -43,6 +44,10 @@ pub struct JobRun {
     pub restart_policy: &'static str,
     pub with_secret: bool,
     pub identity: Option<String>,
+    /// Workload name; `run-<run id>` when unset.
+    pub name: Option<String>,
+    pub backoff_limit: i32,
+    pub ttl_seconds_after_finished: i64,
 }
 
 impl JobRun {
@@ -56,6 +61,9 @@ impl JobRun {
             restart_policy: "Never",
             with_secret: true,
             identity: Some(IDENTITY.to_owned()),
+            name: None,
+            backoff_limit: 0,
+            ttl_seconds_after_finished: 600,
         }
     }
 
@@ -75,7 +83,9 @@ impl JobRun {
     }
 
     pub fn job_name(&self) -> String {
-        format!("run-{}", self.run_id)
+        self.name
+            .clone()
+            .unwrap_or_else(|| format!("run-{}", self.run_id))
     }
 
     fn workload_labels(&self) -> Value {
@@ -183,8 +193,8 @@ impl JobRun {
                 "kind": "Job",
                 "metadata": metadata,
                 "spec": {
-                    "backoffLimit": 0,
-                    "ttlSecondsAfterFinished": 600,
+                    "backoffLimit": self.backoff_limit,
+                    "ttlSecondsAfterFinished": self.ttl_seconds_after_finished,
                     "template": self.pod_template(),
                 },
             }),
