@@ -66,7 +66,9 @@ pub mod tracker;
 #[cfg(test)]
 mod fixtures;
 
-pub use api::{RunRef, WorkloadApi};
+pub use api::{
+    OWNED_OBJECTS_ANNOTATION, OwnedObject, ROLE_ANNOTATION, RunRef, WorkloadApi, WorkloadRole,
+};
 pub use attribution::WORKLOAD_LABEL;
 pub use cleanup::CleanupReport;
 pub use error::{Error, Result};
@@ -74,5 +76,5 @@ pub use runner::{InFlightRun, RunHandle, Runner, RunnerConfig, Submitted};
 pub use state::{
     ContainerLog, Diagnostics, Failure, FailureCause, RunState, RunStatus, Warning, WarningChange,
 };
-pub use submit::Submission;
+pub use submit::ApiKeySecrets;
 pub use tracker::TrackerConfig;

@@ -13,10 +13,9 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{ObjectReference, Pod};
+use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, DynamicObject, ListParams};
 use kube::runtime::WatchStreamExt;
-use kube::runtime::events::{Event as KubeEvent, EventType, Recorder};
 use kube::runtime::watcher::{self, Event};
 use kube::{Client, ResourceExt};
 use rlaunch_model::labels;
@@ -37,7 +36,6 @@ use crate::tracker::{RunTracker, TrackerConfig};
 #[derive(Clone)]
 pub(crate) struct MonitorContext {
     pub client: Client,
-    pub recorder: Recorder,
     pub tracker: TrackerConfig,
     pub tick: Duration,
     pub log_tail_bytes: usize,
@@ -63,7 +61,6 @@ struct RunEntry {
     tx: watch::Sender<RunStatus>,
     seen: bool,
     finalizing: bool,
-    cancel_requested: bool,
 }
 
 #[derive(Default)]
@@ -163,7 +160,6 @@ impl Monitor {
                     tx,
                     seen: false,
                     finalizing: false,
-                    cancel_requested: false,
                 },
             );
             self.ensure_tasks(&mut state, &run);
@@ -177,7 +173,6 @@ impl Monitor {
     pub fn mark_cancel_requested(&self, run: &RunRef) {
         let mut state = self.shared.lock();
         if let Some(entry) = state.runs.get_mut(&run_key(run)) {
-            entry.cancel_requested = true;
             entry.tracker.mark_cancel_requested();
         }
     }
@@ -287,7 +282,6 @@ fn publish(shared: &Arc<Shared>, ctx: &MonitorContext, key: &RunKey, entry: &mut
                 key.clone(),
                 entry.run.clone(),
                 state,
-                entry.cancel_requested,
             ));
         }
         return;
@@ -512,29 +506,7 @@ async fn tick_loop(shared: Weak<Shared>, ctx: MonitorContext) {
     }
 }
 
-fn object_reference(run: &RunRef) -> ObjectReference {
-    ObjectReference {
-        api_version: Some(run.api.api_version()),
-        kind: Some(run.api.kind.clone()),
-        name: Some(run.name.clone()),
-        namespace: Some(run.namespace.clone()),
-        uid: run.uid.clone(),
-        ..ObjectReference::default()
-    }
-}
-
-fn truncate(text: &str, max: usize) -> String {
-    if text.len() <= max {
-        return text.to_owned();
-    }
-    let mut end = max;
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}…", &text[..end])
-}
-
-/// Collect diagnostics, record a Kubernetes Event, clean up, then publish the terminal status
+/// Collect diagnostics, clean up, then publish the terminal status
 /// and forget the run.
 async fn finalize(
     shared: Weak<Shared>,
@@ -542,7 +514,6 @@ async fn finalize(
     key: RunKey,
     run: RunRef,
     mut state: RunState,
-    cancelled: bool,
 ) {
     let diagnostics = if matches!(state, RunState::Failed(_) | RunState::Preempted { .. }) {
         let collected = tokio::time::timeout(
@@ -563,31 +534,6 @@ async fn finalize(
         && let Some(event) = diagnostics.events.iter().find(|e| e.starts_with("Warning"))
     {
         failure.message = format!("{} (event: {event})", failure.message);
-    }
-    let event = match &state {
-        RunState::Failed(failure) => Some((failure.cause.reason(), failure.message.clone())),
-        RunState::Preempted { reason } => Some(("Preempted", reason.clone())),
-        _ => None,
-    };
-    if let Some((reason, note)) = event
-        && !cancelled
-    {
-        let published = ctx
-            .recorder
-            .publish(
-                &KubeEvent {
-                    type_: EventType::Warning,
-                    reason: reason.to_owned(),
-                    note: Some(truncate(&note, 1000)),
-                    action: "MonitorRun".to_owned(),
-                    secondary: None,
-                },
-                &object_reference(&run),
-            )
-            .await;
-        if let Err(error) = published {
-            debug!(run = %run.object(), error = %error, "could not record the failure event");
-        }
     }
     // Failures the agent decided on its own (Kubernetes would keep the workload pending or
     // retrying) remove the workload, so a run reported failed can never start later.

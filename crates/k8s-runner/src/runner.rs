@@ -5,7 +5,6 @@ use std::time::Duration;
 
 use kube::Client;
 use kube::api::{Api, DynamicObject, ListParams};
-use kube::runtime::events::{Recorder, Reporter};
 use rlaunch_model::{labels, names};
 use rlaunch_render::Rendered;
 use tokio::sync::watch;
@@ -18,7 +17,7 @@ use crate::diagnostics::collect;
 use crate::error::{Error, Result, is_not_found};
 use crate::monitor::{Monitor, MonitorContext};
 use crate::state::{Diagnostics, RunState, RunStatus, Warning, WarningChange};
-use crate::submit::Submitter;
+use crate::submit::{ApiKeySecrets, Submitter};
 use crate::tracker::{RunTracker, TrackerConfig};
 
 /// Settings of a [`Runner`].
@@ -30,8 +29,8 @@ pub struct RunnerConfig {
     pub tick: Duration,
     /// Bytes kept from the end of each container's log in failure diagnostics. Default 16 KiB.
     pub log_tail_bytes: usize,
-    /// Reporting controller name on the Kubernetes Events the runner records.
-    pub reporter: String,
+    /// Whether the runner creates API-key Secrets or uses a pre-provisioned one.
+    pub api_key_secrets: ApiKeySecrets,
     /// Poll interval while waiting for additional services. Default 2 s.
     pub readiness_poll: Duration,
     /// Delete the run's Secrets and additional services when it reaches a terminal state.
@@ -47,7 +46,7 @@ impl Default for RunnerConfig {
             tracker: TrackerConfig::default(),
             tick: Duration::from_secs(1),
             log_tail_bytes: 16 * 1024,
-            reporter: "rlaunch-agent".to_owned(),
+            api_key_secrets: ApiKeySecrets::default(),
             readiness_poll: Duration::from_secs(2),
             cleanup_on_terminal: true,
             diagnostics_timeout: Duration::from_secs(20),
@@ -182,16 +181,8 @@ impl Runner {
 
     /// A runner talking to the cluster behind `client`.
     pub fn new(client: Client, config: RunnerConfig) -> Self {
-        let recorder = Recorder::new(
-            client.clone(),
-            Reporter {
-                controller: config.reporter.clone(),
-                instance: None,
-            },
-        );
         let monitor = Monitor::new(MonitorContext {
             client: client.clone(),
-            recorder,
             tracker: config.tracker.clone(),
             tick: config.tick,
             log_tail_bytes: config.log_tail_bytes,
@@ -221,6 +212,7 @@ impl Runner {
         let submission = Submitter {
             client: &self.inner.client,
             readiness_poll: self.inner.config.readiness_poll,
+            api_key_secrets: self.inner.config.api_key_secrets,
         }
         .submit(rendered)
         .await?;
@@ -415,6 +407,11 @@ mod tests {
                 api: WorkloadApi::batch_job(),
                 run_id: "abc".into(),
                 run_queue_item_id: None,
+                entity: None,
+                project: None,
+                queue: None,
+                role: crate::api::WorkloadRole::Run,
+                owned: Vec::new(),
                 uid: None,
             },
             receiver,
