@@ -71,19 +71,105 @@ impl WorkloadApi {
     }
 }
 
-/// Everything needed to find a submitted run again: its workload and run identity.
+/// Annotation: what a workload is for, [`WorkloadRole::Run`] (`run`, the default when
+/// absent) or [`WorkloadRole::ImageBuild`] (`image-build`, written by the image builder).
+pub const ROLE_ANNOTATION: &str = "rlaunch.dev/role";
+/// Annotation: the per-run objects a submission created beside the workload (its API-key
+/// Secret, additional services), as JSON, so cleanup deletes exactly those by name, also
+/// after a restart, and never lists or selects by run id.
+pub const OWNED_OBJECTS_ANNOTATION: &str = "rlaunch.dev/owned-objects";
+
+/// What a workload is for.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum WorkloadRole {
+    /// A W&B run.
+    #[default]
+    Run,
+    /// An image build Job (Kaniko): never adopted as a run, never cleaned up with one.
+    ImageBuild,
+}
+
+impl WorkloadRole {
+    /// The [`ROLE_ANNOTATION`] value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WorkloadRole::Run => "run",
+            WorkloadRole::ImageBuild => "image-build",
+        }
+    }
+
+    fn from_annotation(value: Option<&str>) -> Self {
+        match value {
+            Some("image-build") => WorkloadRole::ImageBuild,
+            _ => WorkloadRole::Run,
+        }
+    }
+}
+
+/// An object a submission created beside the workload, deleted by name at cleanup.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+pub struct OwnedObject {
+    /// `group/version` (or `v1`).
+    #[serde(rename = "apiVersion")]
+    pub api_version: String,
+    /// Kind.
+    pub kind: String,
+    /// Resource plural.
+    pub plural: String,
+    /// Name (in the run's namespace).
+    pub name: String,
+}
+
+impl OwnedObject {
+    /// As a kube [`ApiResource`].
+    pub(crate) fn api_resource(&self) -> ApiResource {
+        let (group, version) = match self.api_version.split_once('/') {
+            Some((group, version)) => (group, version),
+            None => ("", self.api_version.as_str()),
+        };
+        ApiResource {
+            group: group.to_owned(),
+            version: version.to_owned(),
+            api_version: self.api_version.clone(),
+            kind: self.kind.clone(),
+            plural: self.plural.clone(),
+        }
+    }
+
+    pub(crate) fn from_resource(resource: &ApiResource, name: &str) -> Self {
+        OwnedObject {
+            api_version: resource.api_version.clone(),
+            kind: resource.kind.clone(),
+            plural: resource.plural.clone(),
+            name: name.to_owned(),
+        }
+    }
+}
+
+/// Everything needed to find a submitted run again: its workload, run identity and the W&B
+/// coordinates the agent reports to, all read from the workload's labels and annotations.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RunRef {
     /// Namespace of the workload and all the run's objects.
     pub namespace: String,
-    /// Workload name.
+    /// Workload name (its pods carry it in [`crate::WORKLOAD_LABEL`]).
     pub name: String,
     /// Workload kind.
     pub api: WorkloadApi,
-    /// Value of the `wandb.ai/run-id` label (selects the run's pods, Secrets and services).
+    /// Value of the `wandb.ai/run-id` label.
     pub run_id: String,
     /// The `rlaunch.dev/run-queue-item` annotation, when the workload has one.
     pub run_queue_item_id: Option<String>,
+    /// The `rlaunch.dev/entity` annotation.
+    pub entity: Option<String>,
+    /// The `rlaunch.dev/project` annotation.
+    pub project: Option<String>,
+    /// The `rlaunch.dev/queue` annotation.
+    pub queue: Option<String>,
+    /// A run or an image build ([`ROLE_ANNOTATION`]).
+    pub role: WorkloadRole,
+    /// What cleanup deletes ([`OWNED_OBJECTS_ANNOTATION`]).
+    pub owned: Vec<OwnedObject>,
     /// The workload's uid, when known.
     pub uid: Option<String>,
 }
@@ -98,16 +184,27 @@ impl RunRef {
     /// namespace or run-id label.
     pub fn from_object(api: &WorkloadApi, object: &DynamicObject) -> Option<Self> {
         let metadata = &object.metadata;
+        let annotation = |key: &str| {
+            metadata
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get(key))
+                .cloned()
+        };
+        let owned = annotation(OWNED_OBJECTS_ANNOTATION)
+            .and_then(|text| serde_json::from_str(&text).ok())
+            .unwrap_or_default();
         Some(RunRef {
             namespace: metadata.namespace.clone()?,
             name: metadata.name.clone()?,
             api: api.clone(),
             run_id: metadata.labels.as_ref()?.get(labels::RUN_ID)?.clone(),
-            run_queue_item_id: metadata
-                .annotations
-                .as_ref()
-                .and_then(|a| a.get(labels::RUN_QUEUE_ITEM_ANNOTATION))
-                .cloned(),
+            run_queue_item_id: annotation(labels::RUN_QUEUE_ITEM_ANNOTATION),
+            entity: annotation(labels::ENTITY_ANNOTATION),
+            project: annotation(labels::PROJECT_ANNOTATION),
+            queue: annotation(labels::QUEUE_ANNOTATION),
+            role: WorkloadRole::from_annotation(annotation(ROLE_ANNOTATION).as_deref()),
+            owned,
             uid: metadata.uid.clone(),
         })
     }

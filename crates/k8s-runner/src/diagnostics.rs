@@ -6,20 +6,22 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::core::v1::{Event, Pod};
 use kube::api::{Api, ListParams, LogParams};
 use kube::{Client, ResourceExt};
-use rlaunch_model::labels;
 use tracing::debug;
 
 use crate::api::RunRef;
+use crate::attribution::pod_selector;
 use crate::state::{ContainerLog, Diagnostics};
 
 /// Most event lines kept in [`Diagnostics::events`].
 const MAX_EVENT_LINES: usize = 30;
 
-/// The pods of a run (selected by its run-id label).
+/// The pods of a run's workload (see [`crate::attribution`]).
 pub(crate) async fn run_pods(client: &Client, run: &RunRef) -> Vec<Pod> {
     let api: Api<Pod> = Api::namespaced(client.clone(), &run.namespace);
-    let selector = format!("{}={}", labels::RUN_ID, run.run_id);
-    match api.list(&ListParams::default().labels(&selector)).await {
+    match api
+        .list(&ListParams::default().labels(&pod_selector(run)))
+        .await
+    {
         Ok(list) => list.items,
         Err(error) => {
             debug!(run = %run.object(), error = %error, "listing pods for diagnostics failed");

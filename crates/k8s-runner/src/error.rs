@@ -54,6 +54,18 @@ pub enum Error {
         object: String,
     },
 
+    /// The runner uses a pre-provisioned API-key Secret and creates none, but the run has
+    /// its own API key (a per-run Secret).
+    #[error(
+        "secret {object} would hold the run's own API key, but this runner uses a \
+         pre-provisioned API-key secret and creates no secrets; submit the run without its own \
+         key, or configure the runner to create secrets (ApiKeySecrets::Create)"
+    )]
+    SecretCreationDisabled {
+        /// `ns/name`.
+        object: String,
+    },
+
     /// An object with the workload's deterministic name exists but belongs to another run.
     #[error(
         "{kind} {object} already exists but belongs to another run (expected run id {run_id}); \
@@ -151,6 +163,7 @@ impl Error {
             | Error::MalformedManifest { .. }
             | Error::KindNotServed { .. }
             | Error::SecretConflict { .. }
+            | Error::SecretCreationDisabled { .. }
             | Error::NameTaken { .. } => false,
             Error::NotReady { .. } => true,
             Error::Discovery { source, .. }
@@ -170,6 +183,7 @@ impl Error {
             Error::KindNotServed { .. } => "kind_not_served",
             Error::Discovery { .. } => "discovery",
             Error::SecretConflict { .. } => "secret_conflict",
+            Error::SecretCreationDisabled { .. } => "secret_creation_disabled",
             Error::NameTaken { .. } => "name_taken",
             Error::Create { .. } => "create",
             Error::NotReady { .. } => "not_ready",

@@ -51,6 +51,7 @@
 //!    deletes the workload, so a run reported failed cannot start later.
 
 pub mod api;
+mod attribution;
 pub mod classify;
 pub mod cleanup;
 pub mod diagnostics;
@@ -65,12 +66,15 @@ pub mod tracker;
 #[cfg(test)]
 mod fixtures;
 
-pub use api::{RunRef, WorkloadApi};
+pub use api::{
+    OWNED_OBJECTS_ANNOTATION, OwnedObject, ROLE_ANNOTATION, RunRef, WorkloadApi, WorkloadRole,
+};
+pub use attribution::WORKLOAD_LABEL;
 pub use cleanup::CleanupReport;
 pub use error::{Error, Result};
 pub use runner::{InFlightRun, RunHandle, Runner, RunnerConfig, Submitted};
 pub use state::{
     ContainerLog, Diagnostics, Failure, FailureCause, RunState, RunStatus, Warning, WarningChange,
 };
-pub use submit::Submission;
+pub use submit::ApiKeySecrets;
 pub use tracker::TrackerConfig;

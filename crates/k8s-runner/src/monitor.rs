@@ -13,10 +13,9 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{ObjectReference, Pod};
+use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, DynamicObject, ListParams};
 use kube::runtime::WatchStreamExt;
-use kube::runtime::events::{Event as KubeEvent, EventType, Recorder};
 use kube::runtime::watcher::{self, Event};
 use kube::{Client, ResourceExt};
 use rlaunch_model::labels;
@@ -25,6 +24,7 @@ use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 
 use crate::api::{RunRef, WorkloadApi};
+use crate::attribution::{pod_selector, workload_of};
 use crate::classify::{CustomKind, WorkloadSignal, classify_custom, classify_job, classify_pod};
 use crate::cleanup::{cleanup_run, delete_workload as delete_workload_object};
 use crate::diagnostics::collect;
@@ -36,7 +36,6 @@ use crate::tracker::{RunTracker, TrackerConfig};
 #[derive(Clone)]
 pub(crate) struct MonitorContext {
     pub client: Client,
-    pub recorder: Recorder,
     pub tracker: TrackerConfig,
     pub tick: Duration,
     pub log_tail_bytes: usize,
@@ -62,7 +61,6 @@ struct RunEntry {
     tx: watch::Sender<RunStatus>,
     seen: bool,
     finalizing: bool,
-    cancel_requested: bool,
 }
 
 #[derive(Default)]
@@ -73,11 +71,12 @@ struct MonitorState {
 }
 
 impl MonitorState {
-    /// The tracked runs a pod of `run_id` in `namespace` belongs to.
-    fn runs_of(&self, namespace: &str, run_id: &str) -> Vec<RunKey> {
+    /// The tracked runs a pod of `workload` in `namespace` belongs to (see
+    /// [`crate::attribution`]).
+    fn runs_of(&self, namespace: &str, workload: &str) -> Vec<RunKey> {
         self.runs
             .iter()
-            .filter(|(_, entry)| entry.run.namespace == namespace && entry.run.run_id == run_id)
+            .filter(|(_, entry)| entry.run.namespace == namespace && entry.run.name == workload)
             .map(|(key, _)| key.clone())
             .collect()
     }
@@ -161,7 +160,6 @@ impl Monitor {
                     tx,
                     seen: false,
                     finalizing: false,
-                    cancel_requested: false,
                 },
             );
             self.ensure_tasks(&mut state, &run);
@@ -175,7 +173,6 @@ impl Monitor {
     pub fn mark_cancel_requested(&self, run: &RunRef) {
         let mut state = self.shared.lock();
         if let Some(entry) = state.runs.get_mut(&run_key(run)) {
-            entry.cancel_requested = true;
             entry.tracker.mark_cancel_requested();
         }
     }
@@ -206,8 +203,10 @@ impl Monitor {
             }
         }
         let pods: Api<Pod> = Api::namespaced(self.ctx.client.clone(), &run.namespace);
-        let selector = format!("{}={}", labels::RUN_ID, run.run_id);
-        if let Ok(list) = pods.list(&ListParams::default().labels(&selector)).await {
+        if let Ok(list) = pods
+            .list(&ListParams::default().labels(&pod_selector(run)))
+            .await
+        {
             for pod in list.items {
                 apply_pod(
                     &self.shared,
@@ -283,7 +282,6 @@ fn publish(shared: &Arc<Shared>, ctx: &MonitorContext, key: &RunKey, entry: &mut
                 key.clone(),
                 entry.run.clone(),
                 state,
-                entry.cancel_requested,
             ));
         }
         return;
@@ -340,14 +338,14 @@ fn delete_workload(shared: &Arc<Shared>, ctx: &MonitorContext, run: &RunRef, now
 }
 
 fn apply_pod(shared: &Arc<Shared>, ctx: &MonitorContext, namespace: &str, pod: &Pod, now: Instant) {
-    let Some(run_id) = pod.labels().get(labels::RUN_ID).cloned() else {
+    let Some(workload) = workload_of(pod.labels()).map(str::to_owned) else {
         return;
     };
     let facts = classify_pod(pod);
     let deleted = pod.metadata.deletion_timestamp.is_some()
         && matches!(facts.phase.as_str(), "Succeeded" | "Failed");
     let mut state = shared.lock();
-    let keys = state.runs_of(namespace, &run_id);
+    let keys = state.runs_of(namespace, &workload);
     for key in keys {
         if let Some(entry) = state.runs.get_mut(&key) {
             entry.tracker.observe_pod(facts.clone(), now);
@@ -366,13 +364,13 @@ fn delete_pod(
     pod: &Pod,
     now: Instant,
 ) {
-    let Some(run_id) = pod.labels().get(labels::RUN_ID).cloned() else {
+    let Some(workload) = workload_of(pod.labels()).map(str::to_owned) else {
         return;
     };
     let facts = classify_pod(pod);
     let name = pod.name_any();
     let mut state = shared.lock();
-    let keys = state.runs_of(namespace, &run_id);
+    let keys = state.runs_of(namespace, &workload);
     for key in keys {
         if let Some(entry) = state.runs.get_mut(&key) {
             // The final pod object may carry the disruption condition or exit code.
@@ -508,29 +506,7 @@ async fn tick_loop(shared: Weak<Shared>, ctx: MonitorContext) {
     }
 }
 
-fn object_reference(run: &RunRef) -> ObjectReference {
-    ObjectReference {
-        api_version: Some(run.api.api_version()),
-        kind: Some(run.api.kind.clone()),
-        name: Some(run.name.clone()),
-        namespace: Some(run.namespace.clone()),
-        uid: run.uid.clone(),
-        ..ObjectReference::default()
-    }
-}
-
-fn truncate(text: &str, max: usize) -> String {
-    if text.len() <= max {
-        return text.to_owned();
-    }
-    let mut end = max;
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}…", &text[..end])
-}
-
-/// Collect diagnostics, record a Kubernetes Event, clean up, then publish the terminal status
+/// Collect diagnostics, clean up, then publish the terminal status
 /// and forget the run.
 async fn finalize(
     shared: Weak<Shared>,
@@ -538,7 +514,6 @@ async fn finalize(
     key: RunKey,
     run: RunRef,
     mut state: RunState,
-    cancelled: bool,
 ) {
     let diagnostics = if matches!(state, RunState::Failed(_) | RunState::Preempted { .. }) {
         let collected = tokio::time::timeout(
@@ -559,31 +534,6 @@ async fn finalize(
         && let Some(event) = diagnostics.events.iter().find(|e| e.starts_with("Warning"))
     {
         failure.message = format!("{} (event: {event})", failure.message);
-    }
-    let event = match &state {
-        RunState::Failed(failure) => Some((failure.cause.reason(), failure.message.clone())),
-        RunState::Preempted { reason } => Some(("Preempted", reason.clone())),
-        _ => None,
-    };
-    if let Some((reason, note)) = event
-        && !cancelled
-    {
-        let published = ctx
-            .recorder
-            .publish(
-                &KubeEvent {
-                    type_: EventType::Warning,
-                    reason: reason.to_owned(),
-                    note: Some(truncate(&note, 1000)),
-                    action: "MonitorRun".to_owned(),
-                    secondary: None,
-                },
-                &object_reference(&run),
-            )
-            .await;
-        if let Err(error) = published {
-            debug!(run = %run.object(), error = %error, "could not record the failure event");
-        }
     }
     // Failures the agent decided on its own (Kubernetes would keep the workload pending or
     // retrying) remove the workload, so a run reported failed can never start later.

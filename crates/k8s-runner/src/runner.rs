@@ -3,10 +3,8 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::Pod;
 use kube::Client;
 use kube::api::{Api, DynamicObject, ListParams};
-use kube::runtime::events::{Recorder, Reporter};
 use rlaunch_model::{labels, names};
 use rlaunch_render::Rendered;
 use tokio::sync::watch;
@@ -19,7 +17,7 @@ use crate::diagnostics::collect;
 use crate::error::{Error, Result, is_not_found};
 use crate::monitor::{Monitor, MonitorContext};
 use crate::state::{Diagnostics, RunState, RunStatus, Warning, WarningChange};
-use crate::submit::Submitter;
+use crate::submit::{ApiKeySecrets, Submitter};
 use crate::tracker::{RunTracker, TrackerConfig};
 
 /// Settings of a [`Runner`].
@@ -31,8 +29,8 @@ pub struct RunnerConfig {
     pub tick: Duration,
     /// Bytes kept from the end of each container's log in failure diagnostics. Default 16 KiB.
     pub log_tail_bytes: usize,
-    /// Reporting controller name on the Kubernetes Events the runner records.
-    pub reporter: String,
+    /// Whether the runner creates API-key Secrets or uses a pre-provisioned one.
+    pub api_key_secrets: ApiKeySecrets,
     /// Poll interval while waiting for additional services. Default 2 s.
     pub readiness_poll: Duration,
     /// Delete the run's Secrets and additional services when it reaches a terminal state.
@@ -48,7 +46,7 @@ impl Default for RunnerConfig {
             tracker: TrackerConfig::default(),
             tick: Duration::from_secs(1),
             log_tail_bytes: 16 * 1024,
-            reporter: "rlaunch-agent".to_owned(),
+            api_key_secrets: ApiKeySecrets::default(),
             readiness_poll: Duration::from_secs(2),
             cleanup_on_terminal: true,
             diagnostics_timeout: Duration::from_secs(20),
@@ -183,16 +181,8 @@ impl Runner {
 
     /// A runner talking to the cluster behind `client`.
     pub fn new(client: Client, config: RunnerConfig) -> Self {
-        let recorder = Recorder::new(
-            client.clone(),
-            Reporter {
-                controller: config.reporter.clone(),
-                instance: None,
-            },
-        );
         let monitor = Monitor::new(MonitorContext {
             client: client.clone(),
-            recorder,
             tracker: config.tracker.clone(),
             tick: config.tick,
             log_tail_bytes: config.log_tail_bytes,
@@ -222,6 +212,7 @@ impl Runner {
         let submission = Submitter {
             client: &self.inner.client,
             readiness_poll: self.inner.config.readiness_poll,
+            api_key_secrets: self.inner.config.api_key_secrets,
         }
         .submit(rendered)
         .await?;
@@ -296,13 +287,16 @@ impl Runner {
         kinds
     }
 
-    /// Every batch Job, and every object of the given custom `kinds`, in any namespace, that
-    /// carries `rlaunch.dev/agent-identity=<agent_identity>`, with its run id, run queue item
-    /// annotation and current state (terminal ones included: they finished while the agent
-    /// was down and still need reporting). Pass them to [`Runner::track`] to resume.
+    /// Every batch Job, and every object of the given custom `kinds`, in each of
+    /// `namespaces` (the agent's target namespaces: listing is per namespace, so namespaced
+    /// Roles suffice), that carries `rlaunch.dev/agent-identity=<agent_identity>`, with its
+    /// run id, run queue item annotation and current state (terminal ones included: they
+    /// finished while the agent was down and still need reporting). Pass them to
+    /// [`Runner::track`] to resume.
     pub async fn list_in_flight(
         &self,
         agent_identity: &str,
+        namespaces: &[String],
         kinds: &[WorkloadApi],
     ) -> Result<Vec<InFlightRun>> {
         let selector = format!(
@@ -313,40 +307,51 @@ impl Runner {
         let mut apis = vec![WorkloadApi::batch_job()];
         apis.extend(kinds.iter().filter(|k| !k.is_batch_job()).cloned());
         let mut runs = Vec::new();
-        for api in apis {
-            let list_api: Api<DynamicObject> =
-                Api::all_with(self.inner.client.clone(), &api.api_resource());
-            let list = match list_api
-                .list(&ListParams::default().labels(&selector))
-                .await
-            {
-                Ok(list) => list,
-                Err(error) if !api.is_batch_job() && is_not_found(&error) => {
-                    warn!(group = %api.group, kind = %api.kind, "kind not served; skipped while listing runs in flight");
-                    continue;
-                }
-                Err(source) => {
-                    return Err(Error::List {
-                        kind: api.kind.clone(),
-                        scope: "all namespaces".to_owned(),
-                        selector: selector.clone(),
-                        source: Box::new(source),
-                    });
-                }
-            };
-            for object in list.items {
-                let Some(run) = RunRef::from_object(&api, &object) else {
-                    continue;
-                };
-                let (state, warnings) = self.snapshot_state(&api, &run, &object).await;
-                runs.push(InFlightRun {
-                    run,
-                    state,
-                    warnings,
-                });
+        for namespace in namespaces {
+            for api in &apis {
+                self.list_kind_in(namespace, api, &selector, &mut runs)
+                    .await?;
             }
         }
         Ok(runs)
+    }
+
+    async fn list_kind_in(
+        &self,
+        namespace: &str,
+        api: &WorkloadApi,
+        selector: &str,
+        runs: &mut Vec<InFlightRun>,
+    ) -> Result<()> {
+        let list_api: Api<DynamicObject> =
+            Api::namespaced_with(self.inner.client.clone(), namespace, &api.api_resource());
+        let list = match list_api.list(&ListParams::default().labels(selector)).await {
+            Ok(list) => list,
+            Err(error) if !api.is_batch_job() && is_not_found(&error) => {
+                warn!(group = %api.group, kind = %api.kind, "kind not served; skipped while listing runs in flight");
+                return Ok(());
+            }
+            Err(source) => {
+                return Err(Error::List {
+                    kind: api.kind.clone(),
+                    scope: format!("namespace {namespace}"),
+                    selector: selector.to_owned(),
+                    source: Box::new(source),
+                });
+            }
+        };
+        for object in list.items {
+            let Some(run) = RunRef::from_object(api, &object) else {
+                continue;
+            };
+            let (state, warnings) = self.snapshot_state(api, &run, &object).await;
+            runs.push(InFlightRun {
+                run,
+                state,
+                warnings,
+            });
+        }
+        Ok(())
     }
 
     async fn snapshot_state(
@@ -360,12 +365,8 @@ impl Runner {
         let settle = config.verdict_settle;
         let started = now.checked_sub(age_of(object)).unwrap_or(now);
         let mut tracker = RunTracker::new(config, started);
-        let pods: Api<Pod> = Api::namespaced(self.inner.client.clone(), &run.namespace);
-        let selector = format!("{}={}", labels::RUN_ID, run.run_id);
-        if let Ok(list) = pods.list(&ListParams::default().labels(&selector)).await {
-            for pod in &list.items {
-                tracker.observe_pod(classify_pod(pod), now);
-            }
+        for pod in &crate::diagnostics::run_pods(&self.inner.client, run).await {
+            tracker.observe_pod(classify_pod(pod), now);
         }
         let signal = if api.is_batch_job() {
             serde_json::to_value(object)
@@ -406,6 +407,11 @@ mod tests {
                 api: WorkloadApi::batch_job(),
                 run_id: "abc".into(),
                 run_queue_item_id: None,
+                entity: None,
+                project: None,
+                queue: None,
+                role: crate::api::WorkloadRole::Run,
+                owned: Vec::new(),
                 uid: None,
             },
             receiver,

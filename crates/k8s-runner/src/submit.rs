@@ -15,12 +15,28 @@ use serde_json::Value;
 use tokio::time::Instant;
 use tracing::{info, warn};
 
-use crate::api::{RunRef, WorkloadApi, resolve};
+use crate::api::{OWNED_OBJECTS_ANNOTATION, OwnedObject, RunRef, WorkloadApi, resolve};
+use crate::attribution::prepare_workload;
 use crate::error::{Error, Result, is_already_exists, is_not_found, is_resource_not_served};
+
+/// How the runner treats API-key Secrets.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ApiKeySecrets {
+    /// Create every rendered API-key Secret. The shared helm-mode Secret is created when
+    /// missing; if it exists (409) it is used as it is, without reading it. A per-run Secret
+    /// that exists is read and compared (W&B's agent's conflict rules).
+    #[default]
+    Create,
+    /// The shared API-key Secret is provisioned beforehand (by the Helm chart): the runner
+    /// creates, reads and deletes no Secret at all, so it needs no RBAC on Secrets. A run
+    /// whose spec carries its own API key (a per-run Secret) is refused with
+    /// [`Error::SecretCreationDisabled`].
+    PreProvisioned,
+}
 
 /// How a submission ended.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Submission {
+pub(crate) struct Submission {
     /// The workload, to track, cancel and clean up.
     pub run: RunRef,
     /// True when the workload already existed (a retried submit) and was adopted.
@@ -75,6 +91,7 @@ fn to_dynamic(object: &RenderedObject, namespace: &str) -> Result<DynamicObject>
 pub(crate) struct Submitter<'a> {
     pub client: &'a Client,
     pub readiness_poll: Duration,
+    pub api_key_secrets: ApiKeySecrets,
 }
 
 impl Submitter<'_> {
@@ -98,15 +115,11 @@ impl Submitter<'_> {
         workload: &RenderedObject,
         created: &mut Vec<Created>,
     ) -> Result<Submission> {
+        let mut owned = Vec::new();
         for object in &rendered.objects {
-            if let ObjectRole::ApiKeySecret { .. } = object.role
-                && let Some(name) = self.ensure_secret(object, namespace).await?
-            {
-                created.push(Created {
-                    resource: ApiResource::erase::<Secret>(&()),
-                    namespace: namespace.to_owned(),
-                    name,
-                });
+            if let ObjectRole::ApiKeySecret { shared } = object.role {
+                self.secret(object, namespace, shared, created, &mut owned)
+                    .await?;
             }
         }
         let services: Vec<&RenderedObject> = rendered
@@ -125,6 +138,7 @@ impl Submitter<'_> {
         for (object, result) in services.iter().zip(results) {
             match result {
                 Ok((resource, name, newly_created)) => {
+                    owned.push(OwnedObject::from_resource(&resource, &name));
                     if newly_created {
                         created.push(Created {
                             resource: resource.clone(),
@@ -156,16 +170,54 @@ impl Submitter<'_> {
         for result in waits {
             result?;
         }
-        self.create_workload(workload, namespace).await
+        self.create_workload(workload, namespace, &owned).await
     }
 
-    /// Create the API-key Secret, applying the reference's 409 rules. Returns the name when
-    /// this call created it (so a failed submission can delete it).
+    /// Handle one rendered API-key Secret according to [`ApiKeySecrets`].
+    async fn secret(
+        &self,
+        object: &RenderedObject,
+        namespace: &str,
+        shared: bool,
+        created: &mut Vec<Created>,
+        owned: &mut Vec<OwnedObject>,
+    ) -> Result<()> {
+        match (self.api_key_secrets, shared) {
+            (ApiKeySecrets::PreProvisioned, true) => return Ok(()),
+            (ApiKeySecrets::PreProvisioned, false) => {
+                return Err(Error::SecretCreationDisabled {
+                    object: object_label(&object.manifest, namespace),
+                });
+            }
+            (ApiKeySecrets::Create, _) => {}
+        }
+        let secret_resource = ApiResource::erase::<Secret>(&());
+        let Some((name, newly_created)) = self.ensure_secret(object, namespace, shared).await?
+        else {
+            return Ok(());
+        };
+        if newly_created {
+            created.push(Created {
+                resource: secret_resource.clone(),
+                namespace: namespace.to_owned(),
+                name: name.clone(),
+            });
+        }
+        if !shared {
+            owned.push(OwnedObject::from_resource(&secret_resource, &name));
+        }
+        Ok(())
+    }
+
+    /// Create the API-key Secret, applying W&B's agent's 409 rules (except for the shared
+    /// Secret, which is used as it is). Returns its name and whether this call created it (so
+    /// a failed submission can delete it); `None` for an existing shared Secret.
     async fn ensure_secret(
         &self,
         object: &RenderedObject,
         namespace: &str,
-    ) -> Result<Option<String>> {
+        shared: bool,
+    ) -> Result<Option<(String, bool)>> {
         let label = object_label(&object.manifest, namespace);
         let secret: Secret = serde_json::from_value(object.manifest.clone()).map_err(|error| {
             Error::MalformedManifest {
@@ -177,7 +229,11 @@ impl Submitter<'_> {
         let name = secret.name_any();
         let api: Api<Secret> = Api::namespaced(self.client.clone(), namespace);
         match api.create(&PostParams::default(), &secret).await {
-            Ok(_) => return Ok(Some(name)),
+            Ok(_) => return Ok(Some((name, true))),
+            Err(error) if is_already_exists(&error) && shared => {
+                info!(secret = %label, "using the existing shared API-key secret");
+                return Ok(None);
+            }
             Err(error) if is_already_exists(&error) => {}
             Err(source) => {
                 return Err(Error::Create {
@@ -194,7 +250,7 @@ impl Submitter<'_> {
         })?;
         if existing.data == secret.data && existing.type_ == secret.type_ {
             info!(secret = %label, "reusing existing API-key secret with the same data");
-            return Ok(None);
+            return Ok(Some((name, false)));
         }
         let ours = existing
             .labels()
@@ -215,7 +271,7 @@ impl Submitter<'_> {
                 source: Box::new(source),
             })?;
         info!(secret = %label, "replaced agent-created API-key secret holding other data");
-        Ok(None)
+        Ok(Some((name, false)))
     }
 
     async fn create_service(
@@ -351,10 +407,21 @@ impl Submitter<'_> {
         &self,
         object: &RenderedObject,
         namespace: &str,
+        owned: &[OwnedObject],
     ) -> Result<Submission> {
         let coordinates = &object.api;
         let resource = resolve_object(self.client, object).await?;
         let api_kind = WorkloadApi::from_api_resource(&resource);
+        let mut prepared = object.clone();
+        prepare_workload(&mut prepared.manifest);
+        if !owned.is_empty() {
+            set_annotation(
+                &mut prepared.manifest,
+                OWNED_OBJECTS_ANNOTATION,
+                &serde_json::to_string(owned).unwrap_or_default(),
+            );
+        }
+        let object = &prepared;
         let body = to_dynamic(object, namespace)?;
         let label = object_label(&object.manifest, namespace);
         let api: Api<DynamicObject> =
@@ -447,4 +514,21 @@ async fn resolve_object(client: &kube::Client, object: &RenderedObject) -> Resul
         api.plural.as_deref(),
     )
     .await
+}
+
+/// Set `metadata.annotations[key]` of a manifest.
+pub(crate) fn set_annotation(manifest: &mut Value, key: &str, value: &str) {
+    let Some(metadata) = manifest
+        .as_object_mut()
+        .map(|m| m.entry("metadata").or_insert_with(|| serde_json::json!({})))
+        .and_then(Value::as_object_mut)
+    else {
+        return;
+    };
+    let annotations = metadata
+        .entry("annotations")
+        .or_insert_with(|| serde_json::json!({}));
+    if let Some(annotations) = annotations.as_object_mut() {
+        annotations.insert(key.to_owned(), Value::String(value.to_owned()));
+    }
 }

@@ -10,14 +10,20 @@
 //!
 //! Rules, in order:
 //! 1. Terminal states are final.
-//! 2. A deleted workload is `stopped` (the reason says whether the agent cancelled it).
+//! 2. A deleted workload is `stopped` (the reason says whether the agent cancelled it),
+//!    unless it had already finished or failed: a failure seen before the deletion wins (a
+//!    user's `ttlSecondsAfterFinished: 0` deletes a failed Job at once), and the deletion
+//!    ends the settle wait of rule 3.
 //! 3. A failed or stopped workload is `preempted` when one of its pods carries a
 //!    `DisruptionTarget` preemption/eviction reason. The verdict waits [`TrackerConfig::verdict_settle`]
 //!    so a pod update racing the Job update can still turn `failed` into `preempted`.
 //! 4. Workload finished → `finished`; failed → `failed`, with the most telling pod cause
-//!    (OOMKilled over a non-zero exit code) when one is known.
-//! 5. A container in CrashLoopBackOff fails the run; one that cannot pull its image or be
-//!    created fails it after [`TrackerConfig::image_pull_grace`].
+//!    (OOMKilled, then a crash loop, then a non-zero exit code) when one is known.
+//! 5. A container in CrashLoopBackOff is a warning while Kubernetes retries it (the Job
+//!    controller counts the restarts against `backoffLimit` and fails the Job when they are
+//!    used up, which rule 4 reports as a crash loop); it fails the run only after
+//!    [`TrackerConfig::crash_loop_budget`]. A container that cannot pull its image or be
+//!    created fails the run after [`TrackerConfig::image_pull_grace`].
 //! 6. Queued workloads are `queued`; leaving the queue restarts the start clock.
 //! 7. A run never seen running fails after [`TrackerConfig::start_timeout`] in `starting`.
 
@@ -38,6 +44,10 @@ pub struct TrackerConfig {
     /// How long a workload failure waits for pod updates that may reveal a preemption.
     /// Default 3 s.
     pub verdict_settle: Duration,
+    /// How long a container may stay in CrashLoopBackOff before the agent gives up on
+    /// Kubernetes' retries and fails the run; `None` leaves it to the workload's own limits
+    /// (`backoffLimit`). Default 30 min.
+    pub crash_loop_budget: Option<Duration>,
 }
 
 impl Default for TrackerConfig {
@@ -46,6 +56,7 @@ impl Default for TrackerConfig {
             start_timeout: Duration::from_secs(1800),
             image_pull_grace: Duration::from_secs(120),
             verdict_settle: Duration::from_secs(3),
+            crash_loop_budget: Some(Duration::from_secs(30 * 60)),
         }
     }
 }
@@ -203,7 +214,23 @@ impl RunTracker {
                         message: format!("container {container}: {message}"),
                     });
                 }
-                _ => {}
+                Some(Blocked::CrashLoop {
+                    container,
+                    last_exit_code,
+                    ..
+                }) => {
+                    let code = last_exit_code
+                        .map(|code| format!(" (last exit code {code})"))
+                        .unwrap_or_default();
+                    warnings.insert(Warning {
+                        reason: "CrashLoopBackOff".to_owned(),
+                        message: format!(
+                            "container {container} of pod {} keeps crashing{code}; Kubernetes is retrying it",
+                            pod.facts.name
+                        ),
+                    });
+                }
+                None => {}
             }
         }
         warnings.into_iter().collect()
@@ -228,7 +255,22 @@ impl RunTracker {
             }
             first.get_or_insert(cause);
         }
-        first
+        self.crash_loop().or(first)
+    }
+
+    fn crash_loop(&self) -> Option<FailureCause> {
+        self.pods.values().find_map(|pod| match &pod.facts.blocked {
+            Some(Blocked::CrashLoop {
+                container,
+                last_exit_code,
+                ..
+            }) => Some(FailureCause::CrashLoop {
+                pod: pod.facts.name.clone(),
+                container: container.clone(),
+                last_exit_code: *last_exit_code,
+            }),
+            _ => None,
+        })
     }
 
     fn blocked_failure(&self, now: Instant) -> Option<FailureCause> {
@@ -237,13 +279,18 @@ impl RunTracker {
                 continue;
             };
             let pod_name = pod.facts.name.clone();
-            let expired = now.saturating_duration_since(*since) >= self.config.image_pull_grace;
+            let blocked_for = now.saturating_duration_since(*since);
+            let expired = blocked_for >= self.config.image_pull_grace;
+            let over_budget = self
+                .config
+                .crash_loop_budget
+                .is_some_and(|budget| blocked_for >= budget);
             match blocked {
                 Blocked::CrashLoop {
                     container,
                     last_exit_code,
                     ..
-                } => {
+                } if over_budget => {
                     return Some(FailureCause::CrashLoop {
                         pod: pod_name,
                         container: container.clone(),
@@ -287,21 +334,23 @@ impl RunTracker {
         if self.state.is_terminal() {
             return;
         }
-        if self.deleted {
+        let decided = matches!(
+            self.workload,
+            WorkloadSignal::Finished | WorkloadSignal::Failed { .. } | WorkloadSignal::Stopped(_)
+        );
+        if self.deleted && !decided {
             let reason = if self.cancel_requested {
                 "cancelled by the agent".to_owned()
             } else {
                 "the workload object was deleted".to_owned()
             };
-            // A workload that had already finished before its deletion was observed keeps
-            // its outcome.
-            if self.workload == WorkloadSignal::Finished {
-                self.state = RunState::Finished;
-            } else {
-                self.state = RunState::Stopped { reason };
-            }
+            self.state = RunState::Stopped { reason };
             return;
         }
+        // A deleted workload gets no more pod updates: its verdict is settled.
+        let settled = self.deleted
+            || now.saturating_duration_since(self.failure_seen_at.unwrap_or(now))
+                >= self.config.verdict_settle;
         match self.workload.clone() {
             WorkloadSignal::Finished => {
                 self.state = RunState::Finished;
@@ -312,8 +361,7 @@ impl RunTracker {
                     self.state = RunState::Preempted { reason: disruption };
                     return;
                 }
-                let seen = self.failure_seen_at.unwrap_or(now);
-                if now.saturating_duration_since(seen) < self.config.verdict_settle {
+                if !settled {
                     return;
                 }
                 match self.pod_failure() {
@@ -344,8 +392,7 @@ impl RunTracker {
                     self.state = RunState::Preempted { reason: disruption };
                     return;
                 }
-                let seen = self.failure_seen_at.unwrap_or(now);
-                if now.saturating_duration_since(seen) >= self.config.verdict_settle {
+                if settled {
                     self.state = RunState::Stopped { reason };
                 }
                 return;
@@ -397,6 +444,7 @@ mod tests {
             start_timeout: Duration::from_secs(600),
             image_pull_grace: Duration::from_secs(60),
             verdict_settle: Duration::from_secs(3),
+            crash_loop_budget: Some(Duration::from_secs(300)),
         }
     }
 
@@ -547,13 +595,26 @@ mod tests {
     }
 
     #[test]
-    fn crash_loop_fails_at_once() {
+    fn crash_loop_warns_while_kubernetes_retries_and_fails_after_the_budget() {
         let t0 = Instant::now();
         let mut tracker = RunTracker::new(config(), t0);
-        tracker.observe_pod(
-            classify_pod(&pod("p").waiting("CrashLoopBackOff").build()),
-            t0,
-        );
+        let crashing = || {
+            classify_pod(
+                &pod("p")
+                    .phase("Running")
+                    .waiting("CrashLoopBackOff")
+                    .build(),
+            )
+        };
+        tracker.observe_pod(crashing(), t0);
+        assert!(!tracker.state().is_terminal(), "{:?}", tracker.state());
+        let warnings = tracker.warnings();
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert_eq!(warnings[0].reason, "CrashLoopBackOff");
+        assert!(warnings[0].message.contains("container main of pod p"));
+        tracker.observe_pod(crashing(), at(t0, 299));
+        assert!(!tracker.state().is_terminal());
+        tracker.tick(at(t0, 300));
         assert!(matches!(
             tracker.state(),
             RunState::Failed(Failure {
@@ -561,6 +622,59 @@ mod tests {
                 ..
             })
         ));
+    }
+
+    #[test]
+    fn without_a_budget_a_crash_loop_fails_only_with_its_workload() {
+        let t0 = Instant::now();
+        let mut tracker = RunTracker::new(
+            TrackerConfig {
+                crash_loop_budget: None,
+                ..config()
+            },
+            t0,
+        );
+        tracker.observe_pod(
+            classify_pod(
+                &pod("p")
+                    .phase("Running")
+                    .waiting("CrashLoopBackOff")
+                    .build(),
+            ),
+            t0,
+        );
+        tracker.tick(at(t0, 100_000));
+        assert!(!tracker.state().is_terminal());
+        tracker.observe_workload(failed("BackoffLimitExceeded"), at(t0, 100_001));
+        tracker.tick(at(t0, 100_010));
+        let RunState::Failed(failure) = tracker.state() else {
+            panic!("expected failed, got {:?}", tracker.state());
+        };
+        assert!(
+            matches!(&failure.cause, FailureCause::CrashLoop { pod, .. } if pod == "p"),
+            "{failure:?}"
+        );
+    }
+
+    #[test]
+    fn a_failed_workload_deleted_before_the_verdict_settles_is_failed() {
+        let t0 = Instant::now();
+        let mut tracker = RunTracker::new(config(), t0);
+        tracker.observe_pod(
+            classify_pod(&pod("p").phase("Failed").terminated("Error", 3).build()),
+            t0,
+        );
+        tracker.observe_workload(failed("BackoffLimitExceeded"), at(t0, 1));
+        assert!(!tracker.state().is_terminal());
+        tracker.observe_pod_deleted("p", at(t0, 1));
+        tracker.observe_workload_deleted(at(t0, 1));
+        let RunState::Failed(failure) = tracker.state() else {
+            panic!("expected failed, got {:?}", tracker.state());
+        };
+        assert!(
+            matches!(failure.cause, FailureCause::ExitCode { code: 3, .. }),
+            "{failure:?}"
+        );
     }
 
     #[test]

@@ -6,10 +6,11 @@ mod common;
 
 use std::time::Duration;
 
-use common::{JobRun, config, eventually, wait_status, wait_terminal};
+use common::{JobRun, config, wait_none, wait_object, wait_status, wait_terminal};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{Pod, Secret};
 use kube::api::{Api, ListParams, PostParams};
+use kube::runtime::wait::conditions;
 use rlaunch_k8s_runner::{
     Error, FailureCause, RunState, Runner, RunnerConfig, TrackerConfig, WarningChange,
 };
@@ -47,9 +48,12 @@ async fn job_that_succeeds_is_finished_and_its_secret_is_cleaned_up() -> anyhow:
     let status = wait_terminal(&mut handle).await?;
     assert_eq!(status.state, RunState::Finished, "{status:?}");
     let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns.name);
-    eventually("the API-key secret to be deleted", || async {
-        Ok(secrets.get_opt(&run.secret_name()).await?.is_none())
-    })
+    wait_object(
+        secrets,
+        &run.secret_name(),
+        "the API-key secret to be deleted",
+        conditions::is_deleted(""),
+    )
     .await?;
     ns.cleanup().await;
     Ok(())
@@ -77,18 +81,6 @@ async fn exit_code_one_fails_naming_the_container_and_code() -> anyhow::Result<(
         failure.message
     );
     assert!(status.diagnostics.is_some());
-    let events: Api<k8s_openapi::api::core::v1::Event> = Api::namespaced(client, &ns.name);
-    let job_name = run.job_name();
-    eventually("a NonZeroExitCode event on the Job", || async {
-        let list = events
-            .list(&ListParams::default().fields(&format!("involvedObject.name={job_name}")))
-            .await?;
-        Ok(list
-            .items
-            .iter()
-            .any(|e| e.reason.as_deref() == Some("NonZeroExitCode")))
-    })
-    .await?;
     ns.cleanup().await;
     Ok(())
 }
@@ -185,18 +177,25 @@ async fn unschedulable_gpu_request_warns_then_hits_the_start_timeout() -> anyhow
         .find(|w| w.reason == "Unschedulable")
         .unwrap();
     assert!(warning.message.contains("nvidia.com/gpu"), "{warning:?}");
-    let changes = handle.warning_changes();
-    assert!(
-        changes
-            .iter()
-            .any(|c| matches!(c, WarningChange::Raised(w) if w.reason == "Unschedulable")),
-        "{changes:?}"
-    );
-    assert!(
-        handle.warning_changes().is_empty(),
-        "warnings are raised once"
-    );
-    let status = wait_terminal(&mut handle).await?;
+    // Read the changes after every status update until the run ends: the scheduler retries
+    // the pod many times meanwhile, and the warning must still be raised exactly once.
+    let mut changes = handle.warning_changes();
+    let status = loop {
+        match tokio::time::timeout(common::DEADLINE, handle.changed()).await? {
+            Some(status) => {
+                changes.extend(handle.warning_changes());
+                if status.state.is_terminal() {
+                    break status;
+                }
+            }
+            None => break handle.status(),
+        }
+    };
+    let raised = changes
+        .iter()
+        .filter(|c| matches!(c, WarningChange::Raised(w) if w.reason == "Unschedulable"))
+        .count();
+    assert_eq!(raised, 1, "raised once: {changes:?}");
     let RunState::Failed(failure) = &status.state else {
         panic!("expected failed, got {status:?}");
     };
@@ -228,7 +227,14 @@ async fn preempted_pod_makes_the_run_preempted() -> anyhow::Result<()> {
 #[tokio::test]
 async fn cancel_removes_job_pods_and_secrets_and_a_second_cancel_is_fine() -> anyhow::Result<()> {
     let (client, ns) = setup("cancel").await?;
-    let runner = Runner::new(client.clone(), config());
+    // No terminal cleanup: what is gone afterwards, cancel removed.
+    let runner = Runner::new(
+        client.clone(),
+        RunnerConfig {
+            cleanup_on_terminal: false,
+            ..config()
+        },
+    );
     let run = JobRun::new(&ns.name, "cancel01").outcome(outcome::RUN_FOREVER);
     let mut handle = runner.submit(&run.rendered()).await?.handle;
     wait_status(&mut handle, "running", |s| s.state == RunState::Running).await?;
@@ -241,12 +247,9 @@ async fn cancel_removes_job_pods_and_secrets_and_a_second_cancel_is_fine() -> an
         "{status:?}"
     );
     let selector = format!("{}={}", labels::RUN_ID, run.run_id);
-    eventually("job, pods and secrets to be gone", || async {
-        Ok(count::<Job>(&client, &ns.name, &selector).await? == 0
-            && count::<Pod>(&client, &ns.name, &selector).await? == 0
-            && count::<Secret>(&client, &ns.name, &selector).await? == 0)
-    })
-    .await?;
+    wait_none::<Job>(&client, &ns.name, &selector, "the Job to be gone").await?;
+    wait_none::<Pod>(&client, &ns.name, &selector, "the pods to be gone").await?;
+    wait_none::<Secret>(&client, &ns.name, &selector, "the Secret to be gone").await?;
     runner.cancel(&run_ref).await?;
     ns.cleanup().await;
     Ok(())
@@ -339,20 +342,17 @@ async fn list_in_flight_after_recreating_the_runner_returns_live_runs_with_state
         runner.submit(&done.rendered()).await?;
     }
     let jobs: Api<Job> = Api::namespaced(client.clone(), &ns.name);
-    eventually("the second Job to complete", || async {
-        Ok(jobs
-            .get_opt(&done.job_name())
-            .await?
-            .and_then(|job| job.status)
-            .and_then(|status| status.conditions)
-            .is_some_and(|c| {
-                c.iter()
-                    .any(|c| c.type_ == "Complete" && c.status == "True")
-            }))
-    })
+    wait_object(
+        jobs,
+        &done.job_name(),
+        "the second Job to complete",
+        conditions::is_job_completed(),
+    )
     .await?;
     let runner = Runner::new(client.clone(), config());
-    let in_flight = runner.list_in_flight(&identity, &[]).await?;
+    let in_flight = runner
+        .list_in_flight(&identity, std::slice::from_ref(&ns.name), &[])
+        .await?;
     assert_eq!(in_flight.len(), 2, "{in_flight:?}");
     let find = |run_id: &str| {
         in_flight
@@ -405,16 +405,9 @@ async fn additional_services_are_awaited_before_the_job_and_removed_at_the_end()
         labels::RUN_ID,
         run.run_id
     );
-    eventually("additional services to be deleted", || async {
-        Ok(
-            count::<k8s_openapi::api::apps::v1::Deployment>(&client, &ns.name, &selector).await?
-                == 0
-                && count::<k8s_openapi::api::core::v1::Service>(&client, &ns.name, &selector)
-                    .await?
-                    == 0,
-        )
-    })
-    .await?;
+    let what = "additional services to be deleted";
+    wait_none::<k8s_openapi::api::apps::v1::Deployment>(&client, &ns.name, &selector, what).await?;
+    wait_none::<k8s_openapi::api::core::v1::Service>(&client, &ns.name, &selector, what).await?;
     ns.cleanup().await;
     Ok(())
 }
@@ -440,19 +433,10 @@ async fn a_service_that_never_gets_ready_fails_the_submission_and_rolls_back() -
         0,
         "no Job created"
     );
-    eventually(
-        "the secret and services of the failed submission to be deleted",
-        || async {
-            Ok(count::<Secret>(&client, &ns.name, &selector).await? == 0
-                && count::<k8s_openapi::api::apps::v1::Deployment>(&client, &ns.name, &selector)
-                    .await?
-                    == 0
-                && count::<k8s_openapi::api::core::v1::Service>(&client, &ns.name, &selector)
-                    .await?
-                    == 0)
-        },
-    )
-    .await?;
+    let what = "the secret and services of the failed submission to be deleted";
+    wait_none::<Secret>(&client, &ns.name, &selector, what).await?;
+    wait_none::<k8s_openapi::api::apps::v1::Deployment>(&client, &ns.name, &selector, what).await?;
+    wait_none::<k8s_openapi::api::core::v1::Service>(&client, &ns.name, &selector, what).await?;
     ns.cleanup().await;
     Ok(())
 }
@@ -484,9 +468,12 @@ async fn a_run_rendered_by_spec_runs_to_finished() -> anyhow::Result<()> {
     let status = wait_terminal(&mut handle).await?;
     assert_eq!(status.state, RunState::Finished, "{status:?}");
     let selector = format!("{}={}", labels::RUN_ID, handle.run().run_id);
-    eventually("the rendered API-key secret to be deleted", || async {
-        Ok(count::<Secret>(&client, &ns.name, &selector).await? == 0)
-    })
+    wait_none::<Secret>(
+        &client,
+        &ns.name,
+        &selector,
+        "the rendered API-key secret to be deleted",
+    )
     .await?;
     // Retrying the same render adopts the Job (deterministic name), never a second one.
     let again = runner.submit(&rendered).await?;
@@ -518,8 +505,18 @@ async fn a_suspended_job_is_queued_and_runs_once_admitted() -> anyhow::Result<()
         matches!(s.state, RunState::Queued { .. })
     })
     .await?;
-    // Longer than the start timeout: a queued run does not time out.
-    tokio::time::sleep(Duration::from_secs(5)).await;
+    // For twice the start timeout the run must stay queued: a change to another state (a
+    // timeout failure) ends the wait at once and fails the test.
+    let left_queue = async {
+        loop {
+            match handle.changed().await {
+                Some(status) if matches!(status.state, RunState::Queued { .. }) => {}
+                other => return other,
+            }
+        }
+    };
+    let change = tokio::time::timeout(Duration::from_secs(6), left_queue).await;
+    assert!(change.is_err(), "a queued run left the queue: {change:?}");
     assert!(
         matches!(handle.status().state, RunState::Queued { .. }),
         "{:?}",

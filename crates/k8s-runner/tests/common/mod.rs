@@ -2,7 +2,6 @@
 
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
-use std::future::Future;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
@@ -24,6 +23,7 @@ pub fn config() -> RunnerConfig {
             start_timeout: Duration::from_secs(600),
             image_pull_grace: Duration::from_secs(5),
             verdict_settle: Duration::from_secs(2),
+            crash_loop_budget: None,
         },
         tick: Duration::from_millis(500),
         readiness_poll: Duration::from_millis(500),
@@ -43,6 +43,10 @@ pub struct JobRun {
     pub restart_policy: &'static str,
     pub with_secret: bool,
     pub identity: Option<String>,
+    /// Workload name; `run-<run id>` when unset.
+    pub name: Option<String>,
+    pub backoff_limit: i32,
+    pub ttl_seconds_after_finished: i64,
 }
 
 impl JobRun {
@@ -56,6 +60,9 @@ impl JobRun {
             restart_policy: "Never",
             with_secret: true,
             identity: Some(IDENTITY.to_owned()),
+            name: None,
+            backoff_limit: 0,
+            ttl_seconds_after_finished: 600,
         }
     }
 
@@ -75,7 +82,9 @@ impl JobRun {
     }
 
     pub fn job_name(&self) -> String {
-        format!("run-{}", self.run_id)
+        self.name
+            .clone()
+            .unwrap_or_else(|| format!("run-{}", self.run_id))
     }
 
     fn workload_labels(&self) -> Value {
@@ -183,8 +192,8 @@ impl JobRun {
                 "kind": "Job",
                 "metadata": metadata,
                 "spec": {
-                    "backoffLimit": 0,
-                    "ttlSecondsAfterFinished": 600,
+                    "backoffLimit": self.backoff_limit,
+                    "ttlSecondsAfterFinished": self.ttl_seconds_after_finished,
                     "template": self.pod_template(),
                 },
             }),
@@ -283,22 +292,76 @@ pub async fn wait_terminal(handle: &mut RunHandle) -> anyhow::Result<RunStatus> 
         })
 }
 
-/// Poll `probe` until it returns true.
-pub async fn eventually<F, Fut>(what: &str, mut probe: F) -> anyhow::Result<()>
+/// Wait until no object of kind `K` matching `selector` is left in `namespace`, driven by a
+/// watch (every change re-checks; nothing polls).
+pub async fn wait_none<K>(
+    client: &kube::Client,
+    namespace: &str,
+    selector: &str,
+    what: &str,
+) -> anyhow::Result<()>
 where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = anyhow::Result<bool>>,
+    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + 'static,
 {
-    let deadline = tokio::time::Instant::now() + DEADLINE;
-    loop {
-        if probe().await? {
-            return Ok(());
+    use futures::StreamExt;
+    use kube::runtime::watcher::{self, Event};
+    let api: kube::Api<K> = kube::Api::namespaced(client.clone(), namespace);
+    let mut stream = watcher::watcher(api, watcher::Config::default().labels(selector)).boxed();
+    let mut names = std::collections::BTreeSet::new();
+    let mut initial = std::collections::BTreeSet::new();
+    let mut listed = false;
+    let wait = async {
+        while let Some(event) = stream.next().await {
+            match event? {
+                Event::Init => initial.clear(),
+                Event::InitApply(object) => {
+                    initial.insert(kube::ResourceExt::name_any(&object));
+                }
+                Event::InitDone => {
+                    names = std::mem::take(&mut initial);
+                    listed = true;
+                }
+                Event::Apply(object) => {
+                    names.insert(kube::ResourceExt::name_any(&object));
+                }
+                Event::Delete(object) => {
+                    names.remove(&kube::ResourceExt::name_any(&object));
+                }
+            }
+            if listed && names.is_empty() {
+                return anyhow::Ok(());
+            }
         }
-        if tokio::time::Instant::now() >= deadline {
-            bail!("timed out waiting for {what}");
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+        bail!("the watch ended")
+    };
+    tokio::time::timeout(DEADLINE, wait)
+        .await
+        .with_context(|| format!("timed out waiting for {what}"))??;
+    Ok(())
+}
+
+/// Wait until the named object satisfies `condition`, driven by a watch.
+pub async fn wait_object<K>(
+    api: kube::Api<K>,
+    name: &str,
+    what: &str,
+    condition: impl kube::runtime::wait::Condition<K>,
+) -> anyhow::Result<()>
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + 'static,
+{
+    tokio::time::timeout(
+        DEADLINE,
+        kube::runtime::wait::await_condition(api, name, condition),
+    )
+    .await
+    .with_context(|| format!("timed out waiting for {what}"))??;
+    Ok(())
 }
 
 /// An additional service of `run`, labelled as the render engine labels them.
