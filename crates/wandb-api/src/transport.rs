@@ -107,9 +107,19 @@ impl Client {
                 reason: format!("base URL {base_url} must start with http:// or https://"),
             });
         }
-        if config.api_key.is_empty() {
+        let key = config.api_key.expose();
+        if key.trim().is_empty() {
             return Err(Error::InvalidConfig {
                 reason: "the API key is empty; set WANDB_API_KEY".to_owned(),
+            });
+        }
+        if key.trim() != key {
+            // The key's bytes are never changed; a trailing newline from a file is trimmed by
+            // whoever reads the file, so a key with whitespace is a configuration mistake.
+            return Err(Error::InvalidConfig {
+                reason: "the API key starts or ends with whitespace; remove it (a key read from \
+                         a file must be trimmed by the reader)"
+                    .to_owned(),
             });
         }
         let graphql_url = join(&base_url, "graphql")?;

@@ -284,6 +284,9 @@ async fn invalid_configuration_is_rejected_up_front() {
 
     let empty = Client::new(config_for(&fake, "  ")).unwrap_err();
     assert!(empty.to_string().contains("WANDB_API_KEY"), "{empty}");
+    let newline = Client::new(config_for(&fake, &format!("{FAKE_API_KEY}\n"))).unwrap_err();
+    assert!(newline.to_string().contains("whitespace"), "{newline}");
+    assert!(!newline.to_string().contains(FAKE_API_KEY), "{newline}");
 
     let dir = tempfile::tempdir().unwrap();
     let mut config = config_for(&fake, FAKE_API_KEY);
