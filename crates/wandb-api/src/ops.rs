@@ -305,7 +305,7 @@ impl Client {
             .collect())
     }
 
-    /// `CreateRunQueue`: creates a queue (the reference creates `default`, access
+    /// `CreateRunQueue`: creates a queue (W&B's agent creates `default`, access
     /// `PROJECT`, when a project has none) and returns its id.
     pub async fn create_run_queue(
         &self,
@@ -408,7 +408,7 @@ impl Client {
     }
 
     /// `updateLaunchAgent`: sets the agent's status. Returns the server's `success` (the
-    /// reference only prints a message when it is false).
+    /// W&B's agent only prints a message when it is false).
     pub async fn update_launch_agent(&self, agent_id: &str, status: AgentStatus) -> Result<bool> {
         let variables = update_launch_agent::Variables {
             agent_id: agent_id.to_owned(),
@@ -530,7 +530,7 @@ impl Client {
     }
 
     /// `RunStoppedStatus`: whether a user asked run `entity/project/run_id` to stop. A
-    /// missing project or run counts as not stopped (as in the reference).
+    /// missing project or run counts as not stopped (as W&B's agent does).
     pub async fn run_stopped(&self, entity: &str, project: &str, run_id: &str) -> Result<bool> {
         let variables = run_stopped_status::Variables {
             project_name: Some(project.to_owned()),

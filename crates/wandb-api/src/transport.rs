@@ -19,7 +19,7 @@ use crate::error::{Error, Result};
 /// Longest piece of a server body quoted in an error message.
 const MAX_QUOTED_BODY: usize = 512;
 
-/// How the reference client sends an operation. Launch operations come from Python's
+/// How W&B's client sends an operation. Launch operations come from Python's
 /// `LaunchApi` (empty `operationName`, `Use-Admin-Privileges: true`); the typed operations
 /// come from wandb-core's genqlient client (named, no admin header).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -70,7 +70,7 @@ impl AttemptError {
     }
 }
 
-/// The reference's policy (wandb-core `retry_policy.go`): every 4xx/5xx is retried except
+/// W&B's client's policy (its Go HTTP layer, wandb-core): every 4xx/5xx is retried except
 /// the ones that a retry cannot fix.
 pub(crate) fn is_retryable_status(status: StatusCode) -> bool {
     let code = status.as_u16();
@@ -543,7 +543,7 @@ mod tests {
     }
 
     #[test]
-    fn retry_policy_matches_the_reference() {
+    fn retry_policy_matches_w_and_b_s_client() {
         for code in [429, 500, 502, 503, 504, 408] {
             assert!(
                 is_retryable_status(StatusCode::from_u16(code).unwrap()),
