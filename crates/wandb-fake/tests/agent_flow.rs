@@ -422,3 +422,33 @@ async fn wait_until_wakes_on_the_change_it_waits_for() {
     assert_eq!(leased.pop_count, 1);
     popper.await.unwrap();
 }
+
+#[tokio::test]
+async fn the_changes_long_poll_answers_when_the_state_changes() {
+    let (fake, _client) = start(FakeConfig::default()).await;
+    let http = reqwest::Client::new();
+    let now: Value = http
+        .get(format!("{}/_admin/changes?timeout_ms=0", fake.base_url))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let version = now["version"].as_u64().unwrap();
+    let waiting = tokio::spawn({
+        let url = format!("{}/_admin/changes?after={version}", fake.base_url);
+        async move {
+            let answer: Value = reqwest::get(url).await.unwrap().json().await.unwrap();
+            answer["version"].as_u64().unwrap()
+        }
+    });
+    // Whether the poll arrives before or after the push, it answers with a later version.
+    fake.push_item(NewItem::new(FAKE_ENTITY, QUEUE, spec(None)))
+        .unwrap();
+    let answered = tokio::time::timeout(Duration::from_secs(30), waiting)
+        .await
+        .expect("the long poll answers after the push")
+        .unwrap();
+    assert!(answered > version, "{answered} > {version}");
+}
