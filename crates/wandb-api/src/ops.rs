@@ -42,13 +42,13 @@ macro_rules! operation {
     ($name:ident, $file:tt) => {
         #[derive(GraphQLQuery)]
         #[graphql(
-                            schema_path = "graphql/schema.graphql",
-                            query_path = $file,
-                            normalization = "rust",
-                            response_derives = "Debug",
-                            variables_derives = "Debug",
-                            skip_serializing_none
-                        )]
+                                    schema_path = "graphql/schema.graphql",
+                                    query_path = $file,
+                                    normalization = "rust",
+                                    response_derives = "Debug",
+                                    variables_derives = "Debug",
+                                    skip_serializing_none
+                                )]
         pub(crate) struct $name;
     };
 }

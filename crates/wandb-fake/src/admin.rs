@@ -16,7 +16,7 @@ use crate::error::FakeError;
 use crate::model::{
     Fault, ItemOrigin, NewApiKey, NewArtifact, NewEntity, NewItem, NewQueue, RunUpdate, StopPolling,
 };
-use crate::store::SharedStore;
+use crate::shared::SharedStore;
 
 /// The `/_admin/` routes over `store`.
 pub(crate) fn router(store: SharedStore) -> Router {

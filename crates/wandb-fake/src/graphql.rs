@@ -21,7 +21,7 @@ use serde_json::Value;
 
 use crate::model::FakeUser;
 use crate::resolvers::{Call, resolve};
-use crate::store::SharedStore;
+use crate::shared::SharedStore;
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Kind {

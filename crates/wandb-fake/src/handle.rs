@@ -14,7 +14,8 @@ use crate::model::{
     NewArtifact, NewEntity, NewItem, NewQueue, RunUpdate, RunView, StopPolling,
 };
 use crate::server::{self, App};
-use crate::store::{SharedStore, Store};
+use crate::shared::SharedStore;
+use crate::store::Store;
 
 /// A running fake server. Dropping it stops the server.
 ///

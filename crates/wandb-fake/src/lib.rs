@@ -98,6 +98,7 @@ mod ids;
 mod model;
 mod resolvers;
 mod server;
+mod shared;
 mod store;
 
 pub use error::{FakeError, StartError};

@@ -16,7 +16,8 @@ use base64::Engine as _;
 use serde_json::{Value, json};
 
 use crate::model::{FakeUser, Fault, JournalEntry};
-use crate::store::{SharedStore, Store};
+use crate::shared::SharedStore;
+use crate::store::Store;
 
 #[derive(Clone)]
 pub(crate) struct App {

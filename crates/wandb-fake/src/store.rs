@@ -1,14 +1,12 @@
 //! The fake server's in-memory state and its rules (leases, priorities, acks, reports,
 //! heartbeats, faults), shared by the GraphQL resolvers, the admin routes and
-//! [`crate::FakeWandb`]. It owns its data types ([`crate::model`]) and knows nothing of
-//! HTTP or GraphQL.
+//! [`crate::FakeWandb`] (behind [`crate::shared::SharedStore`]). It owns its data types
+//! ([`crate::model`]) and knows nothing of HTTP or GraphQL.
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use serde_json::Value;
-use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::artifacts::Artifacts;
@@ -24,77 +22,6 @@ pub(crate) type FakeResult<T> = Result<T, FakeError>;
 
 /// Run states after which a claimed item shows as [`ItemState::Finished`].
 const TERMINAL_RUN_STATES: [&str; 5] = ["finished", "failed", "crashed", "killed", "preempted"];
-
-/// The store behind a lock, with a change counter that [`crate::FakeWandb::wait_until`]
-/// waits on. Reads ([`SharedStore::read`]) never bump it; every write does.
-#[derive(Clone, Debug)]
-pub(crate) struct SharedStore {
-    inner: Arc<Shared>,
-}
-
-#[derive(Debug)]
-struct Shared {
-    store: Mutex<Store>,
-    version: watch::Sender<u64>,
-}
-
-/// A write lock: tells waiters about the change when dropped.
-pub(crate) struct WriteGuard<'a> {
-    guard: MutexGuard<'a, Store>,
-    version: &'a watch::Sender<u64>,
-}
-
-impl std::ops::Deref for WriteGuard<'_> {
-    type Target = Store;
-    fn deref(&self) -> &Store {
-        &self.guard
-    }
-}
-
-impl std::ops::DerefMut for WriteGuard<'_> {
-    fn deref_mut(&mut self) -> &mut Store {
-        &mut self.guard
-    }
-}
-
-impl Drop for WriteGuard<'_> {
-    fn drop(&mut self) {
-        self.version.send_modify(|version| *version += 1);
-    }
-}
-
-impl SharedStore {
-    pub(crate) fn new(store: Store) -> Self {
-        Self {
-            inner: Arc::new(Shared {
-                store: Mutex::new(store),
-                version: watch::Sender::new(0),
-            }),
-        }
-    }
-
-    /// Locks for reading (waiters are not woken).
-    pub(crate) fn read(&self) -> MutexGuard<'_, Store> {
-        // A panic while holding the lock leaves plain data behind; keep serving.
-        self.inner
-            .store
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
-
-    /// Locks for writing; waiters re-check when the guard is dropped.
-    pub(crate) fn write(&self) -> WriteGuard<'_> {
-        WriteGuard {
-            guard: self.read(),
-            version: &self.inner.version,
-        }
-    }
-
-    /// A receiver that sees every write.
-    pub(crate) fn subscribe(&self) -> watch::Receiver<u64> {
-        self.inner.version.subscribe()
-    }
-}
 
 #[derive(Debug)]
 pub(crate) struct QueueRec {
