@@ -38,17 +38,18 @@ impl<'de> serde::Deserialize<'de> for StringOrInt {
 /// Declares an operation: the document `graphql/<file>` checked against the schema at
 /// compile time, with its generated `Variables` and `ResponseData` in a module of the
 /// operation's snake-case name.
+#[rustfmt::skip] // rustfmt re-indents attributes inside macro_rules on every run
 macro_rules! operation {
     ($name:ident, $file:tt) => {
         #[derive(GraphQLQuery)]
         #[graphql(
-                                    schema_path = "graphql/schema.graphql",
-                                    query_path = $file,
-                                    normalization = "rust",
-                                    response_derives = "Debug",
-                                    variables_derives = "Debug",
-                                    skip_serializing_none
-                                )]
+            schema_path = "graphql/schema.graphql",
+            query_path = $file,
+            normalization = "rust",
+            response_derives = "Debug",
+            variables_derives = "Debug",
+            skip_serializing_none
+        )]
         pub(crate) struct $name;
     };
 }
