@@ -43,8 +43,8 @@
 //!   requeueing a preempted run) keep their priority and template variables and are marked
 //!   [`ItemOrigin::Graphql`].
 //! - **Runs:** an ack creates the run `runName` in the spec's `entity`/`project` in state
-//!   [`FakeConfig::acked_run_state`] (`pending` unless a test says otherwise) if it does not
-//!   exist; `RunState` and `RunStoppedStatus` read it; tests change it with
+//!   [`FakeConfig::acked_run_state`] (`pending` unless a test says otherwise; per project
+//!   with [`FakeConfig::acked_run_states`]) if it does not exist; `RunState` and `RunStoppedStatus` read it; tests change it with
 //!   [`FakeWandb::set_run_state`] and [`FakeWandb::stop_run`].
 //! - **Agents:** `createLaunchAgent` gives the id and the name `launch-agent-N`; every
 //!   `updateLaunchAgent` status is kept in order ([`AgentView::status_history`]); a

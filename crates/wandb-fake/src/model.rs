@@ -58,6 +58,9 @@ pub struct FakeConfig {
     /// `running`, so an agent's "did the run start?" check passes; a run that exists
     /// already (a resumed run) keeps its state.
     pub acked_run_state: String,
+    /// `acked_run_state` per target project, for the projects that differ (e.g. a project
+    /// whose workloads "forget" `wandb.init` stays `pending` while the others run).
+    pub acked_run_states: BTreeMap<String, String>,
 }
 
 impl Default for FakeConfig {
@@ -76,6 +79,7 @@ impl Default for FakeConfig {
             lease: Duration::from_secs(60),
             extra_enum_values: BTreeMap::new(),
             acked_run_state: "pending".to_owned(),
+            acked_run_states: BTreeMap::new(),
         }
     }
 }

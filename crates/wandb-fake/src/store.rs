@@ -113,6 +113,7 @@ pub(crate) struct Store {
     pub base_url: String,
     pub lease: Duration,
     pub acked_run_state: String,
+    pub acked_run_states: BTreeMap<String, String>,
     pub keys: BTreeMap<String, FakeUser>,
     next_n: u64,
     pub teams: BTreeMap<String, bool>,
@@ -134,6 +135,7 @@ impl Store {
             started: Instant::now(),
             lease: config.lease,
             acked_run_state: config.acked_run_state.clone(),
+            acked_run_states: config.acked_run_states.clone(),
             keys: config.api_keys.clone(),
             next_n: 0,
             teams: BTreeMap::new(),
@@ -323,8 +325,8 @@ impl Store {
     }
 
     /// Claims a leased item for `run_name`; false when it is not leased. The run is
-    /// created in the spec's entity/project in state `acked_run_state`, unless it exists
-    /// (a resumed run keeps its state).
+    /// created in the spec's entity/project in state `acked_run_state` (or the project's
+    /// entry of `acked_run_states`), unless it exists (a resumed run keeps its state).
     pub(crate) fn ack(&mut self, item_id: &str, run_name: &str) -> bool {
         self.expire_leases(Instant::now());
         let Some(item) = self.items.iter_mut().find(|item| item.id == item_id) else {
@@ -345,7 +347,11 @@ impl Store {
                 .runs
                 .contains_key(&run_key(&entity, &project, run_name))
         {
-            let state = self.acked_run_state.clone();
+            let state = self
+                .acked_run_states
+                .get(&project)
+                .unwrap_or(&self.acked_run_state)
+                .clone();
             self.upsert_run(&entity, &project, run_name, Some(&state));
         }
         true

@@ -215,10 +215,13 @@ async fn agent_status_heartbeats_and_stop_polling_are_observable() {
 
 #[tokio::test]
 async fn runs_start_finish_and_stop_on_the_target_project() {
-    let config = FakeConfig {
+    let mut config = FakeConfig {
         acked_run_state: "running".to_owned(),
         ..FakeConfig::default()
     };
+    config
+        .acked_run_states
+        .insert("never-init".to_owned(), "pending".to_owned());
     let (fake, client) = start(config).await;
     let agent_id = register(&fake, &client).await;
     let id = fake
@@ -263,6 +266,23 @@ async fn runs_start_finish_and_stop_on_the_target_project() {
     fake.set_run_state(FAKE_ENTITY, "target-project", "run00001", "finished");
     assert_eq!(fake.item(&id).unwrap().state, ItemState::Finished);
     assert_eq!(state(&client).await.as_deref(), Some("finished"));
+
+    let mut forgetful = spec(None);
+    forgetful["project"] = json!("never-init");
+    let id = fake
+        .push_item(NewItem::new(FAKE_ENTITY, QUEUE, forgetful))
+        .unwrap();
+    pop(&client, &agent_id).await.unwrap();
+    client.ack_run_queue_item(&id, "run00002").await.unwrap();
+    assert_eq!(
+        client
+            .run_state(FAKE_ENTITY, "never-init", "run00002")
+            .await
+            .unwrap()
+            .as_deref(),
+        Some("pending"),
+        "a project listed in acked_run_states gets its own state"
+    );
 }
 
 #[tokio::test]
