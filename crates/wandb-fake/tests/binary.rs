@@ -181,3 +181,16 @@ async fn a_bad_flag_is_a_clear_error() {
         "{stderr}"
     );
 }
+
+#[tokio::test]
+async fn api_keys_given_on_the_command_line_replace_the_built_in_one() {
+    let key = "cli-key-000000000000000000000000000000000";
+    let (_child, base_url) = spawn(&["--api-key", &format!("{key}=alice:team-a")]).await;
+    let client = Client::new(ClientConfig::new(base_url.clone(), ApiKey::new(key))).unwrap();
+    let viewer = client.viewer().await.unwrap();
+    assert_eq!(viewer.username.as_deref(), Some("alice"));
+    assert_eq!(viewer.entity.as_deref(), Some("team-a"));
+    let builtin = Client::new(ClientConfig::new(base_url, ApiKey::new(FAKE_API_KEY))).unwrap();
+    let error = builtin.viewer().await.unwrap_err();
+    assert_eq!(error.kind(), "unauthorized", "{error:?}");
+}

@@ -1,6 +1,6 @@
-//! `wandb-fake`: serves the fake W&B server, for the local demo, for tests that run it as a
-//! child process and for trying W&B's own agent against it. Admin API under `/_admin/`
-//! (see the `rlaunch_wandb_fake` crate docs).
+//! `wandb-fake`: serves the fake W&B server, for the local demo and for tests that run it
+//! as a child process. Admin API under `/_admin/` (see the `rlaunch_wandb_fake` crate
+//! docs).
 //!
 //! Once it accepts connections it prints exactly one line on stdout,
 //! `wandb-fake listening on http://HOST:PORT`, so a parent started with `--addr
