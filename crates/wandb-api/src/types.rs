@@ -49,7 +49,7 @@ pub struct RunQueue {
 pub struct NewLaunchAgent {
     /// Entity the agent serves.
     pub entity: String,
-    /// Queue project (`model-registry` for the reference agent).
+    /// Queue project (`model-registry` for W&B's agent).
     pub project: String,
     /// Ids of the queues polled (from [`RunQueue::id`]).
     pub queue_ids: Vec<String>,
@@ -76,7 +76,7 @@ pub struct LaunchAgent {
     pub agent_status: Option<String>,
     /// True when a user asked the agent to stop.
     pub stop_polling: bool,
-    /// Server's last heartbeat time (ISO 8601), unused by the reference.
+    /// Server's last heartbeat time (ISO 8601), unused by W&B's agent.
     pub heartbeat_at: Option<String>,
 }
 

@@ -553,5 +553,8 @@ async fn the_fake_rejects_documents_the_schema_does_not_allow() {
     let message = response["errors"][0]["message"].as_str().unwrap();
     assert!(message.contains("notAField"), "{message}");
     assert!(response["data"].is_null(), "{response}");
-    assert_eq!(fake.journal()[0].operation.as_deref(), Some("Bad"));
+    let entry = &fake.journal()[0];
+    assert_eq!(entry.operation.as_deref(), Some("Bad"));
+    assert_eq!(entry.errors.len(), 1, "the journal keeps the rejection");
+    assert!(entry.errors[0].contains("notAField"), "{:?}", entry.errors);
 }
