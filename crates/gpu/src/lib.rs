@@ -4,6 +4,10 @@
 //! answers in the kube-scheduler's own words, after the target namespace's LimitRanges and
 //! ResourceQuotas have had their say.
 //!
+//! None of this exists in W&B's agent, which neither validates GPU requests nor checks
+//! schedulability; the pre-check follows the kube-scheduler's filters and the API server's
+//! LimitRanger and ResourceQuota admission instead, in their own words.
+//!
 //! **Invariant:** this crate is pure. It never does IO, reads the environment or the clock, and
 //! has no async runtime or Kubernetes client; node, pod, quota and limit-range lists come in as
 //! arguments (k8s-openapi types), manifests as `serde_json::Value`.
