@@ -102,7 +102,7 @@ impl Client {
                 reason: format!("base URL {base_url} must start with http:// or https://"),
             });
         }
-        if config.api_key.is_empty() {
+        if config.api_key.is_blank() {
             return Err(Error::InvalidConfig {
                 reason: "the API key is empty; set WANDB_API_KEY".to_owned(),
             });
