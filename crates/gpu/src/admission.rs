@@ -213,35 +213,35 @@ fn bounds(
     requests: &Amounts,
     limits: &Amounts,
 ) -> Result<Vec<String>> {
+    // As in LimitRanger, the first failing check of a bound is its one message.
     let mut problems = Vec::new();
     for (key, min) in amounts(item.min.as_ref())? {
         let show = |value| format_amount(&key, value);
-        match requests.get(&key) {
-            None => problems.push(format!(
-                "minimum {key} usage per {kind} is {}.  No request is specified",
-                show(min)
-            )),
-            Some(request) if *request < min => problems.push(format!(
-                "minimum {key} usage per {kind} is {}, but request is {}",
-                show(min),
-                show(*request)
-            )),
-            Some(_) => {}
+        let head = format!("minimum {key} usage per {kind} is {}", show(min));
+        let (request, limit) = (requests.get(&key), limits.get(&key));
+        match (request, limit) {
+            (None, _) => problems.push(format!("{head}.  No request is specified")),
+            (Some(request), _) if *request < min => {
+                problems.push(format!("{head}, but request is {}", show(*request)));
+            }
+            (_, Some(limit)) if *limit < min => {
+                problems.push(format!("{head}, but limit is {}", show(*limit)));
+            }
+            _ => {}
         }
     }
     for (key, max) in amounts(item.max.as_ref())? {
         let show = |value| format_amount(&key, value);
-        match limits.get(&key) {
-            None => problems.push(format!(
-                "maximum {key} usage per {kind} is {}.  No limit is specified",
-                show(max)
-            )),
-            Some(limit) if *limit > max => problems.push(format!(
-                "maximum {key} usage per {kind} is {}, but limit is {}",
-                show(max),
-                show(*limit)
-            )),
-            Some(_) => {}
+        let head = format!("maximum {key} usage per {kind} is {}", show(max));
+        match (limits.get(&key), requests.get(&key)) {
+            (None, _) => problems.push(format!("{head}.  No limit is specified")),
+            (Some(limit), _) if *limit > max => {
+                problems.push(format!("{head}, but limit is {}", show(*limit)));
+            }
+            (_, Some(request)) if *request > max => {
+                problems.push(format!("{head}, but request is {}", show(*request)));
+            }
+            _ => {}
         }
     }
     for (key, ratio) in item.max_limit_request_ratio.iter().flatten() {
@@ -378,7 +378,11 @@ fn unspecified(quota: &ResourceQuota, name: &str, pods: &[&PodSpec]) -> Vec<Stri
         };
         let missing: Vec<&str> = pods
             .iter()
-            .flat_map(|pod| pod.containers.iter())
+            .flat_map(|pod| {
+                pod.containers
+                    .iter()
+                    .chain(pod.init_containers.iter().flatten())
+            })
             .filter(|c| {
                 let r = c.resources.as_ref();
                 let list = if field == "limits" {
@@ -576,6 +580,24 @@ mod tests {
         assert_eq!(
             result.message,
             "0/2 nodes are available: 2 Insufficient cpu."
+        );
+    }
+
+    #[test]
+    fn init_containers_must_specify_what_the_quota_constrains_too() {
+        let quotas = [quota(
+            "compute",
+            json!({"hard": {"requests.memory": "64Gi"}}),
+            json!({}),
+        )];
+        let wanted = pod_spec(json!({
+            "initContainers": [{"name": "fetch"}],
+            "containers": [{"name": "train", "resources": {"requests": {"memory": "1Gi"}}}]}));
+        assert_eq!(
+            check(&quotas, &[], &[wanted]).reasons,
+            [
+                "ResourceQuota compute: must specify requests.memory for: fetch (the quota constrains it; set it, or have a LimitRange default it)"
+            ]
         );
     }
 
