@@ -215,11 +215,7 @@ fn context(
     ctx.explain = args.explain;
     ctx.secure_mode = args.secure_mode;
     if let Some(var) = &args.api_key_env {
-        let key = env(var).filter(|k| !k.trim().is_empty()).ok_or_else(|| CliError::BadFlag {
-            flag: "--api-key-env",
-            problem: format!("environment variable {var} is not set or empty (export it, or drop the flag to render a placeholder)"),
-        })?;
-        ctx.api_key = ApiKeyMode::Agent(ApiKey::new(key));
+        ctx.api_key = ApiKeyMode::Agent(api_key(var, env)?);
     }
     if let Some(text) = &args.gpu {
         ctx.gpu = Some(text.parse().map_err(|error| CliError::BadFlag {
@@ -227,26 +223,48 @@ fn context(
             problem: format!("{error}"),
         })?);
     }
-    let mut macro_env = BTreeMap::new();
-    for name in &args.macro_env {
+    ctx.macro_env = macro_env(&args.macro_env, env)?;
+    ctx.crd_plurals = crd_plurals(&args.crd_plurals)?;
+    Ok(ctx)
+}
+
+/// The key in `var`, exactly as set (an environment variable has no trailing newline to trim).
+fn api_key(var: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<ApiKey, CliError> {
+    let key = env(var).filter(|k| !k.trim().is_empty()).ok_or_else(|| CliError::BadFlag {
+        flag: "--api-key-env",
+        problem: format!("environment variable {var} is not set or empty (export it, or drop the flag to render a placeholder)"),
+    })?;
+    Ok(ApiKey::new(key))
+}
+
+/// The values of the allow-listed variables; no other variable is read.
+fn macro_env(
+    names: &[String],
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<BTreeMap<String, String>, CliError> {
+    let mut values = BTreeMap::new();
+    for name in names {
         let value = env(name).ok_or_else(|| CliError::BadFlag {
             flag: "--macro-env",
             problem: format!("environment variable {name} is not set (export it or drop the flag)"),
         })?;
-        macro_env.insert(name.clone(), value);
+        values.insert(name.clone(), value);
     }
-    ctx.macro_env = macro_env;
-    for entry in &args.crd_plurals {
+    Ok(values)
+}
+
+fn crd_plurals(entries: &[String]) -> Result<BTreeMap<String, String>, CliError> {
+    let mut plurals = BTreeMap::new();
+    for entry in entries {
         let (kind_group, plural) = entry.split_once('=').ok_or_else(|| CliError::BadFlag {
             flag: "--crd-plural",
             problem: format!(
                 "`{entry}` is not Kind.group=plural (e.g. PyTorchJob.kubeflow.org=pytorchjobs)"
             ),
         })?;
-        ctx.crd_plurals
-            .insert(kind_group.to_owned(), plural.to_owned());
+        plurals.insert(kind_group.to_owned(), plural.to_owned());
     }
-    Ok(ctx)
+    Ok(plurals)
 }
 
 /// The objects as a YAML stream or a JSON array, in creation order.

@@ -170,6 +170,16 @@ macro_rules! error_case {
 }
 
 error_case!(
+    custom_resource_without_pod_template_is_refused,
+    "a custom resource with no pod template anywhere would not reach W&B: refused with the expected path",
+    [
+        "--run-spec",
+        IMAGE_JOB,
+        "--queue-config",
+        "tests/fixtures/cr-without-pods.yaml"
+    ]
+);
+error_case!(
     fractional_gpu_is_rejected,
     "GPU quantities must be integers in limits, requests equal to limits",
     [

@@ -33,6 +33,12 @@ impl ApiKey {
         self.expose().is_empty()
     }
 
+    /// True when the key is empty or only whitespace: never a usable key, so a client can
+    /// refuse it up front (the key itself is still never trimmed).
+    pub fn is_blank(&self) -> bool {
+        self.expose().trim().is_empty()
+    }
+
     /// Replaces every occurrence of the key in `text` with `[redacted]`, for messages that may
     /// quote a server response or a manifest. Keys shorter than 4 bytes are not searched for
     /// (they would redact ordinary words).
@@ -92,6 +98,8 @@ mod tests {
         assert_eq!(with_newline, ApiKey::new("local-0123456789abcdef\n"));
         assert_ne!(ApiKey::new("ab"), ApiKey::new("abc"));
         assert!(!ApiKey::new("\n").is_empty());
+        assert!(ApiKey::new("\n").is_blank());
+        assert!(!ApiKey::new(" k\n").is_blank());
         assert!(ApiKey::new("").is_empty());
     }
 }

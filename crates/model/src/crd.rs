@@ -25,7 +25,7 @@ pub const KNOWN_PLURALS: &[(&str, &str, &str)] = &[
 ];
 
 /// Plurals of built-in kinds additional services commonly use.
-pub const BUILTIN_PLURALS: &[(&str, &str, &str)] = &[
+const BUILTIN_PLURALS: &[(&str, &str, &str)] = &[
     ("", "Pod", "pods"),
     ("", "Service", "services"),
     ("", "ConfigMap", "configmaps"),

@@ -121,18 +121,7 @@ impl RunSpec {
             .opt_string(API_KEY_FIELD)
             .filter(|key| !key.is_empty())
             .map(ApiKey::new);
-        let resume_count = match raw.get("_resume_count") {
-            None | Some(Value::Null) => 0,
-            Some(Value::Number(n)) => n.as_u64().unwrap_or(0),
-            Some(other) => {
-                errors.push(FieldError::new(
-                    "runSpec._resume_count",
-                    format!("must be a non-negative integer, found {}", json_kind(other)),
-                    "remove the field or set it to a number",
-                ));
-                0
-            }
-        };
+        let resume_count = p.resume_count();
 
         if !errors.is_empty() {
             return Err(RenderError::many(errors));
@@ -244,6 +233,21 @@ impl Parser<'_> {
                     format!("set `{key}` to the target {key} of the run"),
                 ));
                 String::new()
+            }
+        }
+    }
+
+    fn resume_count(&mut self) -> u64 {
+        match self.raw.get("_resume_count") {
+            None | Some(Value::Null) => 0,
+            Some(Value::Number(n)) => n.as_u64().unwrap_or(0),
+            Some(other) => {
+                self.errors.push(FieldError::new(
+                    "runSpec._resume_count",
+                    format!("must be a non-negative integer, found {}", json_kind(other)),
+                    "remove the field or set it to a number",
+                ));
+                0
             }
         }
     }

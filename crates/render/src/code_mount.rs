@@ -22,12 +22,35 @@ pub(crate) fn apply(
     spec: &RunSpec,
     base_url: &str,
 ) -> Result<()> {
-    let working_dir = match spec
+    let working_dir = working_dir(spec)?;
+    for_each_pod_spec(workload, &mut |pod_spec| {
+        append_list(pod_spec, "volumes", [volume(mount)]);
+        let mut api_key_env = None;
+        for container in containers_mut(pod_spec) {
+            append_list(container, "volumeMounts", [volume_mount(mount)]);
+            container.insert("workingDir".to_owned(), json!(working_dir));
+            if mount.install_dependencies {
+                wrap_with_dependency_install(container, &working_dir);
+            }
+            if api_key_env.is_none() {
+                api_key_env = api_key_entry(container);
+            }
+        }
+        if let Some(init) = init_container(mount, base_url, api_key_env) {
+            append_list(pod_spec, "initContainers", [init]);
+        }
+    });
+    Ok(())
+}
+
+/// `/mnt/wandb`, or `overrides.working_dir` inside it (never outside).
+fn working_dir(spec: &RunSpec) -> Result<String> {
+    let dir = spec
         .overrides
         .working_dir
         .as_deref()
-        .map(|d| d.trim_matches('/'))
-    {
+        .map(|d| d.trim_matches('/'));
+    match dir {
         Some(dir) if !dir.is_empty() => {
             if dir.split('/').any(|part| part == "..") {
                 return Err(RenderError::one(FieldError::new(
@@ -36,70 +59,64 @@ pub(crate) fn apply(
                     "use a path inside the job's code, without `..`",
                 )));
             }
-            format!("{CODE_DIR}/{dir}")
+            Ok(format!("{CODE_DIR}/{dir}"))
         }
-        _ => CODE_DIR.to_owned(),
+        _ => Ok(CODE_DIR.to_owned()),
+    }
+}
+
+fn volume(mount: &CodeMount) -> Value {
+    match &mount.variant {
+        CodeMountVariant::Pvc { claim_name, .. } => {
+            json!({"name": VOLUME, "persistentVolumeClaim": {"claimName": claim_name}})
+        }
+        CodeMountVariant::EmptyDir { .. } => json!({"name": VOLUME, "emptyDir": {}}),
+    }
+}
+
+fn volume_mount(mount: &CodeMount) -> Value {
+    match &mount.variant {
+        CodeMountVariant::Pvc { sub_path, .. } => {
+            json!({"name": VOLUME, "mountPath": CODE_DIR, "subPath": sub_path})
+        }
+        CodeMountVariant::EmptyDir { .. } => json!({"name": VOLUME, "mountPath": CODE_DIR}),
+    }
+}
+
+/// The container's `WANDB_API_KEY` env entry (a `secretKeyRef`), for the init container.
+fn api_key_entry(container: &Map<String, Value>) -> Option<Value> {
+    container
+        .get("env")
+        .and_then(Value::as_array)
+        .and_then(|env| {
+            env.iter()
+                .find(|e| e.get("name") == Some(&json!("WANDB_API_KEY")))
+        })
+        .cloned()
+}
+
+/// The emptyDir variant's init container, which fetches the code into the volume.
+fn init_container(mount: &CodeMount, base_url: &str, api_key_env: Option<Value>) -> Option<Value> {
+    let CodeMountVariant::EmptyDir {
+        source,
+        job_artifact,
+        init_image,
+    } = &mount.variant
+    else {
+        return None;
     };
-    for_each_pod_spec(workload, &mut |pod_spec| {
-        let volume = match &mount.variant {
-            CodeMountVariant::Pvc { claim_name, .. } => {
-                json!({"name": VOLUME, "persistentVolumeClaim": {"claimName": claim_name}})
-            }
-            CodeMountVariant::EmptyDir { .. } => json!({"name": VOLUME, "emptyDir": {}}),
-        };
-        append_list(pod_spec, "volumes", [volume]);
-        let mut api_key_env = None;
-        for container in containers_mut(pod_spec) {
-            let volume_mount = match &mount.variant {
-                CodeMountVariant::Pvc { sub_path, .. } => {
-                    json!({"name": VOLUME, "mountPath": CODE_DIR, "subPath": sub_path})
-                }
-                CodeMountVariant::EmptyDir { .. } => json!({"name": VOLUME, "mountPath": CODE_DIR}),
-            };
-            append_list(container, "volumeMounts", [volume_mount]);
-            container.insert("workingDir".to_owned(), json!(working_dir));
-            if mount.install_dependencies {
-                wrap_with_dependency_install(container, &working_dir);
-            }
-            if api_key_env.is_none() {
-                api_key_env = container
-                    .get("env")
-                    .and_then(Value::as_array)
-                    .and_then(|env| {
-                        env.iter()
-                            .find(|e| e.get("name") == Some(&json!("WANDB_API_KEY")))
-                    })
-                    .cloned();
-            }
-        }
-        if let CodeMountVariant::EmptyDir {
-            source,
-            job_artifact,
-            init_image,
-        } = &mount.variant
-        {
-            let mut env = vec![json!({"name": "WANDB_BASE_URL", "value": base_url})];
-            env.extend(api_key_env);
-            let script = fetch_script(
-                source,
-                job_artifact
-                    .as_deref()
-                    .filter(|_| mount.install_dependencies),
-            );
-            append_list(
-                pod_spec,
-                "initContainers",
-                [json!({
-                    "name": "wandb-source-code-init",
-                    "image": init_image,
-                    "volumeMounts": [{"name": VOLUME, "mountPath": CODE_DIR}],
-                    "env": env,
-                    "command": ["/bin/sh", "-c", script],
-                })],
-            );
-        }
-    });
-    Ok(())
+    let mut env = vec![json!({"name": "WANDB_BASE_URL", "value": base_url})];
+    env.extend(api_key_env);
+    let job_artifact = job_artifact
+        .as_deref()
+        .filter(|_| mount.install_dependencies);
+    Some(json!({
+        "name": "wandb-source-code-init",
+        "image": init_image,
+        "volumeMounts": [{"name": VOLUME, "mountPath": CODE_DIR}],
+        "env": env,
+        "command": ["/bin/sh", "-c", fetch_script(source, job_artifact)],
+    }))
 }
 
 fn download(name: &str, root: &str) -> String {

@@ -98,18 +98,24 @@ pub(crate) fn wandb_env(
     if let Some(trace) = inputs.trace_id {
         env.push(plain("WANDB_LAUNCH_TRACE_ID", trace));
     }
+    push_json_values(&mut env, spec);
+    env
+}
+
+/// `WANDB_CONFIG`, `WANDB_LAUNCH_FILE_OVERRIDES` (both chunked when long) and `WANDB_ARTIFACTS`.
+fn push_json_values(env: &mut Vec<Value>, spec: &RunSpec) {
     let config = spec
         .overrides
         .run_config
         .clone()
         .unwrap_or_else(|| Value::Object(Map::new()));
-    push_json_env(&mut env, "WANDB_CONFIG", &config);
+    push_json_env(env, "WANDB_CONFIG", &config);
     let files = spec
         .overrides
         .files
         .clone()
         .unwrap_or_else(|| Value::Object(Map::new()));
-    push_json_env(&mut env, "WANDB_LAUNCH_FILE_OVERRIDES", &files);
+    push_json_env(env, "WANDB_LAUNCH_FILE_OVERRIDES", &files);
     let mut artifacts = Map::new();
     if let Some(job) = &spec.job {
         artifacts.insert("_wandb_job".to_owned(), Value::String(job.clone()));
@@ -121,7 +127,6 @@ pub(crate) fn wandb_env(
         "WANDB_ARTIFACTS",
         &Value::Object(artifacts).to_string(),
     ));
-    env
 }
 
 #[cfg(test)]

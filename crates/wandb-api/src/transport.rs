@@ -105,7 +105,7 @@ impl Client {
     pub fn new(config: ClientConfig) -> Result<Self> {
         let base_url = parse_base_url(&config.base_url)?;
         let key = config.api_key.expose();
-        if key.trim().is_empty() {
+        if config.api_key.is_blank() {
             return Err(Error::InvalidConfig {
                 reason: "the API key is empty; set WANDB_API_KEY".to_owned(),
             });
