@@ -193,7 +193,9 @@ async fn heartbeat(ctx: &Context, registration: &Registration, state: &mut Loop)
     } else {
         AgentStatus::Running
     };
-    if state.auth != Auth::Refused && (state.ticks.is_multiple_of(2) || state.last_status != Some(status)) {
+    if state.auth != Auth::Refused
+        && (state.ticks.is_multiple_of(2) || state.last_status != Some(status))
+    {
         match ctx
             .wandb
             .update_launch_agent(&registration.agent_id, status)
