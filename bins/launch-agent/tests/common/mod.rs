@@ -80,6 +80,16 @@ impl AgentProcess {
         kubeconfig: &std::path::Path,
         config_yaml: &str,
     ) -> anyhow::Result<Self> {
+        Self::start_with_key(fake, kubeconfig, config_yaml, FAKE_API_KEY).await
+    }
+
+    /// Like [`AgentProcess::start`] with another API key.
+    pub async fn start_with_key(
+        fake: &FakeWandb,
+        kubeconfig: &std::path::Path,
+        config_yaml: &str,
+        api_key: &str,
+    ) -> anyhow::Result<Self> {
         let dir = tempfile::tempdir()?;
         let health_port = free_port();
         let metrics_port = free_port();
@@ -98,7 +108,7 @@ impl AgentProcess {
             .env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
             .env("HOME", dir.path())
-            .env("WANDB_API_KEY", FAKE_API_KEY)
+            .env("WANDB_API_KEY", api_key)
             .env("WANDB_BASE_URL", &fake.base_url)
             .env("KUBECONFIG", kubeconfig)
             .env("RUST_LOG", "info")
@@ -156,7 +166,8 @@ impl AgentProcess {
     }
 }
 
-/// Acts as the W&B SDK inside each workload: marks every acked run as initialised.
+/// Acts as the W&B SDK inside each workload: marks every acked run as initialised
+/// (except runs of the project `never-init`, whose workload "forgot" `wandb.init`).
 pub fn simulate_wandb_init(fake: std::sync::Arc<FakeWandb>) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         loop {
@@ -170,6 +181,9 @@ pub fn simulate_wandb_init(fake: std::sync::Arc<FakeWandb>) -> tokio::task::Join
                 ) else {
                     continue;
                 };
+                if project == "never-init" {
+                    continue;
+                }
                 let known = fake
                     .runs()
                     .into_iter()
