@@ -92,11 +92,11 @@ impl Agent {
             return Ok(shutdown.reason().unwrap_or(StopReason::Signal));
         };
         let registration = Arc::new(registration);
+        let mut tasks = JoinSet::new();
+        crate::adopt::adopt(&ctx, &registration, &mut tasks).await;
         ctx.health.set(Readiness::Polling {
             agent_name: registration.agent_name.clone(),
         });
-        let mut tasks = JoinSet::new();
-        crate::adopt::adopt(&ctx, &registration, &mut tasks).await;
         let reason = poll_loop(&ctx, &registration, &mut tasks, &mut shutdown).await;
         stop(&ctx, &registration, tasks, reason).await;
         Ok(reason)

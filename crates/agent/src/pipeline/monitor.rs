@@ -89,6 +89,17 @@ pub(crate) async fn watch_run(
         stop == StopRequest::Cancelled,
     )
     .await;
+    remove_reported(ctx, &watched, &handle).await;
+}
+
+/// Once the outcome is in W&B (with events and log tails for failures), the terminal
+/// workload goes: a restarted agent must not adopt and report it a second time. (W&B's
+/// agent leaves it to the Job's 60 s TTL, so a record could vanish before it was reported.)
+async fn remove_reported(ctx: &Context, watched: &Watched, handle: &RunHandle) {
+    ctx.runner.untrack(handle.run());
+    if let Err(error) = ctx.runner.cancel(handle.run()).await {
+        tracing::warn!(item = %watched.item_id, run_id = %watched.run_id, error = %error, "cannot remove the reported workload; a restarted agent may report it again");
+    }
 }
 
 async fn forward_warnings(ctx: &Context, watched: &Watched, handle: &mut RunHandle) {
