@@ -165,3 +165,59 @@ async fn a_preempted_run_is_requeued_with_resume_until_the_budget_is_spent() -> 
     ns.cleanup().await;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_storm_of_503s_never_ends_the_agent_and_the_queue_drains_after() -> anyhow::Result<()> {
+    let cluster = rlaunch_testkit::cluster().await?;
+    let ns = cluster.namespace("agent-storm").await?;
+    let fake = Arc::new(FakeWandb::start().await?);
+    let quick = json!({annotations::OUTCOME: outcome::SUCCEED, annotations::RUN_SECONDS: "1"});
+    fake.create_queue(queue("storm", &ns.name, quick)).unwrap();
+    let pushed: Vec<String> = (0..3)
+        .map(|_| fake.push_item(image_item("storm", "storm")).unwrap())
+        .collect();
+    let _sdk = simulate_wandb_init(fake.clone());
+    // Every operation answers 503 for the first 12 requests, registration included.
+    fake.inject_fault(rlaunch_wandb_fake::Fault {
+        operation: "*".to_owned(),
+        count: 12,
+        status: Some(503),
+        retry_after: Some("0".to_owned()),
+        ..rlaunch_wandb_fake::Fault::default()
+    });
+    let config = format!(
+        "entity: {FAKE_ENTITY}\nqueues: [storm]\nmax_jobs: 2\npoll_interval: 0.3\ntarget_namespaces: [{}]\nidentity: storm-{}\n",
+        ns.name, ns.name
+    );
+    let mut agent = AgentProcess::start(&fake, cluster.kubeconfig_path(), &config).await?;
+    let drained = eventually(
+        "the queue to drain after the storm",
+        Duration::from_secs(300),
+        || async {
+            anyhow::ensure!(
+                !agent.has_exited(),
+                "the agent exited during the storm:\n{}",
+                agent.log_text()
+            );
+            let items = fake.items();
+            Ok(pushed
+                .iter()
+                .all(|id| {
+                    items.iter().any(|i| {
+                        &i.id == id && i.state == ItemState::Claimed && i.failure.is_none()
+                    })
+                })
+                .then_some(()))
+        },
+    )
+    .await;
+    if let Err(error) = drained {
+        panic!("{error}\n{:#?}\n{}", fake.items(), agent.log_text());
+    }
+    let answered_503 = fake.journal().iter().filter(|e| e.status == 503).count();
+    assert_eq!(answered_503, 12, "the storm happened");
+    agent.signal("TERM")?;
+    assert!(agent.child.wait().await?.success());
+    ns.cleanup().await;
+    Ok(())
+}

@@ -55,6 +55,7 @@ pub(crate) async fn adopt(
             run_id: in_flight.run.run_id.clone(),
             target: None,
             spec: None,
+            created_at: None,
         };
         let ctx = ctx.clone();
         let registration = registration.clone();

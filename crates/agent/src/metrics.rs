@@ -56,6 +56,7 @@ struct Inner {
     adopted: Counter,
     jobs: Family<StateLabels, Gauge>,
     pop_to_created: HistogramFamily,
+    created_to_running: HistogramFamily,
     api_errors: Family<ApiErrorLabels, Counter>,
 }
 
@@ -82,6 +83,7 @@ impl Metrics {
         let adopted = Counter::default();
         let jobs = Family::<StateLabels, Gauge>::default();
         let pop_to_created: HistogramFamily = Family::new_with_constructor(latency_histogram);
+        let created_to_running: HistogramFamily = Family::new_with_constructor(latency_histogram);
         let api_errors = Family::<ApiErrorLabels, Counter>::default();
         registry.register("items_popped", "Run queue items popped", popped.clone());
         registry.register("items_acked", "Run queue items acknowledged", acked.clone());
@@ -107,6 +109,11 @@ impl Metrics {
             pop_to_created.clone(),
         );
         registry.register(
+            "created_to_running_seconds",
+            "From the workload created to its first pod running (scheduling, image pull, start)",
+            created_to_running.clone(),
+        );
+        registry.register(
             "api_errors",
             "Failed W&B API calls, by operation and error kind",
             api_errors.clone(),
@@ -121,6 +128,7 @@ impl Metrics {
                 adopted,
                 jobs,
                 pop_to_created,
+                created_to_running,
                 api_errors,
             }),
         }
@@ -181,6 +189,14 @@ impl Metrics {
     pub fn pop_to_created(&self, queue: &str, elapsed: Duration) {
         self.inner
             .pop_to_created
+            .get_or_create(&Self::queue(queue))
+            .observe(elapsed.as_secs_f64());
+    }
+
+    /// Created → running latency of an item of `queue`.
+    pub fn created_to_running(&self, queue: &str, elapsed: Duration) {
+        self.inner
+            .created_to_running
             .get_or_create(&Self::queue(queue))
             .observe(elapsed.as_secs_f64());
     }

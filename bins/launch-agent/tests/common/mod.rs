@@ -126,9 +126,17 @@ impl AgentProcess {
         })
     }
 
-    /// True once the process has ended.
+    /// True once the process has ended (gone, or a zombie not yet waited for).
     pub fn has_exited(&self) -> bool {
-        !self.log_text().is_empty() && self.child.id().is_none()
+        let Some(pid) = self.child.id() else {
+            return true;
+        };
+        match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+            Ok(stat) => stat
+                .rsplit_once(')')
+                .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')),
+            Err(_) => true,
+        }
     }
 
     pub fn log_text(&self) -> String {

@@ -61,13 +61,14 @@ pub(crate) async fn run_item(
     tracing::info!(item = %item.id, queue, state = "validating", "item popped");
     let launched = launch(&ctx, &registration, &item, &queue, popped_at).await;
     match launched {
-        Ok((run_id, handle)) => {
+        Ok((run_id, handle, created_at)) => {
             let watched = Watched {
                 item_id: item.id.clone(),
                 queue: queue.clone(),
                 run_id,
                 target: Some((item.run_spec.entity.clone(), item.run_spec.project.clone())),
                 spec: Some(item.run_spec.clone()),
+                created_at: Some(created_at),
             };
             watch_run(&ctx, &registration, watched, handle).await;
         }
@@ -102,7 +103,7 @@ async fn launch(
     item: &RunQueueItem,
     queue: &str,
     popped_at: Instant,
-) -> Result<(String, RunHandle), Failed> {
+) -> Result<(String, RunHandle, Instant), Failed> {
     let spec = &item.run_spec;
     let run_id = spec.run_id.clone().unwrap_or_else(generate_run_id);
     validate(ctx, registration, item, queue, &run_id).map_err(|f| (None, f))?;
@@ -181,7 +182,7 @@ async fn launch(
             state: "starting",
         },
     );
-    Ok((run_id, submitted.handle))
+    Ok((run_id, submitted.handle, Instant::now()))
 }
 
 /// Before ack: secure mode, a dry render (every problem with its field path) and the

@@ -22,6 +22,8 @@ pub(crate) struct Watched {
     pub target: Option<(String, String)>,
     /// The popped spec (unknown for adopted runs).
     pub spec: Option<RunSpec>,
+    /// When the workload was created by this process (unknown for adopted runs).
+    pub created_at: Option<Instant>,
 }
 
 /// Whether a W&B stop request was seen and acted on.
@@ -40,7 +42,7 @@ pub(crate) async fn watch_run(
     mut handle: RunHandle,
 ) {
     let mut stop = StopRequest::None;
-    let mut last_state = handle.status().state.name();
+    let mut last_state = "starting";
     let check_every = ctx.config.poll_interval.max(Duration::from_secs(1));
     let mut stop_check = tokio::time::interval(check_every);
     stop_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -52,6 +54,10 @@ pub(crate) async fn watch_run(
         }
         if status.state.name() != last_state {
             last_state = status.state.name();
+            if let (RunState::Running, Some(created_at)) = (&status.state, watched.created_at) {
+                ctx.metrics
+                    .created_to_running(&watched.queue, created_at.elapsed());
+            }
             tracing::info!(item = %watched.item_id, queue = %watched.queue, run_id = %watched.run_id, state = %status.state, "item state");
             ctx.store.set(
                 &watched.item_id,
