@@ -145,8 +145,14 @@ async fn twelve_items_on_two_queues_finish_under_max_jobs_and_sigterm_exits_clea
         metrics.contains("rlaunch_agent_items_failed_total{queue=\"queue-bad\",stage=\"agent\"} 1"),
         "{metrics}"
     );
-    assert!(metrics.contains("rlaunch_agent_pop_to_created_seconds_count{queue=\"queue-b\"} 6"), "{metrics}");
-    assert!(metrics.contains("rlaunch_agent_created_to_running_seconds_count{queue=\"queue-a\"}"), "{metrics}");
+    assert!(
+        metrics.contains("rlaunch_agent_pop_to_created_seconds_count{queue=\"queue-b\"} 6"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("rlaunch_agent_created_to_running_seconds_count{queue=\"queue-a\"}"),
+        "{metrics}"
+    );
     let (status, body) = agent.http_get(agent.health_port, "/readyz").await?;
     assert_eq!(status, 200, "{body}");
     let log = agent.log_text();

@@ -220,20 +220,32 @@ fn note_error(
         tracing::warn!(operation, error = %error, "W&B call failed; will retry");
         return;
     }
-    state.auth = match state.auth {
-        Auth::Accepted => Auth::Failing { consecutive: 1 },
-        Auth::Failing { consecutive } if consecutive + 1 >= AUTH_FAILURES_TO_STOP => {
-            tracing::error!(operation, error = %error, "W&B keeps refusing the API key: polling stopped, /readyz fails; fix the key (WANDB_API_KEY or WANDB_API_KEY_FILE)");
-            ctx.health.set(Readiness::Unauthorized {
-                reason: error.to_string(),
-            });
-            Auth::Refused
+    let (next, just_refused) = next_auth(state.auth, AUTH_FAILURES_TO_STOP);
+    if just_refused {
+        tracing::error!(operation, error = %error, "W&B keeps refusing the API key: polling stopped, /readyz fails; fix the key (WANDB_API_KEY or WANDB_API_KEY_FILE)");
+        ctx.health.set(Readiness::Unauthorized {
+            reason: error.to_string(),
+        });
+    }
+    state.auth = next;
+}
+
+/// The auth state after one more 401/403, and whether polling stops just now (pure).
+fn next_auth(auth: Auth, failures_to_stop: u32) -> (Auth, bool) {
+    match auth {
+        Auth::Accepted if failures_to_stop <= 1 => (Auth::Refused, true),
+        Auth::Accepted => (Auth::Failing { consecutive: 1 }, false),
+        Auth::Failing { consecutive } if consecutive + 1 >= failures_to_stop => {
+            (Auth::Refused, true)
         }
-        Auth::Failing { consecutive } => Auth::Failing {
-            consecutive: consecutive + 1,
-        },
-        Auth::Refused => Auth::Refused,
-    };
+        Auth::Failing { consecutive } => (
+            Auth::Failing {
+                consecutive: consecutive + 1,
+            },
+            false,
+        ),
+        Auth::Refused => (Auth::Refused, false),
+    }
 }
 
 /// One `popFromRunQueue` per queue in ring order until one gives an item; that item gets
@@ -322,4 +334,30 @@ async fn stop(
     }
     tasks.abort_all();
     while tasks.join_next().await.is_some() {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn polling_stops_after_consecutive_refusals_and_logs_once() {
+        let mut auth = Auth::Accepted;
+        let mut stops = 0;
+        for _ in 0..10 {
+            let (next, refused_now) = next_auth(auth, 3);
+            stops += usize::from(refused_now);
+            auth = next;
+        }
+        assert_eq!(auth, Auth::Refused);
+        assert_eq!(stops, 1, "one clear log line, not one per call");
+        assert_eq!(
+            next_auth(Auth::Accepted, 3),
+            (Auth::Failing { consecutive: 1 }, false)
+        );
+        assert_eq!(
+            next_auth(Auth::Failing { consecutive: 2 }, 3),
+            (Auth::Refused, true)
+        );
+    }
 }

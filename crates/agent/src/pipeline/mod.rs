@@ -51,6 +51,16 @@ pub(crate) async fn run_item(
         PoppedItem::Valid(item) => *item,
     };
     let scheduler = item.run_spec.is_scheduler();
+    if scheduler
+        && !ctx
+            .config
+            .max_schedulers
+            .has_room(ctx.store.schedulers_holding_slots())
+    {
+        // Not acked: W&B returns the item to the queue when its lease runs out.
+        tracing::warn!(item = %item.id, queue, max_schedulers = ctx.config.max_schedulers.as_i64(), "the maximum number of sweep schedulers is already running; leaving the item to its lease (raise `max_schedulers` to run more)");
+        return;
+    }
     if !ctx
         .store
         .insert(&item.id, &queue, scheduler, Phase::Validating)
