@@ -52,8 +52,10 @@ async fn image_and_code_jobs_are_resolved_from_their_artifacts() -> anyhow::Resu
         "job-code",
         json!({"source_type": "artifact", "source": {"artifact": "wandb-artifact://_id/code123", "entrypoint": ["python", "main.py"]}}),
     ));
-    fake.push_item(job_item(&format!("{FAKE_ENTITY}/jobs/job-image:latest"))).unwrap();
-    fake.push_item(job_item(&format!("{FAKE_ENTITY}/jobs/job-code:latest"))).unwrap();
+    fake.push_item(job_item(&format!("{FAKE_ENTITY}/jobs/job-image:latest")))
+        .unwrap();
+    fake.push_item(job_item(&format!("{FAKE_ENTITY}/jobs/job-code:latest")))
+        .unwrap();
     let _sdk = simulate_wandb_init(fake.clone());
     let config = format!(
         "entity: {FAKE_ENTITY}\nqueues: [jobs]\nmax_jobs: 2\npoll_interval: 0.3\ntarget_namespaces: [{}]\nidentity: jobs-{}\n",
@@ -70,14 +72,39 @@ async fn image_and_code_jobs_are_resolved_from_their_artifacts() -> anyhow::Resu
         Ok(jobs) => jobs,
         Err(error) => panic!("{error}\n{:#?}\n{}", fake.items(), agent.log_text()),
     };
-    let texts: Vec<String> = jobs.iter().map(|j| serde_json::to_string(j).unwrap()).collect();
-    let image = texts.iter().find(|t| t.contains("ghcr.io/example/train:2")).expect("the image job runs its image");
-    assert!(image.contains(r#""command":["python","train.py"]"#), "{image}");
-    assert!(image.contains("_wandb_job"), "WANDB_ARTIFACTS names the job: {image}");
-    let code = texts.iter().find(|t| t.contains("python:3.12-slim")).expect("the code job runs on the default base image");
-    assert!(code.contains("wandb-source-code-init"), "the code is fetched by an init container: {code}");
-    assert!(code.contains("wandb-artifact://_id/code123") || code.contains("code123"), "{code}");
-    assert!(fake.items().iter().all(|i| i.failure.is_none()), "{:#?}", fake.items());
+    let texts: Vec<String> = jobs
+        .iter()
+        .map(|j| serde_json::to_string(j).unwrap())
+        .collect();
+    let image = texts
+        .iter()
+        .find(|t| t.contains("ghcr.io/example/train:2"))
+        .expect("the image job runs its image");
+    assert!(
+        image.contains(r#""command":["python","train.py"]"#),
+        "{image}"
+    );
+    assert!(
+        image.contains("_wandb_job"),
+        "WANDB_ARTIFACTS names the job: {image}"
+    );
+    let code = texts
+        .iter()
+        .find(|t| t.contains("python:3.12-slim"))
+        .expect("the code job runs on the default base image");
+    assert!(
+        code.contains("wandb-source-code-init"),
+        "the code is fetched by an init container: {code}"
+    );
+    assert!(
+        code.contains("wandb-artifact://_id/code123") || code.contains("code123"),
+        "{code}"
+    );
+    assert!(
+        fake.items().iter().all(|i| i.failure.is_none()),
+        "{:#?}",
+        fake.items()
+    );
     agent.signal("TERM")?;
     assert!(agent.child.wait().await?.success());
     ns.cleanup().await;

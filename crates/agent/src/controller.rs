@@ -88,6 +88,9 @@ impl Agent {
         )
         .await?;
         tracing::info!(%health_addr, %metrics_addr, "serving /livez, /readyz and /metrics");
+        if let Some(pvc) = &ctx.config.code_pvc {
+            tracing::warn!(claim = %pvc.claim_name, "the code PVC is not used yet: code jobs fetch their code with an init container");
+        }
         let Some(registration) = crate::register::register(&ctx, &mut shutdown).await? else {
             return Ok(shutdown.reason().unwrap_or(StopReason::Signal));
         };

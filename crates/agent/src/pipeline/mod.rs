@@ -392,6 +392,57 @@ pub(crate) fn generate_run_id() -> String {
 mod tests {
     use super::*;
 
+    fn spec(json: &str) -> RunSpec {
+        RunSpec::from_json(json).unwrap()
+    }
+
+    #[test]
+    fn code_jobs_get_the_init_container_mount_and_image_jobs_none() {
+        let code = JobSource::Repo {
+            remote: "https://git.example/r.git".into(),
+            commit: "abc".into(),
+            base_image: None,
+            dockerfile: None,
+        };
+        let built = Built::BaseImage {
+            image: "python:3.12-slim".into(),
+            install_dependencies: true,
+        };
+        let run = spec(r#"{"entity":"e","project":"p","job":"e/p/job:v1"}"#);
+        let mount = code_mount(&code, &built, &run).unwrap();
+        assert!(mount.install_dependencies);
+        let CodeMountVariant::EmptyDir {
+            source,
+            job_artifact,
+            ..
+        } = mount.variant
+        else {
+            panic!("expected the emptyDir variant");
+        };
+        assert_eq!(
+            source,
+            CodeSource::Repo {
+                remote: "https://git.example/r.git".into(),
+                commit: "abc".into()
+            }
+        );
+        assert_eq!(job_artifact.as_deref(), Some("e/p/job:v1"));
+        let image = JobSource::Image { image: "x".into() };
+        assert_eq!(code_mount(&image, &Built::Image("x".into()), &run), None);
+    }
+
+    #[test]
+    fn the_base_image_hint_is_read_from_the_runs_resource_section() {
+        let run = spec(
+            r#"{"entity":"e","project":"p","resource":"kubernetes","resource_args":{"kubernetes":{"builder":{"base_image":"pytorch:2"}}}}"#,
+        );
+        assert_eq!(base_image_override(&run).as_deref(), Some("pytorch:2"));
+        assert_eq!(
+            base_image_override(&spec(r#"{"entity":"e","project":"p"}"#)),
+            None
+        );
+    }
+
     #[test]
     fn run_ids_look_like_wandb_run_ids() {
         let id = generate_run_id();
