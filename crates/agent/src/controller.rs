@@ -285,8 +285,7 @@ async fn pop_one(
             }
             Ok(None) => {}
             Err(error) => {
-                let mut_state = &mut *state;
-                note_error(ctx, mut_state, "popFromRunQueue", &error);
+                note_error(ctx, state, "popFromRunQueue", &error);
                 tracing::warn!(queue, error = %error, "pop failed; trying the next queue");
             }
         }
