@@ -16,7 +16,7 @@ use serde_json::json;
 const WAIT: Duration = Duration::from_secs(240);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn twelve_items_on_two_queues_finish_under_max_jobs_and_sigterm_exits_cleanly()
+async fn fifty_items_on_two_queues_finish_under_max_jobs_and_sigterm_exits_cleanly()
 -> anyhow::Result<()> {
     let cluster = rlaunch_testkit::cluster().await?;
     let client = cluster.client().await?;
@@ -32,7 +32,7 @@ async fn twelve_items_on_two_queues_finish_under_max_jobs_and_sigterm_exits_clea
         json!({"hostNetwork": true});
     fake.create_queue(bad).unwrap();
     let mut good = Vec::new();
-    for i in 0..12 {
+    for i in 0..50 {
         let name = if i % 2 == 0 { "queue-a" } else { "queue-b" };
         good.push(fake.push_item(image_item(name, "e2e")).unwrap());
     }
@@ -46,7 +46,7 @@ async fn twelve_items_on_two_queues_finish_under_max_jobs_and_sigterm_exits_clea
     let _sdk = simulate_wandb_init(fake.clone());
 
     let config = format!(
-        "entity: {FAKE_ENTITY}\nqueues: [queue-a, queue-b, queue-bad]\nmax_jobs: 4\npoll_interval: 0.3\ninit_check_timeout: 30\ntarget_namespaces: [{ns}]\nidentity: e2e-{ns}\n",
+        "entity: {FAKE_ENTITY}\nqueues: [queue-a, queue-b, queue-bad]\nmax_jobs: 10\npoll_interval: 0.3\ninit_check_timeout: 30\ntarget_namespaces: [{ns}]\nidentity: e2e-{ns}\n",
         ns = ns.name
     );
     let mut agent = AgentProcess::start(&fake, cluster.kubeconfig_path(), &config).await?;
@@ -100,8 +100,8 @@ async fn twelve_items_on_two_queues_finish_under_max_jobs_and_sigterm_exits_clea
     };
 
     assert!(
-        max_seen.load(Ordering::SeqCst) <= 4,
-        "saw {} active Jobs with max_jobs 4",
+        max_seen.load(Ordering::SeqCst) <= 10,
+        "saw {} active Jobs with max_jobs 10",
         max_seen.load(Ordering::SeqCst)
     );
     assert!(
@@ -115,7 +115,7 @@ async fn twelve_items_on_two_queues_finish_under_max_jobs_and_sigterm_exits_clea
                 .iter()
                 .filter(|i| i.queue == name && i.state == ItemState::Claimed)
                 .count()
-                >= 6,
+                == 25,
             "{name} served"
         );
     }
@@ -138,7 +138,7 @@ async fn twelve_items_on_two_queues_finish_under_max_jobs_and_sigterm_exits_clea
     let malformed = items.iter().find(|i| i.id == malformed_item).unwrap();
     assert_eq!(malformed.failure.as_ref().unwrap().stage, "agent");
     assert!(
-        metrics.contains("rlaunch_agent_items_acked_total{queue=\"queue-a\"} 6"),
+        metrics.contains("rlaunch_agent_items_acked_total{queue=\"queue-a\"} 25"),
         "{metrics}"
     );
     assert!(
@@ -146,7 +146,7 @@ async fn twelve_items_on_two_queues_finish_under_max_jobs_and_sigterm_exits_clea
         "{metrics}"
     );
     assert!(
-        metrics.contains("rlaunch_agent_pop_to_created_seconds_count{queue=\"queue-b\"} 6"),
+        metrics.contains("rlaunch_agent_pop_to_created_seconds_count{queue=\"queue-b\"} 25"),
         "{metrics}"
     );
     assert!(
