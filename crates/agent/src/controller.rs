@@ -111,6 +111,36 @@ struct Loop {
     ticks: u64,
     auth: Auth,
     last_status: Option<AgentStatus>,
+    last_status_line: Option<Instant>,
+}
+
+/// W&B's agent prints a status line every 300 s (every 20 s when verbose).
+fn status_line(ctx: &Context, registration: &Registration, state: &mut Loop) {
+    let every = if ctx.config.verbosity == 0 {
+        Duration::from_secs(300)
+    } else {
+        Duration::from_secs(20)
+    };
+    if state
+        .last_status_line
+        .is_some_and(|at| at.elapsed() < every)
+    {
+        return;
+    }
+    state.last_status_line = Some(Instant::now());
+    let queues: Vec<&str> = registration
+        .queues
+        .iter()
+        .map(|q| q.name.as_str())
+        .collect();
+    tracing::info!(
+        agent = %registration.agent_name,
+        polling = ctx.store.has_room(ctx.config.max_jobs) && state.auth != Auth::Refused,
+        queues = %queues.join(","),
+        running = ctx.store.jobs_holding_slots(),
+        max_jobs = ctx.config.max_jobs.as_i64(),
+        "agent status"
+    );
 }
 
 async fn poll_loop(
@@ -124,6 +154,7 @@ async fn poll_loop(
         ticks: 0,
         auth: Auth::Accepted,
         last_status: None,
+        last_status_line: None,
     };
     let mut changes = ctx.store.changes();
     loop {
@@ -141,6 +172,7 @@ async fn poll_loop(
             false
         };
         ctx.metrics.set_jobs(&ctx.store.counts());
+        status_line(ctx, registration, &mut state);
         if popped && ctx.store.has_room(ctx.config.max_jobs) {
             continue;
         }
