@@ -420,6 +420,7 @@ impl Layers<'_> {
         Ok(())
     }
 
+    /// W&B's variables: key, URL, entity, limits, start timeout.
     fn apply_env(&self, config: &mut Config) -> Result<(), ConfigError> {
         let env = |name: &str| self.env.get(name).filter(|value| !value.is_empty());
         let bad = |name: &str, problem: String, fix: &str| ConfigError::Env {
@@ -466,6 +467,17 @@ impl Layers<'_> {
             })?;
             config.start_timeout = start_timeout(secs);
         }
+        self.apply_agent_env(config)
+    }
+
+    /// Deployment variables: Helm release, namespaces, addresses, identity, code PVC.
+    fn apply_agent_env(&self, config: &mut Config) -> Result<(), ConfigError> {
+        let env = |name: &str| self.env.get(name).filter(|value| !value.is_empty());
+        let bad = |name: &str, problem: String, fix: &str| ConfigError::Env {
+            name: name.to_owned(),
+            problem,
+            fix: fix.to_owned(),
+        };
         config.release_name = env("WANDB_RELEASE_NAME").cloned();
         config.pod_namespace = env("POD_NAMESPACE").cloned();
         config.extra_ca_file = env("LAUNCH_AGENT_EXTRA_CA_FILE").map(PathBuf::from);
