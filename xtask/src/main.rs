@@ -7,6 +7,7 @@
 //! - `demo`: the README's first command.
 
 mod cluster;
+mod demo;
 mod tidy;
 
 use std::path::{Path, PathBuf};
@@ -102,22 +103,5 @@ fn bench(args: &[String]) -> Result<()> {
 }
 
 fn demo() -> Result<()> {
-    step(
-        "render the CoreWeave GPU example",
-        cargo().args([
-            "run",
-            "--quiet",
-            "-p",
-            "rlaunch-render-cli",
-            "--",
-            "--run-spec",
-            "examples/run-specs/image-job.json",
-            "--queue-config",
-            "examples/queue-configs/coreweave-gpu.yaml",
-            "--rqi-id",
-            "UnVuUXVldWVJdGVtOjE=",
-            "--queue",
-            "gpu-a100",
-        ]),
-    )
+    demo::run(&workspace_root())
 }

@@ -1,0 +1,110 @@
+//! `launch-agent check`: config, credentials, queues and cluster access, as a report.
+
+use rlaunch_k8s_runner::{Runner, RunnerConfig};
+use rlaunch_model::ApiKey;
+use rlaunch_wandb_api::{Client, ClientConfig, LAUNCH_PROJECT};
+
+use crate::config::Config;
+use crate::identity::identity;
+
+/// One line of the report.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CheckLine {
+    /// What was checked.
+    pub what: String,
+    /// `Ok(detail)` or `Err(reason)`.
+    pub result: Result<String, String>,
+}
+
+/// Runs every check and returns the report lines (the config itself already parsed).
+pub async fn check(config: &Config, api_key: ApiKey) -> Vec<CheckLine> {
+    let mut lines = vec![CheckLine {
+        what: "config".to_owned(),
+        result: Ok(match &config.source {
+            Some(path) => format!("{} is valid", path.display()),
+            None => "flags and environment are valid (no file)".to_owned(),
+        }),
+    }];
+    let mut client_config = ClientConfig::new(config.base_url.clone(), api_key);
+    client_config.extra_ca_file = config.extra_ca_file.clone();
+    let entity = match Client::new(client_config) {
+        Err(error) => {
+            lines.push(line("W&B client", Err(error.to_string())));
+            None
+        }
+        Ok(client) => check_wandb(config, &client, &mut lines).await,
+    };
+    lines.push(check_cluster(config, entity.as_deref()).await);
+    lines
+}
+
+fn line(what: &str, result: Result<String, String>) -> CheckLine {
+    CheckLine {
+        what: what.to_owned(),
+        result,
+    }
+}
+
+async fn check_wandb(
+    config: &Config,
+    client: &Client,
+    lines: &mut Vec<CheckLine>,
+) -> Option<String> {
+    let viewer = match client.viewer().await {
+        Ok(viewer) => viewer,
+        Err(error) => {
+            lines.push(line("credentials", Err(error.to_string())));
+            return None;
+        }
+    };
+    lines.push(line(
+        "credentials",
+        Ok(format!(
+            "API key accepted for user {}",
+            viewer.username.as_deref().unwrap_or(&viewer.id)
+        )),
+    ));
+    let Some(entity) = config.entity.clone().or(viewer.entity) else {
+        lines.push(line(
+            "entity",
+            Err("no entity configured and the user has no default entity".to_owned()),
+        ));
+        return None;
+    };
+    match client.project_run_queues(&entity, LAUNCH_PROJECT).await {
+        Ok(queues) => {
+            for name in &config.queues {
+                let found = queues.iter().any(|q| &q.name == name);
+                lines.push(line(
+                    &format!("queue {name}"),
+                    if found {
+                        Ok(format!("exists in {entity}/{LAUNCH_PROJECT}"))
+                    } else {
+                        Err(format!("not found in {entity}/{LAUNCH_PROJECT} (create it in the W&B UI or fix `queues`)"))
+                    },
+                ));
+            }
+        }
+        Err(error) => lines.push(line("queues", Err(error.to_string()))),
+    }
+    Some(entity)
+}
+
+async fn check_cluster(config: &Config, entity: Option<&str>) -> CheckLine {
+    let client = match kube::Client::try_default().await {
+        Ok(client) => client,
+        Err(error) => return line("cluster", Err(format!("no Kubernetes client: {error}"))),
+    };
+    let runner = Runner::new(client, RunnerConfig::default());
+    let identity = identity(config, entity.unwrap_or("unknown"));
+    match runner.list_in_flight(&identity, &[]).await {
+        Ok(runs) => line(
+            "cluster",
+            Ok(format!(
+                "reachable; {} run(s) of identity {identity} in flight",
+                runs.len()
+            )),
+        ),
+        Err(error) => line("cluster", Err(crate::pipeline::error_chain(&error))),
+    }
+}

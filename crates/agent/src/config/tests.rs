@@ -1,0 +1,359 @@
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+
+use super::*;
+use crate::cli::Flags;
+
+fn env(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+fn resolve(text: &str, env_pairs: &[(&str, &str)], flags: &Flags) -> Result<Config, ConfigError> {
+    Config::resolve(
+        Some((Path::new("/etc/launch/launch-config.yaml"), text)),
+        &env(env_pairs),
+        flags,
+    )
+}
+
+fn ok(text: &str) -> Config {
+    resolve(text, &[], &Flags::default()).unwrap()
+}
+
+#[test]
+fn reference_defaults_apply_to_a_minimal_file() {
+    let config = ok("entity: team\nqueues: [gpu]\n");
+    assert_eq!(config.entity.as_deref(), Some("team"));
+    assert_eq!(config.queues, vec!["gpu"]);
+    assert_eq!(config.max_jobs, JobLimit::AtMost(1));
+    assert_eq!(config.max_schedulers, JobLimit::AtMost(1));
+    assert_eq!(config.stopped_run_timeout, Duration::from_secs(60));
+    assert_eq!(config.start_timeout, Some(Duration::from_secs(1800)));
+    assert_eq!(config.poll_interval, Duration::from_secs(10));
+    assert_eq!(config.base_url, "https://api.wandb.ai");
+    assert_eq!(config.builder, BuilderChoice::Noop);
+    assert_eq!(config.preemption_retries, 5);
+    assert_eq!(config.health_addr.port(), 8080);
+    assert_eq!(config.metrics_addr.port(), 9090);
+}
+
+#[test]
+fn unknown_key_names_the_key_the_file_and_the_nearest_key() {
+    let error = resolve("queues: [a]\nmax_job: 3\n", &[], &Flags::default()).unwrap_err();
+    assert_eq!(
+        error.to_string(),
+        "/etc/launch/launch-config.yaml: unknown key `max_job` (did you mean `max_jobs`?)"
+    );
+    let error = resolve(
+        "queues: [a]\nbuilder: {typ: noop}\n",
+        &[],
+        &Flags::default(),
+    )
+    .unwrap_err();
+    assert!(
+        error
+            .to_string()
+            .contains("`builder.typ` (did you mean `builder.type`?)"),
+        "{error}"
+    );
+    let error = resolve("queues: [a]\nzzzz: 1\n", &[], &Flags::default()).unwrap_err();
+    assert!(
+        error.to_string().contains("unknown key `zzzz` (remove it"),
+        "{error}"
+    );
+}
+
+#[test]
+fn project_is_refused_like_any_unknown_key() {
+    let error = resolve("queues: [a]\nproject: x\n", &[], &Flags::default()).unwrap_err();
+    assert!(
+        matches!(error, ConfigError::UnknownKey { ref key, .. } if key == "project"),
+        "{error}"
+    );
+}
+
+#[test]
+fn max_jobs_minus_one_is_unlimited_and_zero_never_pops() {
+    assert_eq!(
+        ok("queues: [a]\nmax_jobs: -1\n").max_jobs,
+        JobLimit::Unlimited
+    );
+    let paused = ok("queues: [a]\nmax_jobs: 0\n").max_jobs;
+    assert_eq!(paused, JobLimit::AtMost(0));
+    assert!(!paused.has_room(0));
+    assert!(JobLimit::Unlimited.has_room(10_000));
+    assert_eq!(
+        ok("queues: [a]\nmax_jobs: \"4\"\n").max_jobs,
+        JobLimit::AtMost(4)
+    );
+    let error = resolve("queues: [a]\nmax_jobs: -2\n", &[], &Flags::default()).unwrap_err();
+    assert!(
+        error
+            .to_string()
+            .contains("`max_jobs` must be -1 or more, found -2"),
+        "{error}"
+    );
+    let error = resolve("queues: [a]\nmax_jobs: lots\n", &[], &Flags::default()).unwrap_err();
+    assert!(
+        error
+            .to_string()
+            .contains("`max_jobs` must be a whole number"),
+        "{error}"
+    );
+}
+
+#[test]
+fn legacy_queue_key_is_appended_to_queues() {
+    assert_eq!(ok("queues: [a]\nqueue: b\n").queues, vec!["a", "b"]);
+    assert_eq!(ok("queue: only\n").queues, vec!["only"]);
+    let error = resolve("queue: [x]\n", &[], &Flags::default()).unwrap_err();
+    assert!(
+        error.to_string().contains("`queue` must be a queue name"),
+        "{error}"
+    );
+}
+
+#[test]
+fn env_overrides_the_file_and_flags_override_env() {
+    let flags = Flags {
+        max_jobs: Some(7),
+        queues: vec!["cli-q".into()],
+        ..Flags::default()
+    };
+    let config = resolve(
+        "entity: file\nqueues: [file-q]\nmax_jobs: 2\nbase_url: https://file\n",
+        &[
+            ("WANDB_ENTITY", "env"),
+            ("WANDB_LAUNCH_MAX_JOBS", "3"),
+            ("WANDB_BASE_URL", "https://env"),
+        ],
+        &flags,
+    )
+    .unwrap();
+    assert_eq!(config.entity.as_deref(), Some("env"));
+    assert_eq!(config.max_jobs, JobLimit::AtMost(7));
+    assert_eq!(config.queues, vec!["cli-q"]);
+    assert_eq!(config.base_url, "https://env");
+    let config = resolve(
+        "queues: [a]\nmax_jobs: 2\n",
+        &[("WANDB_LAUNCH_MAX_JOBS", "3")],
+        &Flags::default(),
+    )
+    .unwrap();
+    assert_eq!(config.max_jobs, JobLimit::AtMost(3));
+}
+
+#[test]
+fn bad_env_values_are_messages_naming_the_variable() {
+    let error = resolve(
+        "queues: [a]\n",
+        &[("WANDB_LAUNCH_MAX_JOBS", "four")],
+        &Flags::default(),
+    )
+    .unwrap_err();
+    assert_eq!(
+        error.to_string(),
+        "environment variable WANDB_LAUNCH_MAX_JOBS must be a whole number, found \"four\" (fix: write -1 for unlimited, 0 to never pop, or a positive number)"
+    );
+    let error = resolve(
+        "queues: [a]\n",
+        &[("WANDB_LAUNCH_CODE_PVC_NAME", "code")],
+        &Flags::default(),
+    )
+    .unwrap_err();
+    assert!(
+        error.to_string().contains("must be set together"),
+        "{error}"
+    );
+}
+
+#[test]
+fn start_timeout_from_env_and_zero_disables_it() {
+    let config = resolve(
+        "queues: [a]\n",
+        &[("WANDB_LAUNCH_START_TIMEOUT", "90.5")],
+        &Flags::default(),
+    )
+    .unwrap();
+    assert_eq!(config.start_timeout, Some(Duration::from_secs_f64(90.5)));
+    let config = resolve(
+        "queues: [a]\n",
+        &[("WANDB_LAUNCH_START_TIMEOUT", "0")],
+        &Flags::default(),
+    )
+    .unwrap();
+    assert_eq!(config.start_timeout, None);
+}
+
+#[test]
+fn api_key_source_is_the_env_var_or_the_file_never_both() {
+    let config = resolve(
+        "queues: [a]\n",
+        &[("WANDB_API_KEY", "k")],
+        &Flags::default(),
+    )
+    .unwrap();
+    assert_eq!(config.api_key, ApiKeySource::Env);
+    let config = resolve(
+        "queues: [a]\n",
+        &[("WANDB_API_KEY_FILE", "/run/key")],
+        &Flags::default(),
+    )
+    .unwrap();
+    assert_eq!(config.api_key, ApiKeySource::File("/run/key".into()));
+    let error = resolve(
+        "queues: [a]\n",
+        &[("WANDB_API_KEY", "k"), ("WANDB_API_KEY_FILE", "/run/key")],
+        &Flags::default(),
+    )
+    .unwrap_err();
+    assert!(error.to_string().contains("set only one"), "{error}");
+}
+
+#[test]
+fn key_file_loses_exactly_one_trailing_newline() {
+    assert_eq!(load::trim_newline("abc\n"), "abc");
+    assert_eq!(load::trim_newline("abc\r\n"), "abc");
+    assert_eq!(load::trim_newline("abc"), "abc");
+}
+
+#[test]
+fn no_queue_is_an_error_that_says_where_to_add_one() {
+    let error = resolve("entity: team\n", &[], &Flags::default()).unwrap_err();
+    assert_eq!(
+        error.to_string(),
+        "no queue to poll in /etc/launch/launch-config.yaml: list them under `queues:` in the config file or pass `-q NAME`"
+    );
+}
+
+#[test]
+fn our_keys_and_addresses_parse() {
+    let config = ok(
+        "queues: [a]\npoll_interval: 0.5\nhealth_addr: \":18080\"\nmetrics_addr: 127.0.0.1:19090\ntarget_namespaces: [ml, research]\nallowed_macros: [TEAM]\nallowed_fields: [serviceAccountName]\nretries: {preemption: 2}\njob_secrets: none\n",
+    );
+    assert_eq!(config.poll_interval, Duration::from_millis(500));
+    assert_eq!(config.health_addr.to_string(), "0.0.0.0:18080");
+    assert_eq!(config.metrics_addr.to_string(), "127.0.0.1:19090");
+    assert_eq!(
+        config.default_namespace, "ml",
+        "the first target namespace is the default"
+    );
+    assert!(config.allowed_fields.contains("serviceAccountName"));
+    assert_eq!(config.preemption_retries, 2);
+    assert_eq!(config.job_secrets, JobSecrets::None);
+    let error = resolve(
+        "queues: [a]\nretries: {preempt: 1}\n",
+        &[],
+        &Flags::default(),
+    )
+    .unwrap_err();
+    assert!(
+        error
+            .to_string()
+            .contains("did you mean `retries.preemption`"),
+        "{error}"
+    );
+}
+
+#[test]
+fn env_lists_and_macro_values() {
+    let config = resolve(
+        "queues: [a]\nallowed_macros: [TEAM, UNSET]\n",
+        &[
+            ("LAUNCH_AGENT_TARGET_NAMESPACES", "ml, research"),
+            ("TEAM", "vision"),
+            ("LAUNCH_AGENT_HEALTH_ADDR", ":1234"),
+        ],
+        &Flags::default(),
+    )
+    .unwrap();
+    assert_eq!(config.target_namespaces.len(), 2);
+    assert_eq!(
+        config.macro_env.get("TEAM").map(String::as_str),
+        Some("vision")
+    );
+    assert!(!config.macro_env.contains_key("UNSET"));
+    assert_eq!(config.health_addr.port(), 1234);
+}
+
+#[test]
+fn builders_other_than_noop_are_refused_for_now() {
+    let error = resolve(
+        "queues: [a]\nbuilder: {type: kaniko}\n",
+        &[],
+        &Flags::default(),
+    )
+    .unwrap_err();
+    assert!(
+        error
+            .to_string()
+            .contains("`builder.type` `kaniko` is not available"),
+        "{error}"
+    );
+    let error = resolve(
+        "queues: [a]\nbuilder: {destination: x}\n",
+        &[],
+        &Flags::default(),
+    )
+    .unwrap_err();
+    assert!(error.to_string().contains("needs a type"), "{error}");
+    assert_eq!(
+        ok("queues: [a]\nbuilder: {}\n").builder,
+        BuilderChoice::Noop
+    );
+}
+
+#[test]
+fn negative_stopped_run_timeout_is_refused() {
+    let error = resolve(
+        "queues: [a]\nstopped_run_timeout: -5\n",
+        &[],
+        &Flags::default(),
+    )
+    .unwrap_err();
+    assert!(
+        error
+            .to_string()
+            .contains("`stopped_run_timeout` must be a number of seconds of at least 0"),
+        "{error}"
+    );
+}
+
+#[test]
+fn yaml_errors_name_the_file() {
+    let error = resolve("queues: [a\n", &[], &Flags::default()).unwrap_err();
+    assert!(
+        error
+            .to_string()
+            .starts_with("launch agent config /etc/launch/launch-config.yaml is not valid YAML"),
+        "{error}"
+    );
+}
+
+#[test]
+fn an_empty_file_is_fine_with_a_queue_flag() {
+    let flags = Flags {
+        queues: vec!["q".into()],
+        ..Flags::default()
+    };
+    let config = resolve("", &[], &flags).unwrap();
+    assert_eq!(config.queues, vec!["q"]);
+}
+
+#[test]
+fn agent_config_sent_to_wandb_has_no_cloud_blocks_or_keys() {
+    let config = resolve(
+        "queues: [a]\nenvironment: {type: aws, region: us-east-1}\n",
+        &[("WANDB_API_KEY", "secret-key-value")],
+        &Flags::default(),
+    )
+    .unwrap();
+    let sent = config.agent_config_json().to_string();
+    assert!(!sent.contains("secret-key-value"));
+    assert!(!sent.contains("us-east-1"));
+    assert!(sent.contains("\"max_jobs\":1"));
+}

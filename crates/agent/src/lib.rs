@@ -1,0 +1,76 @@
+//! The W&B Launch agent for Kubernetes, as a library: `launch-agent` is a thin `main`
+//! around it, and other tools can embed it.
+//!
+//! # The pipeline
+//!
+//! ```text
+//! register (queues by name → ids, createLaunchAgent, team check, stable identity)
+//!   → adopt what this identity left in flight
+//!   → loop: heartbeat (launchAgent: stopPolling) · status · round-robin pop under max_jobs
+//!       → one task per item:
+//!         validate (before ack: secure mode, dry render, target namespaces)
+//!         → ack → resolve (image job or job artifact) → build (Builder trait; noop)
+//!         → render → pre-check (never fits fails in seconds) → submit (idempotent)
+//!         → monitor (warnings, stop from the UI → cancel once)
+//!         → slot freed when the workload is terminal → report (finished? check on the
+//!           run's own entity/project, failRunQueueItem with stage and error file,
+//!           preemption → requeue with resume)
+//!   → SIGTERM/SIGINT or stopPolling: stop popping, KILLED, leave workloads for adoption
+//! ```
+//!
+//! Main types: [`Config`] (one typed config: file, env, flags), [`Agent`] (the loop),
+//! [`Cli`]/[`Flags`] (clap), [`Metrics`], [`Health`], [`Store`] (items in flight with
+//! their [`Phase`]), [`check()`] (the `check` subcommand).
+//!
+//! **Invariants:** this is the only crate that composes the W&B client, the Kubernetes
+//! runner and the builders. No error of one item ends the process; W&B errors in the loop
+//! are retried with backoff; no secret reaches a log, a metric label or a failure report.
+//!
+//! # Differs from W&B's agent
+//!
+//! 1. Restarts keep the identity, and runs left in flight are adopted and reported.
+//! 2. SIGTERM is handled: `KILLED` is sent and workloads are left running for adoption.
+//! 3. Loop-level API errors never end the process; a persistent 401/403 stops polling
+//!    with one log line and a failing `/readyz` instead of a crash loop.
+//! 4. The "finished?" check asks the run's own entity and project, and runs after the
+//!    slot is freed, so a finished workload never holds `max_jobs` for a minute.
+//! 5. A failed workload is reported with its classified cause and an error file with
+//!    events and log tails, not a traceback.
+//! 6. Validation happens before ack, so a bad queue config fails its item without a run.
+//! 7. A stop from the W&B UI cancels once, not on every tick.
+
+mod adopt;
+mod check;
+mod cli;
+mod config;
+mod context;
+mod controller;
+mod error;
+mod health;
+mod identity;
+mod logging;
+mod metrics;
+mod pipeline;
+mod queues;
+mod register;
+mod retry;
+mod shutdown;
+mod store;
+
+pub use check::{CheckLine, check};
+pub use cli::{Cli, Command, Flags, LogFormat};
+pub use config::{
+    ApiKeySource, BuilderChoice, CodePvc, Config, DEFAULT_CONFIG_PATH, JobLimit, JobSecrets, load,
+};
+pub use context::{Context, Registration};
+pub use controller::Agent;
+pub use error::{ConfigError, Error, Result};
+pub use health::{Health, Readiness};
+pub use identity::identity;
+pub use logging::init_logging;
+pub use metrics::Metrics;
+pub use queues::{QueueRef, QueueRing};
+pub use shutdown::{
+    Shutdown, ShutdownTrigger, StopReason, channel as shutdown_channel, stop_on_signals,
+};
+pub use store::{PHASE_NAMES, Phase, Store};

@@ -1,0 +1,457 @@
+//! One item, from pop to report: validate → ack → resolve → build → render → pre-check →
+//! submit → monitor → report. Every step is safe to run again: the workload name is
+//! derived from the item id, so a repeated submit adopts the existing workload.
+
+mod monitor;
+pub(crate) mod report;
+mod source;
+mod validate;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rlaunch_builder::{BuildRequest, Built, JobSource};
+use rlaunch_gpu::Verdict;
+use rlaunch_k8s_runner::RunHandle;
+use rlaunch_model::RunSpec;
+use rlaunch_render::{
+    ApiKeyMode, CodeMount, CodeMountVariant, CodeSource, RenderContext, Rendered,
+};
+use rlaunch_wandb_api::{FailureStage, PoppedItem, RunQueueItem};
+
+use crate::config::JobSecrets;
+use crate::context::{Context, Registration};
+use crate::retry::a_few_times;
+use crate::store::Phase;
+pub(crate) use monitor::{Watched, watch_run};
+use report::{ItemFailure, report_failure};
+
+/// Image put into the dry render made before ack for jobs whose image is not known yet.
+const VALIDATION_IMAGE: &str = "validation.invalid/placeholder:latest";
+
+/// The task of one popped item.
+pub(crate) async fn run_item(
+    ctx: Arc<Context>,
+    registration: Arc<Registration>,
+    popped: PoppedItem,
+    queue: String,
+    popped_at: Instant,
+) {
+    ctx.metrics.popped(&queue);
+    let item = match popped {
+        PoppedItem::Malformed { id, error, .. } => {
+            tracing::warn!(item = %id, queue, "popped an item whose run spec is malformed");
+            let failure = ItemFailure::new(
+                FailureStage::Agent,
+                format!("the run spec is malformed: {error}"),
+            );
+            report_failure(&ctx, &registration, &id, &queue, None, &failure, None).await;
+            return;
+        }
+        PoppedItem::Valid(item) => *item,
+    };
+    let scheduler = item.run_spec.is_scheduler();
+    if scheduler
+        && !ctx
+            .config
+            .max_schedulers
+            .has_room(ctx.store.schedulers_holding_slots())
+    {
+        // Not acked: W&B returns the item to the queue when its lease runs out.
+        tracing::warn!(item = %item.id, queue, max_schedulers = ctx.config.max_schedulers.as_i64(), "the maximum number of sweep schedulers is already running; leaving the item to its lease (raise `max_schedulers` to run more)");
+        return;
+    }
+    if !ctx
+        .store
+        .insert(&item.id, &queue, scheduler, Phase::Validating)
+    {
+        tracing::warn!(item = %item.id, queue, "item popped twice; the running task keeps it");
+        return;
+    }
+    tracing::info!(item = %item.id, queue, state = "validating", "item popped");
+    let launched = launch(&ctx, &registration, &item, &queue, popped_at).await;
+    match launched {
+        Ok((run_id, handle, created_at)) => {
+            let watched = Watched {
+                item_id: item.id.clone(),
+                queue: queue.clone(),
+                run_id,
+                target: Some((item.run_spec.entity.clone(), item.run_spec.project.clone())),
+                spec: Some(item.run_spec.clone()),
+                created_at: Some(created_at),
+            };
+            watch_run(&ctx, &registration, watched, handle).await;
+        }
+        Err((run_id, failure)) => {
+            report_failure(
+                &ctx,
+                &registration,
+                &item.id,
+                &queue,
+                run_id.as_deref(),
+                &failure,
+                item.run_spec.api_key.as_ref(),
+            )
+            .await;
+        }
+    }
+    ctx.store.remove(&item.id);
+    ctx.metrics.set_jobs(&ctx.store.counts());
+}
+
+type Failed = (Option<String>, ItemFailure);
+
+fn set_phase(ctx: &Context, item: &RunQueueItem, queue: &str, phase: Phase) {
+    tracing::info!(item = %item.id, queue, run_id = phase.run_id().unwrap_or(""), state = phase.name(), "item state");
+    ctx.store.set(&item.id, phase);
+    ctx.metrics.set_jobs(&ctx.store.counts());
+}
+
+async fn launch(
+    ctx: &Context,
+    registration: &Registration,
+    item: &RunQueueItem,
+    queue: &str,
+    popped_at: Instant,
+) -> Result<(String, RunHandle, Instant), Failed> {
+    let spec = &item.run_spec;
+    let run_id = spec.run_id.clone().unwrap_or_else(generate_run_id);
+    validate(ctx, registration, item, queue, &run_id).map_err(|f| (None, f))?;
+    let acked = a_few_times(ctx, "ackRunQueueItem", 3, || {
+        ctx.wandb.ack_run_queue_item(&item.id, &run_id)
+    })
+    .await;
+    if let Err(error) = acked {
+        return Err((
+            None,
+            ItemFailure::new(
+                FailureStage::Agent,
+                format!("cannot acknowledge the item: {error}"),
+            ),
+        ));
+    }
+    ctx.metrics.acked(queue);
+    let failed = |stage, message: String| (Some(run_id.clone()), ItemFailure::new(stage, message));
+    set_phase(
+        ctx,
+        item,
+        queue,
+        Phase::Preparing {
+            run_id: run_id.clone(),
+        },
+    );
+    let resolved = source::resolve(ctx, spec)
+        .await
+        .map_err(|m| failed(FailureStage::Agent, m))?;
+    let request = BuildRequest {
+        run_id: run_id.clone(),
+        entity: spec.entity.clone(),
+        project: spec.project.clone(),
+        source: resolved.source.clone(),
+        base_image_override: base_image_override(spec),
+    };
+    let built = ctx
+        .builder
+        .build(&request)
+        .await
+        .map_err(|e| failed(FailureStage::Build, e.to_string()))?;
+    set_phase(
+        ctx,
+        item,
+        queue,
+        Phase::Submitting {
+            run_id: run_id.clone(),
+        },
+    );
+    let mut render_ctx = render_context(ctx, registration, item, queue, &run_id);
+    render_ctx.image_uri = Some(built.image().to_owned());
+    render_ctx.job_entrypoint = resolved.entrypoint.clone();
+    render_ctx.code_mount = code_mount(&resolved.source, &built, spec);
+    let rendered = rlaunch_render::render(spec, None, &render_ctx).map_err(|e| {
+        failed(
+            FailureStage::Agent,
+            format!("invalid queue config or run spec: {e}"),
+        )
+    })?;
+    precheck(ctx, item, &rendered)
+        .await
+        .map_err(|m| failed(FailureStage::Agent, m))?;
+    let submitted = submit(ctx, &rendered)
+        .await
+        .map_err(|m| failed(FailureStage::Agent, m))?;
+    ctx.metrics.pop_to_created(queue, popped_at.elapsed());
+    let workload = submitted.handle.run().object();
+    tracing::info!(item = %item.id, queue, run_id, workload, adopted = submitted.adopted, "workload created");
+    set_phase(
+        ctx,
+        item,
+        queue,
+        Phase::Running {
+            run_id: run_id.clone(),
+            workload,
+            state: "starting",
+        },
+    );
+    Ok((run_id, submitted.handle, Instant::now()))
+}
+
+/// Before ack: secure mode, a dry render (every problem with its field path) and the
+/// target namespaces. A malformed queue config fails here, without a run.
+fn validate(
+    ctx: &Context,
+    registration: &Registration,
+    item: &RunQueueItem,
+    queue: &str,
+    run_id: &str,
+) -> Result<(), ItemFailure> {
+    let spec = &item.run_spec;
+    if ctx.config.secure_mode {
+        let problems = validate::secure_mode(spec);
+        if !problems.is_empty() {
+            return Err(ItemFailure::new(FailureStage::Agent, problems.join("; ")));
+        }
+    }
+    if spec.resource != "kubernetes" {
+        return Err(ItemFailure::new(
+            FailureStage::Agent,
+            format!(
+                "the run asks for resource `{}`, but this agent runs only `kubernetes` (push it to a Kubernetes queue)",
+                spec.resource
+            ),
+        ));
+    }
+    let mut render_ctx = render_context(ctx, registration, item, queue, run_id);
+    if spec.docker_image.is_none() {
+        render_ctx.image_uri = Some(VALIDATION_IMAGE.to_owned());
+    }
+    let rendered = rlaunch_render::render(spec, None, &render_ctx).map_err(|e| {
+        ItemFailure::new(
+            FailureStage::Agent,
+            format!("invalid queue config or run spec: {e}"),
+        )
+    })?;
+    if let Some(problem) =
+        validate::target_namespace(&rendered.namespace, &ctx.config.target_namespaces)
+    {
+        return Err(ItemFailure::new(FailureStage::Agent, problem));
+    }
+    Ok(())
+}
+
+fn render_context(
+    ctx: &Context,
+    registration: &Registration,
+    item: &RunQueueItem,
+    queue: &str,
+    run_id: &str,
+) -> RenderContext {
+    let mut render_ctx = RenderContext::new(run_id);
+    render_ctx.run_queue_item_id = Some(item.id.clone());
+    render_ctx.queue_name = Some(queue.to_owned());
+    render_ctx.queue_entity = Some(registration.entity.clone());
+    render_ctx.agent_name = Some(registration.agent_name.clone());
+    render_ctx.agent_identity = Some(registration.identity.clone());
+    render_ctx.base_url = ctx.config.base_url.clone();
+    render_ctx.api_key = match ctx.config.job_secrets {
+        JobSecrets::PerRun => ApiKeyMode::Agent(ctx.api_key.clone()),
+        JobSecrets::None => ApiKeyMode::None,
+    };
+    render_ctx.release_name = ctx.config.release_name.clone();
+    render_ctx.default_namespace = ctx.config.default_namespace.clone();
+    render_ctx.macro_env = ctx.config.macro_env.clone();
+    render_ctx.allowed_fields = ctx.config.allowed_fields.clone();
+    render_ctx
+}
+
+fn base_image_override(spec: &RunSpec) -> Option<String> {
+    spec.resource_args
+        .get(&spec.resource)
+        .and_then(|section| section.pointer("/builder/base_image"))
+        .and_then(|v| v.as_str())
+        .map(str::to_owned)
+}
+
+fn code_mount(source: &JobSource, built: &Built, spec: &RunSpec) -> Option<CodeMount> {
+    let Built::BaseImage {
+        install_dependencies,
+        ..
+    } = built
+    else {
+        return None;
+    };
+    let code = match source {
+        JobSource::Image { .. } => return None,
+        JobSource::Artifact { artifact, .. } => CodeSource::Artifact(artifact.clone()),
+        JobSource::Repo { remote, commit, .. } => CodeSource::Repo {
+            remote: remote.clone(),
+            commit: commit.clone(),
+        },
+    };
+    Some(CodeMount {
+        variant: CodeMountVariant::EmptyDir {
+            source: code,
+            job_artifact: spec.job.clone(),
+            init_image: rlaunch_render::render::context::DEFAULT_CODE_INIT_IMAGE.to_owned(),
+        },
+        install_dependencies: *install_dependencies,
+    })
+}
+
+/// Never fits → fail in seconds with the scheduler's words; fits later → a warning.
+async fn precheck(ctx: &Context, item: &RunQueueItem, rendered: &Rendered) -> Result<(), String> {
+    if !ctx.config.precheck {
+        return Ok(());
+    }
+    let Some(workload) = rendered.workload() else {
+        return Ok(());
+    };
+    let pods = rlaunch_k8s_runner::precheck::workload_pod_specs(&workload.manifest);
+    if pods.is_empty() {
+        return Ok(());
+    }
+    match ctx.runner.precheck(&pods).await {
+        Ok(check) => match check.verdict {
+            Verdict::NeverFits => Err(format!(
+                "the workload can never be scheduled on this cluster: {} ({})",
+                check.message, check.summary
+            )),
+            Verdict::FitsLater => {
+                let message = format!("waiting for capacity: {}", check.message);
+                if let Err(error) = ctx
+                    .wandb
+                    .update_run_queue_item_warning(
+                        &item.id,
+                        FailureStage::Kubernetes,
+                        &message,
+                        &[],
+                    )
+                    .await
+                {
+                    ctx.metrics
+                        .api_error("updateRunQueueItemWarning", error.kind());
+                }
+                Ok(())
+            }
+            Verdict::FitsNow => Ok(()),
+        },
+        Err(error) => {
+            tracing::warn!(item = %item.id, error = %error, "pre-check failed; submitting anyway");
+            Ok(())
+        }
+    }
+}
+
+async fn submit(
+    ctx: &Context,
+    rendered: &Rendered,
+) -> Result<rlaunch_k8s_runner::Submitted, String> {
+    let mut attempt = 0;
+    loop {
+        match ctx.runner.submit(rendered).await {
+            Ok(submitted) => return Ok(submitted),
+            Err(error) if error.is_transient() && attempt < 4 => {
+                attempt += 1;
+                tracing::warn!(error = %error, attempt, "creating the workload failed; retrying");
+                tokio::time::sleep(crate::retry::backoff(
+                    attempt,
+                    Duration::from_secs(1),
+                    Duration::from_secs(20),
+                ))
+                .await;
+            }
+            Err(error) => {
+                return Err(format!(
+                    "cannot create the workload: {}",
+                    error_chain(&error)
+                ));
+            }
+        }
+    }
+}
+
+pub(crate) fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+/// 8 characters from `[a-z0-9]`, like W&B's run ids.
+pub(crate) fn generate_run_id() -> String {
+    const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
+    (0..8)
+        .map(|_| ALPHABET[rand::random_range(0..ALPHABET.len())] as char)
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(json: &str) -> RunSpec {
+        RunSpec::from_json(json).unwrap()
+    }
+
+    #[test]
+    fn code_jobs_get_the_init_container_mount_and_image_jobs_none() {
+        let code = JobSource::Repo {
+            remote: "https://git.example/r.git".into(),
+            commit: "abc".into(),
+            base_image: None,
+            dockerfile: None,
+        };
+        let built = Built::BaseImage {
+            image: "python:3.12-slim".into(),
+            install_dependencies: true,
+        };
+        let run = spec(r#"{"entity":"e","project":"p","job":"e/p/job:v1"}"#);
+        let mount = code_mount(&code, &built, &run).unwrap();
+        assert!(mount.install_dependencies);
+        let CodeMountVariant::EmptyDir {
+            source,
+            job_artifact,
+            ..
+        } = mount.variant
+        else {
+            panic!("expected the emptyDir variant");
+        };
+        assert_eq!(
+            source,
+            CodeSource::Repo {
+                remote: "https://git.example/r.git".into(),
+                commit: "abc".into()
+            }
+        );
+        assert_eq!(job_artifact.as_deref(), Some("e/p/job:v1"));
+        let image = JobSource::Image { image: "x".into() };
+        assert_eq!(code_mount(&image, &Built::Image("x".into()), &run), None);
+    }
+
+    #[test]
+    fn the_base_image_hint_is_read_from_the_runs_resource_section() {
+        let run = spec(
+            r#"{"entity":"e","project":"p","resource":"kubernetes","resource_args":{"kubernetes":{"builder":{"base_image":"pytorch:2"}}}}"#,
+        );
+        assert_eq!(base_image_override(&run).as_deref(), Some("pytorch:2"));
+        assert_eq!(
+            base_image_override(&spec(r#"{"entity":"e","project":"p"}"#)),
+            None
+        );
+    }
+
+    #[test]
+    fn run_ids_look_like_wandb_run_ids() {
+        let id = generate_run_id();
+        assert_eq!(id.len(), 8);
+        assert!(
+            id.chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit()),
+            "{id}"
+        );
+        assert_ne!(generate_run_id(), generate_run_id());
+    }
+}

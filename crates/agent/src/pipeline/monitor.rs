@@ -1,0 +1,307 @@
+//! Watching a workload to its end and reporting the outcome: warnings raised per run,
+//! a stop from the W&B UI cancels once, the slot frees the moment the workload is
+//! terminal, then the outcome is reported without holding it.
+
+use std::time::{Duration, Instant};
+
+use rlaunch_k8s_runner::{RunHandle, RunState, RunStatus, WarningChange};
+use rlaunch_model::RunSpec;
+use rlaunch_wandb_api::{FailureStage, LAUNCH_PROJECT, PushRequest};
+use serde_json::Value;
+
+use super::report::{ItemFailure, report_failure};
+use crate::context::{Context, Registration};
+use crate::store::Phase;
+
+/// A run being watched.
+pub(crate) struct Watched {
+    pub item_id: String,
+    pub queue: String,
+    pub run_id: String,
+    /// Target entity and project of the run (unknown for some adopted runs).
+    pub target: Option<(String, String)>,
+    /// The popped spec (unknown for adopted runs).
+    pub spec: Option<RunSpec>,
+    /// When the workload was created by this process (unknown for adopted runs).
+    pub created_at: Option<Instant>,
+}
+
+/// Whether a W&B stop request was seen and acted on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum StopRequest {
+    None,
+    Seen { at: Instant },
+    Cancelled,
+}
+
+/// Watches until terminal, then reports.
+pub(crate) async fn watch_run(
+    ctx: &Context,
+    registration: &Registration,
+    watched: Watched,
+    mut handle: RunHandle,
+) {
+    let mut stop = StopRequest::None;
+    let mut last_state = "starting";
+    let check_every = ctx.config.poll_interval.max(Duration::from_secs(1));
+    let mut stop_check = tokio::time::interval(check_every);
+    stop_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let status = loop {
+        forward_warnings(ctx, &watched, &mut handle).await;
+        let status = handle.status();
+        if status.state.is_terminal() {
+            break status;
+        }
+        if status.state.name() != last_state {
+            last_state = status.state.name();
+            if let (RunState::Running, Some(created_at)) = (&status.state, watched.created_at) {
+                ctx.metrics
+                    .created_to_running(&watched.queue, created_at.elapsed());
+            }
+            tracing::info!(item = %watched.item_id, queue = %watched.queue, run_id = %watched.run_id, state = %status.state, "item state");
+            ctx.store.set(
+                &watched.item_id,
+                Phase::Running {
+                    run_id: watched.run_id.clone(),
+                    workload: handle.run().object(),
+                    state: last_state,
+                },
+            );
+            ctx.metrics.set_jobs(&ctx.store.counts());
+        }
+        tokio::select! {
+            changed = handle.changed() => if changed.is_none() { break handle.status() },
+            _ = stop_check.tick() => stop = check_stop(ctx, &watched, &handle, stop).await,
+        }
+    };
+    if !status.state.is_terminal() {
+        tracing::info!(item = %watched.item_id, run_id = %watched.run_id, "monitor stopped before the run ended; left for adoption");
+        return;
+    }
+    ctx.store.set(
+        &watched.item_id,
+        Phase::Reporting {
+            run_id: watched.run_id.clone(),
+            state: status.state.name(),
+        },
+    );
+    ctx.metrics.set_jobs(&ctx.store.counts());
+    tracing::info!(item = %watched.item_id, queue = %watched.queue, run_id = %watched.run_id, state = %status.state, "workload terminal; slot freed");
+    report_outcome(
+        ctx,
+        registration,
+        &watched,
+        status,
+        stop == StopRequest::Cancelled,
+    )
+    .await;
+    remove_reported(ctx, &watched, &handle).await;
+}
+
+/// Once the outcome is in W&B (with events and log tails for failures), the terminal
+/// workload goes: a restarted agent must not adopt and report it a second time. (W&B's
+/// agent leaves it to the Job's 60 s TTL, so a record could vanish before it was reported.)
+async fn remove_reported(ctx: &Context, watched: &Watched, handle: &RunHandle) {
+    ctx.runner.untrack(handle.run());
+    if let Err(error) = ctx.runner.cancel(handle.run()).await {
+        tracing::warn!(item = %watched.item_id, run_id = %watched.run_id, error = %error, "cannot remove the reported workload; a restarted agent may report it again");
+    }
+}
+
+async fn forward_warnings(ctx: &Context, watched: &Watched, handle: &mut RunHandle) {
+    for change in handle.warning_changes() {
+        match change {
+            WarningChange::Raised(warning) => {
+                tracing::info!(item = %watched.item_id, run_id = %watched.run_id, warning = %warning, "warning raised");
+                if let Err(error) = ctx
+                    .wandb
+                    .update_run_queue_item_warning(
+                        &watched.item_id,
+                        FailureStage::Kubernetes,
+                        &warning.to_string(),
+                        &[],
+                    )
+                    .await
+                {
+                    ctx.metrics
+                        .api_error("updateRunQueueItemWarning", error.kind());
+                }
+            }
+            WarningChange::Cleared(warning) => {
+                tracing::info!(item = %watched.item_id, run_id = %watched.run_id, warning = %warning, "warning cleared");
+            }
+        }
+    }
+}
+
+/// A stop from the W&B UI cancels the workload once, `stopped_run_timeout` after it was
+/// first seen.
+async fn check_stop(
+    ctx: &Context,
+    watched: &Watched,
+    handle: &RunHandle,
+    stop: StopRequest,
+) -> StopRequest {
+    let Some((entity, project)) = &watched.target else {
+        return stop;
+    };
+    match stop {
+        StopRequest::Cancelled => stop,
+        StopRequest::None => match ctx
+            .wandb
+            .run_stopped(entity, project, &watched.run_id)
+            .await
+        {
+            Ok(true) => {
+                tracing::info!(item = %watched.item_id, run_id = %watched.run_id, "stop requested in W&B");
+                StopRequest::Seen { at: Instant::now() }
+            }
+            Ok(false) => stop,
+            Err(error) => {
+                ctx.metrics.api_error("RunStoppedStatus", error.kind());
+                stop
+            }
+        },
+        StopRequest::Seen { at } if at.elapsed() >= ctx.config.stopped_run_timeout => {
+            match ctx.runner.cancel(handle.run()).await {
+                Ok(()) => {
+                    tracing::info!(item = %watched.item_id, run_id = %watched.run_id, "workload cancelled after a stop request");
+                    StopRequest::Cancelled
+                }
+                Err(error) => {
+                    tracing::warn!(item = %watched.item_id, error = %error, "cancel failed; will retry");
+                    stop
+                }
+            }
+        }
+        StopRequest::Seen { .. } => stop,
+    }
+}
+
+async fn report_outcome(
+    ctx: &Context,
+    registration: &Registration,
+    watched: &Watched,
+    status: RunStatus,
+    cancelled_by_stop: bool,
+) {
+    let spec_key = watched.spec.as_ref().and_then(|s| s.api_key.as_ref());
+    let failure = match status.state {
+        RunState::Finished => match &watched.target {
+            Some(target) if !initialised(ctx, target, &watched.run_id).await => {
+                Some(ItemFailure::new(
+                    FailureStage::Run,
+                    "The submitted job exited successfully but failed to call wandb.init",
+                ))
+            }
+            _ => {
+                tracing::info!(item = %watched.item_id, queue = %watched.queue, run_id = %watched.run_id, state = "finished", "item finished");
+                None
+            }
+        },
+        RunState::Failed(failure) => Some(ItemFailure {
+            stage: FailureStage::Run,
+            message: format!("{} ({})", failure.message, failure.cause.reason()),
+            diagnostics: status.diagnostics,
+        }),
+        RunState::Stopped { .. } if cancelled_by_stop => None,
+        RunState::Stopped { reason } => Some(ItemFailure::new(
+            FailureStage::Run,
+            format!("the workload was deleted before it finished: {reason}"),
+        )),
+        RunState::Preempted { reason } => {
+            requeue(ctx, registration, watched, &reason, status.diagnostics).await
+        }
+        RunState::Starting | RunState::Queued { .. } | RunState::Running => None,
+    };
+    if let Some(failure) = failure {
+        report_failure(
+            ctx,
+            registration,
+            &watched.item_id,
+            &watched.queue,
+            Some(&watched.run_id),
+            &failure,
+            spec_key,
+        )
+        .await;
+    }
+}
+
+/// W&B's "finished?" check, on the run's own entity and project: any state but `pending`
+/// means the workload called `wandb.init`. Backs off 1, 2, 4, … s up to the timeout.
+async fn initialised(ctx: &Context, (entity, project): &(String, String), run_id: &str) -> bool {
+    let deadline = Instant::now() + ctx.config.init_check_timeout;
+    let mut wait = Duration::from_secs(1);
+    loop {
+        match ctx.wandb.run_state(entity, project, run_id).await {
+            Ok(Some(state)) if state != "pending" => return true,
+            Ok(_) => {}
+            Err(error) => ctx.metrics.api_error("RunState", error.kind()),
+        }
+        if Instant::now() + wait > deadline {
+            return false;
+        }
+        tokio::time::sleep(wait).await;
+        wait *= 2;
+    }
+}
+
+/// Requeue a preempted run under the same run id (resume), within the budget.
+async fn requeue(
+    ctx: &Context,
+    registration: &Registration,
+    watched: &Watched,
+    reason: &str,
+    diagnostics: Option<rlaunch_k8s_runner::Diagnostics>,
+) -> Option<ItemFailure> {
+    let Some(spec) = &watched.spec else {
+        return Some(ItemFailure {
+            stage: FailureStage::Run,
+            message: format!(
+                "the run was preempted while the agent was down ({reason}); push it again to resume"
+            ),
+            diagnostics,
+        });
+    };
+    let budget = u64::from(ctx.config.preemption_retries);
+    if spec.resume_count >= budget {
+        return Some(ItemFailure {
+            stage: FailureStage::Run,
+            message: format!(
+                "the run was preempted ({reason}) and has already been resumed {budget} times"
+            ),
+            diagnostics,
+        });
+    }
+    let mut raw = spec.as_raw().clone();
+    raw.insert("run_id".to_owned(), Value::String(watched.run_id.clone()));
+    raw.insert(
+        "_resume_count".to_owned(),
+        Value::from(spec.resume_count + 1),
+    );
+    raw.remove("sweep_id");
+    let push = PushRequest {
+        entity: registration.entity.clone(),
+        project: LAUNCH_PROJECT.to_owned(),
+        queue: watched.queue.clone(),
+        run_spec: Value::Object(raw),
+        priority: None,
+        template_variables: None,
+    };
+    match ctx.wandb.push_to_run_queue_by_name(&push).await {
+        Ok(Some(pushed)) => {
+            ctx.metrics.requeued(&watched.queue);
+            tracing::info!(item = %watched.item_id, run_id = %watched.run_id, new_item = %pushed.id, reason, "run preempted; requeued to resume");
+            None
+        }
+        Ok(None) => Some(ItemFailure::new(
+            FailureStage::Run,
+            format!("the run was preempted ({reason}) and W&B did not accept the requeue"),
+        )),
+        Err(error) => Some(ItemFailure::new(
+            FailureStage::Run,
+            format!("the run was preempted ({reason}) and could not be requeued: {error}"),
+        )),
+    }
+}
