@@ -21,7 +21,11 @@ pub(crate) async fn adopt(
     let kinds = ctx.runner.served_custom_kinds().await;
     let runs = match ctx
         .runner
-        .list_in_flight(&registration.identity, &kinds)
+        .list_in_flight(
+            &registration.identity,
+            &ctx.config.watched_namespaces(),
+            &kinds,
+        )
         .await
     {
         Ok(runs) => runs,

@@ -97,7 +97,10 @@ async fn check_cluster(config: &Config, entity: Option<&str>) -> CheckLine {
     };
     let runner = Runner::new(client, RunnerConfig::default());
     let identity = identity(config, entity.unwrap_or("unknown"));
-    match runner.list_in_flight(&identity, &[]).await {
+    match runner
+        .list_in_flight(&identity, &config.watched_namespaces(), &[])
+        .await
+    {
         Ok(runs) => line(
             "cluster",
             Ok(format!(

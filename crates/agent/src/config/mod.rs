@@ -163,6 +163,16 @@ pub struct Config {
 const DEFAULT_BASE_URL: &str = "https://api.wandb.ai";
 
 impl Config {
+    /// The namespaces the agent lists for adoption and checks access in: the target
+    /// namespaces plus the default one. With no target namespaces set, only the default
+    /// namespace is listed (Roles are per namespace), so runs a queue config sends elsewhere
+    /// are not adopted after a restart: set `target_namespaces` to cover them.
+    pub fn watched_namespaces(&self) -> Vec<String> {
+        let mut namespaces = self.target_namespaces.clone();
+        namespaces.insert(self.default_namespace.clone());
+        namespaces.into_iter().collect()
+    }
+
     /// Resolves the configuration. `file` is `(path, text)` of the config file, if one was
     /// read; `env` is the process environment (only the variables named in this module are
     /// read from it).

@@ -291,7 +291,7 @@ fn code_mount(source: &JobSource, built: &Built, spec: &RunSpec) -> Option<CodeM
         variant: CodeMountVariant::EmptyDir {
             source: code,
             job_artifact: spec.job.clone(),
-            init_image: rlaunch_render::render::context::DEFAULT_CODE_INIT_IMAGE.to_owned(),
+            init_image: rlaunch_render::DEFAULT_CODE_INIT_IMAGE.to_owned(),
         },
         install_dependencies: *install_dependencies,
     })
