@@ -12,7 +12,8 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
-use rlaunch_testkit::{ControlPlane, StartOptions, Supervision, binaries, control_plane};
+use rlaunch_testkit::binaries;
+use rlaunch_testkit::control_plane::{self, ControlPlane, StartOptions, Supervision};
 
 const USAGE: &str = "usage: cargo xtask cluster <build | up [--nodes FILE] | down | status>";
 

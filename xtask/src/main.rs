@@ -3,11 +3,10 @@
 //! - `ci`: formatting, tidy checks, clippy with `-D warnings`, then every test.
 //! - `cluster build|up|down`: the local Kubernetes control plane built from source.
 //! - `bench render`: manifests per second of the render engine.
-//! - `tidy`: the architecture rules of ARCHITECTURE.md, checked.
+//! - `tidy`: the architecture rules of ARCHITECTURE.md (the `rlaunch-tidy` crate), checked.
 //! - `demo`: the README's first command.
 
 mod cluster;
-mod tidy;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -23,7 +22,7 @@ fn main() -> Result<()> {
         Some("ci") => ci(),
         Some("cluster") => cluster::main(&args[1..]),
         Some("bench") => bench(&args[1..]),
-        Some("tidy") => tidy::check(&root),
+        Some("tidy") => tidy(&root),
         Some("demo") => demo(),
         _ => {
             eprintln!(
@@ -65,7 +64,9 @@ pub fn step(name: &str, command: &mut Command) -> Result<()> {
 fn ci() -> Result<()> {
     step("fmt", cargo().args(["fmt", "--all", "--", "--check"]))?;
     eprintln!("==> tidy");
-    tidy::check(Path::new("."))?;
+    let started = Instant::now();
+    tidy(Path::new("."))?;
+    eprintln!("<== tidy: {:.1}s", started.elapsed().as_secs_f64());
     step(
         "clippy",
         cargo().args([
@@ -89,6 +90,16 @@ fn ci() -> Result<()> {
             .env("INSTA_UPDATE", "no")
             .env("CI", "true"),
     )
+}
+
+/// The workspace rules (`rlaunch-tidy`, also run by `cargo test` as its test `tidy`).
+fn tidy(root: &Path) -> Result<()> {
+    let report = rlaunch_tidy::check(root).context("tidy could not run")?;
+    eprintln!("{report}");
+    if !report.is_clean() {
+        bail!("tidy failed");
+    }
+    Ok(())
 }
 
 fn bench(args: &[String]) -> Result<()> {

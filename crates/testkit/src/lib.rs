@@ -63,7 +63,7 @@ use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
 use kube::api::{Api, DeleteParams, ObjectMeta, PostParams};
 use tokio::sync::OnceCell;
 
-pub use control_plane::{ControlPlane, StartOptions, Supervision};
+use control_plane::{ControlPlane, StartOptions, Supervision};
 
 /// Label put on every namespace made by [`TestCluster::namespace`].
 pub const NAMESPACE_LABEL: &str = "testkit.rlaunch.dev/namespace";
