@@ -76,6 +76,7 @@
 //! assert_eq!(check.verdict, Verdict::NeverFits);
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
+#![doc = include_str!("../README.md")]
 
 pub mod error;
 pub mod labels;

@@ -30,6 +30,7 @@
 //!    supported on the custom-resource path too.
 //! 9. In helm mode a run with its own API key gets its own Secret instead of replacing the
 //!    shared one under running pods.
+#![doc = include_str!("../README.md")]
 
 pub mod env;
 pub mod macros;

@@ -20,6 +20,7 @@
 //!
 //! What it never does: talk to a real W&B, persist anything, or check that a caller may
 //! see an entity (every accepted key sees everything).
+#![doc = include_str!("../README.md")]
 
 pub mod admin;
 mod graphql;
@@ -44,7 +45,7 @@ use server::{App, lock};
 use store::Store;
 
 /// The schema the fake validates against: `wandb-api`'s.
-pub const SCHEMA: &str = include_str!("../../wandb-api/graphql/schema.graphql");
+pub const SCHEMA: &str = include_str!("../graphql/schema.graphql");
 
 /// The API key [`FakeConfig::default`] accepts (40 characters, like a real key).
 pub const FAKE_API_KEY: &str = "fake0000000000000000000000000000000000key";

@@ -64,35 +64,6 @@ pub(crate) const ALLOWED: &[Allowed] = &[
     // import each other (the store takes `admin::NewQueue`).
     allow(Rule::PubAndReexported, "rlaunch-wandb-fake", "admin"),
     allow(Rule::ModuleCycle, "rlaunch-wandb-fake", "admin,store"),
-    // rlaunch-wandb-fake: the schema comes from wandb-api's folder, outside the package.
-    allow(
-        Rule::IncludeOutsidePackage,
-        "rlaunch-wandb-fake",
-        "../../wandb-api/graphql/schema.graphql",
-    ),
-    // Publishing metadata and READMEs of the embeddable crates (being added).
-    allow(Rule::Publishing, "rlaunch-model", "crates/model/Cargo.toml"),
-    allow(
-        Rule::Publishing,
-        "rlaunch-render",
-        "crates/render/Cargo.toml",
-    ),
-    allow(Rule::Publishing, "rlaunch-gpu", "crates/gpu/Cargo.toml"),
-    allow(
-        Rule::Publishing,
-        "rlaunch-wandb-api",
-        "crates/wandb-api/Cargo.toml",
-    ),
-    allow(
-        Rule::Publishing,
-        "rlaunch-wandb-fake",
-        "crates/wandb-fake/Cargo.toml",
-    ),
-    allow(
-        Rule::Publishing,
-        "rlaunch-k8s-runner",
-        "crates/k8s-runner/Cargo.toml",
-    ),
 ];
 
 /// Splits `findings` into (not allowed, allowed) and returns the allow-list entries that
