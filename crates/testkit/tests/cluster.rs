@@ -506,3 +506,34 @@ async fn workload_crds_are_established_with_status() -> Result<()> {
     ns.cleanup().await;
     Ok(())
 }
+
+#[tokio::test]
+async fn an_attached_cluster_refuses_to_restart_its_apiserver() -> Result<()> {
+    let cluster = rlaunch_testkit::cluster().await?;
+    let attached = rlaunch_testkit::TestCluster::attach(cluster.kubeconfig_path()).await?;
+    assert!(attached.control_plane().is_none());
+    let err = attached.restart_apiserver().await;
+    match err {
+        Err(rlaunch_testkit::Error::Unsupported(msg)) => {
+            assert!(msg.contains("private_cluster()"), "{msg}");
+        }
+        other => bail!("an attached cluster must refuse to restart, got {other:?}"),
+    }
+    // The attached handle reaches the same cluster.
+    let nodes: Api<Node> = Api::all(attached.client().await?);
+    assert!(!nodes.list(&ListParams::default()).await?.items.is_empty());
+    Ok(())
+}
+
+#[tokio::test]
+async fn attaching_to_a_missing_kubeconfig_names_the_file() {
+    let missing = std::path::Path::new("/nonexistent/rlaunch-testkit/kubeconfig");
+    let err = rlaunch_testkit::TestCluster::attach(missing)
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("/nonexistent/rlaunch-testkit/kubeconfig"),
+        "{err}"
+    );
+}
