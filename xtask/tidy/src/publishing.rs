@@ -2,7 +2,7 @@
 //! only serve this repository are not.
 
 use crate::finding::{Finding, Location, Rule};
-use crate::workspace::Package;
+use crate::workspace::{Manifest, Package};
 
 /// The crates meant for embedding (published to crates.io).
 pub(crate) const EMBEDDABLE: &[&str] = &[
@@ -26,23 +26,36 @@ pub(crate) const README_AS_DOCS: &str = "#![doc = include_str!(\"../README.md\")
 /// Findings for one package; `readme` is the text of its README, if it has one.
 pub(crate) fn check(package: &Package, readme: Option<&str>) -> Vec<Finding> {
     let name = package.name.as_str();
-    let m = &package.manifest;
-    let mut problems: Vec<(String, String)> = Vec::new();
-    let mut missing = |key: &str, fix: &str| problems.push((key.to_owned(), fix.to_owned()));
-    if INTERNAL.contains(&name) && m.publish {
-        missing(
+    let mut gaps = Vec::new();
+    if INTERNAL.contains(&name) && package.manifest.publish {
+        gaps.push(gap(
             "publish",
             "set `publish = false`: it only serves this repository",
-        );
+        ));
     }
-    if !EMBEDDABLE.contains(&name) {
-        return findings(package, problems);
+    if EMBEDDABLE.contains(&name) {
+        gaps.extend(manifest_gaps(&package.manifest));
+        let lib = package
+            .lib_rs()
+            .map(|f| f.text.as_str())
+            .unwrap_or_default();
+        gaps.extend(docs_gaps(readme, lib));
     }
+    findings(package, gaps)
+}
+
+fn gap(key: &str, fix: &str) -> (String, String) {
+    (key.to_owned(), fix.to_owned())
+}
+
+/// What `Cargo.toml` of an embeddable crate lacks.
+fn manifest_gaps(m: &Manifest) -> Vec<(String, String)> {
+    let mut gaps = Vec::new();
     if !m.publish {
-        missing(
+        gaps.push(gap(
             "publish",
             "set `publish = true`: other tools embed this crate",
-        );
+        ));
     }
     for (key, value) in [
         ("description", &m.description),
@@ -50,42 +63,50 @@ pub(crate) fn check(package: &Package, readme: Option<&str>) -> Vec<Finding> {
         ("repository", &m.repository),
     ] {
         if value.as_deref().is_none_or(str::is_empty) {
-            missing(key, &format!("set `{key}` (or `{key}.workspace = true`)"));
+            gaps.push(gap(
+                key,
+                &format!("set `{key}` (or `{key}.workspace = true`)"),
+            ));
         }
     }
     if m.readme.as_deref() != Some("README.md") {
-        missing("readme", "set `readme = \"README.md\"` and add the file");
+        gaps.push(gap(
+            "readme",
+            "set `readme = \"README.md\"` and add the file",
+        ));
     }
     if m.keywords.is_empty() || m.keywords.len() > 5 {
-        missing("keywords", "set one to five `keywords`");
+        gaps.push(gap("keywords", "set one to five `keywords`"));
     }
     if m.categories.is_empty() {
-        missing("categories", "set `categories` from crates.io's list");
+        gaps.push(gap("categories", "set `categories` from crates.io's list"));
     }
     if !m.docs_rs {
-        missing("docs.rs", "add a `[package.metadata.docs.rs]` table");
+        gaps.push(gap("docs.rs", "add a `[package.metadata.docs.rs]` table"));
     }
+    gaps
+}
+
+/// What the README and `lib.rs` of an embeddable crate lack.
+fn docs_gaps(readme: Option<&str>, lib: &str) -> Vec<(String, String)> {
+    let mut gaps = Vec::new();
     match readme {
-        None => missing("README.md", "add README.md next to Cargo.toml"),
-        Some(text) if !opens_with_rust_example(text) => missing(
+        None => gaps.push(gap("README.md", "add README.md next to Cargo.toml")),
+        Some(text) if !opens_with_rust_example(text) => gaps.push(gap(
             "README.md",
             "open README.md with a short ```rust (or ```no_run) example before any other code block",
-        ),
+        )),
         Some(_) => {}
     }
-    let lib = package
-        .lib_rs()
-        .map(|f| f.text.as_str())
-        .unwrap_or_default();
     if !lib.lines().any(|l| l.trim() == README_AS_DOCS) {
-        missing(
+        gaps.push(gap(
             "lib.rs",
             &format!(
                 "add `{README_AS_DOCS}` after the `//!` block of lib.rs, so the README's example is a doc test"
             ),
-        );
+        ));
     }
-    findings(package, problems)
+    gaps
 }
 
 /// One finding per package listing every gap, so the allow-list and the output stay short.
@@ -128,7 +149,7 @@ fn opens_with_rust_example(text: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::workspace::{Manifest, SourceFile};
+    use crate::workspace::SourceFile;
 
     fn package(name: &str, manifest: Manifest, lib: &str) -> Package {
         Package {

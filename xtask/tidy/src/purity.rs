@@ -34,25 +34,42 @@ const IO_CALLS: &[&str] = &[
 
 /// Findings for one source file `rel` of the pure crate `krate`.
 pub(crate) fn check(krate: &str, rel: &str, text: &str) -> Vec<Finding> {
+    let finding = |line: usize, what: &str, verb: &str| Finding {
+        location: Location {
+            file: rel.to_owned(),
+            line,
+        },
+        rule: Rule::PureCrateIo,
+        krate: krate.to_owned(),
+        key: format!("{rel}: {what}"),
+        message: format!(
+            "pure crate {verb} `{what}`: take the value as an argument (the caller reads the \
+             file, the environment or the clock) or move the code out of the pure crates"
+        ),
+    };
+    let mut findings: Vec<Finding> = written_paths(text)
+        .into_iter()
+        .map(|(line, needle)| finding(line, needle, "uses"))
+        .collect();
+    for (line, path) in imported_paths(text) {
+        // `use std::fs;` is already reported as written; this catches `use std::{fs}`.
+        let reported = findings
+            .iter()
+            .any(|f| f.location.line == line && f.key.ends_with(path));
+        if !reported {
+            findings.push(finding(line, path, "imports"));
+        }
+    }
+    findings.sort();
+    findings
+}
+
+/// `(line, needle)` for every IO path or call written out in code.
+fn written_paths(text: &str) -> Vec<(usize, &'static str)> {
     let blanked = syntax::blank(text);
     let lines = syntax::Lines::new(text);
     let toks = syntax::tokens(&blanked);
-    let mut findings = Vec::new();
-    let mut report = |offset_line: usize, what: &str| {
-        findings.push(Finding {
-            location: Location {
-                file: rel.to_owned(),
-                line: offset_line,
-            },
-            rule: Rule::PureCrateIo,
-            krate: krate.to_owned(),
-            key: format!("{rel}: {what}"),
-            message: format!(
-                "pure crate uses `{what}`: take the value as an argument (the caller reads the \
-                 file, the environment or the clock) or move the code out of the pure crates"
-            ),
-        });
-    };
+    let mut found = Vec::new();
     for needle in IO_PATHS.iter().chain(IO_CALLS) {
         let pattern = pattern_of(needle);
         for start in 0..toks.len() {
@@ -61,40 +78,28 @@ pub(crate) fn check(krate: &str, rel: &str, text: &str) -> Vec<Finding> {
                 .enumerate()
                 .all(|(k, p)| toks.get(start + k).is_some_and(|t| &t.tok == p));
             if matches {
-                report(lines.of(toks[start].offset), needle);
+                found.push((lines.of(toks[start].offset), *needle));
             }
         }
     }
+    found
+}
+
+/// `(line, IO module)` for every `use` that imports from an IO module.
+fn imported_paths(text: &str) -> Vec<(usize, &'static str)> {
+    let mut found = Vec::new();
     for decl in syntax::items(text).uses {
         for path in &decl.paths {
             let joined = path.segments.join("::");
             let hit = IO_PATHS
                 .iter()
                 .find(|p| joined == **p || joined.starts_with(&format!("{p}::")));
-            // `use std::fs;` is already reported by the path scan; catch `use std::{fs}`.
-            let Some(p) = hit else { continue };
-            let reported = findings
-                .iter()
-                .any(|f| f.location.line == decl.line && f.key.ends_with(p));
-            if !reported {
-                findings.push(Finding {
-                    location: Location {
-                        file: rel.to_owned(),
-                        line: decl.line,
-                    },
-                    rule: Rule::PureCrateIo,
-                    krate: krate.to_owned(),
-                    key: format!("{rel}: {p}"),
-                    message: format!(
-                        "pure crate imports `{joined}`: take the value as an argument or \
-                         move the code out of the pure crates"
-                    ),
-                });
+            if let Some(p) = hit {
+                found.push((decl.line, *p));
             }
         }
     }
-    findings.sort();
-    findings
+    found
 }
 
 /// `"std::fs"` → `[std, ::, fs]`; `"println!"` → `[println, !]`.
