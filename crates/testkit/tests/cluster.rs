@@ -299,9 +299,9 @@ fn disruption(pod: &Pod, want: &str) -> Result<(), String> {
     }
 }
 
-#[tokio::test]
-async fn every_failure_outcome_shows_in_pod_status() -> Result<()> {
-    let cases = [
+/// One pod per outcome annotation, with the phase and container state kwok must show.
+fn outcome_cases() -> [Expect; 9] {
+    [
         Expect {
             outcome: outcome::IMAGE_PULL_BACKOFF,
             extra: &[],
@@ -372,44 +372,29 @@ async fn every_failure_outcome_shows_in_pod_status() -> Result<()> {
                 None => Err("not running".into()),
             },
         },
-    ];
-    let cluster = rlaunch_testkit::cluster().await?;
-    let ns = cluster.namespace("outcomes").await?;
-    let pods: Api<Pod> = Api::namespaced(cluster.client().await?, &ns.name);
-    for case in &cases {
-        let mut ann = serde_json::Map::new();
-        ann.insert(annotations::OUTCOME.into(), json!(case.outcome));
-        for (k, v) in case.extra {
-            ann.insert((*k).into(), json!(v));
+    ]
+}
+
+/// The pod of one case: its outcome (and extra) annotations on a plain `Never` pod.
+fn outcome_pod(case: &Expect) -> Result<Pod> {
+    let mut ann = serde_json::Map::new();
+    ann.insert(annotations::OUTCOME.into(), json!(case.outcome));
+    for (k, v) in case.extra {
+        ann.insert((*k).into(), json!(v));
+    }
+    Ok(serde_json::from_value(json!({
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": { "name": case.outcome, "annotations": ann },
+        "spec": {
+            "restartPolicy": "Never",
+            "containers": [{ "name": "main", "image": "example.invalid/train:1" }]
         }
-        let pod: Pod = serde_json::from_value(json!({
-            "apiVersion": "v1",
-            "kind": "Pod",
-            "metadata": { "name": case.outcome, "annotations": ann },
-            "spec": {
-                "restartPolicy": "Never",
-                "containers": [{ "name": "main", "image": "example.invalid/train:1" }]
-            }
-        }))?;
-        pods.create(&PostParams::default(), &pod).await?;
-    }
-    for case in &cases {
-        eventually(&format!("outcome {}", case.outcome), || {
-            let pods = pods.clone();
-            async move {
-                let pod = pods.get(case.outcome).await.map_err(|e| e.to_string())?;
-                let phase = pod.status.as_ref().and_then(|s| s.phase.clone());
-                if phase.as_deref() != Some(case.phase) {
-                    return Err(format!("phase {phase:?}, want {}", case.phase));
-                }
-                (case.check)(&pod)?;
-                Ok(Some(()))
-            }
-        })
-        .await?;
-    }
-    // The kubelet-like events are there too.
-    let events: Api<Event> = Api::namespaced(cluster.client().await?, &ns.name);
+    }))?)
+}
+
+/// Waits for the kubelet-like events kwok records for the waiting outcomes.
+async fn wait_for_kubelet_events(events: &Api<Event>) -> Result<()> {
     for (pod, reason) in [
         (outcome::IMAGE_PULL_BACKOFF, "BackOff"),
         (outcome::ERR_IMAGE_PULL, "Failed"),
@@ -432,6 +417,36 @@ async fn every_failure_outcome_shows_in_pod_status() -> Result<()> {
         })
         .await?;
     }
+    Ok(())
+}
+
+#[tokio::test]
+async fn every_failure_outcome_shows_in_pod_status() -> Result<()> {
+    let cases = outcome_cases();
+    let cluster = rlaunch_testkit::cluster().await?;
+    let ns = cluster.namespace("outcomes").await?;
+    let pods: Api<Pod> = Api::namespaced(cluster.client().await?, &ns.name);
+    for case in &cases {
+        pods.create(&PostParams::default(), &outcome_pod(case)?)
+            .await?;
+    }
+    for case in &cases {
+        eventually(&format!("outcome {}", case.outcome), || {
+            let pods = pods.clone();
+            async move {
+                let pod = pods.get(case.outcome).await.map_err(|e| e.to_string())?;
+                let phase = pod.status.as_ref().and_then(|s| s.phase.clone());
+                if phase.as_deref() != Some(case.phase) {
+                    return Err(format!("phase {phase:?}, want {}", case.phase));
+                }
+                (case.check)(&pod)?;
+                Ok(Some(()))
+            }
+        })
+        .await?;
+    }
+    // The kubelet-like events are there too.
+    wait_for_kubelet_events(&Api::namespaced(cluster.client().await?, &ns.name)).await?;
     // Outcomes are final: a second look after the default delay still shows them.
     tokio::time::sleep(Duration::from_secs(3)).await;
     for case in &cases {
