@@ -101,13 +101,9 @@ async fn nodes_advertise_gpus_and_are_ready() -> Result<()> {
     Ok(())
 }
 
-#[tokio::test]
-async fn gpu_job_is_scheduled_on_a100_and_completes() -> Result<()> {
-    let cluster = rlaunch_testkit::cluster().await?;
-    let ns = cluster.namespace("gpu-job").await?;
-    let client = cluster.client().await?;
-    let jobs: Api<Job> = Api::namespaced(client.clone(), &ns.name);
-    let job: Job = serde_json::from_value(json!({
+/// A Job asking for 2 GPUs on an A100 node, running 2 s.
+fn a100_job() -> Result<Job> {
+    Ok(serde_json::from_value(json!({
         "apiVersion": "batch/v1",
         "kind": "Job",
         "metadata": { "name": "train" },
@@ -129,13 +125,15 @@ async fn gpu_job_is_scheduled_on_a100_and_completes() -> Result<()> {
                 }
             }
         }
-    }))?;
-    jobs.create(&PostParams::default(), &job).await?;
+    }))?)
+}
 
-    eventually("job train Complete", || {
+/// Waits for the Job's `Complete` condition; a `Failed` one ends the wait with the conditions.
+async fn wait_complete(jobs: &Api<Job>, name: &str) -> Result<()> {
+    eventually(&format!("job {name} Complete"), || {
         let jobs = jobs.clone();
         async move {
-            let job = jobs.get("train").await.map_err(|e| e.to_string())?;
+            let job = jobs.get(name).await.map_err(|e| e.to_string())?;
             let conds = job.status.and_then(|s| s.conditions).unwrap_or_default();
             if conds
                 .iter()
@@ -149,7 +147,17 @@ async fn gpu_job_is_scheduled_on_a100_and_completes() -> Result<()> {
                 .then_some(()))
         }
     })
-    .await?;
+    .await
+}
+
+#[tokio::test]
+async fn gpu_job_is_scheduled_on_a100_and_completes() -> Result<()> {
+    let cluster = rlaunch_testkit::cluster().await?;
+    let ns = cluster.namespace("gpu-job").await?;
+    let client = cluster.client().await?;
+    let jobs: Api<Job> = Api::namespaced(client.clone(), &ns.name);
+    jobs.create(&PostParams::default(), &a100_job()?).await?;
+    wait_complete(&jobs, "train").await?;
 
     let pods: Api<Pod> = Api::namespaced(client.clone(), &ns.name);
     let list = pods
