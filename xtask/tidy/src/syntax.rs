@@ -270,72 +270,105 @@ struct Open {
 /// The `use` and `mod` items of a source text, and the anchored paths in its code.
 pub(crate) fn items(text: &str) -> FileItems {
     let blanked = blank(text);
-    let toks = tokens(&blanked);
-    let mut items = FileItems::default();
-    let mut depth = 0usize;
-    let mut open: Vec<Open> = Vec::new();
-    let lines = Lines::new(text);
+    let mut reader = Reader {
+        toks: tokens(&blanked),
+        lines: Lines::new(text),
+        depth: 0,
+        open: Vec::new(),
+        items: FileItems::default(),
+    };
     let mut i = 0;
-    while i < toks.len() {
+    while i < reader.toks.len() {
+        i = reader.step(i);
+    }
+    reader.items
+}
+
+/// One pass over the tokens of a file, tracking braces and inline modules.
+struct Reader {
+    toks: Vec<Token>,
+    lines: Lines,
+    depth: usize,
+    open: Vec<Open>,
+    items: FileItems,
+}
+
+impl Reader {
+    /// Reads what starts at token `i`; returns the index of the next token to read.
+    fn step(&mut self, i: usize) -> usize {
+        let toks = &self.toks;
         let t = &toks[i];
-        let inline: Vec<String> = open.iter().map(|o| o.name.clone()).collect();
-        let in_test = open.iter().any(|o| o.test_only);
-        let line = lines.of(t.offset);
+        let inline: Vec<String> = self.open.iter().map(|o| o.name.clone()).collect();
+        let test_only = self.open.iter().any(|o| o.test_only);
+        let line = self.lines.of(t.offset);
         if t.is_punct('{') {
-            depth += 1;
+            self.depth += 1;
         } else if t.is_punct('}') {
-            if open.last().is_some_and(|o| o.depth == depth) {
-                open.pop();
+            if self.open.last().is_some_and(|o| o.depth == self.depth) {
+                self.open.pop();
             }
-            depth = depth.saturating_sub(1);
-        } else if at_item_start(&toks, i) && t.is_ident("use") {
-            let (paths, end) = parse_use(&toks, i + 1);
-            let visibility = visibility_before(&toks, i);
-            items.uses.push(UseDecl {
+            self.depth = self.depth.saturating_sub(1);
+        } else if at_item_start(toks, i) && t.is_ident("use") {
+            let (paths, end) = parse_use(toks, i + 1);
+            let visibility = visibility_before(toks, i);
+            let decl = UseDecl {
                 visibility,
                 paths,
                 line,
                 inline,
-                test_only: in_test,
-            });
-            i = end;
-            continue;
-        } else if let Some((segments, end)) = code_path(&toks, i) {
-            items.paths.push(CodePath {
+                test_only,
+            };
+            self.items.uses.push(decl);
+            return end;
+        } else if let Some((segments, end)) = code_path(toks, i) {
+            let path = CodePath {
                 segments,
                 line,
                 inline,
-                test_only: in_test,
-            });
-            i = end;
-            continue;
-        } else if at_item_start(&toks, i)
-            && t.is_ident("mod")
-            && let Some(Tok::Ident(name)) = toks.get(i + 1).map(|t| &t.tok)
-        {
-            let test_only = in_test || cfg_test_before(&toks, visibility_start(&toks, i));
-            let visibility = visibility_before(&toks, i);
-            items.mods.push(ModDecl {
-                name: name.clone(),
-                visibility,
-                line,
-                inline,
                 test_only,
-            });
-            if toks.get(i + 2).is_some_and(|t| t.is_punct('{')) {
-                depth += 1;
-                open.push(Open {
-                    name: name.clone(),
-                    depth,
-                    test_only,
-                });
-                i += 3;
-                continue;
-            }
+            };
+            self.items.paths.push(path);
+            return end;
+        } else if at_item_start(toks, i)
+            && t.is_ident("mod")
+            && let Some(Tok::Ident(name)) = toks.get(i + 1).map(|t| t.tok.clone())
+        {
+            return self.module(i, name, line, inline, test_only);
         }
-        i += 1;
+        i + 1
     }
-    items
+
+    /// `mod name;` or `mod name {` at token `i`: records it and enters an inline body.
+    fn module(
+        &mut self,
+        i: usize,
+        name: String,
+        line: usize,
+        inline: Vec<String>,
+        in_test: bool,
+    ) -> usize {
+        let toks = &self.toks;
+        let test_only = in_test || cfg_test_before(toks, visibility_start(toks, i));
+        let visibility = visibility_before(toks, i);
+        let has_body = toks.get(i + 2).is_some_and(|t| t.is_punct('{'));
+        self.items.mods.push(ModDecl {
+            name: name.clone(),
+            visibility,
+            line,
+            inline,
+            test_only,
+        });
+        if !has_body {
+            return i + 2;
+        }
+        self.depth += 1;
+        self.open.push(Open {
+            name,
+            depth: self.depth,
+            test_only,
+        });
+        i + 3
+    }
 }
 
 /// Whether the attributes right before token `start` include `#[cfg(test)]`.
