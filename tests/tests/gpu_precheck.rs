@@ -73,18 +73,9 @@ async fn delete_and_wait(pods: &Api<Pod>, name: &str) -> Result<()> {
     anyhow::bail!("pod {name} was not deleted")
 }
 
-#[tokio::test]
-async fn precheck_agrees_with_the_scheduler() -> Result<()> {
-    let _serial = SERIAL.lock().await;
-    let cluster = rlaunch_testkit::cluster().await?;
-    let ns = cluster.namespace("precheck").await?;
-    let client = cluster.client().await?;
-    let pods: Api<Pod> = Api::namespaced(client.clone(), ns.name());
-    wait_nodes_settled(&client, Duration::from_secs(60)).await?;
-    // The live adapter the agent uses: lists nodes and pods, runs the pure pre-check.
-    let runner = Runner::new(client.clone(), RunnerConfig::default());
-
-    let shapes: Vec<(&str, Value)> = vec![
+/// Pod shapes for the agreement check: GPU requests by grammar, raw limits, CPU, selectors.
+fn shapes() -> Vec<(&'static str, Value)> {
+    vec![
         ("2xa100", with_gpu("2xA100")),
         ("8xa100", with_gpu("8xA100-80GB")),
         ("16xa100", with_gpu("16xA100")),
@@ -124,15 +115,22 @@ async fn precheck_agrees_with_the_scheduler() -> Result<()> {
             "pinned-to-cpu-1",
             raw(json!({"nodeSelector": {"kubernetes.io/hostname": "cpu-1"}})),
         ),
-    ];
+    ]
+}
 
+/// Whether the scheduler binds each shape exactly when the pre-check says it fits now;
+/// returns the disagreements and how many shapes were (bound, unschedulable).
+async fn compare_with_scheduler(
+    runner: &Runner,
+    pods: &Api<Pod>,
+) -> Result<(Vec<String>, (u32, u32))> {
     let mut disagreements = Vec::new();
     let mut seen = (0, 0);
-    for (name, pod_spec) in &shapes {
+    for (name, pod_spec) in &shapes() {
         let typed: PodSpec = serde_json::from_value(pod_spec.clone())?;
         let check = runner.precheck(&[typed]).await?;
-        create_pod(&pods, name, pod_spec, "run-forever").await?;
-        let scheduled = wait_scheduled(&pods, name, Duration::from_secs(60)).await?;
+        create_pod(pods, name, pod_spec, "run-forever").await?;
+        let scheduled = wait_scheduled(pods, name, Duration::from_secs(60)).await?;
         let agrees = matches!(
             (&check.verdict, &scheduled),
             (Verdict::FitsNow, Scheduled::Bound(_))
@@ -148,8 +146,47 @@ async fn precheck_agrees_with_the_scheduler() -> Result<()> {
                 check.verdict, check.message
             ));
         }
-        delete_and_wait(&pods, name).await?;
+        delete_and_wait(pods, name).await?;
     }
+    Ok((disagreements, seen))
+}
+
+/// Fills both A100 nodes: an A100 request that fits an empty cluster now fits only later,
+/// and the scheduler keeps it pending for lack of GPUs.
+async fn full_a100_nodes_mean_fits_later(runner: &Runner, pods: &Api<Pod>) -> Result<()> {
+    for i in 0..2 {
+        let name = format!("filler-{i}");
+        create_pod(pods, &name, &with_gpu("8xA100"), "run-forever").await?;
+        assert!(matches!(
+            wait_scheduled(pods, &name, Duration::from_secs(60)).await?,
+            Scheduled::Bound(_)
+        ));
+    }
+    let wanted: PodSpec = serde_json::from_value(with_gpu("4xA100"))?;
+    let check = runner.precheck(&[wanted]).await?;
+    assert_eq!(check.verdict, Verdict::FitsLater, "{}", check.message);
+    create_pod(pods, "waits", &with_gpu("4xA100"), "run-forever").await?;
+    match wait_scheduled(pods, "waits", Duration::from_secs(60)).await? {
+        Scheduled::Unschedulable(message) => {
+            assert!(message.contains("Insufficient nvidia.com/gpu"), "{message}")
+        }
+        other => panic!("expected the scheduler to keep it pending, got {other:?}"),
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn precheck_agrees_with_the_scheduler() -> Result<()> {
+    let _serial = SERIAL.lock().await;
+    let cluster = rlaunch_testkit::cluster().await?;
+    let ns = cluster.namespace("precheck").await?;
+    let client = cluster.client().await?;
+    let pods: Api<Pod> = Api::namespaced(client.clone(), ns.name());
+    wait_nodes_settled(&client, Duration::from_secs(60)).await?;
+    // The live adapter the agent uses: lists nodes and pods, runs the pure pre-check.
+    let runner = Runner::new(client.clone(), RunnerConfig::default());
+
+    let (disagreements, seen) = compare_with_scheduler(&runner, &pods).await?;
     assert!(
         disagreements.is_empty(),
         "pre-check and scheduler disagree:\n{}",
@@ -159,26 +196,7 @@ async fn precheck_agrees_with_the_scheduler() -> Result<()> {
         seen.0 >= 5 && seen.1 >= 5,
         "shapes should cover both outcomes, got {seen:?}"
     );
-
-    // Fill both A100 nodes: an A100 request that fits an empty cluster now fits only later.
-    for i in 0..2 {
-        let name = format!("filler-{i}");
-        create_pod(&pods, &name, &with_gpu("8xA100"), "run-forever").await?;
-        assert!(matches!(
-            wait_scheduled(&pods, &name, Duration::from_secs(60)).await?,
-            Scheduled::Bound(_)
-        ));
-    }
-    let wanted: PodSpec = serde_json::from_value(with_gpu("4xA100"))?;
-    let check = runner.precheck(&[wanted]).await?;
-    assert_eq!(check.verdict, Verdict::FitsLater, "{}", check.message);
-    create_pod(&pods, "waits", &with_gpu("4xA100"), "run-forever").await?;
-    match wait_scheduled(&pods, "waits", Duration::from_secs(60)).await? {
-        Scheduled::Unschedulable(message) => {
-            assert!(message.contains("Insufficient nvidia.com/gpu"), "{message}")
-        }
-        other => panic!("expected the scheduler to keep it pending, got {other:?}"),
-    }
+    full_a100_nodes_mean_fits_later(&runner, &pods).await?;
     ns.cleanup().await;
     Ok(())
 }

@@ -1,5 +1,5 @@
 //! `cargo xtask cluster build|up|down|status`: the local Kubernetes control plane built
-//! from source (see `crates/testkit` and `docs/test-cluster.md`).
+//! from source (see `crates/testkit`).
 //!
 //! - `build`: build (or find cached) etcd, kube-apiserver, kube-controller-manager,
 //!   kube-scheduler and kwok for the versions pinned in `rlaunch_testkit::versions`.
@@ -12,7 +12,8 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
-use rlaunch_testkit::{ControlPlane, StartOptions, Supervision, binaries, control_plane};
+use rlaunch_testkit::binaries;
+use rlaunch_testkit::control_plane::{self, ControlPlane, StartOptions, Supervision};
 
 const USAGE: &str = "usage: cargo xtask cluster <build | up [--nodes FILE] | down | status>";
 
@@ -53,40 +54,9 @@ fn build() -> Result<()> {
 }
 
 fn up(args: &[String]) -> Result<()> {
-    let mut nodes_yaml = None;
-    let mut rest = args.iter();
-    while let Some(arg) = rest.next() {
-        match arg.as_str() {
-            "--nodes" => {
-                let file = rest.next().context("--nodes needs a file argument")?;
-                let text = std::fs::read_to_string(file)
-                    .with_context(|| format!("cannot read the node list {file}"))?;
-                nodes_yaml = Some(text);
-            }
-            other => {
-                eprintln!("{USAGE}");
-                bail!("unknown argument {other:?} to `cluster up`")
-            }
-        }
-    }
+    let nodes_yaml = parse_up_args(args)?;
     let dir = state_dir();
-    let running = control_plane::running_components(&dir);
-    if !running.is_empty() {
-        let server = control_plane::read_state(&dir)
-            .map(|s| s.server)
-            .unwrap_or_default();
-        let list: Vec<String> = running
-            .iter()
-            .map(|(n, p)| format!("{n} (pid {p})"))
-            .collect();
-        bail!(
-            "a test cluster is already running at {server} from {}: {}; use it with \
-             `export KUBECONFIG={}` or stop it with `cargo xtask cluster down`",
-            dir.display(),
-            list.join(", "),
-            dir.join("kubeconfig").display()
-        );
-    }
+    refuse_if_running(&dir)?;
     if dir.exists() {
         // Leftovers of a cluster whose processes are gone.
         std::fs::remove_dir_all(&dir)
@@ -119,6 +89,49 @@ fn up(args: &[String]) -> Result<()> {
             Err(anyhow::Error::new(e).context("cluster up failed (partial cluster stopped)"))
         }
     }
+}
+
+/// `[--nodes FILE]`: the node list to create instead of the default one.
+fn parse_up_args(args: &[String]) -> Result<Option<String>> {
+    let mut nodes_yaml = None;
+    let mut rest = args.iter();
+    while let Some(arg) = rest.next() {
+        match arg.as_str() {
+            "--nodes" => {
+                let file = rest.next().context("--nodes needs a file argument")?;
+                let text = std::fs::read_to_string(file)
+                    .with_context(|| format!("cannot read the node list {file}"))?;
+                nodes_yaml = Some(text);
+            }
+            other => {
+                eprintln!("{USAGE}");
+                bail!("unknown argument {other:?} to `cluster up`")
+            }
+        }
+    }
+    Ok(nodes_yaml)
+}
+
+/// Fails, saying how to use or stop it, if a cluster of `dir` is still running.
+fn refuse_if_running(dir: &std::path::Path) -> Result<()> {
+    let running = control_plane::running_components(dir);
+    if running.is_empty() {
+        return Ok(());
+    }
+    let server = control_plane::read_state(dir)
+        .map(|s| s.server)
+        .unwrap_or_default();
+    let list: Vec<String> = running
+        .iter()
+        .map(|(n, p)| format!("{n} (pid {p})"))
+        .collect();
+    bail!(
+        "a test cluster is already running at {server} from {}: {}; use it with \
+         `export KUBECONFIG={}` or stop it with `cargo xtask cluster down`",
+        dir.display(),
+        list.join(", "),
+        dir.join("kubeconfig").display()
+    )
 }
 
 fn down() -> Result<()> {

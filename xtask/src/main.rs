@@ -1,14 +1,16 @@
 //! Project automation, run as `cargo xtask <command>` (the alias lives in `.cargo/config.toml`).
 //!
-//! - `ci`: formatting, tidy checks, clippy with `-D warnings`, then every test.
+//! - `ci`: formatting, tidy, clippy and rustdoc with `-D warnings`, every test, and a
+//!   `cargo publish --dry-run` of the embeddable crates; prints the time of each step.
 //! - `cluster build|up|down`: the local Kubernetes control plane built from source.
 //! - `bench render`: manifests per second of the render engine.
-//! - `tidy`: the architecture rules of ARCHITECTURE.md, checked.
+//! - `tidy`: the architecture rules of ARCHITECTURE.md (the `rlaunch-tidy` crate), checked.
+//! - `doc`: the crate docs as `ci` checks them (`-D warnings`).
 //! - `demo`: the README's first command.
 
+mod ci;
 mod cluster;
 mod demo;
-mod tidy;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -21,14 +23,15 @@ fn main() -> Result<()> {
     let root = workspace_root();
     std::env::set_current_dir(&root).with_context(|| format!("cannot enter {}", root.display()))?;
     match args.first().map(String::as_str) {
-        Some("ci") => ci(),
+        Some("ci") => ci::main(),
         Some("cluster") => cluster::main(&args[1..]),
         Some("bench") => bench(&args[1..]),
-        Some("tidy") => tidy::check(&root),
+        Some("tidy") => tidy(&root),
+        Some("doc") => ci::doc(),
         Some("demo") => demo(),
         _ => {
             eprintln!(
-                "usage: cargo xtask <ci | cluster build|up|down | bench render | tidy | demo>"
+                "usage: cargo xtask <ci | cluster build|up|down | bench render | tidy | doc | demo>"
             );
             bail!("unknown or missing command")
         }
@@ -63,33 +66,14 @@ pub fn step(name: &str, command: &mut Command) -> Result<()> {
     Ok(())
 }
 
-fn ci() -> Result<()> {
-    step("fmt", cargo().args(["fmt", "--all", "--", "--check"]))?;
-    eprintln!("==> tidy");
-    tidy::check(Path::new("."))?;
-    step(
-        "clippy",
-        cargo().args([
-            "clippy",
-            "--workspace",
-            "--all-targets",
-            "--",
-            "-D",
-            "warnings",
-        ]),
-    )?;
-    // Build (or find cached) the control plane first, so its progress is visible and a
-    // build failure is reported as such rather than as failing cluster tests.
-    eprintln!("==> cluster build");
-    cluster::main(&["build".to_owned()])?;
-    // insta never writes snapshots here: a mismatch fails the test.
-    step(
-        "test",
-        cargo()
-            .args(["test", "--workspace", "--no-fail-fast"])
-            .env("INSTA_UPDATE", "no")
-            .env("CI", "true"),
-    )
+/// The workspace rules (`rlaunch-tidy`, also run by `cargo test` as its test `tidy`).
+pub fn tidy(root: &Path) -> Result<()> {
+    let report = rlaunch_tidy::check(root).context("tidy could not run")?;
+    eprintln!("{report}");
+    if !report.is_clean() {
+        bail!("tidy failed");
+    }
+    Ok(())
 }
 
 fn bench(args: &[String]) -> Result<()> {

@@ -38,6 +38,7 @@
 //!    events and log tails, not a traceback.
 //! 6. Validation happens before ack, so a bad queue config fails its item without a run.
 //! 7. A stop from the W&B UI cancels once, not on every tick.
+#![doc = include_str!("../README.md")]
 
 mod adopt;
 mod check;

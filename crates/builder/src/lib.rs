@@ -15,6 +15,7 @@
 //! **Invariant:** this crate never talks to W&B; everything about the run comes in through
 //! [`BuildRequest`]. Main types: [`Builder`], [`BuildRequest`], [`JobSource`], [`Built`],
 //! [`NoopBuilder`], [`Error`].
+#![doc = include_str!("../README.md")]
 
 mod noop;
 mod request;

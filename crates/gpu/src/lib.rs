@@ -81,6 +81,7 @@
 //! assert_eq!(check.verdict, Verdict::NeverFits);
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
+#![doc = include_str!("../README.md")]
 
 mod admission;
 mod error;

@@ -49,6 +49,7 @@
 //!    as success and never masks the outcome; the shared helm-mode Secret is never deleted.
 //! 9. A failure the agent declares on its own (start timeout, image pull, crash loop)
 //!    deletes the workload, so a run reported failed cannot start later.
+#![doc = include_str!("../README.md")]
 
 pub mod api;
 mod attribution;

@@ -24,6 +24,7 @@
 //! assert_eq!(spec.docker_image.as_deref(), Some("python:3.12"));
 //! # Ok::<(), rlaunch_model::RenderError>(())
 //! ```
+#![doc = include_str!("../README.md")]
 
 mod api_key;
 pub mod crd;

@@ -62,6 +62,7 @@
 //! 11. [`RenderContext::secure_mode`] (W&B's agent's `secure_mode`) refuses host namespaces,
 //!     init containers and container commands in every pod spec of the workload, not only in
 //!     `spec.template.spec`, and names each field.
+#![doc = include_str!("../README.md")]
 
 mod agent_keys;
 mod code_mount;

@@ -237,6 +237,46 @@ fn version_gate(bin: &Path, args: &[&str], expect: &str) -> Result<()> {
     }
 }
 
+/// The control-plane components built from `k8s.io/kubernetes`.
+const KUBE_COMPONENTS: [&str; 3] = [
+    "kube-apiserver",
+    "kube-controller-manager",
+    "kube-scheduler",
+];
+
+/// The directories of one build: a work dir next to the cache, the Go modules inside it,
+/// and the staged result that is renamed into the cache when complete.
+struct BuildDirs {
+    work: PathBuf,
+    staged: PathBuf,
+    bin: PathBuf,
+    k8s: PathBuf,
+    kwok: PathBuf,
+    log: PathBuf,
+}
+
+impl BuildDirs {
+    fn create(root: &Path, key: &str) -> Result<BuildDirs> {
+        let work = root.join(format!(".tmp-{key}-{}", std::process::id()));
+        if work.exists() {
+            let _ = fs::remove_dir_all(&work);
+        }
+        let staged = work.join("out");
+        let dirs = BuildDirs {
+            bin: staged.join("bin"),
+            k8s: work.join("k8s"),
+            kwok: work.join("kwok"),
+            log: work.join("build.log"),
+            staged,
+            work,
+        };
+        for d in [&dirs.bin, &dirs.k8s, &dirs.kwok] {
+            fs::create_dir_all(d).map_err(io_err("cannot create the build directory", d))?;
+        }
+        Ok(dirs)
+    }
+}
+
 fn build_locked(root: &Path) -> Result<Binaries> {
     let total = Instant::now();
     let go_version = check_go()?;
@@ -246,95 +286,22 @@ fn build_locked(root: &Path) -> Result<Binaries> {
          2-core machine the first time; GOPATH/GOCACHE in {})",
         cache_root().join("go").display()
     ));
-    let work = root.join(format!(".tmp-{key}-{}", std::process::id()));
-    if work.exists() {
-        let _ = fs::remove_dir_all(&work);
-    }
-    let staged = work.join("out");
-    let bin = staged.join("bin");
-    let k8s = work.join("k8s");
-    let kwok = work.join("kwok");
-    for d in [&bin, &k8s, &kwok] {
-        fs::create_dir_all(d).map_err(io_err("cannot create the build directory", d))?;
-    }
-    let log = work.join("build.log");
-    let result = (|| {
-        // kube-apiserver, kube-controller-manager, kube-scheduler from k8s.io/kubernetes.
-        write(&k8s.join("go.mod"), K8S_GO_MOD)?;
-        write(&k8s.join("go.sum"), K8S_GO_SUM)?;
-        for name in [
-            "kube-apiserver",
-            "kube-controller-manager",
-            "kube-scheduler",
-        ] {
-            let mut cmd = Command::new("go");
-            cmd.current_dir(&k8s)
-                .args(["build", "-trimpath", "-ldflags", &version_ldflags(), "-o"])
-                .arg(bin.join(name))
-                .arg(format!("k8s.io/kubernetes/cmd/{name}"));
-            run_logged(
-                &format!("go build {name} {}", versions::KUBERNETES),
-                cmd,
-                &log,
-            )?;
-        }
-        // kwok.
-        write(&kwok.join("go.mod"), KWOK_GO_MOD)?;
-        write(&kwok.join("go.sum"), KWOK_GO_SUM)?;
-        let mut cmd = Command::new("go");
-        cmd.current_dir(&kwok)
-            .args(["build", "-trimpath", "-ldflags", "-s -w", "-o"])
-            .arg(bin.join("kwok"))
-            .arg("sigs.k8s.io/kwok/cmd/kwok");
-        run_logged(&format!("go build kwok {}", versions::KWOK), cmd, &log)?;
-        // etcd, prebuilt by the etcd-bin-vendored crate; copied so the cache is self-contained.
-        let etcd_src = etcd_bin_vendored_linux_amd64::etcd_bin_path()
-            .map_err(|never| match never {})?
-            .to_owned();
-        progress(&format!(
-            "copying etcd {} from {}",
-            versions::ETCD,
-            etcd_src.display()
-        ));
-        fs::copy(&etcd_src, bin.join("etcd")).map_err(io_err("cannot copy etcd", &etcd_src))?;
-
-        let kube_version = format!("Kubernetes {}", versions::KUBERNETES);
-        for name in [
-            "kube-apiserver",
-            "kube-controller-manager",
-            "kube-scheduler",
-        ] {
-            version_gate(&bin.join(name), &["--version"], &kube_version)?;
-        }
-        version_gate(
-            &bin.join("etcd"),
-            &["--version"],
-            &format!("etcd Version: {}", versions::ETCD),
-        )?;
-        version_gate(
-            &bin.join("kwok"),
-            &["--version"],
-            versions::KWOK.trim_start_matches('v'),
-        )?;
-        let stamp = serde_json::json!({
-            "key": key,
-            "kubernetes": versions::KUBERNETES,
-            "kwok": versions::KWOK,
-            "etcd": versions::ETCD,
-            "go": go_version,
-            "build_seconds": total.elapsed().as_secs(),
+    let dirs = BuildDirs::create(root, &key)?;
+    let result = build_kubernetes(&dirs)
+        .and_then(|()| build_kwok(&dirs))
+        .and_then(|()| copy_etcd(&dirs))
+        .and_then(|()| check_versions(&dirs.bin))
+        .and_then(|()| {
+            let stamp = serde_json::json!({
+                "key": key,
+                "kubernetes": versions::KUBERNETES,
+                "kwok": versions::KWOK,
+                "etcd": versions::ETCD,
+                "go": go_version,
+                "build_seconds": total.elapsed().as_secs(),
+            });
+            install(&dirs, &stamp)
         });
-        write(&staged.join("stamp.json"), &format!("{stamp:#}\n"))?;
-        let dest = install_dir();
-        if dest.exists() {
-            // An incomplete earlier result (no stamp): replace it.
-            fs::remove_dir_all(&dest).map_err(io_err("cannot remove the stale cache", &dest))?;
-        }
-        fs::rename(&staged, &dest).map_err(io_err("cannot publish the build", &dest))?;
-        Ok(Binaries {
-            dir: dest.join("bin"),
-        })
-    })();
     match &result {
         Ok(b) => {
             let secs = total.elapsed().as_secs();
@@ -344,14 +311,91 @@ fn build_locked(root: &Path) -> Result<Binaries> {
                 secs % 60,
                 b.dir.display()
             ));
-            let _ = fs::remove_dir_all(&work);
+            let _ = fs::remove_dir_all(&dirs.work);
         }
         Err(_) => progress(&format!(
             "build failed; work dir kept at {}",
-            work.display()
+            dirs.work.display()
         )),
     }
     result
+}
+
+/// kube-apiserver, kube-controller-manager and kube-scheduler from k8s.io/kubernetes.
+fn build_kubernetes(dirs: &BuildDirs) -> Result<()> {
+    write(&dirs.k8s.join("go.mod"), K8S_GO_MOD)?;
+    write(&dirs.k8s.join("go.sum"), K8S_GO_SUM)?;
+    for name in KUBE_COMPONENTS {
+        let mut cmd = Command::new("go");
+        cmd.current_dir(&dirs.k8s)
+            .args(["build", "-trimpath", "-ldflags", &version_ldflags(), "-o"])
+            .arg(dirs.bin.join(name))
+            .arg(format!("k8s.io/kubernetes/cmd/{name}"));
+        run_logged(
+            &format!("go build {name} {}", versions::KUBERNETES),
+            cmd,
+            &dirs.log,
+        )?;
+    }
+    Ok(())
+}
+
+fn build_kwok(dirs: &BuildDirs) -> Result<()> {
+    write(&dirs.kwok.join("go.mod"), KWOK_GO_MOD)?;
+    write(&dirs.kwok.join("go.sum"), KWOK_GO_SUM)?;
+    let mut cmd = Command::new("go");
+    cmd.current_dir(&dirs.kwok)
+        .args(["build", "-trimpath", "-ldflags", "-s -w", "-o"])
+        .arg(dirs.bin.join("kwok"))
+        .arg("sigs.k8s.io/kwok/cmd/kwok");
+    run_logged(&format!("go build kwok {}", versions::KWOK), cmd, &dirs.log)
+}
+
+/// etcd, prebuilt by the etcd-bin-vendored crate; copied so the cache is self-contained.
+fn copy_etcd(dirs: &BuildDirs) -> Result<()> {
+    let etcd_src = etcd_bin_vendored_linux_amd64::etcd_bin_path()
+        .map_err(|never| match never {})?
+        .to_owned();
+    progress(&format!(
+        "copying etcd {} from {}",
+        versions::ETCD,
+        etcd_src.display()
+    ));
+    fs::copy(&etcd_src, dirs.bin.join("etcd")).map_err(io_err("cannot copy etcd", &etcd_src))?;
+    Ok(())
+}
+
+/// Every binary reports the pinned version.
+fn check_versions(bin: &Path) -> Result<()> {
+    let kube_version = format!("Kubernetes {}", versions::KUBERNETES);
+    for name in KUBE_COMPONENTS {
+        version_gate(&bin.join(name), &["--version"], &kube_version)?;
+    }
+    version_gate(
+        &bin.join("etcd"),
+        &["--version"],
+        &format!("etcd Version: {}", versions::ETCD),
+    )?;
+    version_gate(
+        &bin.join("kwok"),
+        &["--version"],
+        versions::KWOK.trim_start_matches('v'),
+    )
+}
+
+/// Writes the stamp and renames the staged build into the cache, so a cache directory is
+/// either complete or absent.
+fn install(dirs: &BuildDirs, stamp: &serde_json::Value) -> Result<Binaries> {
+    write(&dirs.staged.join("stamp.json"), &format!("{stamp:#}\n"))?;
+    let dest = install_dir();
+    if dest.exists() {
+        // An incomplete earlier result (no stamp): replace it.
+        fs::remove_dir_all(&dest).map_err(io_err("cannot remove the stale cache", &dest))?;
+    }
+    fs::rename(&dirs.staged, &dest).map_err(io_err("cannot publish the build", &dest))?;
+    Ok(Binaries {
+        dir: dest.join("bin"),
+    })
 }
 
 /// One line naming the pinned versions, for progress output.

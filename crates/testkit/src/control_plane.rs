@@ -206,229 +206,285 @@ pub async fn client_from_kubeconfig(path: &Path) -> Result<kube::Client> {
     })
 }
 
+/// Loopback ports of one cluster, chosen free at start.
+#[derive(Debug, Clone, Copy)]
+struct Ports {
+    etcd: u16,
+    etcd_peer: u16,
+    apiserver: u16,
+    controller_manager: u16,
+    scheduler: u16,
+}
+
+impl Ports {
+    fn free() -> Result<Ports> {
+        let p = free_ports(5)?;
+        Ok(Ports {
+            etcd: p[0],
+            etcd_peer: p[1],
+            apiserver: p[2],
+            controller_manager: p[3],
+            scheduler: p[4],
+        })
+    }
+}
+
+/// The state dir, filled: certificates, ports, kubeconfig and kwok configuration.
+struct Prepared {
+    dir: PathBuf,
+    pki: pki::Pki,
+    ports: Ports,
+    server: String,
+    kubeconfig: PathBuf,
+    kwok_config: PathBuf,
+}
+
+impl Prepared {
+    /// Creates the state dir's layout and writes what the components read.
+    fn write(dir: &Path) -> Result<Prepared> {
+        for sub in ["logs", "pki", "etcd"] {
+            let p = dir.join(sub);
+            fs::create_dir_all(&p).map_err(io_err("cannot create the state dir", &p))?;
+        }
+        let pki = pki::generate(&dir.join("pki"))?;
+        let ports = Ports::free()?;
+        let server = format!("https://127.0.0.1:{}", ports.apiserver);
+        let kubeconfig = dir.join("kubeconfig");
+        fs::write(&kubeconfig, kubeconfig_yaml(&server, &pki))
+            .map_err(io_err("cannot write", &kubeconfig))?;
+        let kwok_config = dir.join("kwok.yaml");
+        fs::write(&kwok_config, KWOK_STAGES).map_err(io_err("cannot write", &kwok_config))?;
+        Ok(Prepared {
+            dir: dir.to_owned(),
+            pki,
+            ports,
+            server,
+            kubeconfig,
+            kwok_config,
+        })
+    }
+
+    fn path(&self, sub: &str) -> String {
+        self.dir.join(sub).display().to_string()
+    }
+
+    fn etcd_args(&self) -> Vec<String> {
+        let Ports {
+            etcd, etcd_peer, ..
+        } = self.ports;
+        vec![
+            "--name=node0".into(),
+            format!("--data-dir={}", self.path("etcd")),
+            format!("--listen-client-urls=http://127.0.0.1:{etcd}"),
+            format!("--advertise-client-urls=http://127.0.0.1:{etcd}"),
+            format!("--listen-peer-urls=http://127.0.0.1:{etcd_peer}"),
+            format!("--initial-advertise-peer-urls=http://127.0.0.1:{etcd_peer}"),
+            format!("--initial-cluster=node0=http://127.0.0.1:{etcd_peer}"),
+            "--unsafe-no-fsync=true".into(),
+            "--quota-backend-bytes=8589934592".into(),
+            "--auto-compaction-retention=1".into(),
+            "--log-level=warn".into(),
+        ]
+    }
+
+    fn apiserver_args(&self) -> Vec<String> {
+        let pki = &self.pki;
+        let p = |p: &Path| p.display().to_string();
+        vec![
+            format!("--etcd-servers=http://127.0.0.1:{}", self.ports.etcd),
+            "--bind-address=127.0.0.1".into(),
+            "--advertise-address=127.0.0.1".into(),
+            format!("--secure-port={}", self.ports.apiserver),
+            format!("--tls-cert-file={}", p(&pki.apiserver_cert)),
+            format!("--tls-private-key-file={}", p(&pki.apiserver_key)),
+            format!("--client-ca-file={}", p(&pki.ca_cert)),
+            "--service-account-issuer=https://kubernetes.default.svc.cluster.local".into(),
+            format!("--service-account-key-file={}", p(&pki.sa_pub)),
+            format!("--service-account-signing-key-file={}", p(&pki.sa_key)),
+            "--authorization-mode=RBAC".into(),
+            "--service-cluster-ip-range=10.96.0.0/16".into(),
+            "--endpoint-reconciler-type=none".into(),
+            "--allow-privileged=true".into(),
+            format!("--cert-dir={}", self.path("apiserver-certs")),
+            "--profiling=false".into(),
+            "--v=1".into(),
+        ]
+    }
+
+    /// Flags kube-controller-manager and kube-scheduler share: the admin kubeconfig for
+    /// everything, loopback, no leader election.
+    fn component_args(&self, port: u16, cert_dir: &str) -> Vec<String> {
+        let kc = self.kubeconfig.display();
+        vec![
+            format!("--kubeconfig={kc}"),
+            format!("--authentication-kubeconfig={kc}"),
+            format!("--authorization-kubeconfig={kc}"),
+            "--bind-address=127.0.0.1".into(),
+            format!("--secure-port={port}"),
+            format!("--cert-dir={}", self.path(cert_dir)),
+            "--leader-elect=false".into(),
+            "--v=1".into(),
+        ]
+    }
+
+    fn controller_manager_args(&self) -> Vec<String> {
+        let mut args = self.component_args(self.ports.controller_manager, "kcm-certs");
+        args.extend([
+            format!("--root-ca-file={}", self.pki.ca_cert.display()),
+            format!(
+                "--service-account-private-key-file={}",
+                self.pki.sa_key.display()
+            ),
+            "--use-service-account-credentials=false".into(),
+            "--controllers=*".into(),
+            "--concurrent-job-syncs=10".into(),
+        ]);
+        args
+    }
+
+    fn scheduler_args(&self) -> Vec<String> {
+        self.component_args(self.ports.scheduler, "scheduler-certs")
+    }
+
+    fn kwok_args(&self) -> Vec<String> {
+        vec![
+            format!("--kubeconfig={}", self.kubeconfig.display()),
+            format!("--config={}", self.kwok_config.display()),
+            "--manage-all-nodes=true".into(),
+            "--cidr=10.244.0.0/16".into(),
+            "--node-ip=10.240.0.1".into(),
+            "--node-lease-duration-seconds=40".into(),
+        ]
+    }
+}
+
+/// The `sh` watchdog of [`Supervision::DieWithParent`] (none when detached), with the pipe
+/// whose end tells it to tear the cluster down.
+fn spawn_watchdog(supervision: Supervision, dir: &Path) -> Result<Option<(Child, ChildStdin)>> {
+    if supervision == Supervision::Detached {
+        return Ok(None);
+    }
+    let mut child = Command::new("sh")
+        .arg("-c")
+        .arg(WATCHDOG)
+        .arg("rlaunch-testkit-watchdog")
+        .arg(dir)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .process_group(0)
+        .spawn()
+        .map_err(|source| Error::Spawn {
+            component: "watchdog (sh)".into(),
+            binary: PathBuf::from("sh"),
+            source,
+        })?;
+    match child.stdin.take() {
+        Some(stdin) => Ok(Some((child, stdin))),
+        None => Err(Error::Internal("watchdog stdin missing".into())),
+    }
+}
+
+/// Whether a health endpoint of a component answers (any body: kcm and the scheduler
+/// serve self-signed certificates and need no credentials for it).
+async fn health_answers(url: &str, path: &str) -> bool {
+    match probe_client(url) {
+        Some(client) => get_text(&client, path).await.is_some(),
+        None => false,
+    }
+}
+
 impl ControlPlane {
     /// Builds the binaries if needed, then starts etcd, kube-apiserver,
     /// kube-controller-manager, kube-scheduler and kwok, and waits until the cluster is
     /// usable (CRDs established, nodes Ready, `default` service account present).
     pub async fn start(opts: StartOptions) -> Result<ControlPlane> {
         let started = Instant::now();
+        let elapsed = || started.elapsed().as_secs_f32();
         let binaries = tokio::task::spawn_blocking(binaries::ensure_built)
             .await
             .map_err(|e| Error::Internal(format!("build task panicked: {e}")))??;
-        let dir = opts.state_dir.clone();
-        for sub in ["logs", "pki", "etcd"] {
-            let p = dir.join(sub);
-            fs::create_dir_all(&p).map_err(io_err("cannot create the state dir", &p))?;
-        }
-        let pki = pki::generate(&dir.join("pki"))?;
-        let ports = free_ports(5)?;
-        let (etcd_port, peer_port, api_port, kcm_port, sched_port) =
-            (ports[0], ports[1], ports[2], ports[3], ports[4]);
-        let server = format!("https://127.0.0.1:{api_port}");
-        let kubeconfig = dir.join("kubeconfig");
-        fs::write(&kubeconfig, kubeconfig_yaml(&server, &pki))
-            .map_err(io_err("cannot write", &kubeconfig))?;
-        let kwok_config = dir.join("kwok.yaml");
-        fs::write(&kwok_config, KWOK_STAGES).map_err(io_err("cannot write", &kwok_config))?;
-
-        let watchdog = match opts.supervision {
-            Supervision::Detached => None,
-            Supervision::DieWithParent => {
-                let mut child = Command::new("sh")
-                    .arg("-c")
-                    .arg(WATCHDOG)
-                    .arg("rlaunch-testkit-watchdog")
-                    .arg(&dir)
-                    .stdin(Stdio::piped())
-                    .stdout(Stdio::null())
-                    .stderr(Stdio::null())
-                    .process_group(0)
-                    .spawn()
-                    .map_err(|source| Error::Spawn {
-                        component: "watchdog (sh)".into(),
-                        binary: PathBuf::from("sh"),
-                        source,
-                    })?;
-                match child.stdin.take() {
-                    Some(stdin) => Some((child, stdin)),
-                    None => return Err(Error::Internal("watchdog stdin missing".into())),
-                }
-            }
-        };
-        let pgid = watchdog
-            .as_ref()
-            .and_then(|(c, _)| i32::try_from(c.id()).ok());
-
+        let prepared = Prepared::write(&opts.state_dir)?;
+        let watchdog = spawn_watchdog(opts.supervision, &prepared.dir)?;
         let cp = ControlPlane {
-            state_dir: dir.clone(),
-            kubeconfig: kubeconfig.clone(),
-            server: server.clone(),
+            state_dir: prepared.dir.clone(),
+            kubeconfig: prepared.kubeconfig.clone(),
+            server: prepared.server.clone(),
             binaries,
             supervision: opts.supervision,
-            pgid,
+            pgid: watchdog
+                .as_ref()
+                .and_then(|(c, _)| i32::try_from(c.id()).ok()),
             procs: Mutex::new(Vec::new()),
             _watchdog: watchdog,
         };
-        let p = |p: &Path| p.display().to_string();
-        let kc = p(&kubeconfig);
-
-        // 1. etcd
-        let etcd_data = dir.join("etcd");
-        cp.spawn(
-            "etcd",
-            vec![
-                "--name=node0".into(),
-                format!("--data-dir={}", p(&etcd_data)),
-                format!("--listen-client-urls=http://127.0.0.1:{etcd_port}"),
-                format!("--advertise-client-urls=http://127.0.0.1:{etcd_port}"),
-                format!("--listen-peer-urls=http://127.0.0.1:{peer_port}"),
-                format!("--initial-advertise-peer-urls=http://127.0.0.1:{peer_port}"),
-                format!("--initial-cluster=node0=http://127.0.0.1:{peer_port}"),
-                "--unsafe-no-fsync=true".into(),
-                "--quota-backend-bytes=8589934592".into(),
-                "--auto-compaction-retention=1".into(),
-                "--log-level=warn".into(),
-            ],
-        )?;
-        let etcd_probe = probe_client(&format!("http://127.0.0.1:{etcd_port}"));
-        cp.wait_ready("etcd", || async {
-            match &etcd_probe {
-                Some(c) => get_text(c, "/readyz").await.is_some(),
-                None => false,
-            }
-        })
-        .await?;
+        cp.start_etcd(&prepared).await?;
+        say(&format!("testkit cluster: etcd ready ({:.1}s)", elapsed()));
+        cp.start_apiserver(&prepared).await?;
         say(&format!(
-            "testkit cluster: etcd ready ({:.1}s)",
-            started.elapsed().as_secs_f32()
+            "testkit cluster: kube-apiserver ready on {} ({:.1}s)",
+            cp.server,
+            elapsed()
         ));
-
-        // 2. kube-apiserver
-        cp.spawn(
-            "kube-apiserver",
-            vec![
-                format!("--etcd-servers=http://127.0.0.1:{etcd_port}"),
-                "--bind-address=127.0.0.1".into(),
-                "--advertise-address=127.0.0.1".into(),
-                format!("--secure-port={api_port}"),
-                format!("--tls-cert-file={}", p(&pki.apiserver_cert)),
-                format!("--tls-private-key-file={}", p(&pki.apiserver_key)),
-                format!("--client-ca-file={}", p(&pki.ca_cert)),
-                "--service-account-issuer=https://kubernetes.default.svc.cluster.local".into(),
-                format!("--service-account-key-file={}", p(&pki.sa_pub)),
-                format!("--service-account-signing-key-file={}", p(&pki.sa_key)),
-                "--authorization-mode=RBAC".into(),
-                "--service-cluster-ip-range=10.96.0.0/16".into(),
-                "--endpoint-reconciler-type=none".into(),
-                "--allow-privileged=true".into(),
-                format!("--cert-dir={}", p(&dir.join("apiserver-certs"))),
-                "--profiling=false".into(),
-                "--v=1".into(),
-            ],
-        )?;
-        cp.wait_apiserver().await?;
+        cp.start_controllers(&prepared).await?;
+        let nodes = cp.settle(opts.nodes_yaml.as_deref()).await?;
         say(&format!(
-            "testkit cluster: kube-apiserver ready on {server} ({:.1}s)",
-            started.elapsed().as_secs_f32()
-        ));
-
-        // 3. controller-manager, scheduler, kwok
-        cp.spawn(
-            "kube-controller-manager",
-            vec![
-                format!("--kubeconfig={kc}"),
-                format!("--authentication-kubeconfig={kc}"),
-                format!("--authorization-kubeconfig={kc}"),
-                "--bind-address=127.0.0.1".into(),
-                format!("--secure-port={kcm_port}"),
-                format!("--cert-dir={}", p(&dir.join("kcm-certs"))),
-                "--leader-elect=false".into(),
-                format!("--root-ca-file={}", p(&pki.ca_cert)),
-                format!("--service-account-private-key-file={}", p(&pki.sa_key)),
-                "--use-service-account-credentials=false".into(),
-                "--controllers=*".into(),
-                "--concurrent-job-syncs=10".into(),
-                "--v=1".into(),
-            ],
-        )?;
-        cp.spawn(
-            "kube-scheduler",
-            vec![
-                format!("--kubeconfig={kc}"),
-                format!("--authentication-kubeconfig={kc}"),
-                format!("--authorization-kubeconfig={kc}"),
-                "--bind-address=127.0.0.1".into(),
-                format!("--secure-port={sched_port}"),
-                format!("--cert-dir={}", p(&dir.join("scheduler-certs"))),
-                "--leader-elect=false".into(),
-                "--v=1".into(),
-            ],
-        )?;
-        cp.spawn(
-            "kwok",
-            vec![
-                format!("--kubeconfig={kc}"),
-                format!("--config={}", p(&kwok_config)),
-                "--manage-all-nodes=true".into(),
-                "--cidr=10.244.0.0/16".into(),
-                "--node-ip=10.240.0.1".into(),
-                "--node-lease-duration-seconds=40".into(),
-            ],
-        )?;
-        cp.write_state()?;
-
-        let kcm_probe = probe_client(&format!("https://127.0.0.1:{kcm_port}"));
-        cp.wait_ready("kube-controller-manager", || async {
-            match &kcm_probe {
-                Some(c) => get_text(c, "/healthz").await.is_some(),
-                None => false,
-            }
-        })
-        .await?;
-        let sched_probe = probe_client(&format!("https://127.0.0.1:{sched_port}"));
-        cp.wait_ready("kube-scheduler", || async {
-            match &sched_probe {
-                Some(c) => get_text(c, "/readyz").await.is_some(),
-                None => false,
-            }
-        })
-        .await?;
-
-        // 4. semantic readiness: CRDs, nodes, default service account.
-        let client = client_from_kubeconfig(&kubeconfig).await?;
-        install_crds(&client).await?;
-        let nodes_yaml = opts.nodes_yaml.as_deref().unwrap_or(DEFAULT_NODES);
-        let names = create_nodes(&client, nodes_yaml).await?;
-        let nodes: Api<Node> = Api::all(client.clone());
-        cp.wait_ready("kwok", || {
-            let nodes = nodes.clone();
-            let names = names.clone();
-            async move {
-                for n in &names {
-                    let Ok(node) = nodes.get(n).await else {
-                        return false;
-                    };
-                    if !is_node_ready(&node) {
-                        return false;
-                    }
-                }
-                true
-            }
-        })
-        .await?;
-        let sas: Api<ServiceAccount> = Api::namespaced(client.clone(), "default");
-        cp.wait_ready("kube-controller-manager", || {
-            let sas = sas.clone();
-            async move { sas.get_opt("default").await.ok().flatten().is_some() }
-        })
-        .await?;
-        say(&format!(
-            "testkit cluster: ready with {} nodes in {:.1}s (state dir {})",
-            names.len(),
-            started.elapsed().as_secs_f32(),
-            dir.display()
+            "testkit cluster: ready with {nodes} nodes in {:.1}s (state dir {})",
+            elapsed(),
+            cp.state_dir.display()
         ));
         Ok(cp)
+    }
+
+    /// Step 1: etcd, until `/readyz` answers.
+    async fn start_etcd(&self, prepared: &Prepared) -> Result<()> {
+        self.spawn("etcd", prepared.etcd_args())?;
+        let url = format!("http://127.0.0.1:{}", prepared.ports.etcd);
+        self.wait_ready("etcd", || health_answers(&url, "/readyz"))
+            .await
+    }
+
+    /// Step 2: kube-apiserver on etcd, until `/readyz` says ok.
+    async fn start_apiserver(&self, prepared: &Prepared) -> Result<()> {
+        self.spawn("kube-apiserver", prepared.apiserver_args())?;
+        self.wait_apiserver().await
+    }
+
+    /// Step 3: kube-controller-manager, kube-scheduler and kwok; records the PIDs in the
+    /// state file, then waits for the two health endpoints.
+    async fn start_controllers(&self, prepared: &Prepared) -> Result<()> {
+        self.spawn(
+            "kube-controller-manager",
+            prepared.controller_manager_args(),
+        )?;
+        self.spawn("kube-scheduler", prepared.scheduler_args())?;
+        self.spawn("kwok", prepared.kwok_args())?;
+        self.write_state()?;
+        let kcm = format!("https://127.0.0.1:{}", prepared.ports.controller_manager);
+        self.wait_ready("kube-controller-manager", || {
+            health_answers(&kcm, "/healthz")
+        })
+        .await?;
+        let scheduler = format!("https://127.0.0.1:{}", prepared.ports.scheduler);
+        self.wait_ready("kube-scheduler", || health_answers(&scheduler, "/readyz"))
+            .await
+    }
+
+    /// Step 4, semantic readiness: the CRDs are Established, every node kwok manages is
+    /// Ready and the `default` service account exists. Returns the number of nodes.
+    async fn settle(&self, nodes_yaml: Option<&str>) -> Result<usize> {
+        let client = client_from_kubeconfig(&self.kubeconfig).await?;
+        install_crds(&client).await?;
+        let names = create_nodes(&client, nodes_yaml.unwrap_or(DEFAULT_NODES)).await?;
+        let nodes: Api<Node> = Api::all(client.clone());
+        self.wait_ready("kwok", || all_nodes_ready(&nodes, &names))
+            .await?;
+        let sas: Api<ServiceAccount> = Api::namespaced(client, "default");
+        self.wait_ready("kube-controller-manager", || async {
+            sas.get_opt("default").await.ok().flatten().is_some()
+        })
+        .await?;
+        Ok(names.len())
     }
 
     fn log_path(&self, name: &str) -> PathBuf {
@@ -594,6 +650,16 @@ impl ControlPlane {
 fn say(msg: &str) {
     use std::io::Write as _;
     let _ = writeln!(std::io::stderr(), "{msg}");
+}
+
+async fn all_nodes_ready(nodes: &Api<Node>, names: &[String]) -> bool {
+    for name in names {
+        match nodes.get(name).await {
+            Ok(node) if is_node_ready(&node) => {}
+            _ => return false,
+        }
+    }
+    true
 }
 
 fn is_node_ready(node: &Node) -> bool {

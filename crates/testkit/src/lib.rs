@@ -20,7 +20,8 @@
 //! ```
 //!
 //! - If `KUBECONFIG` is set, [`cluster()`] attaches to that cluster instead of starting
-//!   one (e.g. the one `cargo xtask cluster up` started).
+//!   one (e.g. the one `cargo xtask cluster up` started). Tests that restart or stop
+//!   components call [`private_cluster()`], which always starts the process's own.
 //! - Otherwise the first call builds the binaries if the cache is cold (measured 5 min on 2
 //!   cores with empty Go caches; progress on stderr even under libtest's capture) and starts
 //!   a private cluster in a temp dir under `/dev/shm` on free loopback ports (about 3 s).
@@ -63,7 +64,7 @@ use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
 use kube::api::{Api, DeleteParams, ObjectMeta, PostParams};
 use tokio::sync::OnceCell;
 
-pub use control_plane::{ControlPlane, StartOptions, Supervision};
+use control_plane::{ControlPlane, StartOptions, Supervision};
 
 /// Label put on every namespace made by [`TestCluster::namespace`].
 pub const NAMESPACE_LABEL: &str = "testkit.rlaunch.dev/namespace";
@@ -215,15 +216,41 @@ pub struct TestCluster {
     plane: Option<ControlPlane>,
 }
 
-static CLUSTER: OnceCell<std::result::Result<TestCluster, String>> = OnceCell::const_new();
+/// The cluster `KUBECONFIG` names, when it is set.
+static ATTACHED: OnceCell<std::result::Result<TestCluster, String>> = OnceCell::const_new();
+/// The cluster this process started (at most one per process).
+static STARTED: OnceCell<std::result::Result<TestCluster, String>> = OnceCell::const_new();
 
 /// The cluster of this test process: attached via `KUBECONFIG` if set, otherwise started
 /// (and built if needed) on first use and torn down when the process exits.
 pub async fn cluster() -> Result<&'static TestCluster> {
-    let cell = CLUSTER
-        .get_or_init(|| async { init().await.map_err(|e| error_chain(&e)) })
+    match kubeconfig_from_env() {
+        Some(kubeconfig) => shared(&ATTACHED, TestCluster::attach(&kubeconfig)).await,
+        None => private_cluster().await,
+    }
+}
+
+/// A cluster this process starts itself, even when `KUBECONFIG` is set: for tests that
+/// restart or stop components, which must never disturb a cluster other tests share.
+/// Without `KUBECONFIG` it is the same cluster [`cluster()`] returns.
+pub async fn private_cluster() -> Result<&'static TestCluster> {
+    shared(&STARTED, start()).await
+}
+
+async fn shared(
+    cell: &'static OnceCell<std::result::Result<TestCluster, String>>,
+    init: impl std::future::Future<Output = Result<TestCluster>>,
+) -> Result<&'static TestCluster> {
+    let cell = cell
+        .get_or_init(|| async { init.await.map_err(|e| error_chain(&e)) })
         .await;
     cell.as_ref().map_err(|msg| Error::StartFailed(msg.clone()))
+}
+
+fn kubeconfig_from_env() -> Option<PathBuf> {
+    std::env::var_os("KUBECONFIG")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
 }
 
 fn error_chain(e: &dyn std::error::Error) -> String {
@@ -236,26 +263,8 @@ fn error_chain(e: &dyn std::error::Error) -> String {
     out
 }
 
-async fn init() -> Result<TestCluster> {
-    if let Some(kc) = std::env::var_os("KUBECONFIG").filter(|v| !v.is_empty()) {
-        let kubeconfig = PathBuf::from(kc);
-        // Fail early with a clear message if it is unusable.
-        let client = control_plane::client_from_kubeconfig(&kubeconfig).await?;
-        client
-            .apiserver_version()
-            .await
-            .map_err(|source| Error::Kube {
-                step: format!(
-                    "reaching the cluster of KUBECONFIG={}",
-                    kubeconfig.display()
-                ),
-                source,
-            })?;
-        return Ok(TestCluster {
-            kubeconfig,
-            plane: None,
-        });
-    }
+/// Starts a private cluster in a temp dir (under `/dev/shm` when it exists).
+async fn start() -> Result<TestCluster> {
     let base = if Path::new("/dev/shm").is_dir() {
         PathBuf::from("/dev/shm")
     } else {
@@ -289,6 +298,26 @@ fn unique_suffix() -> String {
 }
 
 impl TestCluster {
+    /// A running cluster this process did not start, reached through `kubeconfig`; fails
+    /// early, naming the file, if it cannot be reached.
+    pub async fn attach(kubeconfig: &Path) -> Result<TestCluster> {
+        let client = control_plane::client_from_kubeconfig(kubeconfig).await?;
+        client
+            .apiserver_version()
+            .await
+            .map_err(|source| Error::Kube {
+                step: format!(
+                    "reaching the cluster of the kubeconfig {}",
+                    kubeconfig.display()
+                ),
+                source,
+            })?;
+        Ok(TestCluster {
+            kubeconfig: kubeconfig.to_owned(),
+            plane: None,
+        })
+    }
+
     /// A new client for this cluster. Make one per test: a client is bound to the tokio
     /// runtime it was made on, and each `#[tokio::test]` has its own.
     pub async fn client(&self) -> Result<kube::Client> {
@@ -364,12 +393,13 @@ impl TestCluster {
     }
 
     /// Stops kube-apiserver and starts it again on the same port and etcd; returns once it
-    /// is ready. Only for clusters this process started (not with `KUBECONFIG`).
+    /// is ready. Only for clusters this process started ([`private_cluster()`]); an
+    /// attached cluster refuses with [`Error::Unsupported`].
     pub async fn restart_apiserver(&self) -> Result<()> {
         match &self.plane {
             Some(p) => p.restart_apiserver().await,
             None => Err(Error::Unsupported(
-                "restart_apiserver needs a cluster started by testkit itself; unset KUBECONFIG to let the test binary start its own"
+                "restart_apiserver needs a cluster started by this process: use rlaunch_testkit::private_cluster(), which starts one even when KUBECONFIG is set"
                     .into(),
             )),
         }

@@ -40,14 +40,14 @@ fn dn(cn: &str, org: Option<&str>) -> DistinguishedName {
     dn
 }
 
-/// Generates everything into `dir` (created if needed).
-pub fn generate(dir: &Path) -> Result<Pki> {
-    fs::create_dir_all(dir).map_err(|source| Error::Io {
-        what: "cannot create the pki directory".into(),
-        path: dir.to_owned(),
-        source,
-    })?;
+/// A certificate and its key, PEM-encoded.
+struct Signed {
+    cert_pem: String,
+    key_pem: String,
+}
 
+/// The test CA: self-signed, and the issuer of every other certificate.
+fn certificate_authority() -> Result<(String, Issuer<'static, KeyPair>)> {
     let ca_key = KeyPair::generate().map_err(pki_err("CA key"))?;
     let mut ca_params = CertificateParams::new(Vec::<String>::new()).map_err(pki_err("CA"))?;
     ca_params.distinguished_name = dn("rlaunch-test-ca", None);
@@ -58,44 +58,73 @@ pub fn generate(dir: &Path) -> Result<Pki> {
         KeyUsagePurpose::DigitalSignature,
     ];
     let ca_cert = ca_params.self_signed(&ca_key).map_err(pki_err("CA cert"))?;
-    let ca_pem = ca_cert.pem();
-    let issuer = Issuer::new(ca_params, ca_key);
+    Ok((ca_cert.pem(), Issuer::new(ca_params, ca_key)))
+}
 
-    let server_key = KeyPair::generate().map_err(pki_err("apiserver key"))?;
-    let mut server = CertificateParams::new(vec![
-        "127.0.0.1".to_owned(),
-        "10.96.0.1".to_owned(),
-        "localhost".to_owned(),
-        "kubernetes".to_owned(),
-        "kubernetes.default".to_owned(),
-        "kubernetes.default.svc".to_owned(),
-        "kubernetes.default.svc.cluster.local".to_owned(),
-    ])
-    .map_err(pki_err("apiserver cert"))?;
-    server.distinguished_name = dn("kube-apiserver", None);
-    server.key_usages = vec![
+/// A leaf certificate signed by the CA: a server one with these SANs, or a client one.
+fn leaf(
+    issuer: &Issuer<'static, KeyPair>,
+    what: &'static str,
+    subject: DistinguishedName,
+    server_sans: Option<Vec<String>>,
+) -> Result<Signed> {
+    let key = KeyPair::generate().map_err(pki_err(what))?;
+    let usage = if server_sans.is_some() {
+        ExtendedKeyUsagePurpose::ServerAuth
+    } else {
+        ExtendedKeyUsagePurpose::ClientAuth
+    };
+    let mut params =
+        CertificateParams::new(server_sans.unwrap_or_default()).map_err(pki_err(what))?;
+    params.distinguished_name = subject;
+    params.key_usages = vec![
         KeyUsagePurpose::DigitalSignature,
         KeyUsagePurpose::KeyEncipherment,
     ];
-    server.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-    let server_cert = server
-        .signed_by(&server_key, &issuer)
-        .map_err(pki_err("apiserver cert"))?;
+    params.extended_key_usages = vec![usage];
+    let cert = params.signed_by(&key, issuer).map_err(pki_err(what))?;
+    Ok(Signed {
+        cert_pem: cert.pem(),
+        key_pem: key.serialize_pem(),
+    })
+}
 
-    let admin_key = KeyPair::generate().map_err(pki_err("admin key"))?;
-    let mut admin = CertificateParams::new(Vec::<String>::new()).map_err(pki_err("admin cert"))?;
-    admin.distinguished_name = dn("rlaunch-test-admin", Some("system:masters"));
-    admin.key_usages = vec![
-        KeyUsagePurpose::DigitalSignature,
-        KeyUsagePurpose::KeyEncipherment,
-    ];
-    admin.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
-    let admin_cert = admin
-        .signed_by(&admin_key, &issuer)
-        .map_err(pki_err("admin cert"))?;
+/// Names the apiserver answers to, in-cluster and on loopback.
+fn apiserver_sans() -> Vec<String> {
+    [
+        "127.0.0.1",
+        "10.96.0.1",
+        "localhost",
+        "kubernetes",
+        "kubernetes.default",
+        "kubernetes.default.svc",
+        "kubernetes.default.svc.cluster.local",
+    ]
+    .map(str::to_owned)
+    .to_vec()
+}
 
+/// Generates everything into `dir` (created if needed).
+pub fn generate(dir: &Path) -> Result<Pki> {
+    fs::create_dir_all(dir).map_err(|source| Error::Io {
+        what: "cannot create the pki directory".into(),
+        path: dir.to_owned(),
+        source,
+    })?;
+    let (ca_pem, issuer) = certificate_authority()?;
+    let server = leaf(
+        &issuer,
+        "apiserver cert",
+        dn("kube-apiserver", None),
+        Some(apiserver_sans()),
+    )?;
+    let admin = leaf(
+        &issuer,
+        "admin cert",
+        dn("rlaunch-test-admin", Some("system:masters")),
+        None,
+    )?;
     let sa_key = KeyPair::generate().map_err(pki_err("service-account key"))?;
-
     let pki = Pki {
         ca_cert: dir.join("ca.crt"),
         apiserver_cert: dir.join("apiserver.crt"),
@@ -103,13 +132,13 @@ pub fn generate(dir: &Path) -> Result<Pki> {
         sa_key: dir.join("sa.key"),
         sa_pub: dir.join("sa.pub"),
         ca_pem,
-        admin_cert_pem: admin_cert.pem(),
-        admin_key_pem: admin_key.serialize_pem(),
+        admin_cert_pem: admin.cert_pem,
+        admin_key_pem: admin.key_pem,
     };
     let files = [
         (&pki.ca_cert, pki.ca_pem.clone()),
-        (&pki.apiserver_cert, server_cert.pem()),
-        (&pki.apiserver_key, server_key.serialize_pem()),
+        (&pki.apiserver_cert, server.cert_pem),
+        (&pki.apiserver_key, server.key_pem),
         (&pki.sa_key, sa_key.serialize_pem()),
         (&pki.sa_pub, sa_key.public_key_pem()),
         (&dir.join("admin.crt"), pki.admin_cert_pem.clone()),

@@ -101,13 +101,9 @@ async fn nodes_advertise_gpus_and_are_ready() -> Result<()> {
     Ok(())
 }
 
-#[tokio::test]
-async fn gpu_job_is_scheduled_on_a100_and_completes() -> Result<()> {
-    let cluster = rlaunch_testkit::cluster().await?;
-    let ns = cluster.namespace("gpu-job").await?;
-    let client = cluster.client().await?;
-    let jobs: Api<Job> = Api::namespaced(client.clone(), &ns.name);
-    let job: Job = serde_json::from_value(json!({
+/// A Job asking for 2 GPUs on an A100 node, running 2 s.
+fn a100_job() -> Result<Job> {
+    Ok(serde_json::from_value(json!({
         "apiVersion": "batch/v1",
         "kind": "Job",
         "metadata": { "name": "train" },
@@ -129,13 +125,15 @@ async fn gpu_job_is_scheduled_on_a100_and_completes() -> Result<()> {
                 }
             }
         }
-    }))?;
-    jobs.create(&PostParams::default(), &job).await?;
+    }))?)
+}
 
-    eventually("job train Complete", || {
+/// Waits for the Job's `Complete` condition; a `Failed` one ends the wait with the conditions.
+async fn wait_complete(jobs: &Api<Job>, name: &str) -> Result<()> {
+    eventually(&format!("job {name} Complete"), || {
         let jobs = jobs.clone();
         async move {
-            let job = jobs.get("train").await.map_err(|e| e.to_string())?;
+            let job = jobs.get(name).await.map_err(|e| e.to_string())?;
             let conds = job.status.and_then(|s| s.conditions).unwrap_or_default();
             if conds
                 .iter()
@@ -149,7 +147,17 @@ async fn gpu_job_is_scheduled_on_a100_and_completes() -> Result<()> {
                 .then_some(()))
         }
     })
-    .await?;
+    .await
+}
+
+#[tokio::test]
+async fn gpu_job_is_scheduled_on_a100_and_completes() -> Result<()> {
+    let cluster = rlaunch_testkit::cluster().await?;
+    let ns = cluster.namespace("gpu-job").await?;
+    let client = cluster.client().await?;
+    let jobs: Api<Job> = Api::namespaced(client.clone(), &ns.name);
+    jobs.create(&PostParams::default(), &a100_job()?).await?;
+    wait_complete(&jobs, "train").await?;
 
     let pods: Api<Pod> = Api::namespaced(client.clone(), &ns.name);
     let list = pods
@@ -299,9 +307,9 @@ fn disruption(pod: &Pod, want: &str) -> Result<(), String> {
     }
 }
 
-#[tokio::test]
-async fn every_failure_outcome_shows_in_pod_status() -> Result<()> {
-    let cases = [
+/// One pod per outcome annotation, with the phase and container state kwok must show.
+fn outcome_cases() -> [Expect; 9] {
+    [
         Expect {
             outcome: outcome::IMAGE_PULL_BACKOFF,
             extra: &[],
@@ -372,44 +380,29 @@ async fn every_failure_outcome_shows_in_pod_status() -> Result<()> {
                 None => Err("not running".into()),
             },
         },
-    ];
-    let cluster = rlaunch_testkit::cluster().await?;
-    let ns = cluster.namespace("outcomes").await?;
-    let pods: Api<Pod> = Api::namespaced(cluster.client().await?, &ns.name);
-    for case in &cases {
-        let mut ann = serde_json::Map::new();
-        ann.insert(annotations::OUTCOME.into(), json!(case.outcome));
-        for (k, v) in case.extra {
-            ann.insert((*k).into(), json!(v));
+    ]
+}
+
+/// The pod of one case: its outcome (and extra) annotations on a plain `Never` pod.
+fn outcome_pod(case: &Expect) -> Result<Pod> {
+    let mut ann = serde_json::Map::new();
+    ann.insert(annotations::OUTCOME.into(), json!(case.outcome));
+    for (k, v) in case.extra {
+        ann.insert((*k).into(), json!(v));
+    }
+    Ok(serde_json::from_value(json!({
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": { "name": case.outcome, "annotations": ann },
+        "spec": {
+            "restartPolicy": "Never",
+            "containers": [{ "name": "main", "image": "example.invalid/train:1" }]
         }
-        let pod: Pod = serde_json::from_value(json!({
-            "apiVersion": "v1",
-            "kind": "Pod",
-            "metadata": { "name": case.outcome, "annotations": ann },
-            "spec": {
-                "restartPolicy": "Never",
-                "containers": [{ "name": "main", "image": "example.invalid/train:1" }]
-            }
-        }))?;
-        pods.create(&PostParams::default(), &pod).await?;
-    }
-    for case in &cases {
-        eventually(&format!("outcome {}", case.outcome), || {
-            let pods = pods.clone();
-            async move {
-                let pod = pods.get(case.outcome).await.map_err(|e| e.to_string())?;
-                let phase = pod.status.as_ref().and_then(|s| s.phase.clone());
-                if phase.as_deref() != Some(case.phase) {
-                    return Err(format!("phase {phase:?}, want {}", case.phase));
-                }
-                (case.check)(&pod)?;
-                Ok(Some(()))
-            }
-        })
-        .await?;
-    }
-    // The kubelet-like events are there too.
-    let events: Api<Event> = Api::namespaced(cluster.client().await?, &ns.name);
+    }))?)
+}
+
+/// Waits for the kubelet-like events kwok records for the waiting outcomes.
+async fn wait_for_kubelet_events(events: &Api<Event>) -> Result<()> {
     for (pod, reason) in [
         (outcome::IMAGE_PULL_BACKOFF, "BackOff"),
         (outcome::ERR_IMAGE_PULL, "Failed"),
@@ -432,6 +425,36 @@ async fn every_failure_outcome_shows_in_pod_status() -> Result<()> {
         })
         .await?;
     }
+    Ok(())
+}
+
+#[tokio::test]
+async fn every_failure_outcome_shows_in_pod_status() -> Result<()> {
+    let cases = outcome_cases();
+    let cluster = rlaunch_testkit::cluster().await?;
+    let ns = cluster.namespace("outcomes").await?;
+    let pods: Api<Pod> = Api::namespaced(cluster.client().await?, &ns.name);
+    for case in &cases {
+        pods.create(&PostParams::default(), &outcome_pod(case)?)
+            .await?;
+    }
+    for case in &cases {
+        eventually(&format!("outcome {}", case.outcome), || {
+            let pods = pods.clone();
+            async move {
+                let pod = pods.get(case.outcome).await.map_err(|e| e.to_string())?;
+                let phase = pod.status.as_ref().and_then(|s| s.phase.clone());
+                if phase.as_deref() != Some(case.phase) {
+                    return Err(format!("phase {phase:?}, want {}", case.phase));
+                }
+                (case.check)(&pod)?;
+                Ok(Some(()))
+            }
+        })
+        .await?;
+    }
+    // The kubelet-like events are there too.
+    wait_for_kubelet_events(&Api::namespaced(cluster.client().await?, &ns.name)).await?;
     // Outcomes are final: a second look after the default delay still shows them.
     tokio::time::sleep(Duration::from_secs(3)).await;
     for case in &cases {
@@ -505,4 +528,35 @@ async fn workload_crds_are_established_with_status() -> Result<()> {
     }
     ns.cleanup().await;
     Ok(())
+}
+
+#[tokio::test]
+async fn an_attached_cluster_refuses_to_restart_its_apiserver() -> Result<()> {
+    let cluster = rlaunch_testkit::cluster().await?;
+    let attached = rlaunch_testkit::TestCluster::attach(cluster.kubeconfig_path()).await?;
+    assert!(attached.control_plane().is_none());
+    let err = attached.restart_apiserver().await;
+    match err {
+        Err(rlaunch_testkit::Error::Unsupported(msg)) => {
+            assert!(msg.contains("private_cluster()"), "{msg}");
+        }
+        other => bail!("an attached cluster must refuse to restart, got {other:?}"),
+    }
+    // The attached handle reaches the same cluster.
+    let nodes: Api<Node> = Api::all(attached.client().await?);
+    assert!(!nodes.list(&ListParams::default()).await?.items.is_empty());
+    Ok(())
+}
+
+#[tokio::test]
+async fn attaching_to_a_missing_kubeconfig_names_the_file() {
+    let missing = std::path::Path::new("/nonexistent/rlaunch-testkit/kubeconfig");
+    let err = rlaunch_testkit::TestCluster::attach(missing)
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("/nonexistent/rlaunch-testkit/kubeconfig"),
+        "{err}"
+    );
 }

@@ -32,6 +32,7 @@
 //! }
 //! # let _ = viewer; Ok(()) }
 //! ```
+#![doc = include_str!("../README.md")]
 
 mod config;
 mod error;

@@ -88,6 +88,7 @@
 //! The binary: `wandb-fake --addr 127.0.0.1:0` serves on a free port and prints one line,
 //! `wandb-fake listening on http://127.0.0.1:PORT`, on stdout once it accepts connections;
 //! `--api-key`, `--lease-seconds` and `--acked-run-state` set [`FakeConfig`].
+#![doc = include_str!("../README.md")]
 
 mod admin;
 mod artifacts;
