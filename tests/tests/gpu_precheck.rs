@@ -208,9 +208,7 @@ async fn rendered_gangs_are_checked_as_a_whole() -> Result<()> {
         )
         .map_err(anyhow::Error::from)?;
         let workload = rendered.workload().context("a workload")?;
-        Ok::<_, anyhow::Error>(rlaunch_k8s_runner::precheck::workload_pod_specs(
-            &workload.manifest,
-        ))
+        Ok::<_, anyhow::Error>(rlaunch_k8s_runner::workload_pod_specs(&workload.manifest))
     };
     let fits = runner.precheck(&verdict(1)?).await?;
     assert_eq!(fits.verdict, Verdict::FitsNow, "{}", fits.message);

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{Event as CoreEvent, Pod};
 use kube::api::{Api, DynamicObject, ListParams};
 use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher::{self, Event};
@@ -25,7 +25,9 @@ use tracing::{debug, info, warn};
 
 use crate::api::{RunRef, WorkloadApi};
 use crate::attribution::{pod_selector, workload_of};
-use crate::classify::{CustomKind, WorkloadSignal, classify_custom, classify_job, classify_pod};
+use crate::classify::{
+    CustomKind, WorkloadSignal, classify_custom, classify_failed_create, classify_job, classify_pod,
+};
 use crate::cleanup::{cleanup_run, delete_workload as delete_workload_object};
 use crate::diagnostics::collect;
 use crate::error::is_not_found;
@@ -52,6 +54,7 @@ fn run_key(run: &RunRef) -> RunKey {
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 enum WatchKey {
     Pods(String),
+    Events(String),
     Workload(String, WorkloadApi),
 }
 
@@ -233,6 +236,16 @@ impl Monitor {
             });
         state
             .watchers
+            .entry(WatchKey::Events(run.namespace.clone()))
+            .or_insert_with(|| {
+                tokio::spawn(watch_events(
+                    weak.clone(),
+                    self.ctx.clone(),
+                    run.namespace.clone(),
+                ))
+            });
+        state
+            .watchers
             .entry(WatchKey::Workload(run.namespace.clone(), run.api.clone()))
             .or_insert_with(|| {
                 tokio::spawn(watch_workloads(
@@ -255,6 +268,7 @@ fn stop_idle_watchers(state: &mut MonitorState) {
         .flat_map(|entry| {
             [
                 WatchKey::Pods(entry.run.namespace.clone()),
+                WatchKey::Events(entry.run.namespace.clone()),
                 WatchKey::Workload(entry.run.namespace.clone(), entry.run.api.clone()),
             ]
         })
@@ -377,6 +391,42 @@ fn delete_pod(
             entry.tracker.observe_pod(facts.clone(), now);
             entry.tracker.observe_pod_deleted(&name, now);
             publish(shared, ctx, &key, entry);
+        }
+    }
+}
+
+/// A `FailedCreate` event of a tracked workload: its pods were refused (quota, limit range).
+fn apply_event(shared: &Arc<Shared>, ctx: &MonitorContext, namespace: &str, event: &CoreEvent) {
+    let Some(workload) = event.involved_object.name.as_deref() else {
+        return;
+    };
+    let (reason, message) = classify_failed_create(event.message.as_deref().unwrap_or_default());
+    let now = Instant::now();
+    let mut state = shared.lock();
+    for key in state.runs_of(namespace, workload) {
+        if let Some(entry) = state.runs.get_mut(&key) {
+            entry.tracker.observe_pods_refused(reason, &message, now);
+            publish(shared, ctx, &key, entry);
+        }
+    }
+}
+
+async fn watch_events(shared: Weak<Shared>, ctx: MonitorContext, namespace: String) {
+    let api: Api<CoreEvent> = Api::namespaced(ctx.client.clone(), &namespace);
+    let config = watcher::Config::default().fields("reason=FailedCreate");
+    let mut stream = watcher::watcher(api, config).default_backoff().boxed();
+    while let Some(event) = stream.next().await {
+        let Some(shared) = shared.upgrade() else {
+            return;
+        };
+        match event {
+            Ok(Event::Apply(event) | Event::InitApply(event)) => {
+                apply_event(&shared, &ctx, &namespace, &event)
+            }
+            Ok(Event::Delete(_) | Event::Init | Event::InitDone) => {}
+            Err(error) => {
+                warn!(namespace = %namespace, error = %error, "event watch failed; retrying with backoff")
+            }
         }
     }
 }

@@ -1,5 +1,5 @@
 //! Live adapter for the GPU schedulability pre-check: reads the cluster's nodes and pods and
-//! asks the pure [`rlaunch_gpu::precheck`] whether a rendered workload fits now, later or never.
+//! asks the pure [`rlaunch_gpu::precheck()`] whether a rendered workload fits now, later or never.
 
 use k8s_openapi::api::core::v1::{Node, Pod, PodSpec};
 use kube::Client;
@@ -8,7 +8,7 @@ use serde_json::Value;
 
 use crate::error::{Error, Result};
 
-/// Lists every node and every pod, then runs [`rlaunch_gpu::precheck`] for `wanted`.
+/// Lists every node and every pod, then runs [`rlaunch_gpu::precheck()`] for `wanted`.
 pub async fn precheck(client: &Client, wanted: &[PodSpec]) -> Result<rlaunch_gpu::PreCheck> {
     let list = |kind: &str, source: kube::Error| Error::List {
         kind: kind.to_owned(),

@@ -10,13 +10,14 @@ use rlaunch_render::Rendered;
 use tokio::sync::watch;
 use tracing::warn;
 
-use crate::api::{RunRef, WorkloadApi, discover_preferred, known_custom_kinds};
+use crate::api::{RunRef, WorkloadApi, WorkloadRole, discover_preferred, known_custom_kinds};
 use crate::classify::{CustomKind, classify_custom, classify_job, classify_pod};
 use crate::cleanup::{CleanupReport, cleanup_run, delete_workload};
 use crate::diagnostics::collect;
 use crate::error::{Error, Result, is_not_found};
 use crate::monitor::{Monitor, MonitorContext};
-use crate::state::{Diagnostics, RunState, RunStatus, Warning, WarningChange};
+use crate::requeue::{REQUEUE_ANNOTATION, RequeueRecord};
+use crate::state::{ContainerLog, Diagnostics, RunState, RunStatus, Warning, WarningChange};
 use crate::submit::{ApiKeySecrets, Submitter};
 use crate::tracker::{RunTracker, TrackerConfig};
 
@@ -125,6 +126,8 @@ pub struct InFlightRun {
     pub state: RunState,
     /// Active warnings.
     pub warnings: Vec<Warning>,
+    /// What a preemption requeue needs, when the submission kept it.
+    pub requeue: Option<RequeueRecord>,
 }
 
 /// A submitted (or adopted) run.
@@ -134,6 +137,9 @@ pub struct Submitted {
     pub handle: RunHandle,
     /// True when the workload already existed (a retried submit) and was adopted.
     pub adopted: bool,
+    /// True when the [`RequeueRecord`] given to [`Runner::submit_requeueable`] was kept on
+    /// the workload (false when too large, or when an existing workload was adopted).
+    pub requeue_kept: bool,
 }
 
 /// Submits rendered runs, watches them, cancels and cleans them up, and adopts runs left
@@ -170,8 +176,8 @@ fn age_of(object: &DynamicObject) -> Duration {
 }
 
 impl Runner {
-    /// Whether `wanted` pods fit the cluster now, later or never ([`rlaunch_gpu::precheck`] over the
-    /// live nodes and pods); see [`crate::precheck::workload_pod_specs`] for a workload's pods.
+    /// Whether `wanted` pods fit the cluster now, later or never ([`rlaunch_gpu::precheck()`] over the
+    /// live nodes and pods); see [`crate::workload_pod_specs`] for a workload's pods.
     pub async fn precheck(
         &self,
         wanted: &[k8s_openapi::api::core::v1::PodSpec],
@@ -209,17 +215,36 @@ impl Runner {
     /// the existing workload instead of creating a second one. On failure, the objects this
     /// call created are deleted again.
     pub async fn submit(&self, rendered: &Rendered) -> Result<Submitted> {
+        self.submit_with(rendered, None).await
+    }
+
+    /// [`Runner::submit`], keeping `requeue` on the workload so a run adopted after a
+    /// restart can still be requeued on preemption ([`InFlightRun::requeue`]).
+    pub async fn submit_requeueable(
+        &self,
+        rendered: &Rendered,
+        requeue: &RequeueRecord,
+    ) -> Result<Submitted> {
+        self.submit_with(rendered, Some(requeue)).await
+    }
+
+    async fn submit_with(
+        &self,
+        rendered: &Rendered,
+        requeue: Option<&RequeueRecord>,
+    ) -> Result<Submitted> {
         let submission = Submitter {
             client: &self.inner.client,
             readiness_poll: self.inner.config.readiness_poll,
             api_key_secrets: self.inner.config.api_key_secrets,
         }
-        .submit(rendered)
+        .submit(rendered, requeue)
         .await?;
         let handle = self.track(submission.run).await;
         Ok(Submitted {
             handle,
             adopted: submission.adopted,
+            requeue_kept: submission.requeue_kept,
         })
     }
 
@@ -267,6 +292,18 @@ impl Runner {
         cleanup_run(&self.inner.client, run).await
     }
 
+    /// The log of `container` in each pod of the run, from its start, at most `limit_bytes`
+    /// per pod (the API server cuts it; [`ContainerLog::truncated`] says so). For scanning a
+    /// whole log, such as an image build's, where the diagnostics' tail is too short.
+    pub async fn read_log(
+        &self,
+        run: &RunRef,
+        container: &str,
+        limit_bytes: usize,
+    ) -> Result<Vec<ContainerLog>> {
+        crate::diagnostics::read_log(&self.inner.client, run, container, limit_bytes).await
+    }
+
     /// Log tails of every container of the run's pods, and the condensed Kubernetes events
     /// of the workload and its pods.
     pub async fn diagnostics(&self, run: &RunRef) -> Diagnostics {
@@ -292,9 +329,32 @@ impl Runner {
     /// Roles suffice), that carries `rlaunch.dev/agent-identity=<agent_identity>`, with its
     /// run id, run queue item annotation and current state (terminal ones included: they
     /// finished while the agent was down and still need reporting). Pass them to
-    /// [`Runner::track`] to resume.
+    /// [`Runner::track`] to resume. Image-build Jobs are never among them (see
+    /// [`Runner::list_builds_in_flight`]).
     pub async fn list_in_flight(
         &self,
+        agent_identity: &str,
+        namespaces: &[String],
+        kinds: &[WorkloadApi],
+    ) -> Result<Vec<InFlightRun>> {
+        self.list_role(WorkloadRole::Run, agent_identity, namespaces, kinds)
+            .await
+    }
+
+    /// The image-build Jobs ([`WorkloadRole::ImageBuild`]) of `agent_identity` in
+    /// `namespaces`, like [`Runner::list_in_flight`] lists runs.
+    pub async fn list_builds_in_flight(
+        &self,
+        agent_identity: &str,
+        namespaces: &[String],
+    ) -> Result<Vec<InFlightRun>> {
+        self.list_role(WorkloadRole::ImageBuild, agent_identity, namespaces, &[])
+            .await
+    }
+
+    async fn list_role(
+        &self,
+        role: WorkloadRole,
         agent_identity: &str,
         namespaces: &[String],
         kinds: &[WorkloadApi],
@@ -311,6 +371,7 @@ impl Runner {
             for api in &apis {
                 self.list_kind_in(namespace, api, &selector, &mut runs)
                     .await?;
+                runs.retain(|found| found.run.role == role);
             }
         }
         Ok(runs)
@@ -345,10 +406,18 @@ impl Runner {
                 continue;
             };
             let (state, warnings) = self.snapshot_state(api, &run, &object).await;
+            let requeue = RequeueRecord::from_annotation(
+                object
+                    .metadata
+                    .annotations
+                    .as_ref()
+                    .and_then(|a| a.get(REQUEUE_ANNOTATION)),
+            );
             runs.push(InFlightRun {
                 run,
                 state,
                 warnings,
+                requeue,
             });
         }
         Ok(())

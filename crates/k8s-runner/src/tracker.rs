@@ -30,7 +30,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
-use crate::classify::{Blocked, PodFacts, WorkloadSignal, describe};
+use crate::classify::{Blocked, PodFacts, WorkloadSignal};
 use crate::state::{Failure, FailureCause, RunState, Warning};
 
 /// Time limits of the state machine.
@@ -80,6 +80,8 @@ pub struct RunTracker {
     deleted: bool,
     cancel_requested: bool,
     failure_seen_at: Option<Instant>,
+    /// The latest refusal of the run's pods at creation (quota, limit range), by reason.
+    refused: BTreeMap<String, String>,
     pods: BTreeMap<String, PodTrack>,
     state: RunState,
 }
@@ -96,6 +98,7 @@ impl RunTracker {
             deleted: false,
             cancel_requested: false,
             failure_seen_at: None,
+            refused: BTreeMap::new(),
             pods: BTreeMap::new(),
             state: RunState::Starting,
         }
@@ -175,6 +178,16 @@ impl RunTracker {
         self.evaluate(now);
     }
 
+    /// The workload's pods were refused at creation (a `FailedCreate` event): `reason` is
+    /// `ExceededQuota`, `LimitRange` or `FailedCreate`, `message` the API server's words.
+    pub fn observe_pods_refused(&mut self, reason: &str, message: &str, now: Instant) {
+        if self.state.is_terminal() {
+            return;
+        }
+        self.refused.insert(reason.to_owned(), message.to_owned());
+        self.evaluate(now);
+    }
+
     /// Time passed.
     pub fn tick(&mut self, now: Instant) {
         self.evaluate(now);
@@ -187,6 +200,14 @@ impl RunTracker {
             return Vec::new();
         }
         let mut warnings = BTreeSet::new();
+        if !self.ever_running {
+            for (reason, message) in &self.refused {
+                warnings.insert(Warning {
+                    reason: reason.clone(),
+                    message: message.clone(),
+                });
+            }
+        }
         for pod in self.pods.values().filter(|p| !p.deleted) {
             if let Some(message) = &pod.facts.unschedulable {
                 warnings.insert(Warning {
@@ -323,7 +344,7 @@ impl RunTracker {
     }
 
     fn fail(&mut self, cause: FailureCause, context: Option<String>) {
-        let mut message = describe(&cause);
+        let mut message = cause.to_string();
         if let Some(context) = context.filter(|c| !c.is_empty()) {
             message = format!("{message}: {context}");
         }
@@ -373,9 +394,10 @@ impl RunTracker {
                         self.fail(cause, Some(context));
                     }
                     None => {
-                        let mut failure_message = describe(&FailureCause::WorkloadFailed {
+                        let mut failure_message = FailureCause::WorkloadFailed {
                             reason: reason.clone(),
-                        });
+                        }
+                        .to_string();
                         if !message.is_empty() {
                             failure_message = format!("{failure_message}: {message}");
                         }
@@ -415,6 +437,13 @@ impl RunTracker {
             return;
         }
         if now.saturating_duration_since(self.starting_since) >= self.config.start_timeout {
+            if let Some(message) = self.refused.values().next() {
+                let cause = FailureCause::PodsRefused {
+                    message: message.clone(),
+                };
+                self.fail(cause, None);
+                return;
+            }
             let context = self
                 .warnings()
                 .into_iter()
@@ -708,6 +737,40 @@ mod tests {
             FailureCause::StartTimeout { after_secs: 600 }
         );
         assert!(failure.message.contains(message), "{}", failure.message);
+    }
+
+    #[test]
+    fn refused_pods_warn_and_fail_at_the_start_timeout_with_the_refusal() {
+        let t0 = Instant::now();
+        let mut tracker = RunTracker::new(config(), t0);
+        let message = "Error creating: pods \"run-a-x\" is forbidden: exceeded quota: gpu, \
+                       requested: requests.nvidia.com/gpu=16, used: requests.nvidia.com/gpu=0, \
+                       limited: requests.nvidia.com/gpu=8";
+        tracker.observe_pods_refused("ExceededQuota", message, at(t0, 1));
+        assert_eq!(
+            tracker.warnings(),
+            vec![Warning {
+                reason: "ExceededQuota".into(),
+                message: message.into()
+            }]
+        );
+        tracker.tick(at(t0, 599));
+        assert_eq!(tracker.state(), &RunState::Starting);
+        tracker.tick(at(t0, 600));
+        let RunState::Failed(failure) = tracker.state() else {
+            panic!("expected failed, got {:?}", tracker.state());
+        };
+        assert_eq!(
+            failure.cause,
+            FailureCause::PodsRefused {
+                message: message.into()
+            }
+        );
+        assert!(
+            failure.message.contains("exceeded quota: gpu"),
+            "{}",
+            failure.message
+        );
     }
 
     #[test]
