@@ -29,24 +29,6 @@ pub enum WorkloadSignal {
     Stopped(String),
 }
 
-#[cfg(test)]
-#[test]
-fn failed_create_keeps_the_refusal_without_the_pod_name() {
-    let (reason, message) = classify_failed_create(
-        "Error creating: pods \"run-q-749sz\" is forbidden: exceeded quota: gpu-quota, \
-         requested: requests.nvidia.com/gpu=16",
-    );
-    assert_eq!(reason, "ExceededQuota");
-    assert_eq!(
-        message,
-        "exceeded quota: gpu-quota, requested: requests.nvidia.com/gpu=16"
-    );
-    let (reason, _) = classify_failed_create(
-        "Error creating: pods \"p\" is forbidden: maximum memory usage per Container is 512Mi, but limit is 1Gi",
-    );
-    assert_eq!(reason, "LimitRange");
-}
-
 /// Reasons of the pod `DisruptionTarget` condition that mean the pod was preempted or evicted.
 pub const DISRUPTION_REASONS: &[&str] = &[
     "PreemptionByScheduler",
@@ -752,8 +734,36 @@ mod tests {
     }
 
     #[test]
+    fn failed_create_keeps_the_refusal_without_the_pod_name() {
+        let (reason, message) = classify_failed_create(
+            "Error creating: pods \"run-q-749sz\" is forbidden: exceeded quota: gpu-quota, \
+             requested: requests.nvidia.com/gpu=16",
+        );
+        assert_eq!(reason, "ExceededQuota");
+        assert_eq!(
+            message,
+            "exceeded quota: gpu-quota, requested: requests.nvidia.com/gpu=16"
+        );
+        let (reason, _) = classify_failed_create(
+            "Error creating: pods \"p\" is forbidden: maximum memory usage per Container is 512Mi, but limit is 1Gi",
+        );
+        assert_eq!(reason, "LimitRange");
+    }
+
+    #[test]
     fn every_disruption_reason_is_recognised() {
-        for reason in DISRUPTION_REASONS {
+        // The reasons Kubernetes sets on `DisruptionTarget`, written out here rather than
+        // read from the constant under test.
+        let reasons = [
+            "PreemptionByScheduler",
+            "PreemptionByKubeScheduler",
+            "EvictionByEvictionAPI",
+            "DeletionByTaintManager",
+            "DeletionByPodGC",
+            "TerminationByKubelet",
+        ];
+        assert_eq!(DISRUPTION_REASONS.len(), reasons.len());
+        for reason in reasons {
             let facts = classify_pod(
                 &pod("p")
                     .phase("Failed")

@@ -226,6 +226,21 @@ async fn preempted_pod_makes_the_run_preempted() -> anyhow::Result<()> {
 }
 
 #[tokio::test]
+async fn evicted_pod_makes_the_run_preempted() -> anyhow::Result<()> {
+    let (client, ns) = setup("evict").await?;
+    let runner = Runner::new(client, config());
+    let run = JobRun::new(&ns.name, "evict001").outcome(outcome::EVICTED);
+    let mut handle = runner.submit(&run.rendered()).await?.handle;
+    let status = wait_terminal(&mut handle).await?;
+    assert!(
+        matches!(&status.state, RunState::Preempted { reason } if reason.contains("EvictionByEvictionAPI")),
+        "{status:?}"
+    );
+    ns.cleanup().await;
+    Ok(())
+}
+
+#[tokio::test]
 async fn cancel_removes_job_pods_and_secrets_and_a_second_cancel_is_fine() -> anyhow::Result<()> {
     let (client, ns) = setup("cancel").await?;
     // No terminal cleanup: what is gone afterwards, cancel removed.
