@@ -80,6 +80,28 @@ pub fn classify_job(job: &Job) -> WorkloadSignal {
     WorkloadSignal::Pending
 }
 
+/// What a workload object says, whatever its kind: the one place the monitor and adoption
+/// both classify workloads, so they agree by construction.
+pub(crate) fn classify_workload(
+    api: &crate::api::WorkloadApi,
+    object: &kube::api::DynamicObject,
+) -> WorkloadSignal {
+    let Ok(value) = serde_json::to_value(object) else {
+        return WorkloadSignal::Pending;
+    };
+    if api.is_batch_job() {
+        match serde_json::from_value::<Job>(value) {
+            Ok(job) => classify_job(&job),
+            Err(error) => {
+                tracing::warn!(job = ?object.metadata.name, error = %error, "cannot read Job status");
+                WorkloadSignal::Pending
+            }
+        }
+    } else {
+        classify_custom(CustomKind::of(&api.group, &api.kind), &value)
+    }
+}
+
 /// Workload CRD families the monitor understands.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum CustomKind {

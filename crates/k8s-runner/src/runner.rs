@@ -11,7 +11,7 @@ use tokio::sync::watch;
 use tracing::warn;
 
 use crate::api::{RunRef, WorkloadApi, WorkloadRole, discover_preferred, known_custom_kinds};
-use crate::classify::{CustomKind, classify_custom, classify_job, classify_pod};
+use crate::classify::{classify_pod, classify_workload};
 use crate::cleanup::{CleanupReport, cleanup_run, delete_workload};
 use crate::diagnostics::collect;
 use crate::error::{Error, Result, is_not_found};
@@ -26,8 +26,6 @@ use crate::tracker::{RunTracker, TrackerConfig};
 pub struct RunnerConfig {
     /// Time limits of the state machine (start timeout, image-pull grace, verdict settle).
     pub tracker: TrackerConfig,
-    /// How often time-based rules are evaluated. Default 1 s.
-    pub tick: Duration,
     /// Bytes kept from the end of each container's log in failure diagnostics. Default 16 KiB.
     pub log_tail_bytes: usize,
     /// Whether the runner creates API-key Secrets or uses a pre-provisioned one.
@@ -45,7 +43,6 @@ impl Default for RunnerConfig {
     fn default() -> Self {
         RunnerConfig {
             tracker: TrackerConfig::default(),
-            tick: Duration::from_secs(1),
             log_tail_bytes: 16 * 1024,
             api_key_secrets: ApiKeySecrets::default(),
             readiness_poll: Duration::from_secs(2),
@@ -190,7 +187,6 @@ impl Runner {
         let monitor = Monitor::new(MonitorContext {
             client: client.clone(),
             tracker: config.tracker.clone(),
-            tick: config.tick,
             log_tail_bytes: config.log_tail_bytes,
             cleanup_on_terminal: config.cleanup_on_terminal,
             diagnostics_timeout: config.diagnostics_timeout,
@@ -437,16 +433,7 @@ impl Runner {
         for pod in &crate::diagnostics::run_pods(&self.inner.client, run).await {
             tracker.observe_pod(classify_pod(pod), now);
         }
-        let signal = if api.is_batch_job() {
-            serde_json::to_value(object)
-                .and_then(serde_json::from_value)
-                .map(|job| classify_job(&job))
-                .unwrap_or(crate::classify::WorkloadSignal::Pending)
-        } else {
-            serde_json::to_value(object)
-                .map(|value| classify_custom(CustomKind::of(&api.group, &api.kind), &value))
-                .unwrap_or(crate::classify::WorkloadSignal::Pending)
-        };
+        let signal = classify_workload(api, object);
         tracker.observe_workload(signal, now);
         // Give a failure its settle time at once: there are no further pod updates to wait for.
         tracker.tick(now + settle);

@@ -69,16 +69,38 @@ struct PodTrack {
     deleted: bool,
 }
 
+/// How far the run got, for the start timeout.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Progress {
+    /// Not running yet; the start clock runs from `since`.
+    Starting { since: Instant },
+    /// Held by a queueing system: no start clock.
+    Queued,
+    /// Seen running at least once: the start timeout no longer applies.
+    Ran,
+}
+
+/// Whether the workload object still exists, and who removed it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Presence {
+    /// It exists.
+    Present,
+    /// The agent asked to cancel it; a deletion is a cancellation.
+    CancelRequested,
+    /// It is gone.
+    Deleted {
+        /// The agent cancelled it.
+        by_agent: bool,
+    },
+}
+
 /// State machine of one run.
 #[derive(Clone, Debug)]
-pub struct RunTracker {
+pub(crate) struct RunTracker {
     config: TrackerConfig,
-    starting_since: Instant,
-    ever_running: bool,
+    progress: Progress,
     workload: WorkloadSignal,
-    was_queued: bool,
-    deleted: bool,
-    cancel_requested: bool,
+    presence: Presence,
     failure_seen_at: Option<Instant>,
     /// The latest refusal of the run's pods at creation (quota, limit range), by reason.
     refused: BTreeMap<String, String>,
@@ -91,12 +113,9 @@ impl RunTracker {
     pub fn new(config: TrackerConfig, now: Instant) -> Self {
         RunTracker {
             config,
-            starting_since: now,
-            ever_running: false,
+            progress: Progress::Starting { since: now },
             workload: WorkloadSignal::Pending,
-            was_queued: false,
-            deleted: false,
-            cancel_requested: false,
+            presence: Presence::Present,
             failure_seen_at: None,
             refused: BTreeMap::new(),
             pods: BTreeMap::new(),
@@ -115,10 +134,13 @@ impl RunTracker {
             return;
         }
         let queued = matches!(signal, WorkloadSignal::Queued(_));
-        if self.was_queued && !queued {
-            self.starting_since = now;
-        }
-        self.was_queued = queued;
+        self.progress = match (self.progress, queued) {
+            (Progress::Ran, _) => Progress::Ran,
+            (_, true) => Progress::Queued,
+            // Leaving the queue restarts the start clock.
+            (Progress::Queued, false) => Progress::Starting { since: now },
+            (starting, false) => starting,
+        };
         if matches!(
             signal,
             WorkloadSignal::Failed { .. } | WorkloadSignal::Stopped(_)
@@ -127,7 +149,7 @@ impl RunTracker {
             self.failure_seen_at = Some(now);
         }
         if signal == WorkloadSignal::Running {
-            self.ever_running = true;
+            self.progress = Progress::Ran;
         }
         self.workload = signal;
         self.evaluate(now);
@@ -135,13 +157,17 @@ impl RunTracker {
 
     /// The workload object was deleted (or is gone after a relist).
     pub fn observe_workload_deleted(&mut self, now: Instant) {
-        self.deleted = true;
+        self.presence = Presence::Deleted {
+            by_agent: self.presence == Presence::CancelRequested,
+        };
         self.evaluate(now);
     }
 
     /// The agent asked to cancel the run; a later deletion is reported as a cancellation.
     pub fn mark_cancel_requested(&mut self) {
-        self.cancel_requested = true;
+        if self.presence == Presence::Present {
+            self.presence = Presence::CancelRequested;
+        }
     }
 
     /// A pod of the run was added or changed.
@@ -150,7 +176,7 @@ impl RunTracker {
             return;
         }
         if facts.is_running() {
-            self.ever_running = true;
+            self.progress = Progress::Ran;
         }
         let entry = self.pods.remove(&facts.name);
         let blocked_since = match (&facts.blocked, entry.and_then(|e| e.blocked_since)) {
@@ -193,6 +219,42 @@ impl RunTracker {
         self.evaluate(now);
     }
 
+    /// The next instant at which time alone may change the state (a verdict settling, a
+    /// grace or budget running out, the start timeout); `None` when only new observations
+    /// can. The monitor schedules one wake-up per run at this instant.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        if self.state.is_terminal() {
+            return None;
+        }
+        let mut deadlines = Vec::new();
+        if matches!(
+            self.workload,
+            WorkloadSignal::Failed { .. } | WorkloadSignal::Stopped(_)
+        ) && let Some(seen) = self.failure_seen_at
+        {
+            deadlines.push(seen + self.config.verdict_settle);
+        }
+        for pod in self.pods.values().filter(|p| !p.deleted) {
+            let (Some(blocked), Some((_, since))) = (&pod.facts.blocked, &pod.blocked_since) else {
+                continue;
+            };
+            match blocked {
+                Blocked::CrashLoop { .. } => {
+                    if let Some(budget) = self.config.crash_loop_budget {
+                        deadlines.push(*since + budget);
+                    }
+                }
+                Blocked::ImagePull { .. } | Blocked::ContainerConfig { .. } => {
+                    deadlines.push(*since + self.config.image_pull_grace);
+                }
+            }
+        }
+        if let Progress::Starting { since } = self.progress {
+            deadlines.push(since + self.config.start_timeout);
+        }
+        deadlines.into_iter().min()
+    }
+
     /// Active warnings: unschedulable pods and containers that cannot pull their image yet,
     /// de-duplicated and sorted.
     pub fn warnings(&self) -> Vec<Warning> {
@@ -200,7 +262,7 @@ impl RunTracker {
             return Vec::new();
         }
         let mut warnings = BTreeSet::new();
-        if !self.ever_running {
+        if self.progress != Progress::Ran {
             for (reason, message) in &self.refused {
                 warnings.insert(Warning {
                     reason: reason.clone(),
@@ -359,8 +421,11 @@ impl RunTracker {
             self.workload,
             WorkloadSignal::Finished | WorkloadSignal::Failed { .. } | WorkloadSignal::Stopped(_)
         );
-        if self.deleted && !decided {
-            let reason = if self.cancel_requested {
+        let deleted = matches!(self.presence, Presence::Deleted { .. });
+        if let Presence::Deleted { by_agent } = self.presence
+            && !decided
+        {
+            let reason = if by_agent {
                 "cancelled by the agent".to_owned()
             } else {
                 "the workload object was deleted".to_owned()
@@ -369,7 +434,7 @@ impl RunTracker {
             return;
         }
         // A deleted workload gets no more pod updates: its verdict is settled.
-        let settled = self.deleted
+        let settled = deleted
             || now.saturating_duration_since(self.failure_seen_at.unwrap_or(now))
                 >= self.config.verdict_settle;
         match self.workload.clone() {
@@ -431,12 +496,15 @@ impl RunTracker {
             };
             return;
         }
-        if self.ever_running || self.pods.values().any(|p| p.facts.is_running()) {
-            self.ever_running = true;
+        if self.progress == Progress::Ran {
             self.state = RunState::Running;
             return;
         }
-        if now.saturating_duration_since(self.starting_since) >= self.config.start_timeout {
+        let Progress::Starting { since } = self.progress else {
+            self.state = RunState::Starting;
+            return;
+        };
+        if now.saturating_duration_since(since) >= self.config.start_timeout {
             if let Some(message) = self.refused.values().next() {
                 let cause = FailureCause::PodsRefused {
                     message: message.clone(),
@@ -771,6 +839,29 @@ mod tests {
             "{}",
             failure.message
         );
+    }
+
+    #[test]
+    fn the_next_deadline_is_the_earliest_time_rule() {
+        let t0 = Instant::now();
+        let mut tracker = RunTracker::new(config(), t0);
+        assert_eq!(tracker.next_deadline(), Some(at(t0, 600)), "start timeout");
+        tracker.observe_pod(
+            classify_pod(&pod("p").waiting("ImagePullBackOff").build()),
+            at(t0, 10),
+        );
+        assert_eq!(tracker.next_deadline(), Some(at(t0, 70)), "pull grace");
+        tracker.observe_pod(classify_pod(&pod("p").phase("Running").build()), at(t0, 20));
+        assert_eq!(
+            tracker.next_deadline(),
+            None,
+            "running: only observations matter"
+        );
+        tracker.observe_workload(failed("BackoffLimitExceeded"), at(t0, 30));
+        assert_eq!(tracker.next_deadline(), Some(at(t0, 33)), "verdict settle");
+        tracker.tick(at(t0, 33));
+        assert!(tracker.state().is_terminal());
+        assert_eq!(tracker.next_deadline(), None);
     }
 
     #[test]

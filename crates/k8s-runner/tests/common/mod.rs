@@ -25,7 +25,6 @@ pub fn config() -> RunnerConfig {
             verdict_settle: Duration::from_secs(2),
             crash_loop_budget: None,
         },
-        tick: Duration::from_millis(500),
         readiness_poll: Duration::from_millis(500),
         ..RunnerConfig::default()
     }
