@@ -5,6 +5,7 @@ use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{ContainerStatus, Pod};
 use serde_json::Value;
 
+use crate::api::Coordinates;
 use crate::state::FailureCause;
 
 /// What the workload object (Job or custom resource) says, ignoring pods.
@@ -83,7 +84,7 @@ pub fn classify_job(job: &Job) -> WorkloadSignal {
 /// What a workload object says, whatever its kind: the one place the monitor and adoption
 /// both classify workloads, so they agree by construction.
 pub(crate) fn classify_workload(
-    api: &crate::api::WorkloadApi,
+    api: &rlaunch_render::ApiCoordinates,
     object: &kube::api::DynamicObject,
 ) -> WorkloadSignal {
     let Ok(value) = serde_json::to_value(object) else {

@@ -144,9 +144,7 @@ mod tracker;
 #[cfg(test)]
 mod fixtures;
 
-pub use api::{
-    OWNED_OBJECTS_ANNOTATION, OwnedObject, ROLE_ANNOTATION, RunRef, WorkloadApi, WorkloadRole,
-};
+pub use api::{OWNED_OBJECTS_ANNOTATION, OwnedObject, ROLE_ANNOTATION, RunRef, WorkloadRole};
 pub use attribution::WORKLOAD_LABEL;
 pub use cleanup::CleanupReport;
 pub use error::{Error, Result};

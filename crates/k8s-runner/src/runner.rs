@@ -10,7 +10,9 @@ use rlaunch_render::Rendered;
 use tokio::sync::watch;
 use tracing::warn;
 
-use crate::api::{RunRef, WorkloadApi, WorkloadRole, discover_preferred, known_custom_kinds};
+use crate::api::{
+    Coordinates, RunRef, WorkloadRole, discover, discover_preferred, known_custom_kinds,
+};
 use crate::classify::{classify_pod, classify_workload};
 use crate::cleanup::{CleanupReport, cleanup_run, delete_workload};
 use crate::diagnostics::collect;
@@ -20,6 +22,7 @@ use crate::requeue::{REQUEUE_ANNOTATION, RequeueRecord};
 use crate::state::{ContainerLog, Diagnostics, RunState, RunStatus, Warning, WarningChange};
 use crate::submit::{ApiKeySecrets, Submitter};
 use crate::tracker::{RunTracker, TrackerConfig};
+use rlaunch_render::ApiCoordinates;
 
 /// Settings of a [`Runner`].
 #[derive(Clone, Debug)]
@@ -308,11 +311,11 @@ impl Runner {
 
     /// The custom workload kinds from the known table that this cluster serves, at their
     /// preferred version.
-    pub async fn served_custom_kinds(&self) -> Vec<WorkloadApi> {
+    pub async fn served_custom_kinds(&self) -> Vec<ApiCoordinates> {
         let mut kinds = Vec::new();
         for (group, kind) in known_custom_kinds() {
             match discover_preferred(&self.inner.client, group, kind).await {
-                Ok(resource) => kinds.push(WorkloadApi::from_api_resource(&resource)),
+                Ok(resource) => kinds.push(ApiCoordinates::from_api_resource(&resource)),
                 Err(Error::KindNotServed { .. }) => {}
                 Err(error) => warn!(group, kind, error = %error, "discovery failed"),
             }
@@ -320,7 +323,8 @@ impl Runner {
         kinds
     }
 
-    /// Every batch Job, and every object of the given custom `kinds`, in each of
+    /// Every batch Job, and every object of the given custom `kinds` (a missing plural is
+    /// found through discovery), in each of
     /// `namespaces` (the agent's target namespaces: listing is per namespace, so namespaced
     /// Roles suffice), that carries `rlaunch.dev/agent-identity=<agent_identity>`, with its
     /// run id, run queue item annotation and current state (terminal ones included: they
@@ -331,7 +335,7 @@ impl Runner {
         &self,
         agent_identity: &str,
         namespaces: &[String],
-        kinds: &[WorkloadApi],
+        kinds: &[ApiCoordinates],
     ) -> Result<Vec<InFlightRun>> {
         self.list_role(WorkloadRole::Run, agent_identity, namespaces, kinds)
             .await
@@ -353,15 +357,27 @@ impl Runner {
         role: WorkloadRole,
         agent_identity: &str,
         namespaces: &[String],
-        kinds: &[WorkloadApi],
+        kinds: &[ApiCoordinates],
     ) -> Result<Vec<InFlightRun>> {
         let selector = format!(
             "{}={}",
             labels::AGENT_IDENTITY,
             names::label_value(agent_identity)
         );
-        let mut apis = vec![WorkloadApi::batch_job()];
-        apis.extend(kinds.iter().filter(|k| !k.is_batch_job()).cloned());
+        let mut apis = vec![ApiCoordinates::batch_job()];
+        for kind in kinds.iter().filter(|k| !k.is_batch_job()) {
+            if kind.plural.is_some() {
+                apis.push(kind.clone());
+                continue;
+            }
+            match discover(&self.inner.client, &kind.group, &kind.version, &kind.kind).await {
+                Ok(resource) => apis.push(ApiCoordinates::from_api_resource(&resource)),
+                Err(Error::KindNotServed { .. }) => {
+                    warn!(group = %kind.group, kind = %kind.kind, "kind not served; skipped while listing runs in flight");
+                }
+                Err(error) => return Err(error),
+            }
+        }
         let mut runs = Vec::new();
         for namespace in namespaces {
             for api in &apis {
@@ -376,7 +392,7 @@ impl Runner {
     async fn list_kind_in(
         &self,
         namespace: &str,
-        api: &WorkloadApi,
+        api: &ApiCoordinates,
         selector: &str,
         runs: &mut Vec<InFlightRun>,
     ) -> Result<()> {
@@ -421,7 +437,7 @@ impl Runner {
 
     async fn snapshot_state(
         &self,
-        api: &WorkloadApi,
+        api: &ApiCoordinates,
         run: &RunRef,
         object: &DynamicObject,
     ) -> (RunState, Vec<Warning>) {
@@ -444,7 +460,7 @@ impl Runner {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::WorkloadApi;
+    use rlaunch_render::ApiCoordinates;
 
     fn warning(message: &str) -> Warning {
         Warning {
@@ -460,7 +476,7 @@ mod tests {
             run: RunRef {
                 namespace: "ns".into(),
                 name: "job".into(),
-                api: WorkloadApi::batch_job(),
+                api: ApiCoordinates::batch_job(),
                 run_id: "abc".into(),
                 run_queue_item_id: None,
                 entity: None,

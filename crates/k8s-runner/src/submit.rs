@@ -15,10 +15,11 @@ use serde_json::Value;
 use tokio::time::Instant;
 use tracing::{info, warn};
 
-use crate::api::{OWNED_OBJECTS_ANNOTATION, OwnedObject, RunRef, WorkloadApi, resolve};
+use crate::api::{Coordinates, OWNED_OBJECTS_ANNOTATION, OwnedObject, RunRef, resolve};
 use crate::attribution::prepare_workload;
 use crate::error::{Error, Result, is_already_exists, is_not_found, is_resource_not_served};
 use crate::requeue::{REQUEUE_ANNOTATION, RequeueRecord};
+use rlaunch_render::ApiCoordinates;
 
 /// How the runner treats API-key Secrets.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -436,7 +437,7 @@ impl Submitter<'_> {
     ) -> Result<Submission> {
         let coordinates = &object.api;
         let resource = resolve_object(self.client, object).await?;
-        let api_kind = WorkloadApi::from_api_resource(&resource);
+        let api_kind = ApiCoordinates::from_api_resource(&resource);
         let mut prepared = object.clone();
         prepare_workload(&mut prepared.manifest);
         if !owned.is_empty() {

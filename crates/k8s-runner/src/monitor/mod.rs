@@ -34,11 +34,12 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tracing::debug;
 
-use crate::api::{RunRef, WorkloadApi};
+use crate::api::{Coordinates, RunRef};
 use crate::attribution::pod_selector;
 use crate::error::is_not_found;
 use crate::state::RunStatus;
 use crate::tracker::TrackerConfig;
+use rlaunch_render::ApiCoordinates;
 
 /// What finalizing a terminal run needs.
 #[derive(Clone)]
@@ -71,7 +72,7 @@ enum Trigger {
     CancelRequested(RunKey),
     /// A workload object was added or changed.
     Workload {
-        api: WorkloadApi,
+        api: ApiCoordinates,
         object: Box<DynamicObject>,
     },
     /// A workload is gone (watch delete, or not found when seeding).
@@ -79,7 +80,7 @@ enum Trigger {
     /// A relist of `(namespace, kind)` finished with these names.
     Relisted {
         namespace: String,
-        api: WorkloadApi,
+        api: ApiCoordinates,
         names: HashSet<String>,
     },
     /// A pod was added, changed or deleted.

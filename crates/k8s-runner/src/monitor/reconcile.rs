@@ -12,6 +12,7 @@ use tracing::info;
 
 use super::store::{Phase, RunEntry, Store};
 use super::{MonitorContext, RunKey, Trigger, finalize::finalize};
+use crate::api::Coordinates;
 use crate::attribution::workload_of;
 use crate::classify::{classify_failed_create, classify_pod, classify_workload};
 use crate::state::RunStatus;
@@ -129,7 +130,11 @@ impl Loop {
         }
     }
 
-    fn workload(&mut self, api: &crate::api::WorkloadApi, object: &kube::api::DynamicObject) {
+    fn workload(
+        &mut self,
+        api: &rlaunch_render::ApiCoordinates,
+        object: &kube::api::DynamicObject,
+    ) {
         let Some(namespace) = object.namespace() else {
             return;
         };

@@ -10,9 +10,10 @@ use tokio_util::time::delay_queue;
 use tracing::debug;
 
 use super::{MonitorContext, RunKey, Trigger, triggers};
-use crate::api::{RunRef, WorkloadApi};
+use crate::api::{Coordinates, RunRef};
 use crate::state::RunStatus;
 use crate::tracker::RunTracker;
+use rlaunch_render::ApiCoordinates;
 
 /// Where a tracked run is, from the monitor's point of view.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -39,14 +40,15 @@ pub(super) struct RunEntry {
 enum WatchKey {
     Pods(String),
     Refusals(String),
-    Workloads(String, WorkloadApi),
+    /// Namespace and the kind's key.
+    Workloads(String, String),
 }
 
 fn watch_keys(run: &RunRef) -> [WatchKey; 3] {
     [
         WatchKey::Pods(run.namespace.clone()),
         WatchKey::Refusals(run.namespace.clone()),
-        WatchKey::Workloads(run.namespace.clone(), run.api.clone()),
+        WatchKey::Workloads(run.namespace.clone(), run.api.key()),
     ]
 }
 
@@ -79,7 +81,7 @@ impl Store {
     pub fn missing_after_relist(
         &self,
         namespace: &str,
-        api: &WorkloadApi,
+        api: &ApiCoordinates,
         names: &HashSet<String>,
     ) -> Vec<RunKey> {
         self.runs
@@ -111,8 +113,8 @@ impl Store {
                     WatchKey::Refusals(namespace) => {
                         Box::pin(triggers::refusals(tx, client, namespace))
                     }
-                    WatchKey::Workloads(namespace, api) => {
-                        Box::pin(triggers::workloads(tx, client, namespace, api))
+                    WatchKey::Workloads(namespace, _) => {
+                        Box::pin(triggers::workloads(tx, client, namespace, run.api.clone()))
                     }
                 })
             });

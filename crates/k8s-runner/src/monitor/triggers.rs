@@ -14,7 +14,8 @@ use tokio::sync::mpsc::UnboundedSender;
 use tracing::warn;
 
 use super::Trigger;
-use crate::api::WorkloadApi;
+use crate::api::Coordinates;
+use rlaunch_render::ApiCoordinates;
 
 /// Send to the loop; false once it is gone.
 fn send(tx: &UnboundedSender<Trigger>, trigger: Trigger) -> bool {
@@ -56,7 +57,7 @@ pub(super) async fn workloads(
     tx: UnboundedSender<Trigger>,
     client: Client,
     namespace: String,
-    workload: WorkloadApi,
+    workload: ApiCoordinates,
 ) {
     let api: Api<DynamicObject> =
         Api::namespaced_with(client, &namespace, &workload.api_resource());
