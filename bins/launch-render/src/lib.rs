@@ -1,5 +1,5 @@
 //! The `launch-render` command as a library: read a run spec and a queue config, render them
-//! with the `spec` engine, format the objects as YAML or JSON, or explain where each field
+//! with the `rlaunch-render` engine, format the objects as YAML or JSON, or explain where each field
 //! came from. The binary only parses arguments and prints; tests call [`run`] directly.
 //!
 //! **Invariant:** no network, no cluster; the only IO is reading the named input files and
@@ -25,7 +25,9 @@ pub struct Args {
     /// The popped `runSpec` JSON exactly as W&B sends it (`-` reads stdin).
     #[arg(long, value_name = "FILE|-")]
     pub run_spec: PathBuf,
-    /// A queue config (YAML or JSON), merged under `resource_args.kubernetes`; the run spec wins.
+    /// A queue config (YAML or JSON), merged under `resource_args.kubernetes` as an RFC 7386
+    /// JSON merge patch: the run spec wins, objects merge key by key, lists replace, and a
+    /// `null` in the run spec removes the queue config's key.
     #[arg(long, value_name = "FILE")]
     pub queue_config: Option<PathBuf>,
     /// Run id (default: the run spec's `run_id`, else a stable id derived from the input).
@@ -61,9 +63,13 @@ pub struct Args {
     /// Field allowed despite the security refuse-list (repeatable), e.g. serviceAccountName.
     #[arg(long = "allow-field", value_name = "FIELD")]
     pub allow_fields: Vec<String>,
-    /// Environment variable usable as a `${NAME}` macro (repeatable).
+    /// Environment variable usable as a `${NAME}` macro (repeatable); no other variable is read.
     #[arg(long = "macro-env", value_name = "NAME")]
     pub macro_env: Vec<String>,
+    /// Render as an agent in secure mode: refuse hostPID, hostIPC, hostNetwork, init
+    /// containers, container `command` and `overrides.entry_point`.
+    #[arg(long)]
+    pub secure_mode: bool,
     /// Plural of a custom resource, as `Kind.group=plural` (repeatable).
     #[arg(long = "crd-plural", value_name = "KIND.GROUP=PLURAL")]
     pub crd_plurals: Vec<String>,
@@ -207,12 +213,9 @@ fn context(
     ctx.default_namespace = args.namespace.clone();
     ctx.allowed_fields = args.allow_fields.iter().cloned().collect::<BTreeSet<_>>();
     ctx.explain = args.explain;
+    ctx.secure_mode = args.secure_mode;
     if let Some(var) = &args.api_key_env {
-        let key = env(var).filter(|k| !k.trim().is_empty()).ok_or_else(|| CliError::BadFlag {
-            flag: "--api-key-env",
-            problem: format!("environment variable {var} is not set or empty (export it, or drop the flag to render a placeholder)"),
-        })?;
-        ctx.api_key = ApiKeyMode::Agent(ApiKey::new(key));
+        ctx.api_key = ApiKeyMode::Agent(api_key(var, env)?);
     }
     if let Some(text) = &args.gpu {
         ctx.gpu = Some(text.parse().map_err(|error| CliError::BadFlag {
@@ -220,26 +223,48 @@ fn context(
             problem: format!("{error}"),
         })?);
     }
-    let mut macro_env = BTreeMap::new();
-    for name in &args.macro_env {
+    ctx.macro_env = macro_env(&args.macro_env, env)?;
+    ctx.crd_plurals = crd_plurals(&args.crd_plurals)?;
+    Ok(ctx)
+}
+
+/// The key in `var`, exactly as set (an environment variable has no trailing newline to trim).
+fn api_key(var: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<ApiKey, CliError> {
+    let key = env(var).filter(|k| !k.trim().is_empty()).ok_or_else(|| CliError::BadFlag {
+        flag: "--api-key-env",
+        problem: format!("environment variable {var} is not set or empty (export it, or drop the flag to render a placeholder)"),
+    })?;
+    Ok(ApiKey::new(key))
+}
+
+/// The values of the allow-listed variables; no other variable is read.
+fn macro_env(
+    names: &[String],
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<BTreeMap<String, String>, CliError> {
+    let mut values = BTreeMap::new();
+    for name in names {
         let value = env(name).ok_or_else(|| CliError::BadFlag {
             flag: "--macro-env",
             problem: format!("environment variable {name} is not set (export it or drop the flag)"),
         })?;
-        macro_env.insert(name.clone(), value);
+        values.insert(name.clone(), value);
     }
-    ctx.macro_env = macro_env;
-    for entry in &args.crd_plurals {
+    Ok(values)
+}
+
+fn crd_plurals(entries: &[String]) -> Result<BTreeMap<String, String>, CliError> {
+    let mut plurals = BTreeMap::new();
+    for entry in entries {
         let (kind_group, plural) = entry.split_once('=').ok_or_else(|| CliError::BadFlag {
             flag: "--crd-plural",
             problem: format!(
                 "`{entry}` is not Kind.group=plural (e.g. PyTorchJob.kubeflow.org=pytorchjobs)"
             ),
         })?;
-        ctx.crd_plurals
-            .insert(kind_group.to_owned(), plural.to_owned());
+        plurals.insert(kind_group.to_owned(), plural.to_owned());
     }
-    Ok(ctx)
+    Ok(plurals)
 }
 
 /// The objects as a YAML stream or a JSON array, in creation order.

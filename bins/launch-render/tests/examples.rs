@@ -170,6 +170,16 @@ macro_rules! error_case {
 }
 
 error_case!(
+    custom_resource_without_pod_template_is_refused,
+    "a custom resource with no pod template anywhere would not reach W&B: refused with the expected path",
+    [
+        "--run-spec",
+        IMAGE_JOB,
+        "--queue-config",
+        "tests/fixtures/cr-without-pods.yaml"
+    ]
+);
+error_case!(
     fractional_gpu_is_rejected,
     "GPU quantities must be integers in limits, requests equal to limits",
     [
@@ -244,6 +254,67 @@ error_case!(
     "missing file",
     ["--run-spec", "tests/fixtures/does-not-exist.json"]
 );
+
+case!(
+    null_in_the_run_spec_removes_a_queue_config_key,
+    "RFC 7386 merge patch: the run spec's nulls remove cost-center and activeDeadlineSeconds from the queue config",
+    [
+        "--run-spec",
+        "tests/fixtures/null-removes.json",
+        "--queue-config",
+        "../../examples/queue-configs/basic.yaml"
+    ]
+);
+
+#[test]
+fn macro_env_expands_only_the_named_agent_variables() {
+    let env = |name: &str| match name {
+        "REGION" => Some("eu-west-1".to_owned()),
+        "WANDB_API_KEY" => Some("local-abcdef0123456789".to_owned()),
+        _ => None,
+    };
+    let argv = [
+        "--run-spec",
+        IMAGE_JOB,
+        "--queue-config",
+        "tests/fixtures/macro-env.yaml",
+    ];
+    let with = |extra: &[&str]| {
+        let mut all = argv.to_vec();
+        all.extend_from_slice(extra);
+        run(&args(&all), &mut std::io::empty(), &env)
+    };
+    let output = with(&["--macro-env", "REGION"]).expect("renders");
+    assert!(
+        output
+            .stdout
+            .contains("value: s3://datasets-eu-west-1/resnet50\n"),
+        "{}",
+        output.stdout
+    );
+    assert!(output.warnings.is_empty(), "{:?}", output.warnings);
+
+    // Without the flag the variable is not read: the macro stays, with a warning naming it.
+    let output = with(&[]).expect("renders");
+    assert!(
+        output
+            .stdout
+            .contains("value: s3://datasets-${REGION}/resnet50\n")
+    );
+    assert_eq!(output.warnings.len(), 1, "{:?}", output.warnings);
+    assert!(
+        output.warnings[0].contains("${REGION}"),
+        "{:?}",
+        output.warnings
+    );
+
+    // A named variable that is not set is a flag error, not an empty value.
+    let error = with(&["--macro-env", "UNSET_VAR"]).expect_err("rejected");
+    assert_eq!(
+        error.to_string(),
+        "--macro-env: environment variable UNSET_VAR is not set (export it or drop the flag)"
+    );
+}
 
 #[test]
 fn allow_list_lets_a_named_field_through() {

@@ -1,11 +1,16 @@
 //! GPU scheduling helpers for the launch agent: a compact GPU request grammar, validation of
 //! extended resources in rendered pod specs, rendering helpers (resources, node affinity,
 //! tolerations, `/dev/shm`, Volcano gang, priority class) and a schedulability pre-check that
-//! answers in the kube-scheduler's own words.
+//! answers in the kube-scheduler's own words, after the target namespace's LimitRanges and
+//! ResourceQuotas have had their say.
+//!
+//! None of this exists in W&B's agent, which neither validates GPU requests nor checks
+//! schedulability; the pre-check follows the kube-scheduler's filters and the API server's
+//! LimitRanger and ResourceQuota admission instead, in their own words.
 //!
 //! **Invariant:** this crate is pure. It never does IO, reads the environment or the clock, and
-//! has no async runtime or Kubernetes client; node and pod lists come in as arguments
-//! (k8s-openapi types), manifests as `serde_json::Value`.
+//! has no async runtime or Kubernetes client; node, pod, quota and limit-range lists come in as
+//! arguments (k8s-openapi types), manifests as `serde_json::Value`.
 //!
 //! Main types and functions: [`GpuRequest`], [`validate_extended_resources`],
 //! [`apply_gpu_request`] (and the helpers it calls), [`precheck()`] → [`PreCheck`] /
@@ -72,27 +77,26 @@
 //! assert!(rlaunch_gpu::validate_extended_resources(&pod_spec, "spec.template.spec").is_empty());
 //!
 //! let typed: k8s_openapi::api::core::v1::PodSpec = serde_json::from_value(pod_spec)?;
-//! let check = rlaunch_gpu::precheck(&[], &[], &[typed]);
+//! let check = rlaunch_gpu::precheck(&[], &[], &[], &[], &[typed]);
 //! assert_eq!(check.verdict, Verdict::NeverFits);
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
-pub mod error;
-pub mod labels;
-pub mod precheck;
-pub mod quantity;
-pub mod render;
-pub mod request;
-pub mod validate;
+mod admission;
+mod error;
+mod labels;
+mod precheck;
+mod quantity;
+mod render;
+mod request;
+mod validate;
 
 #[cfg(test)]
 mod fixtures;
 
 pub use error::{Error, Result};
 pub use labels::{GpuProduct, LABEL_VALUES, LabelFamily, LabelValue, Vendor, memory_threshold_mib};
-pub use precheck::{
-    PreCheck, Verdict, fit_error_message, matches_node_affinity, pod_requests, precheck, tolerates,
-};
+pub use precheck::{PreCheck, Verdict, matches_node_affinity, pod_requests, precheck, tolerates};
 pub use quantity::QuantityValue;
 pub use render::{
     FamilyChoice, RenderOptions, SHM_VOLUME_NAME, VOLCANO_GROUP_ANNOTATION, VOLCANO_SCHEDULER,

@@ -26,6 +26,11 @@
 //! report `FitsLater`/`NeverFits` for a gang that a smarter packing would fit; it never reports
 //! `FitsNow` for one that does not fit.
 //!
+//! Before the scheduler, the target namespace's LimitRanges fill in default requests and
+//! limits, and its LimitRanges and ResourceQuotas may refuse the pods; the worse verdict wins
+//! (see the `admission` module docs: a LimitRange bound or a quota's hard total exceeded
+//! never fits, more than a quota has left fits later).
+//!
 //! Not modelled: inter-pod affinity, topology spread, host ports, volumes, DRA claims,
 //! preemption, and scheduler extenders or Volcano/Kueue admission.
 
@@ -33,10 +38,12 @@ use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 
 use k8s_openapi::api::core::v1::{
-    Container, Node, NodeSelectorRequirement, NodeSelectorTerm, Pod, PodSpec, Taint, Toleration,
+    Container, LimitRange, Node, NodeSelectorRequirement, NodeSelectorTerm, Pod, PodSpec,
+    ResourceQuota, Taint, Toleration,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 
+use crate::admission::{self, Admission};
 use crate::{QuantityValue, Result};
 
 /// The answer of [`precheck`].
@@ -68,7 +75,10 @@ pub struct PreCheck {
     /// When a pod does not fit now: the scheduler's per-reason counts, sorted as the scheduler
     /// sorts them, e.g. `["2 Insufficient nvidia.com/gpu", "2 node(s) were unschedulable"]`.
     pub reasons: Vec<String>,
-    /// The kube-scheduler `FitError` text for the first pod that does not fit now, e.g.
+    /// When admission refuses the pods: its objections, e.g. `ResourceQuota gpu: the run
+    /// requests requests.nvidia.com/gpu=16, above the quota's hard limit
+    /// requests.nvidia.com/gpu=8`. Otherwise the kube-scheduler `FitError` text for the
+    /// first pod that does not fit now, e.g.
     /// `0/6 nodes are available: 2 Insufficient nvidia.com/gpu, 4 node(s) were unschedulable.`;
     /// when everything fits, a short note.
     pub message: String,
@@ -79,7 +89,7 @@ pub struct PreCheck {
 }
 
 /// Amounts per resource: `cpu` in millicores, everything else in units (bytes for memory).
-type Amounts = BTreeMap<String, i128>;
+pub(crate) type Amounts = BTreeMap<String, i128>;
 
 const CPU: &str = "cpu";
 const MEMORY: &str = "memory";
@@ -95,7 +105,7 @@ fn amount(resource: &str, quantity: &Quantity) -> Result<i128> {
     })
 }
 
-fn amounts(list: Option<&BTreeMap<String, Quantity>>) -> Result<Amounts> {
+pub(crate) fn amounts(list: Option<&BTreeMap<String, Quantity>>) -> Result<Amounts> {
     let mut result = Amounts::new();
     for (resource, quantity) in list.into_iter().flatten() {
         result.insert(resource.clone(), amount(resource, quantity)?);
@@ -113,13 +123,13 @@ fn container_requests(container: &Container) -> Result<Amounts> {
     Ok(requests)
 }
 
-fn add_into(total: &mut Amounts, more: &Amounts) {
+pub(crate) fn add_into(total: &mut Amounts, more: &Amounts) {
     for (resource, value) in more {
         *total.entry(resource.clone()).or_insert(0) += value;
     }
 }
 
-fn max_into(total: &mut Amounts, other: &Amounts) {
+pub(crate) fn max_into(total: &mut Amounts, other: &Amounts) {
     for (resource, value) in other {
         let entry = total.entry(resource.clone()).or_insert(0);
         *entry = (*entry).max(*value);
@@ -438,7 +448,7 @@ fn histogram(node_reasons: &[Vec<String>]) -> Vec<String> {
 }
 
 /// The kube-scheduler `FitError` message for `node_count` nodes and these reasons.
-pub fn fit_error_message(node_count: usize, reasons: &[String]) -> String {
+fn fit_error_message(node_count: usize, reasons: &[String]) -> String {
     if reasons.is_empty() {
         format!("0/{node_count} nodes are available.")
     } else {
@@ -449,7 +459,7 @@ pub fn fit_error_message(node_count: usize, reasons: &[String]) -> String {
     }
 }
 
-fn format_amount(resource: &str, value: i128) -> String {
+pub(crate) fn format_amount(resource: &str, value: i128) -> String {
     if resource == CPU {
         if value % 1000 == 0 {
             (value / 1000).to_string()
@@ -511,46 +521,110 @@ fn shortfall(
     lines
 }
 
-/// Checks whether `wanted` pods (one pod, or a gang placed together) can be scheduled on
-/// `nodes`, given the running `pods` (non-terminal pods with `spec.nodeName` count against
-/// their node). Never does IO; see the module docs for what is modelled.
-pub fn precheck(nodes: &[Node], pods: &[Pod], wanted: &[PodSpec]) -> PreCheck {
+/// Checks whether `wanted` pods (one pod, or a gang placed together) can be created in the
+/// target namespace and scheduled on `nodes`. Never does IO; see the module docs for what is
+/// modelled.
+///
+/// - `nodes`: every node of the cluster.
+/// - `pods`: the running pods of every namespace (non-terminal pods with `spec.nodeName`
+///   count against their node).
+/// - `quotas`, `limit_ranges`: the ResourceQuotas and LimitRanges of the target namespace
+///   (empty slices when the namespace has none, or when they cannot be listed).
+/// - `wanted`: the pod specs the workload will create, replicas included.
+///
+/// The worse of the two answers wins: the namespace's admission (a LimitRange bound or a
+/// quota's hard total exceeded: never fits; more than the quota has left: fits later) and
+/// the scheduler's, computed on the pods as admission defaults them.
+pub fn precheck(
+    nodes: &[Node],
+    pods: &[Pod],
+    quotas: &[ResourceQuota],
+    limit_ranges: &[LimitRange],
+    wanted: &[PodSpec],
+) -> PreCheck {
+    let wanted = admission::with_defaults(limit_ranges, wanted);
+    let scheduling = schedule(nodes, pods, &wanted);
+    match admission::check(quotas, limit_ranges, &wanted) {
+        Ok(Admission::Admitted) => scheduling,
+        Ok(Admission::Never(lines)) => objection(Verdict::NeverFits, lines),
+        Ok(Admission::Later(lines)) if scheduling.verdict == Verdict::FitsNow => {
+            objection(Verdict::FitsLater, lines)
+        }
+        Ok(Admission::Later(lines)) => PreCheck {
+            summary: format!("{}; {}", scheduling.summary, lines.join("; ")),
+            reasons: scheduling.reasons.into_iter().chain(lines).collect(),
+            ..scheduling
+        },
+        Err(error) => unparsable(None, &error),
+    }
+}
+
+/// A verdict of the namespace's admission: every line is a reason, the message and summary.
+fn objection(verdict: Verdict, lines: Vec<String>) -> PreCheck {
+    let text = lines.join("; ");
+    PreCheck {
+        verdict,
+        reasons: lines,
+        message: text.clone(),
+        summary: text,
+        placements: Vec::new(),
+    }
+}
+
+fn unparsable(pod: Option<usize>, error: &crate::Error) -> PreCheck {
+    let which = pod.map_or("the namespace's quotas or limits".to_owned(), |pod| {
+        format!("pod {pod}: its resources")
+    });
+    PreCheck {
+        verdict: Verdict::NeverFits,
+        reasons: Vec::new(),
+        message: error.to_string(),
+        summary: format!("{which} do not parse: {error}"),
+        placements: Vec::new(),
+    }
+}
+
+fn trivial(verdict: Verdict, message: &str, summary: &str) -> PreCheck {
+    PreCheck {
+        verdict,
+        reasons: Vec::new(),
+        message: message.to_owned(),
+        summary: summary.to_owned(),
+        placements: Vec::new(),
+    }
+}
+
+/// The scheduler's half: place the pods now, else on empty nodes, and say why not.
+fn schedule(nodes: &[Node], pods: &[Pod], wanted: &[PodSpec]) -> PreCheck {
     let mut requests = Vec::with_capacity(wanted.len());
     for (index, spec) in wanted.iter().enumerate() {
         match pod_requests(spec) {
             Ok(amounts) => requests.push((spec, amounts)),
-            Err(error) => {
-                return PreCheck {
-                    verdict: Verdict::NeverFits,
-                    reasons: Vec::new(),
-                    message: error.to_string(),
-                    summary: format!("pod {index}: its resources do not parse: {error}"),
-                    placements: Vec::new(),
-                };
-            }
+            Err(error) => return unparsable(Some(index), &error),
         }
     }
     if wanted.is_empty() {
-        return PreCheck {
-            verdict: Verdict::FitsNow,
-            reasons: Vec::new(),
-            message: "no pods to place".to_owned(),
-            summary: "no pods to place".to_owned(),
-            placements: Vec::new(),
-        };
+        return trivial(Verdict::FitsNow, "no pods to place", "no pods to place");
     }
     if nodes.is_empty() {
-        return PreCheck {
-            verdict: Verdict::NeverFits,
-            reasons: Vec::new(),
-            message: "no nodes available to schedule pods".to_owned(),
-            summary: "the cluster has no nodes".to_owned(),
-            placements: Vec::new(),
-        };
+        return trivial(
+            Verdict::NeverFits,
+            "no nodes available to schedule pods",
+            "the cluster has no nodes",
+        );
     }
-
     let empty: Vec<NodeState> = nodes.iter().map(NodeState::new).collect();
-    let mut now = empty.clone();
+    let before = with_running_pods(&empty, pods);
+    let mut now = before.clone();
+    match place_all(&mut now, &requests) {
+        Ok(placements) => fits_now(&now, &placements),
+        Err(unplaced) => not_now(&empty, before, &requests, unplaced),
+    }
+}
+
+/// The nodes with the running pods' requests placed on them.
+fn with_running_pods(empty: &[NodeState], pods: &[Pod]) -> Vec<NodeState> {
+    let mut now = empty.to_vec();
     let index_by_name: HashMap<&str, usize> = empty
         .iter()
         .enumerate()
@@ -567,113 +641,61 @@ pub fn precheck(nodes: &[Node], pods: &[Pod], wanted: &[PodSpec]) -> PreCheck {
         let Some(spec) = pod.spec.as_ref() else {
             continue;
         };
-        let Some(&index) = spec
+        let node = spec
             .node_name
             .as_deref()
-            .and_then(|name| index_by_name.get(name))
-        else {
-            continue;
-        };
+            .and_then(|name| index_by_name.get(name));
         // A running pod's malformed quantities (rejected by the apiserver) count as nothing.
-        let requests = pod_requests(spec).unwrap_or_default();
-        if let Some(node) = now.get_mut(index) {
-            node.place(&requests);
+        if let Some(node) = node.and_then(|&index| now.get_mut(index)) {
+            node.place(&pod_requests(spec).unwrap_or_default());
         }
     }
-    let before = now.clone();
+    now
+}
 
-    let unplaced = match place_all(&mut now, &requests) {
-        Ok(placements) => {
-            let names: Vec<String> = placements
-                .iter()
-                .filter_map(|index| now.get(*index).map(|node| node.name.clone()))
-                .collect();
-            let summary = if names.len() == 1 {
-                format!("the pod fits now on {}", names.join(""))
-            } else {
-                let each: Vec<String> = names
-                    .iter()
-                    .enumerate()
-                    .map(|(pod, node)| format!("pod {pod} on {node}"))
-                    .collect();
-                format!("all {} pods fit now: {}", names.len(), each.join(", "))
-            };
-            return PreCheck {
-                verdict: Verdict::FitsNow,
-                reasons: Vec::new(),
-                message: summary.clone(),
-                summary,
-                placements: names,
-            };
-        }
-        Err(unplaced) => unplaced,
+fn fits_now(nodes: &[NodeState], placements: &[usize]) -> PreCheck {
+    let names: Vec<String> = placements
+        .iter()
+        .filter_map(|index| nodes.get(*index).map(|node| node.name.clone()))
+        .collect();
+    let summary = if names.len() == 1 {
+        format!("the pod fits now on {}", names.join(""))
+    } else {
+        let each: Vec<String> = names
+            .iter()
+            .enumerate()
+            .map(|(pod, node)| format!("pod {pod} on {node}"))
+            .collect();
+        format!("all {} pods fit now: {}", names.len(), each.join(", "))
     };
-    let reasons = histogram(&unplaced.node_reasons);
-    let message = fit_error_message(nodes.len(), &reasons);
+    PreCheck {
+        verdict: Verdict::FitsNow,
+        reasons: Vec::new(),
+        message: summary.clone(),
+        summary,
+        placements: names,
+    }
+}
 
+/// Some pod does not fit now: the scheduler's message, and whether empty nodes would do.
+fn not_now(
+    empty: &[NodeState],
+    before: Vec<NodeState>,
+    requests: &[(&PodSpec, Amounts)],
+    unplaced: Unplaced,
+) -> PreCheck {
+    let reasons = histogram(&unplaced.node_reasons);
+    let message = fit_error_message(empty.len(), &reasons);
     let mut empty_run = empty.iter().map(NodeState::emptied).collect::<Vec<_>>();
-    let (verdict, summary) = match place_all(&mut empty_run, &requests) {
-        Ok(_) => {
-            // Replay the gang members placed before the failing pod, then say what is short.
-            let mut state = before;
-            for (pod, node) in unplaced.placed_before.iter().enumerate() {
-                if let (Some(node), Some((_, amounts))) = (state.get_mut(*node), requests.get(pod))
-                {
-                    node.place(amounts);
-                }
-            }
-            let mut lines = Vec::new();
-            if let Some((spec, amounts)) = requests.get(unplaced.pod) {
-                lines = shortfall(
-                    &state,
-                    spec,
-                    amounts,
-                    |node, resource| node.free_of(resource),
-                    "most free on a matching node",
-                );
-            }
-            if lines.is_empty() {
-                lines.push(
-                    "no single matching node has enough of every requested resource free at once"
-                        .to_owned(),
-                );
-            }
-            (
-                Verdict::FitsLater,
-                format!(
-                    "pod {} does not fit now but would fit once running pods finish: {}",
-                    unplaced.pod,
-                    lines.join("; ")
-                ),
-            )
-        }
-        Err(never) => {
-            let mut lines = Vec::new();
-            if let Some((spec, amounts)) = requests.get(never.pod) {
-                lines = shortfall(
-                    &empty,
-                    spec,
-                    amounts,
-                    NodeState::allocatable_of,
-                    "largest node allocatable",
-                );
-            }
-            if lines.is_empty() {
-                lines.push(if never.pod > 0 {
-                    format!(
-                        "pods 0..{} fit on empty nodes but pod {} does not fit beside them; the gang needs more nodes",
-                        never.pod - 1,
-                        never.pod
-                    )
-                } else {
-                    "no single matching node has enough of every requested resource at once".to_owned()
-                });
-            }
-            (
-                Verdict::NeverFits,
-                format!("pod {}: {}", never.pod, lines.join("; ")),
-            )
-        }
+    let (verdict, summary) = match place_all(&mut empty_run, requests) {
+        Ok(_) => (
+            Verdict::FitsLater,
+            fits_later_summary(before, requests, &unplaced),
+        ),
+        Err(never) => (
+            Verdict::NeverFits,
+            never_fits_summary(empty, requests, &never),
+        ),
     };
     PreCheck {
         verdict,
@@ -684,11 +706,80 @@ pub fn precheck(nodes: &[Node], pods: &[Pod], wanted: &[PodSpec]) -> PreCheck {
     }
 }
 
+/// Replays the gang members placed before the failing pod, then says what is short now.
+fn fits_later_summary(
+    mut state: Vec<NodeState>,
+    requests: &[(&PodSpec, Amounts)],
+    unplaced: &Unplaced,
+) -> String {
+    for (pod, node) in unplaced.placed_before.iter().enumerate() {
+        if let (Some(node), Some((_, amounts))) = (state.get_mut(*node), requests.get(pod)) {
+            node.place(amounts);
+        }
+    }
+    let mut lines = Vec::new();
+    if let Some((spec, amounts)) = requests.get(unplaced.pod) {
+        lines = shortfall(
+            &state,
+            spec,
+            amounts,
+            |node, resource| node.free_of(resource),
+            "most free on a matching node",
+        );
+    }
+    if lines.is_empty() {
+        lines.push(
+            "no single matching node has enough of every requested resource free at once"
+                .to_owned(),
+        );
+    }
+    format!(
+        "pod {} does not fit now but would fit once running pods finish: {}",
+        unplaced.pod,
+        lines.join("; ")
+    )
+}
+
+/// Says what no empty node has enough of for the pod that does not fit.
+fn never_fits_summary(
+    empty: &[NodeState],
+    requests: &[(&PodSpec, Amounts)],
+    never: &Unplaced,
+) -> String {
+    let mut lines = Vec::new();
+    if let Some((spec, amounts)) = requests.get(never.pod) {
+        lines = shortfall(
+            empty,
+            spec,
+            amounts,
+            NodeState::allocatable_of,
+            "largest node allocatable",
+        );
+    }
+    if lines.is_empty() {
+        lines.push(if never.pod > 0 {
+            format!(
+                "pods 0..{} fit on empty nodes but pod {} does not fit beside them; the gang needs more nodes",
+                never.pod - 1,
+                never.pod
+            )
+        } else {
+            "no single matching node has enough of every requested resource at once".to_owned()
+        });
+    }
+    format!("pod {}: {}", never.pod, lines.join("; "))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::fixtures::{gpu_pod, node, pod_spec, running_pod};
     use serde_json::json;
+
+    /// The scheduler's half alone: no quotas, no limit ranges.
+    fn precheck(nodes: &[Node], pods: &[Pod], wanted: &[PodSpec]) -> PreCheck {
+        super::precheck(nodes, pods, &[], &[], wanted)
+    }
 
     fn a100_pod(gpus: u32) -> PodSpec {
         pod_spec(json!({
@@ -1111,6 +1202,10 @@ mod tests {
 mod readiness_tests {
     use super::*;
     use crate::fixtures::{gpu_pod, node};
+
+    fn precheck(nodes: &[Node], pods: &[Pod], wanted: &[PodSpec]) -> PreCheck {
+        super::precheck(nodes, pods, &[], &[], wanted)
+    }
 
     #[test]
     fn an_untainted_not_ready_node_still_fits_as_in_the_scheduler() {

@@ -128,31 +128,38 @@ fn pow10(exponent: u32) -> Option<i128> {
     10_i128.checked_pow(exponent)
 }
 
-fn parse(text: &str) -> std::result::Result<QuantityValue, &'static str> {
+type Parsed<T> = std::result::Result<T, &'static str>;
+
+fn parse(text: &str) -> Parsed<QuantityValue> {
     if text.is_empty() {
         return Err("it is empty");
     }
     if text.trim() != text {
         return Err("it has surrounding whitespace");
     }
-    let bytes = text.as_bytes();
-    let mut index = 0;
-    let negative = match bytes.first() {
-        Some(b'-') => {
-            index += 1;
-            true
-        }
-        Some(b'+') => {
-            index += 1;
-            false
-        }
-        _ => false,
+    let (negative, unsigned) = match text.as_bytes().first() {
+        Some(b'-') => (true, &text[1..]),
+        Some(b'+') => (false, &text[1..]),
+        _ => (false, text),
     };
+    let (mantissa, fraction_digits, suffix) = parse_number(unsigned)?;
+    let nanos = match binary_shift(suffix) {
+        Some(shift) => binary_nanos(mantissa, fraction_digits, shift)?,
+        None => decimal_nanos(mantissa, fraction_digits, decimal_exponent(suffix)?)?,
+    };
+    Ok(QuantityValue {
+        nanos: if negative { -nanos } else { nanos },
+    })
+}
+
+/// The digits (as an integer), how many of them follow the point, and the rest (the suffix).
+fn parse_number(text: &str) -> Parsed<(i128, u32, &str)> {
     let mut mantissa: i128 = 0;
     let mut fraction_digits: u32 = 0;
     let mut digit_count = 0;
     let mut seen_point = false;
-    while let Some(&byte) = bytes.get(index) {
+    let mut index = 0;
+    for &byte in text.as_bytes() {
         match byte {
             b'0'..=b'9' => {
                 digit_count += 1;
@@ -172,63 +179,68 @@ fn parse(text: &str) -> std::result::Result<QuantityValue, &'static str> {
     if digit_count == 0 {
         return Err("it does not start with a number");
     }
-    let suffix = &text[index..];
-    // nanos = mantissa * numerator / 10^fraction_digits, computed with a power of ten or two.
-    let nanos = match suffix {
-        "Ki" | "Mi" | "Gi" | "Ti" | "Pi" | "Ei" => {
-            let shift = match suffix {
-                "Ki" => 10,
-                "Mi" => 20,
-                "Gi" => 30,
-                "Ti" => 40,
-                "Pi" => 50,
-                _ => 60,
-            };
-            let scaled = mantissa
-                .checked_mul(1_i128 << shift)
-                .and_then(|m| m.checked_mul(NANOS_PER_UNIT))
-                .ok_or("it is too large")?;
-            ceil_div(
-                scaled,
-                pow10(fraction_digits).ok_or("it has too many digits")?,
-            )
-        }
-        _ => {
-            let exponent: i64 = match suffix {
-                "" => 0,
-                "n" => -9,
-                "u" => -6,
-                "m" => -3,
-                "k" => 3,
-                "M" => 6,
-                "G" => 9,
-                "T" => 12,
-                "P" => 15,
-                "E" => 18,
-                _ => parse_exponent(suffix)?,
-            };
-            let total = exponent + 9 - i64::from(fraction_digits);
-            if total >= 0 {
-                let power = u32::try_from(total)
-                    .ok()
-                    .and_then(pow10)
-                    .ok_or("it is too large")?;
-                mantissa.checked_mul(power).ok_or("it is too large")?
-            } else {
-                let power = u32::try_from(-total)
-                    .ok()
-                    .and_then(pow10)
-                    .ok_or("it has too many digits")?;
-                ceil_div(mantissa, power)
-            }
-        }
-    };
-    Ok(QuantityValue {
-        nanos: if negative { -nanos } else { nanos },
+    Ok((mantissa, fraction_digits, &text[index..]))
+}
+
+fn binary_shift(suffix: &str) -> Option<u32> {
+    Some(match suffix {
+        "Ki" => 10,
+        "Mi" => 20,
+        "Gi" => 30,
+        "Ti" => 40,
+        "Pi" => 50,
+        "Ei" => 60,
+        _ => return None,
     })
 }
 
-fn parse_exponent(suffix: &str) -> std::result::Result<i64, &'static str> {
+fn decimal_exponent(suffix: &str) -> Parsed<i64> {
+    Ok(match suffix {
+        "" => 0,
+        "n" => -9,
+        "u" => -6,
+        "m" => -3,
+        "k" => 3,
+        "M" => 6,
+        "G" => 9,
+        "T" => 12,
+        "P" => 15,
+        "E" => 18,
+        _ => parse_exponent(suffix)?,
+    })
+}
+
+/// `mantissa * 2^shift / 10^fraction_digits` units, in nanos, rounded up.
+fn binary_nanos(mantissa: i128, fraction_digits: u32, shift: u32) -> Parsed<i128> {
+    let scaled = mantissa
+        .checked_mul(1_i128 << shift)
+        .and_then(|m| m.checked_mul(NANOS_PER_UNIT))
+        .ok_or("it is too large")?;
+    Ok(ceil_div(
+        scaled,
+        pow10(fraction_digits).ok_or("it has too many digits")?,
+    ))
+}
+
+/// `mantissa * 10^(exponent + 9 - fraction_digits)` nanos, rounded up.
+fn decimal_nanos(mantissa: i128, fraction_digits: u32, exponent: i64) -> Parsed<i128> {
+    let total = exponent + 9 - i64::from(fraction_digits);
+    if total >= 0 {
+        let power = u32::try_from(total)
+            .ok()
+            .and_then(pow10)
+            .ok_or("it is too large")?;
+        mantissa.checked_mul(power).ok_or("it is too large")
+    } else {
+        let power = u32::try_from(-total)
+            .ok()
+            .and_then(pow10)
+            .ok_or("it has too many digits")?;
+        Ok(ceil_div(mantissa, power))
+    }
+}
+
+fn parse_exponent(suffix: &str) -> Parsed<i64> {
     let rest = suffix
         .strip_prefix('e')
         .or_else(|| suffix.strip_prefix('E'))

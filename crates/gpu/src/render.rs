@@ -348,7 +348,49 @@ pub fn add_node_affinity(
     request: &GpuRequest,
     families: FamilyChoice,
 ) -> Result<()> {
-    let mut family_terms: Vec<(LabelFamily, Vec<Value>)> = Vec::new();
+    let family_terms = requirements_per_family(request, families)?;
+    if family_terms.is_empty() {
+        return Ok(());
+    }
+    let keys: Vec<&str> = family_terms
+        .iter()
+        .flat_map(|(family, _)| family.label_keys())
+        .collect();
+    let spec = as_object(pod_spec, "spec")?;
+    let affinity = child_object(spec, "affinity", "affinity")?;
+    let node_affinity = child_object(affinity, "nodeAffinity", "affinity.nodeAffinity")?;
+    let required_field = "affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution";
+    let required = child_object(
+        node_affinity,
+        "requiredDuringSchedulingIgnoredDuringExecution",
+        required_field,
+    )?;
+    let terms_field = format!("{required_field}.nodeSelectorTerms");
+    let terms = child_array(required, "nodeSelectorTerms", &terms_field)?;
+    if terms.is_empty() {
+        terms.extend(
+            family_terms
+                .iter()
+                .map(|(_, expressions)| json!({"matchExpressions": expressions})),
+        );
+        return Ok(());
+    }
+    let mut new_terms = Vec::with_capacity(terms.len() * family_terms.len());
+    for (index, term) in terms.iter().enumerate() {
+        let term_field = format!("{terms_field}[{index}]");
+        new_terms.extend(and_into_term(term, &term_field, &family_terms, &keys)?);
+    }
+    *terms = new_terms;
+    Ok(())
+}
+
+/// The requirements of each chosen family; with [`FamilyChoice::Any`], an error only when no
+/// family can express the request.
+fn requirements_per_family(
+    request: &GpuRequest,
+    families: FamilyChoice,
+) -> Result<Vec<(LabelFamily, Vec<Value>)>> {
+    let mut family_terms = Vec::new();
     match families {
         FamilyChoice::Only(family) => {
             if let Some(expressions) = family_requirements(request, family)? {
@@ -373,69 +415,47 @@ pub fn add_node_affinity(
             }
         }
     }
-    if family_terms.is_empty() {
-        return Ok(());
-    }
-    let keys: Vec<&str> = family_terms
-        .iter()
-        .flat_map(|(family, _)| family.label_keys())
-        .collect();
+    Ok(family_terms)
+}
 
-    let spec = as_object(pod_spec, "spec")?;
-    let affinity = child_object(spec, "affinity", "affinity")?;
-    let node_affinity = child_object(affinity, "nodeAffinity", "affinity.nodeAffinity")?;
-    let required_field = "affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution";
-    let required = child_object(
-        node_affinity,
-        "requiredDuringSchedulingIgnoredDuringExecution",
-        required_field,
-    )?;
-    let terms_field = format!("{required_field}.nodeSelectorTerms");
-    let terms = child_array(required, "nodeSelectorTerms", &terms_field)?;
-
-    if terms.is_empty() {
-        terms.extend(
-            family_terms
-                .iter()
-                .map(|(_, expressions)| json!({"matchExpressions": expressions})),
-        );
-        return Ok(());
-    }
-    let mut new_terms = Vec::with_capacity(terms.len() * family_terms.len());
-    for (index, term) in terms.iter().enumerate() {
-        let term_field = format!("{terms_field}[{index}].matchExpressions");
-        let existing = match term.get("matchExpressions") {
-            None | Some(Value::Null) => Vec::new(),
-            Some(Value::Array(expressions)) => expressions.clone(),
-            Some(other) => {
-                return Err(Error::WrongJsonType {
-                    field: term_field,
-                    expected: "an array",
-                    found: type_name(other),
-                });
-            }
-        };
-        let constrained = existing.iter().any(|expression| {
-            expression
-                .get("key")
-                .and_then(Value::as_str)
-                .is_some_and(|key| keys.contains(&key))
-        });
-        if constrained {
-            new_terms.push(term.clone());
-            continue;
+/// One existing term ANDed with each family's requirements (one term per family), or the term
+/// unchanged when it already constrains one of the families' label keys.
+fn and_into_term(
+    term: &Value,
+    term_field: &str,
+    family_terms: &[(LabelFamily, Vec<Value>)],
+    keys: &[&str],
+) -> Result<Vec<Value>> {
+    let existing = match term.get("matchExpressions") {
+        None | Some(Value::Null) => Vec::new(),
+        Some(Value::Array(expressions)) => expressions.clone(),
+        Some(other) => {
+            return Err(Error::WrongJsonType {
+                field: format!("{term_field}.matchExpressions"),
+                expected: "an array",
+                found: type_name(other),
+            });
         }
-        for (_, expressions) in &family_terms {
-            let mut combined = term.clone();
-            let mut all = existing.clone();
-            all.extend(expressions.iter().cloned());
-            as_object(&mut combined, &format!("{terms_field}[{index}]"))?
-                .insert("matchExpressions".to_owned(), Value::Array(all));
-            new_terms.push(combined);
-        }
+    };
+    let constrained = existing.iter().any(|expression| {
+        expression
+            .get("key")
+            .and_then(Value::as_str)
+            .is_some_and(|key| keys.contains(&key))
+    });
+    if constrained {
+        return Ok(vec![term.clone()]);
     }
-    *terms = new_terms;
-    Ok(())
+    let mut terms = Vec::with_capacity(family_terms.len());
+    for (_, expressions) in family_terms {
+        let mut combined = term.clone();
+        let mut all = existing.clone();
+        all.extend(expressions.iter().cloned());
+        as_object(&mut combined, term_field)?
+            .insert("matchExpressions".to_owned(), Value::Array(all));
+        terms.push(combined);
+    }
+    Ok(terms)
 }
 
 /// Adds a memory-backed `emptyDir` volume (`sizeLimit` = the request's shm size) mounted at

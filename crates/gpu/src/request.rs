@@ -104,7 +104,7 @@ impl GpuRequest {
         Ok(self)
     }
 
-    /// Parses the compact grammar (see the [module docs](self)).
+    /// Parses the compact grammar (see the crate docs).
     pub fn parse(input: &str) -> Result<Self> {
         let mut parts = input.split(',');
         let item = parts.next().unwrap_or_default().trim();

@@ -7,7 +7,7 @@
 
 use std::fmt;
 
-use serde_json::Value;
+use serde_json::{Map, Value};
 
 use crate::QuantityValue;
 
@@ -105,45 +105,106 @@ pub fn validate_extended_resources(pod_spec: &Value, path_prefix: &str) -> Vec<V
 
 fn check_container(container: &Value, name: &str, base: &str, errors: &mut Vec<ValidationError>) {
     let resources = container.get("resources");
-    let limits = resources
-        .and_then(|r| r.get("limits"))
-        .and_then(Value::as_object);
-    let requests = resources
-        .and_then(|r| r.get("requests"))
-        .and_then(Value::as_object);
-    let mut push = |field: String, problem: String, fix: String| {
-        errors.push(ValidationError {
-            container: name.to_owned(),
+    let section = |key: &str| {
+        resources
+            .and_then(|r| r.get(key))
+            .and_then(Value::as_object)
+    };
+    let mut checker = Checker { name, base, errors };
+    let (limits, requests) = (section("limits"), section("requests"));
+    if let Some(limits) = limits {
+        checker.requests_equal_limits(limits, requests);
+    }
+    if let Some(requests) = requests {
+        checker.requests_have_limits(requests, limits);
+    }
+}
+
+/// The checks of one container's resources, collecting errors.
+struct Checker<'a> {
+    name: &'a str,
+    base: &'a str,
+    errors: &'a mut Vec<ValidationError>,
+}
+
+impl Checker<'_> {
+    fn push(&mut self, field: String, problem: String, fix: String) {
+        self.errors.push(ValidationError {
+            container: self.name.to_owned(),
             field,
             problem,
             fix,
         });
-    };
+    }
 
-    let parse = |section: &str,
-                 resource: &str,
-                 value: &Value,
-                 push: &mut dyn FnMut(String, String, String)| {
-        let field = format!("{base}.{section}.{}", path_key(resource));
-        let Some(text) = quantity_text(value) else {
-            push(
-                field,
-                format!("{value} is not a quantity"),
-                "write a whole number such as \"1\"".to_owned(),
+    /// Every extended limit is a whole number, and its request (if any) equals it.
+    fn requests_equal_limits(
+        &mut self,
+        limits: &Map<String, Value>,
+        requests: Option<&Map<String, Value>>,
+    ) {
+        for (resource, value) in limits.iter().filter(|(r, _)| is_extended_resource(r)) {
+            let limit = self.whole("limits", resource, value);
+            let Some(request_value) = requests.and_then(|requests| requests.get(resource)) else {
+                continue;
+            };
+            let request = self.whole("requests", resource, request_value);
+            if let (Some((limit_text, limit)), Some((request_text, request))) = (limit, request)
+                && limit != request
+            {
+                self.push(
+                    format!("{}.requests.{}", self.base, path_key(resource)),
+                    format!(
+                        "request {request_text:?} differs from limit {limit_text:?}; extended resources cannot be overcommitted"
+                    ),
+                    format!("set requests.{resource} to {limit_text:?} like the limit, or drop it"),
+                );
+            }
+        }
+    }
+
+    /// Every extended request has a limit.
+    fn requests_have_limits(
+        &mut self,
+        requests: &Map<String, Value>,
+        limits: Option<&Map<String, Value>>,
+    ) {
+        for (resource, value) in requests.iter().filter(|(r, _)| is_extended_resource(r)) {
+            if limits.is_some_and(|limits| limits.contains_key(resource)) {
+                continue;
+            }
+            let request = self.whole("requests", resource, value);
+            let text = request.map_or_else(|| "1".to_owned(), |(text, _)| text);
+            self.push(
+                format!("{}.limits.{}", self.base, path_key(resource)),
+                format!(
+                    "{resource} is requested but has no limit; extended resources must be set in limits"
+                ),
+                format!("add limits.{resource}: {text:?} (requests may then be dropped)"),
             );
+        }
+    }
+
+    /// The quantity at `section.resource`, if it is a whole, non-negative number.
+    fn whole(
+        &mut self,
+        section: &str,
+        resource: &str,
+        value: &Value,
+    ) -> Option<(String, QuantityValue)> {
+        let field = format!("{}.{section}.{}", self.base, path_key(resource));
+        let whole_number = || "write a whole number such as \"1\"".to_owned();
+        let Some(text) = quantity_text(value) else {
+            self.push(field, format!("{value} is not a quantity"), whole_number());
             return None;
         };
         match QuantityValue::parse(&text) {
             Err(error) => {
-                push(
-                    field,
-                    error.to_string(),
-                    "write a whole number such as \"1\"".to_owned(),
-                );
+                self.push(field, error.to_string(), whole_number());
                 None
             }
             Ok(quantity) if !quantity.is_integer() || quantity.is_negative() => {
-                push(
+                self.push(
                     field,
                     format!(
                         "{text:?} is not a whole number; extended resources such as {resource} cannot be split"
@@ -156,49 +217,6 @@ fn check_container(container: &Value, name: &str, base: &str, errors: &mut Vec<V
                 None
             }
             Ok(quantity) => Some((text, quantity)),
-        }
-    };
-
-    if let Some(limits) = limits {
-        for (resource, value) in limits
-            .iter()
-            .filter(|(resource, _)| is_extended_resource(resource))
-        {
-            let limit = parse("limits", resource, value, &mut push);
-            let Some(request_value) = requests.and_then(|requests| requests.get(resource)) else {
-                continue;
-            };
-            let request = parse("requests", resource, request_value, &mut push);
-            if let (Some((limit_text, limit)), Some((request_text, request))) = (limit, request)
-                && limit != request
-            {
-                push(
-                    format!("{base}.requests.{}", path_key(resource)),
-                    format!(
-                        "request {request_text:?} differs from limit {limit_text:?}; extended resources cannot be overcommitted"
-                    ),
-                    format!("set requests.{resource} to {limit_text:?} like the limit, or drop it"),
-                );
-            }
-        }
-    }
-    if let Some(requests) = requests {
-        for (resource, value) in requests
-            .iter()
-            .filter(|(resource, _)| is_extended_resource(resource))
-        {
-            if limits.is_some_and(|limits| limits.contains_key(resource)) {
-                continue;
-            }
-            let request = parse("requests", resource, value, &mut push);
-            let text = request.map_or_else(|| "1".to_owned(), |(text, _)| text);
-            push(
-                format!("{base}.limits.{}", path_key(resource)),
-                format!(
-                    "{resource} is requested but has no limit; extended resources must be set in limits"
-                ),
-                format!("add limits.{resource}: {text:?} (requests may then be dropped)"),
-            );
         }
     }
 }

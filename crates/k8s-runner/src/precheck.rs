@@ -24,7 +24,14 @@ pub async fn precheck(client: &Client, wanted: &[PodSpec]) -> Result<rlaunch_gpu
         .list(&ListParams::default())
         .await
         .map_err(|e| list("Pod", e))?;
-    Ok(rlaunch_gpu::precheck(&nodes.items, &pods.items, wanted))
+    // No quotas or limit ranges yet: listing the target namespace's is wired separately.
+    Ok(rlaunch_gpu::precheck(
+        &nodes.items,
+        &pods.items,
+        &[],
+        &[],
+        wanted,
+    ))
 }
 
 /// The pods a rendered workload will ask for: each pod template once per replica

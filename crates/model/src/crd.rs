@@ -1,6 +1,6 @@
 //! Resource plurals of the custom resources the agent knows.
 //!
-//! Differs from the reference because it guesses `lower(kind) + "s"`, which is wrong for
+//! W&B's agent guesses `lower(kind) + "s"`, which is wrong for
 //! irregular kinds; here a table of known CRDs or an explicit override gives the plural, and
 //! the live agent falls back to API discovery.
 
@@ -25,7 +25,7 @@ pub const KNOWN_PLURALS: &[(&str, &str, &str)] = &[
 ];
 
 /// Plurals of built-in kinds additional services commonly use.
-pub const BUILTIN_PLURALS: &[(&str, &str, &str)] = &[
+const BUILTIN_PLURALS: &[(&str, &str, &str)] = &[
     ("", "Pod", "pods"),
     ("", "Service", "services"),
     ("", "ConfigMap", "configmaps"),

@@ -1,6 +1,6 @@
 //! Kubernetes name and label-value rules, and the names the agent generates.
 //!
-//! Differs from the reference because its generateName helper deletes digits (`team42` →
+//! W&B's agent's generateName helper deletes digits (`team42` →
 //! `team`) and never bounds length; here every generated name keeps digits, is a valid
 //! DNS-1123 label of at most 63 characters, and user-given names are validated up front.
 
@@ -27,7 +27,7 @@ pub fn dns_label(input: &str, max: usize) -> String {
     out
 }
 
-/// The reference's label-safe rule (`make_k8s_label_safe`): `_` → `-`, lower-case, keep
+/// W&B's agent's label-safe rule (`make_k8s_label_safe`): `_` → `-`, lower-case, keep
 /// `[a-z0-9-]`, collapse `-`, truncate to 63, trim `-`. `None` when nothing is left.
 pub fn label_safe(input: &str) -> Option<String> {
     let mut out = String::new();
@@ -169,7 +169,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn generate_name_keeps_digits_unlike_the_reference() {
+    fn generate_name_keeps_digits() {
         assert_eq!(
             generate_name_prefix("Team42", "my_proj.v2"),
             "launch-team42-my-proj-v2-"
@@ -201,7 +201,7 @@ mod tests {
     }
 
     #[test]
-    fn label_safe_matches_the_reference_rule() {
+    fn label_safe_matches_w_and_bs_rule() {
         assert_eq!(
             label_safe("aux-Team_A-proj.x-run1").as_deref(),
             Some("aux-team-a-projx-run1")

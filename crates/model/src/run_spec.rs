@@ -12,6 +12,9 @@ use crate::error::{FieldError, RenderError};
 /// Key under which W&B carries a per-run API key. Never logged.
 pub const API_KEY_FIELD: &str = "_wandb_api_key";
 
+/// The `uri` W&B gives a sweep scheduler's run spec.
+pub const SCHEDULER_URI: &str = "placeholder-uri-scheduler";
+
 /// A run spec as popped from a queue: typed accessors over the exact JSON object W&B sent.
 ///
 /// Unknown fields are kept (serialisation writes the original object back), so the agent can
@@ -22,11 +25,11 @@ pub struct RunSpec {
     raw: Map<String, Value>,
     /// Target entity of the run.
     pub entity: String,
-    /// Target project, lower-cased as the reference agent does.
+    /// Target project, lower-cased as W&B's agent does.
     pub project: String,
     /// `entity/project/name:alias` of the job artifact, when the run comes from a job.
     pub job: Option<String>,
-    /// Legacy URI; `placeholder-…` marks a sweep scheduler.
+    /// Legacy URI; [`SCHEDULER_URI`] marks a sweep scheduler.
     pub uri: Option<String>,
     /// The image to run directly (`docker.docker_image`, else `image_uri`).
     pub docker_image: Option<String>,
@@ -38,7 +41,7 @@ pub struct RunSpec {
     pub run_id: Option<String>,
     /// Sweep membership.
     pub sweep_id: Option<String>,
-    /// Target resource (`kubernetes`, …). Defaults to `local-container` as in the reference.
+    /// Target resource (`kubernetes`, …). Defaults to `local-container` as in W&B's agent.
     pub resource: String,
     /// `resource_args` (per-resource sections), an object.
     pub resource_args: Map<String, Value>,
@@ -46,7 +49,8 @@ pub struct RunSpec {
     pub overrides: Overrides,
     /// `additional_services[*]` (auxiliary objects created before the workload).
     pub additional_services: Vec<AdditionalService>,
-    /// Per-run API key given to the workload instead of the agent's.
+    /// Per-run API key given to the workload instead of the agent's; `None` when the field is
+    /// absent, null or the empty string.
     pub api_key: Option<ApiKey>,
     /// Preemption requeue counter; > 0 sets `WANDB_RESUME=allow`.
     pub resume_count: u64,
@@ -112,19 +116,12 @@ impl RunSpec {
         let resource_args = p.opt_object("resource_args").unwrap_or_default();
         let overrides = p.overrides();
         let additional_services = p.additional_services();
-        let api_key = p.opt_string(API_KEY_FIELD).map(ApiKey::new);
-        let resume_count = match raw.get("_resume_count") {
-            None | Some(Value::Null) => 0,
-            Some(Value::Number(n)) => n.as_u64().unwrap_or(0),
-            Some(other) => {
-                errors.push(FieldError::new(
-                    "runSpec._resume_count",
-                    format!("must be a non-negative integer, found {}", json_kind(other)),
-                    "remove the field or set it to a number",
-                ));
-                0
-            }
-        };
+        // An empty key is no key, as W&B's agent reads it (a falsy value).
+        let api_key = p
+            .opt_string(API_KEY_FIELD)
+            .filter(|key| !key.is_empty())
+            .map(ApiKey::new);
+        let resume_count = p.resume_count();
 
         if !errors.is_empty() {
             return Err(RenderError::many(errors));
@@ -175,11 +172,9 @@ impl RunSpec {
         Value::Object(copy)
     }
 
-    /// True when the spec marks a sweep scheduler (`uri` starting with `placeholder`).
+    /// True when the spec is a sweep scheduler: its `uri` is exactly [`SCHEDULER_URI`].
     pub fn is_scheduler(&self) -> bool {
-        self.uri
-            .as_deref()
-            .is_some_and(|uri| uri.starts_with("placeholder"))
+        self.uri.as_deref() == Some(SCHEDULER_URI)
     }
 }
 
@@ -242,12 +237,27 @@ impl Parser<'_> {
         }
     }
 
+    fn resume_count(&mut self) -> u64 {
+        match self.raw.get("_resume_count") {
+            None | Some(Value::Null) => 0,
+            Some(Value::Number(n)) => n.as_u64().unwrap_or(0),
+            Some(other) => {
+                self.errors.push(FieldError::new(
+                    "runSpec._resume_count",
+                    format!("must be a non-negative integer, found {}", json_kind(other)),
+                    "remove the field or set it to a number",
+                ));
+                0
+            }
+        }
+    }
+
     fn string_at(&mut self, path: &str, value: Option<&Value>) -> Option<String> {
         match value {
             None | Some(Value::Null) => None,
             Some(Value::String(s)) => Some(s.clone()),
             // Numbers are accepted where a string is expected (an entity or run id that
-            // happens to be numeric); the reference stringifies them too.
+            // happens to be numeric); W&B's agent stringifies them too.
             Some(Value::Number(n)) => Some(n.to_string()),
             Some(other) => {
                 self.errors.push(FieldError::new(
@@ -445,6 +455,28 @@ mod tests {
         let debug = format!("{spec:?}");
         assert!(!debug.contains("secret-key-value"), "{debug}");
         assert!(debug.contains("[redacted]"));
+    }
+
+    #[test]
+    fn only_the_exact_scheduler_uri_marks_a_scheduler() {
+        let uri = |uri: &str| {
+            RunSpec::from_value(json!({"entity": "e", "project": "p", "uri": uri}))
+                .unwrap()
+                .is_scheduler()
+        };
+        assert!(uri("placeholder-uri-scheduler"));
+        assert!(!uri("placeholder-uri-queued-run"));
+        assert!(!uri("placeholder"));
+        assert!(!uri("https://github.com/org/repo"));
+    }
+
+    #[test]
+    fn an_empty_api_key_is_no_key() {
+        let spec =
+            RunSpec::from_value(json!({"entity": "e", "project": "p", "_wandb_api_key": ""}))
+                .unwrap();
+        assert!(spec.api_key.is_none());
+        assert_eq!(spec.as_raw()["_wandb_api_key"], "", "the raw JSON is kept");
     }
 
     #[test]

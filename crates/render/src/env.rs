@@ -1,15 +1,15 @@
-//! The `WANDB_*` environment variables given to workload containers (reference §4.7).
+//! The `WANDB_*` environment variables given to workload containers, in W&B's agent's order.
 
 use serde_json::{Map, Value, json};
 
 use rlaunch_model::RunSpec;
 
 /// Longest value of one JSON env var; longer JSON is split into `<NAME>_0`, `<NAME>_1`, …
-pub const MAX_ENV_CHUNK: usize = 32_670;
+const MAX_ENV_CHUNK: usize = 32_670;
 
 /// How `WANDB_API_KEY` reaches the container.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum ApiKeyEnv {
+pub(crate) enum ApiKeyEnv {
     /// `valueFrom.secretKeyRef` to the `password` key of this Secret.
     FromSecret(String),
     /// Not set at all.
@@ -18,21 +18,21 @@ pub enum ApiKeyEnv {
 
 /// Inputs of the env block that do not come from the run spec.
 #[derive(Clone, Debug)]
-pub struct EnvInputs<'a> {
+pub(crate) struct EnvInputs<'a> {
     /// `WANDB_BASE_URL`.
-    pub base_url: &'a str,
+    pub(crate) base_url: &'a str,
     /// `WANDB_API_KEY`.
-    pub api_key: ApiKeyEnv,
+    pub(crate) api_key: ApiKeyEnv,
     /// `WANDB_RUN_ID`.
-    pub run_id: &'a str,
+    pub(crate) run_id: &'a str,
     /// `WANDB_DOCKER` (only for image sources).
-    pub docker_image: Option<&'a str>,
+    pub(crate) docker_image: Option<&'a str>,
     /// `WANDB_LAUNCH_QUEUE_NAME`.
-    pub queue_name: Option<&'a str>,
+    pub(crate) queue_name: Option<&'a str>,
     /// `WANDB_LAUNCH_QUEUE_ENTITY`.
-    pub queue_entity: Option<&'a str>,
+    pub(crate) queue_entity: Option<&'a str>,
     /// `WANDB_LAUNCH_TRACE_ID` (the run queue item id).
-    pub trace_id: Option<&'a str>,
+    pub(crate) trace_id: Option<&'a str>,
 }
 
 fn plain(name: &str, value: &str) -> Value {
@@ -40,7 +40,7 @@ fn plain(name: &str, value: &str) -> Value {
 }
 
 /// Adds `name` (or its chunks when the JSON is longer than [`MAX_ENV_CHUNK`]) to `env`.
-pub fn push_json_env(env: &mut Vec<Value>, name: &str, value: &Value) {
+pub(crate) fn push_json_env(env: &mut Vec<Value>, name: &str, value: &Value) {
     let text = value.to_string();
     if text.chars().count() <= MAX_ENV_CHUNK {
         env.push(plain(name, &text));
@@ -53,9 +53,14 @@ pub fn push_json_env(env: &mut Vec<Value>, name: &str, value: &Value) {
     }
 }
 
-/// The W&B env block, in the reference's order. `include_run_id` is false for the non-first
-/// containers of a custom resource (reference §4.13).
-pub fn wandb_env(spec: &RunSpec, inputs: &EnvInputs<'_>, include_run_id: bool) -> Vec<Value> {
+/// The W&B env block. `WANDB_USERNAME` is set only when the run has no key of its own;
+/// `include_run_id` is false for the non-first containers of a custom resource, as in W&B's
+/// agent.
+pub(crate) fn wandb_env(
+    spec: &RunSpec,
+    inputs: &EnvInputs<'_>,
+    include_run_id: bool,
+) -> Vec<Value> {
     let mut env = vec![plain("WANDB_BASE_URL", inputs.base_url)];
     if let ApiKeyEnv::FromSecret(secret) = &inputs.api_key {
         env.push(json!({"name": "WANDB_API_KEY",
@@ -93,18 +98,24 @@ pub fn wandb_env(spec: &RunSpec, inputs: &EnvInputs<'_>, include_run_id: bool) -
     if let Some(trace) = inputs.trace_id {
         env.push(plain("WANDB_LAUNCH_TRACE_ID", trace));
     }
+    push_json_values(&mut env, spec);
+    env
+}
+
+/// `WANDB_CONFIG`, `WANDB_LAUNCH_FILE_OVERRIDES` (both chunked when long) and `WANDB_ARTIFACTS`.
+fn push_json_values(env: &mut Vec<Value>, spec: &RunSpec) {
     let config = spec
         .overrides
         .run_config
         .clone()
         .unwrap_or_else(|| Value::Object(Map::new()));
-    push_json_env(&mut env, "WANDB_CONFIG", &config);
+    push_json_env(env, "WANDB_CONFIG", &config);
     let files = spec
         .overrides
         .files
         .clone()
         .unwrap_or_else(|| Value::Object(Map::new()));
-    push_json_env(&mut env, "WANDB_LAUNCH_FILE_OVERRIDES", &files);
+    push_json_env(env, "WANDB_LAUNCH_FILE_OVERRIDES", &files);
     let mut artifacts = Map::new();
     if let Some(job) = &spec.job {
         artifacts.insert("_wandb_job".to_owned(), Value::String(job.clone()));
@@ -116,7 +127,6 @@ pub fn wandb_env(spec: &RunSpec, inputs: &EnvInputs<'_>, include_run_id: bool) -
         "WANDB_ARTIFACTS",
         &Value::Object(artifacts).to_string(),
     ));
-    env
 }
 
 #[cfg(test)]
@@ -160,7 +170,17 @@ mod tests {
     }
 
     #[test]
-    fn long_json_is_chunked_at_the_reference_size() {
+    fn an_empty_per_run_key_does_not_hide_the_username() {
+        let spec = RunSpec::from_value(json!({"entity": "e", "project": "p", "author": "ann",
+            "_wandb_api_key": ""}))
+        .unwrap();
+        let env = wandb_env(&spec, &inputs(), true);
+        let username = env.iter().find(|e| e["name"] == "WANDB_USERNAME");
+        assert_eq!(username.map(|e| &e["value"]), Some(&json!("ann")));
+    }
+
+    #[test]
+    fn long_json_is_chunked_at_32670_characters() {
         let big = "x".repeat(MAX_ENV_CHUNK + 10);
         let spec = RunSpec::from_value(json!({"entity": "e", "project": "p",
             "overrides": {"run_config": {"blob": big}}}))

@@ -1,6 +1,7 @@
-//! `${name}` macro substitution over string leaves of `resource_args` (reference §4.2).
+//! `${name}` macro substitution over string leaves of `resource_args`, with W&B's agent's
+//! syntax (`${` word characters `}`; keys are never substituted).
 //!
-//! Differs from the reference because it expands `${ANY_ENV_VAR}` from the agent process,
+//! Differs from W&B's agent, which expands `${ANY_ENV_VAR}` from the agent process,
 //! which lets a queue submitter copy `WANDB_API_KEY` or cloud credentials into their pod. Here
 //! only the six named macros and the agent environment variables an admin lists are expanded
 //! (the caller passes just those values), and a named macro whose value is missing renders as
@@ -12,23 +13,23 @@ use serde_json::Value;
 
 /// Values of the named macros for one run.
 #[derive(Clone, Debug, Default)]
-pub struct MacroValues {
+pub(crate) struct MacroValues {
     /// `${project_name}`
-    pub project_name: Option<String>,
+    pub(crate) project_name: Option<String>,
     /// `${entity_name}`
-    pub entity_name: Option<String>,
+    pub(crate) entity_name: Option<String>,
     /// `${run_id}`
-    pub run_id: Option<String>,
+    pub(crate) run_id: Option<String>,
     /// `${run_name}`
-    pub run_name: Option<String>,
+    pub(crate) run_name: Option<String>,
     /// `${image_uri}`
-    pub image_uri: Option<String>,
+    pub(crate) image_uri: Option<String>,
     /// `${author}`
-    pub author: Option<String>,
+    pub(crate) author: Option<String>,
 }
 
 /// Expands macros in place, returning warnings (missing values, unknown macros).
-pub struct MacroExpander<'a> {
+pub(crate) struct MacroExpander<'a> {
     named: [(&'static str, Option<&'a str>); 6],
     env: &'a BTreeMap<String, String>,
     warnings: Vec<String>,
@@ -36,7 +37,7 @@ pub struct MacroExpander<'a> {
 
 impl<'a> MacroExpander<'a> {
     /// An expander for one run.
-    pub fn new(values: &'a MacroValues, env: &'a BTreeMap<String, String>) -> Self {
+    pub(crate) fn new(values: &'a MacroValues, env: &'a BTreeMap<String, String>) -> Self {
         Self {
             named: [
                 ("project_name", values.project_name.as_deref()),
@@ -52,7 +53,7 @@ impl<'a> MacroExpander<'a> {
     }
 
     /// Substitutes every string leaf of `value` (keys are left alone).
-    pub fn expand_value(&mut self, value: &mut Value, path: &str) {
+    pub(crate) fn expand_value(&mut self, value: &mut Value, path: &str) {
         match value {
             Value::String(text) if text.contains("${") => {
                 *text = self.expand_str(text, path);
@@ -72,7 +73,7 @@ impl<'a> MacroExpander<'a> {
     }
 
     /// Substitutes macros in one string.
-    pub fn expand_str(&mut self, text: &str, path: &str) -> String {
+    fn expand_str(&mut self, text: &str, path: &str) -> String {
         let mut out = String::with_capacity(text.len());
         let mut rest = text;
         while let Some(start) = rest.find("${") {
@@ -124,7 +125,7 @@ impl<'a> MacroExpander<'a> {
     }
 
     /// Warnings collected so far.
-    pub fn into_warnings(self) -> Vec<String> {
+    pub(crate) fn into_warnings(self) -> Vec<String> {
         self.warnings
     }
 }

@@ -1,10 +1,12 @@
-//! The manifest refuse-list (reference §4.3) and the forced container security context
-//! (reference §4.11).
+//! The manifest refuse-list and the forced container security context.
 //!
-//! Differs from the reference because its refuse-list cannot be relaxed: workload identity
-//! needs `serviceAccountName`, some images need a pod-level `securityContext`. Here the
-//! refuse-list stays the default and an admin allow-list (agent config `allowed_fields`)
-//! permits named fields.
+//! The refuse-list is W&B's agent's: host namespaces, host paths and ports, service-account
+//! tokens and names, any `securityContext`, bidirectional mount propagation and unconfined
+//! AppArmor/seccomp annotations are refused anywhere in the body. Unlike W&B's agent, whose
+//! list cannot be relaxed (workload identity needs `serviceAccountName`, some images need a
+//! `securityContext`), an admin allow-list (agent config `allowed_fields`) permits named
+//! fields, and an allowed container `securityContext` is kept, not overwritten
+//! ([`force_security_context`]).
 
 use std::collections::BTreeSet;
 
@@ -31,7 +33,7 @@ fn reason(key: &str) -> &'static str {
     }
 }
 
-fn truthy(value: &Value) -> bool {
+pub(crate) fn truthy(value: &Value) -> bool {
     match value {
         Value::Bool(b) => *b,
         Value::Number(n) => n.as_f64().is_some_and(|f| f != 0.0),
@@ -49,7 +51,7 @@ fn non_blank(value: &Value) -> bool {
 }
 
 /// Scans every object in `value` for refused keys; returns one error per refused field.
-pub fn scan(value: &Value, path: &str, allowed: &BTreeSet<String>) -> Vec<FieldError> {
+pub(crate) fn scan(value: &Value, path: &str, allowed: &BTreeSet<String>) -> Vec<FieldError> {
     let mut errors = Vec::new();
     scan_into(value, path, allowed, &mut errors);
     errors
@@ -116,8 +118,9 @@ fn scan_annotations(annotations: &Map<String, Value>, path: &str, errors: &mut V
     }
 }
 
-/// The container security context the agent forces (reference §4.11).
-pub fn restricted_container_context() -> Value {
+/// The container security context the agent forces: no privilege escalation, every
+/// capability dropped, the runtime's default seccomp profile.
+fn restricted_container_context() -> Value {
     json!({
         "allowPrivilegeEscalation": false,
         "capabilities": {"drop": ["ALL"]},
@@ -125,20 +128,25 @@ pub fn restricted_container_context() -> Value {
     })
 }
 
-/// Replaces `securityContext` on every container, initContainer and ephemeralContainer of
-/// every pod spec anywhere in `value` (a pod spec is any object holding one of those lists).
-pub fn force_security_context(value: &mut Value) {
+/// Hardens every container, initContainer and ephemeralContainer of every pod spec anywhere
+/// in `value` (a pod spec is any object holding one of those lists).
+///
+/// A container without a `securityContext` gets [`restricted_container_context`]. A container
+/// that has one got it past the refuse-list only because the admin allowed the field, and
+/// allowed means kept: the forced keys fill only what the user left unset (key by key, nested
+/// objects included), so `capabilities: {add: [NET_ADMIN]}` keeps its `add` and gains
+/// `drop: [ALL]`, and `allowPrivilegeEscalation: true` stays true. W&B's agent replaces the
+/// whole context, silently undoing what the admin allowed.
+pub(crate) fn force_security_context(value: &mut Value) {
     match value {
         Value::Object(map) => {
             for list in ["containers", "initContainers", "ephemeralContainers"] {
                 if let Some(Value::Array(containers)) = map.get_mut(list) {
-                    for container in containers.iter_mut() {
-                        if let Value::Object(container) = container {
-                            container.insert(
-                                "securityContext".to_owned(),
-                                restricted_container_context(),
-                            );
-                        }
+                    for container in containers.iter_mut().filter_map(Value::as_object_mut) {
+                        let context = container
+                            .entry("securityContext".to_owned())
+                            .or_insert(Value::Null);
+                        fill_unset(context, restricted_container_context());
                     }
                 }
             }
@@ -147,6 +155,20 @@ pub fn force_security_context(value: &mut Value) {
             }
         }
         Value::Array(items) => items.iter_mut().for_each(force_security_context),
+        _ => {}
+    }
+}
+
+/// Sets what `target` leaves unset (absent or null) from `defaults`, recursing into objects.
+fn fill_unset(target: &mut Value, defaults: Value) {
+    match (target, defaults) {
+        (Value::Object(target), Value::Object(defaults)) => {
+            for (key, default) in defaults {
+                let slot = target.entry(key).or_insert(Value::Null);
+                fill_unset(slot, default);
+            }
+        }
+        (target @ Value::Null, default) => *target = default,
         _ => {}
     }
 }
@@ -206,17 +228,37 @@ mod tests {
     #[test]
     fn forces_context_on_every_container_list_anywhere() {
         let mut doc = json!({"spec": {"pytorchReplicaSpecs": {"Master": {"template": {"spec": {
-            "containers": [{"name": "a", "securityContext": {"privileged": true}}],
-            "initContainers": [{"name": "i"}]}}}}}});
+            "containers": [{"name": "a"}],
+            "initContainers": [{"name": "i", "securityContext": null}],
+            "ephemeralContainers": [{"name": "e"}]}}}}}});
         force_security_context(&mut doc);
         let spec = &doc["spec"]["pytorchReplicaSpecs"]["Master"]["template"]["spec"];
+        let restricted = json!({
+            "allowPrivilegeEscalation": false,
+            "capabilities": {"drop": ["ALL"]},
+            "seccompProfile": {"type": "RuntimeDefault"}
+        });
+        for list in ["containers", "initContainers", "ephemeralContainers"] {
+            assert_eq!(spec[list][0]["securityContext"], restricted, "{list}");
+        }
+    }
+
+    #[test]
+    fn an_allowed_context_is_kept_and_only_filled_in() {
+        let mut doc = json!({"containers": [{"name": "a", "securityContext": {
+            "allowPrivilegeEscalation": true,
+            "capabilities": {"add": ["NET_ADMIN"]},
+            "runAsUser": 1000,
+            "seccompProfile": {"type": "Localhost", "localhostProfile": "p.json"}}}]});
+        force_security_context(&mut doc);
         assert_eq!(
-            spec["containers"][0]["securityContext"],
-            restricted_container_context()
-        );
-        assert_eq!(
-            spec["initContainers"][0]["securityContext"],
-            restricted_container_context()
+            doc["containers"][0]["securityContext"],
+            json!({
+                "allowPrivilegeEscalation": true,
+                "capabilities": {"add": ["NET_ADMIN"], "drop": ["ALL"]},
+                "runAsUser": 1000,
+                "seccompProfile": {"type": "Localhost", "localhostProfile": "p.json"}
+            })
         );
     }
 }

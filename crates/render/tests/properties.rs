@@ -1,5 +1,6 @@
-//! Property tests over generated run specs: rendering never panics, every name and label the
-//! agent generates is valid for Kubernetes, and equal input renders equal output.
+//! Property tests over generated run specs: every valid spec (Jobs, PyTorchJobs, Volcano Jobs,
+//! JobSets, with additional services) renders, every name and label the agent generates is
+//! valid for Kubernetes, equal input renders equal output, and arbitrary JSON never panics.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests may panic on broken fixtures
 
@@ -12,66 +13,162 @@ use serde_json::{Value, json};
 
 fn any_text() -> impl Strategy<Value = String> {
     prop_oneof![
-        "[a-zA-Z0-9_.\\- ]{0,80}",
-        "\\PC{0,40}",
-        Just(String::new()),
+        "[a-zA-Z0-9_.\\- ]{1,80}",
+        "\\PC{1,40}",
         Just("Team42".to_owned()),
     ]
 }
 
-fn k8s_section() -> impl Strategy<Value = Value> {
-    let containers = prop::collection::vec(
-        prop_oneof![
-            Just(json!({})),
-            Just(json!({"name": "main", "image": "img:1"})),
-            Just(json!({"image": "side:2", "args": ["x"]})),
-            Just(json!({"env": [{"name": "A", "value": "${run_id}"}]})),
-        ],
-        0..4,
-    );
-    (containers, 0u8..8, any_text(), prop::option::of("[a-z0-9-]{1,20}"))
-        .prop_map(|(containers, shape, text, ns)| {
-            let pod = json!({"spec": {"template": {"spec": {"containers": containers.clone()}}}});
+/// The workload shapes the generator covers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Shape {
+    DefaultJob,
+    Job,
+    PyTorchJob,
+    VolcanoJob,
+    JobSet,
+}
+
+const SHAPES: [Shape; 5] = [
+    Shape::DefaultJob,
+    Shape::Job,
+    Shape::PyTorchJob,
+    Shape::VolcanoJob,
+    Shape::JobSet,
+];
+
+/// Containers of a pod spec: the first may rely on the run's image, the others carry their own.
+fn containers() -> impl Strategy<Value = Vec<Value>> {
+    let main = prop_oneof![
+        Just(json!({})),
+        Just(json!({"name": "main", "image": "img:1"})),
+        Just(
+            json!({"env": [{"name": "A", "value": "${run_id}"}], "args": ["--lr", "${run_name}"]})
+        ),
+    ];
+    let sidecar = prop_oneof![
+        Just(json!({"image": "side:2", "args": ["x"]})),
+        Just(
+            json!({"name": "proxy", "image": "envoy:1", "env": [{"name": "B", "value": "${project_name}"}]})
+        ),
+    ];
+    (main, prop::collection::vec(sidecar, 0..3)).prop_map(|(main, mut rest)| {
+        rest.insert(0, main);
+        rest
+    })
+}
+
+/// A custom resource's pods name their image (`${image_uri}` or a fixed one).
+fn cr_containers() -> impl Strategy<Value = Vec<Value>> {
+    containers().prop_map(|mut list| {
+        for container in &mut list {
+            if container.get("image").is_none() {
+                container["image"] = json!("${image_uri}");
+            }
+        }
+        list
+    })
+}
+
+fn pod(containers: Vec<Value>) -> Value {
+    json!({"spec": {"containers": containers}})
+}
+
+fn k8s_section() -> impl Strategy<Value = (Shape, Value)> {
+    let shape = prop::sample::select(SHAPES.to_vec());
+    let namespace = prop::option::of("[a-z]([a-z0-9-]{0,18}[a-z0-9])?");
+    let user_name = prop::option::of("[a-z]([a-z0-9-]{0,20}[a-z0-9])?");
+    (
+        shape,
+        containers(),
+        cr_containers(),
+        cr_containers(),
+        namespace,
+        user_name,
+    )
+        .prop_map(|(shape, job_pods, first, second, namespace, user_name)| {
+            let cr_name = user_name.clone().unwrap_or_else(|| "train".to_owned());
             let mut section = match shape {
-                0 => json!({}),
-                1 | 5 | 6 | 7 => pod,
-                2 => json!({"apiVersion": "kubeflow.org/v1", "kind": "PyTorchJob", "metadata": {"name": "ddp-${run_id}"},
-                    "spec": {"pytorchReplicaSpecs": {"Master": {"template": {"spec": {"containers": containers}}}}}}),
-                3 => json!({"metadata": {"name": text}}),
-                _ => json!({"apiVersion": text, "kind": "X", "metadata": {"name": "x"}}),
+                Shape::DefaultJob => json!({}),
+                Shape::Job => {
+                    let mut job = json!({"spec": {"template": pod(job_pods)}});
+                    if let Some(name) = user_name {
+                        job["metadata"] = json!({"name": name});
+                    }
+                    job
+                }
+                Shape::PyTorchJob => json!({"apiVersion": "kubeflow.org/v1", "kind": "PyTorchJob",
+                    "metadata": {"name": cr_name}, "spec": {"pytorchReplicaSpecs": {
+                        "Master": {"replicas": 1, "template": pod(first)},
+                        "Worker": {"replicas": 2, "template": pod(second)}}}}),
+                Shape::VolcanoJob => {
+                    json!({"apiVersion": "batch.volcano.sh/v1alpha1", "kind": "Job",
+                    "metadata": {"name": cr_name}, "spec": {"minAvailable": 2, "tasks": [
+                        {"name": "master", "replicas": 1, "template": pod(first)},
+                        {"name": "worker", "replicas": 1, "template": pod(second)}]}})
+                }
+                Shape::JobSet => json!({"apiVersion": "jobset.x-k8s.io/v1alpha2", "kind": "JobSet",
+                    "metadata": {"name": cr_name}, "spec": {"replicatedJobs": [
+                        {"name": "a", "template": {"spec": {"template": pod(first)}}}]}}),
             };
-            if let (Some(ns), Some(map)) = (ns, section.as_object_mut()) {
+            if let (Some(ns), Some(map)) = (namespace, section.as_object_mut()) {
                 map.insert("namespace".into(), json!(ns));
             }
-            section
+            (shape, section)
         })
 }
 
-fn inputs() -> impl Strategy<Value = (Value, RenderContext)> {
-    (
-        "[a-zA-Z0-9_.\\- ]{1,80}|\\PC{1,40}",
-        "[a-zA-Z0-9_.\\- ]{1,80}|\\PC{1,40}",
-        k8s_section(),
+/// Additional services: a Service, a Deployment with pods, a ConfigMap, or an empty config.
+fn services() -> impl Strategy<Value = Vec<Value>> {
+    let name = "[a-zA-Z][a-zA-Z0-9_.-]{0,30}";
+    let service = (0u8..4, name).prop_map(|(kind, name)| match kind {
+        0 => json!({"name": "svc", "config": {"apiVersion": "v1", "kind": "Service",
+            "metadata": {"name": name}, "spec": {"ports": [{"port": 6379}]}}}),
+        1 => json!({"config": {"apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": format!("{name}-${{run_id}}")}, "spec": {"template": {"spec": {
+                "containers": [{"name": "db", "image": "redis:7", "env": [{"name": "MY_VAR", "value": "1"}]}]}}}}}),
+        2 => json!({"config": {"apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": name}, "data": {"k": "${entity_name}"}}}),
+        _ => json!({"name": "skipped", "config": {}}),
+    });
+    prop::collection::vec(service, 0..3)
+}
+
+/// Valid run specs and contexts: every one must render.
+fn inputs() -> impl Strategy<Value = (Shape, Value, RenderContext)> {
+    let ids = (
         "[a-z0-9]{1,12}|\\PC{1,20}",
         prop::option::of(any_text()),
         prop::option::of(any_text()),
         prop::option::of(any_text()),
-        any::<bool>(),
-    )
-        .prop_map(|(entity, project, k8s, run_id, rqi, agent, release, with_image)| {
+    );
+    (any_text(), any_text(), k8s_section(), services(), ids, any::<bool>()).prop_map(
+        |(entity, project, (shape, k8s), services, (run_id, rqi, agent, release), image_in_spec)| {
             let mut spec = json!({"entity": entity, "project": project, "resource_args": {"kubernetes": k8s},
-                "overrides": {"run_config": {"lr": 0.1}}});
-            if with_image {
-                spec["docker"] = json!({"docker_image": "repo/img:1"});
-            }
+                "overrides": {"run_config": {"lr": 0.1}}, "additional_services": services});
             let mut ctx = RenderContext::new(run_id);
+            if image_in_spec {
+                spec["docker"] = json!({"docker_image": "repo/img:1"});
+            } else {
+                // A built image goes to the main container only when no container names one
+                // (W&B's agent's rule), so with sidecars the main container names its own.
+                ctx.image_uri = Some("registry.example/built:abc".to_owned());
+                let pods = spec.pointer_mut("/resource_args/kubernetes/spec/template/spec/containers");
+                if let Some(Value::Array(list)) = pods
+                    && list.len() > 1
+                    && list[0].get("image").is_none()
+                {
+                    list[0]["image"] = json!("main:1");
+                }
+            }
             ctx.run_queue_item_id = rqi;
             ctx.agent_name = agent.clone();
             ctx.agent_identity = agent;
             ctx.release_name = release;
             ctx.api_key = ApiKeyMode::Agent(ApiKey::new("key-0123456789"));
-            (spec, ctx)
-        })
+            (shape, spec, ctx)
+        },
+    )
 }
 
 fn our_labels(object: &Value) -> Vec<(String, String)> {
@@ -100,17 +197,23 @@ proptest! {
     #![proptest_config(ProptestConfig::with_cases(400))]
 
     #[test]
-    fn render_never_panics_and_generated_names_are_valid((raw, ctx) in inputs()) {
-        let Ok(spec) = RunSpec::from_value(raw) else { return Ok(()); };
-        let Ok(rendered) = render(&spec, None, &ctx) else { return Ok(()); };
+    fn valid_input_renders_with_valid_names_and_labels((shape, raw, ctx) in inputs()) {
+        let spec = RunSpec::from_value(raw).expect("the generator makes valid run specs");
+        let rendered = render(&spec, None, &ctx);
+        prop_assert!(rendered.is_ok(), "{shape:?}: {}", rendered.err().map(|e| e.to_string()).unwrap_or_default());
+        let rendered = rendered.expect("checked");
         prop_assert!(is_dns_label(&rendered.namespace));
+        let workload = rendered.workload().expect("a workload");
+        prop_assert_eq!(workload.api.kind == "Job" && workload.api.group == "batch",
+            matches!(shape, Shape::DefaultJob | Shape::Job));
         for object in &rendered.objects {
             let metadata = &object.manifest["metadata"];
+            prop_assert_eq!(metadata["namespace"].as_str(), Some(rendered.namespace.as_str()));
             if let Some(name) = metadata["name"].as_str() {
                 let ok = if object.api.kind == "Job" { is_dns_label(name) } else { is_dns_subdomain(name) };
                 prop_assert!(ok, "invalid name {name:?}");
-            }
-            if let Some(prefix) = metadata["generateName"].as_str() {
+            } else {
+                let prefix = metadata["generateName"].as_str().expect("a name or a generateName");
                 prop_assert!(prefix.len() <= 58 && is_dns_label(prefix.trim_end_matches('-')), "{prefix:?}");
             }
             for (key, value) in our_labels(&object.manifest) {
@@ -120,10 +223,11 @@ proptest! {
     }
 
     #[test]
-    fn equal_input_renders_equal_output((raw, ctx) in inputs()) {
-        let Ok(spec) = RunSpec::from_value(raw) else { return Ok(()); };
+    fn equal_input_renders_equal_output((_shape, raw, ctx) in inputs()) {
+        let spec = RunSpec::from_value(raw).expect("the generator makes valid run specs");
         let first = render(&spec, None, &ctx);
         let second = render(&spec.clone(), None, &ctx.clone());
+        prop_assert!(first.is_ok());
         prop_assert_eq!(first, second);
     }
 
@@ -169,15 +273,22 @@ fn any_json(depth: u32) -> impl Strategy<Value = Value> {
 }
 
 #[test]
-fn generator_mostly_produces_renderable_specs() {
-    // Guards the properties above against a generator that only makes invalid input.
+fn generator_covers_every_shape_and_additional_services() {
+    // Guards the properties above against a generator that stops covering a path.
     let mut runner = proptest::test_runner::TestRunner::deterministic();
-    let mut rendered = 0;
+    let mut shapes = Vec::new();
+    let mut with_services = 0;
     for _ in 0..200 {
-        let (raw, ctx) = inputs().new_tree(&mut runner).expect("generates").current();
-        if let Ok(spec) = RunSpec::from_value(raw) {
-            rendered += usize::from(render(&spec, None, &ctx).is_ok());
+        let (shape, raw, _) = inputs().new_tree(&mut runner).expect("generates").current();
+        if !shapes.contains(&shape) {
+            shapes.push(shape);
         }
+        let services = raw["additional_services"].as_array().map_or(0, Vec::len);
+        with_services += usize::from(services > 0);
     }
-    assert!(rendered >= 60, "only {rendered}/200 generated specs render");
+    assert_eq!(shapes.len(), SHAPES.len(), "covered only {shapes:?}");
+    assert!(
+        with_services >= 50,
+        "only {with_services}/200 specs have additional services"
+    );
 }

@@ -1,5 +1,6 @@
-//! One test per rendering behaviour of the reference agent (reference spec §4), and one per
-//! deliberate difference. Each asserts the behaviour directly, so changing it fails here.
+//! One test per rendering behaviour taken from W&B's agent, and one per deliberate difference
+//! (the numbered list in the crate docs). Each asserts the behaviour against literal expected
+//! values, so changing it fails here.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests may panic on broken fixtures
 
@@ -35,6 +36,15 @@ fn workload(spec: &RunSpec, ctx: &RenderContext) -> Value {
         .clone()
 }
 
+/// The forced container security context, pinned here rather than taken from the engine.
+fn restricted_context() -> Value {
+    json!({
+        "allowPrivilegeEscalation": false,
+        "capabilities": {"drop": ["ALL"]},
+        "seccompProfile": {"type": "RuntimeDefault"}
+    })
+}
+
 fn env_names(container: &Value) -> Vec<String> {
     container["env"]
         .as_array()
@@ -52,18 +62,32 @@ fn env_value<'a>(container: &'a Value, name: &str) -> Option<&'a Value> {
         .map(|e| &e["value"])
 }
 
-// §4.1 + difference 2
+// Agent-only keys (difference 2).
 #[test]
 fn agent_only_keys_are_removed_from_the_submitted_body() {
     let spec = run_spec(
         json!({"configFile": "/k", "context": "c", "namespace": "legacy", "wait_for_ready": false,
-        "wait_timeout": 30, "group": "g", "version": "v", "builder": {"base_image": "x"}, "plural": "p"}),
+        "wait_timeout": 30, "group": "g", "version": "v", "builder": {"base_image": "x"}, "plural": "p",
+        "gpu": "nvidia.com/gpu=1"}),
     );
     let rendered = render(&spec, None, &ctx()).expect("renders");
     let job = &rendered.workload().expect("workload").manifest;
-    for key in rlaunch_render::AGENT_ONLY_KEYS {
+    let agent_only = [
+        "configFile",
+        "context",
+        "namespace",
+        "wait_for_ready",
+        "wait_timeout",
+        "group",
+        "version",
+        "builder",
+        "plural",
+        "gpu",
+    ];
+    for key in agent_only {
         assert!(job.get(key).is_none(), "{key} leaked into the Job");
     }
+    assert_eq!(rlaunch_render::AGENT_ONLY_KEYS, agent_only);
     assert_eq!(rendered.agent_keys.config_file.as_deref(), Some("/k"));
     assert_eq!(rendered.agent_keys.context.as_deref(), Some("c"));
     assert!(!rendered.agent_keys.wait_for_ready);
@@ -71,7 +95,7 @@ fn agent_only_keys_are_removed_from_the_submitted_body() {
     assert_eq!(rendered.namespace, "legacy");
 }
 
-// §4.2 + difference 4
+// Macros (difference 4).
 #[test]
 fn named_macros_expand_everywhere_but_keys_and_other_env_vars_do_not() {
     let spec = RunSpec::from_value(json!({
@@ -104,7 +128,7 @@ fn named_macros_expand_everywhere_but_keys_and_other_env_vars_do_not() {
     assert_eq!(service["metadata"]["name"], "svc-abc123");
 }
 
-// §4.3
+// The refuse-list.
 #[test]
 fn refuse_list_runs_after_macros_and_covers_additional_services() {
     let spec = RunSpec::from_value(json!({"entity": "e", "project": "p", "docker": {"docker_image": "i"},
@@ -125,7 +149,7 @@ fn refuse_list_runs_after_macros_and_covers_additional_services() {
     );
 }
 
-// §4.4
+// Namespace resolution.
 #[test]
 fn namespace_resolution_order() {
     let mut ctx = ctx();
@@ -149,7 +173,7 @@ fn namespace_resolution_order() {
     );
 }
 
-// §4.5 steps 1–8
+// Job defaults, labels, names and container names.
 #[test]
 fn job_defaults_labels_name_and_container_names() {
     let job = workload(&run_spec(json!({})), &ctx());
@@ -245,7 +269,7 @@ fn user_name_is_kept_and_namespace_overwritten() {
     );
 }
 
-// §4.5 step 10
+// Image placement.
 #[test]
 fn image_placement_rules() {
     // A docker-image source overwrites containers[0].image.
@@ -280,7 +304,7 @@ fn image_placement_rules() {
     );
 }
 
-// §4.5 step 11 + difference 3
+// Image pull Secrets (difference 3).
 #[test]
 fn user_pull_secrets_are_kept_and_ours_appended() {
     let mut ctx = ctx();
@@ -297,7 +321,7 @@ fn user_pull_secrets_are_kept_and_ours_appended() {
     );
 }
 
-// §4.9 + difference 7
+// Entrypoint and args (difference 7).
 #[test]
 fn entrypoint_and_args_go_to_the_main_container() {
     let spec = RunSpec::from_value(
@@ -332,9 +356,9 @@ fn entrypoint_and_args_go_to_the_main_container() {
     );
 }
 
-// §4.7
+// The W&B env block.
 #[test]
-fn wandb_env_is_appended_to_every_job_container_in_reference_order() {
+fn wandb_env_is_appended_to_every_job_container_in_order() {
     let spec = RunSpec::from_value(
         json!({"entity": "e", "project": "p", "name": "n", "author": "a", "sweep_id": "s",
         "docker": {"docker_image": "i"}, "_resume_count": 2,
@@ -385,7 +409,7 @@ fn wandb_env_is_appended_to_every_job_container_in_reference_order() {
     );
 }
 
-// §4.7.1
+// The API-key Secret.
 #[test]
 fn api_key_secret_per_run_and_in_helm_mode() {
     let rendered = render(&run_spec(json!({})), None, &ctx()).expect("renders");
@@ -442,7 +466,7 @@ fn api_key_secret_per_run_and_in_helm_mode() {
         "cnVuLWtleS1hYmNkZWY="
     );
 
-    // An empty key means no Secret and no WANDB_API_KEY, as in the reference.
+    // An empty key means no Secret and no WANDB_API_KEY, as in W&B's agent.
     let mut none = ctx();
     none.api_key = ApiKeyMode::Agent(ApiKey::new(""));
     let rendered = render(&run_spec(json!({})), None, &none).expect("renders");
@@ -453,7 +477,27 @@ fn api_key_secret_per_run_and_in_helm_mode() {
     );
 }
 
-// §4.10
+// The key reaches the Secret byte for byte: a key read with its trailing newline is the
+// caller's to trim, never the engine's (a trimmed copy would "conflict" with the original).
+#[test]
+fn api_key_bytes_reach_the_secret_unchanged() {
+    let mut ctx = ctx();
+    ctx.api_key = ApiKeyMode::Agent(ApiKey::new("agent-key-0123456789\n"));
+    let rendered = render(&run_spec(json!({})), None, &ctx).expect("renders");
+    assert_eq!(
+        rendered.objects[0].manifest["data"]["password"], "YWdlbnQta2V5LTAxMjM0NTY3ODkK",
+        "base64 of the key including its newline"
+    );
+    let own = RunSpec::from_value(json!({"entity": "e", "project": "p",
+        "docker": {"docker_image": "i"}, "_wandb_api_key": " run-key-abcdef "}))
+    .expect("valid");
+    assert_eq!(
+        own.api_key.as_ref().map(ApiKey::expose),
+        Some(" run-key-abcdef ")
+    );
+}
+
+// The runtime code mount.
 #[test]
 fn code_mount_pvc_and_emptydir_variants() {
     let spec = RunSpec::from_value(json!({"entity": "e", "project": "p", "job": "e/p/j:v1",
@@ -488,7 +532,7 @@ fn code_mount_pvc_and_emptydir_variants() {
                 commit: "abc; rm -rf /".into(),
             },
             job_artifact: Some("e/p/j:v1".into()),
-            init_image: rlaunch_render::render::context::DEFAULT_CODE_INIT_IMAGE.into(),
+            init_image: rlaunch_render::DEFAULT_CODE_INIT_IMAGE.into(),
         },
         install_dependencies: true,
     });
@@ -510,8 +554,8 @@ fn code_mount_pvc_and_emptydir_variants() {
     assert!(script.contains("/mnt/wandb/.job"));
     assert_eq!(
         init["securityContext"],
-        rlaunch_render::security::restricted_container_context(),
-        "§4.11 covers init containers"
+        restricted_context(),
+        "the forced context covers init containers"
     );
     let main = &pod["containers"][0];
     assert_eq!(main["command"], json!(["/bin/sh", "-c"]));
@@ -523,7 +567,7 @@ fn code_mount_pvc_and_emptydir_variants() {
     assert!(wrapped.ends_with("&& exec python train.py"), "{wrapped}");
 }
 
-// §4.12 + difference 8
+// Additional services (difference 8).
 #[test]
 fn additional_services_are_labelled_get_env_and_keep_env_names() {
     let spec = RunSpec::from_value(json!({"entity": "E", "project": "P", "docker": {"docker_image": "i"},
@@ -571,13 +615,10 @@ fn additional_services_are_labelled_get_env_and_keep_env_names() {
         env_value(container, "WANDB_CONFIG"),
         Some(&json!("{\"a\":1}"))
     );
-    assert_eq!(
-        container["securityContext"],
-        rlaunch_render::security::restricted_container_context()
-    );
+    assert_eq!(container["securityContext"], restricted_context());
 }
 
-// §4.13 + difference 5
+// Custom resources (difference 5).
 #[test]
 fn custom_resources() {
     let spec = RunSpec::from_value(json!({"entity": "e", "project": "p", "docker": {"docker_image": "img"},
@@ -629,8 +670,8 @@ fn custom_resources() {
 
     // Explicit plural override, unknown CRD left to discovery.
     let unknown = |extra: Value| {
-        let mut k8s =
-            json!({"apiVersion": "example.com/v1", "kind": "Octopus", "metadata": {"name": "o"}});
+        let mut k8s = json!({"apiVersion": "example.com/v1", "kind": "Octopus", "metadata": {"name": "o"},
+            "spec": {"template": {"spec": {"containers": [{"image": "i"}]}}}});
         if let (Some(k), Some(e)) = (k8s.as_object_mut(), extra.as_object()) {
             k.extend(e.clone());
         }
@@ -646,6 +687,54 @@ fn custom_resources() {
     assert_eq!(
         unknown(json!({"plural": "octopi"})),
         Some("octopi".to_owned())
+    );
+}
+
+// Pod templates are found anywhere in a custom resource, not only under `spec`; a body with
+// none, or a container without an image, is refused instead of rendered without W&B.
+#[test]
+fn custom_resource_pod_templates_are_found_anywhere_or_refused() {
+    let k8s = json!({"apiVersion": "example.com/v1", "kind": "Trainer", "metadata": {"name": "t"},
+        "template": {"spec": {"containers": [{"name": "m", "image": "${image_uri}"}]}},
+        "spec": {"replicas": 2}});
+    let m = workload(&run_spec(k8s), &ctx());
+    let pod = &m["template"];
+    assert_eq!(pod["metadata"]["labels"]["wandb.ai/run-id"], "abc123");
+    assert_eq!(pod["metadata"]["labels"]["wandb.ai/monitor"], "true");
+    let container = &pod["spec"]["containers"][0];
+    assert_eq!(container["image"], "repo/img:1");
+    assert!(env_names(container).contains(&"WANDB_API_KEY".to_owned()));
+    assert_eq!(env_value(container, "WANDB_RUN_ID"), Some(&json!("abc123")));
+    assert_eq!(container["securityContext"], restricted_context());
+
+    let refused = |k8s: Value| {
+        let err = render(&run_spec(k8s), None, &ctx()).expect_err("refused");
+        err.problems
+            .iter()
+            .map(|p| format!("{}: {}", p.path, p.fix))
+            .collect::<Vec<_>>()
+    };
+    let argo_like = json!({"apiVersion": "argoproj.io/v1alpha1", "kind": "Workflow",
+        "metadata": {"name": "w"}, "spec": {"templates": [{"name": "a", "container": {"image": "i"}}]}});
+    let problems = refused(argo_like);
+    assert_eq!(problems.len(), 1, "{problems:?}");
+    assert!(
+        problems[0].starts_with("resource_args.kubernetes: put the pods in a pod template, e.g. `spec.template.spec.containers"),
+        "{problems:?}"
+    );
+    let map_not_list = json!({"apiVersion": "example.com/v1", "kind": "Trainer", "metadata": {"name": "t"},
+        "spec": {"template": {"spec": {"containers": {"name": "m", "image": "i"}}}}});
+    assert_eq!(
+        refused(map_not_list)[0].split(':').next(),
+        Some("resource_args.kubernetes.spec.template.spec.containers")
+    );
+    let no_image = json!({"apiVersion": "example.com/v1", "kind": "Trainer", "metadata": {"name": "t"},
+        "spec": {"template": {"spec": {"containers": [{"name": "m"}]}}}});
+    assert_eq!(
+        refused(no_image),
+        [
+            "resource_args.kubernetes.spec.template.spec.containers[0].image: set `image: ${image_uri}` to run the run's image, or name an image"
+        ]
     );
 }
 
@@ -670,6 +759,30 @@ fn custom_resource_errors_name_the_field() {
         err(json!({"apiVersion": "kubeflow.org/v1", "kind": "PyTorchJob"})),
         "resource_args.kubernetes.metadata.name"
     );
+}
+
+// An allowed securityContext is kept; the forced keys fill only what it leaves unset.
+#[test]
+fn allowed_security_context_is_kept_and_filled_in() {
+    let mut ctx = ctx();
+    ctx.allowed_fields = BTreeSet::from(["securityContext".to_owned()]);
+    let job = workload(
+        &run_spec(json!({"spec": {"template": {"spec": {"containers": [
+            {"name": "main", "securityContext": {"runAsUser": 1000, "capabilities": {"add": ["SYS_PTRACE"]}}},
+            {"name": "side", "image": "side:1"}]}}}})),
+        &ctx,
+    );
+    let containers = &job["spec"]["template"]["spec"]["containers"];
+    assert_eq!(
+        containers[0]["securityContext"],
+        json!({
+            "runAsUser": 1000,
+            "allowPrivilegeEscalation": false,
+            "capabilities": {"add": ["SYS_PTRACE"], "drop": ["ALL"]},
+            "seccompProfile": {"type": "RuntimeDefault"}
+        })
+    );
+    assert_eq!(containers[1]["securityContext"], restricted_context());
 }
 
 // Difference 6
@@ -707,4 +820,120 @@ fn queue_config_is_merged_under_the_run_spec() {
     assert_eq!(job["metadata"]["labels"]["b"], "run");
     assert_eq!(job["spec"]["backoffLimit"], 2);
     assert!(render(&spec, Some(&json!([1])), &ctx()).is_err());
+}
+
+// Difference 10: the merge is an RFC 7386 JSON merge patch; a null in the run spec removes
+// the queue config's key, and a list replaces the queue config's list.
+#[test]
+fn a_null_in_the_run_spec_removes_the_queue_configs_key() {
+    let queue = json!({"metadata": {"labels": {"team": "vision", "tier": "gpu"}},
+        "spec": {"activeDeadlineSeconds": 3600, "template": {"spec": {
+            "nodeSelector": {"pool": "a100"}, "tolerations": [{"key": "a"}, {"key": "b"}]}}}});
+    let spec = run_spec(json!({"metadata": {"labels": {"tier": null}},
+        "spec": {"activeDeadlineSeconds": null, "template": {"spec": {
+            "nodeSelector": null, "tolerations": [{"key": "c", "operator": "Exists"}]}}}}));
+    let job = render(&spec, Some(&queue), &ctx())
+        .expect("renders")
+        .workload()
+        .expect("w")
+        .manifest
+        .clone();
+    assert_eq!(job["metadata"]["labels"]["team"], "vision");
+    assert!(job["metadata"]["labels"].get("tier").is_none());
+    assert!(job["spec"].get("activeDeadlineSeconds").is_none());
+    let pod = &job["spec"]["template"]["spec"];
+    assert!(pod.get("nodeSelector").is_none());
+    assert_eq!(
+        pod["tolerations"],
+        json!([{"key": "c", "operator": "Exists"}])
+    );
+}
+
+// Validation before the ack: every check of the render, without an image.
+#[test]
+fn validate_runs_the_checks_without_an_image() {
+    let spec = |k8s: Value| {
+        RunSpec::from_value(json!({"entity": "e", "project": "p", "job": "e/p/job:v1",
+            "resource_args": {"kubernetes": k8s}}))
+        .expect("valid")
+    };
+    let ctx = RenderContext::new("pending");
+    assert!(
+        render(&spec(json!({})), None, &ctx).is_err(),
+        "render needs an image"
+    );
+    assert_eq!(
+        rlaunch_render::validate(&spec(json!({})), None, &ctx),
+        Ok(vec![
+            "no resource args specified: rendering a default batch/v1 Job".to_owned()
+        ])
+    );
+    let err = rlaunch_render::validate(
+        &spec(json!({"spec": {"template": {"spec": {"hostNetwork": true}}}, "wait_timeout": "x"})),
+        None,
+        &ctx,
+    )
+    .expect_err("malformed");
+    let paths: Vec<_> = err.problems.iter().map(|p| p.path.as_str()).collect();
+    assert_eq!(
+        paths,
+        [
+            "resource_args.kubernetes.wait_timeout",
+            "resource_args.kubernetes.spec.template.spec.hostNetwork"
+        ]
+    );
+    let cr = json!({"apiVersion": "kubeflow.org/v1", "kind": "PyTorchJob", "metadata": {"name": "t"},
+        "spec": {"pytorchReplicaSpecs": {"Master": {"template": {"spec": {"containers": [
+            {"name": "pytorch", "image": "${image_uri}"}]}}}}}});
+    assert!(rlaunch_render::validate(&spec(cr), None, &ctx).is_ok());
+}
+
+// Difference 11: secure mode refuses host namespaces, init containers and commands in every
+// pod spec, and the entrypoint override, naming each field.
+#[test]
+fn secure_mode_refuses_what_would_change_the_pod() {
+    let mut secure = ctx();
+    secure.secure_mode = true;
+    secure.allowed_fields = BTreeSet::from(["hostNetwork".to_owned()]);
+    let spec = RunSpec::from_value(json!({"entity": "e", "project": "p",
+        "docker": {"docker_image": "i"}, "overrides": {"entry_point": ["sh"]},
+        "resource_args": {"kubernetes": {"apiVersion": "kubeflow.org/v1", "kind": "PyTorchJob",
+            "metadata": {"name": "t"}, "spec": {"pytorchReplicaSpecs": {
+                "Master": {"template": {"spec": {"hostNetwork": true, "hostIPC": false,
+                    "containers": [{"name": "a", "image": "i"}]}}},
+                "Worker": {"template": {"spec": {"initContainers": [{"name": "x", "image": "i"}],
+                    "containers": [{"name": "a", "image": "i", "command": ["sh", "-c", "x"]}]}}}}}}}}))
+    .expect("valid");
+    let err = render(&spec, None, &secure).expect_err("refused");
+    let mut paths: Vec<_> = err.problems.iter().map(|p| p.path.as_str()).collect();
+    paths.sort();
+    assert_eq!(
+        paths,
+        [
+            "resource_args.kubernetes.spec.pytorchReplicaSpecs.Master.template.spec.hostNetwork",
+            "resource_args.kubernetes.spec.pytorchReplicaSpecs.Worker.template.spec.containers[0].command",
+            "resource_args.kubernetes.spec.pytorchReplicaSpecs.Worker.template.spec.initContainers",
+            "runSpec.overrides.entry_point",
+        ]
+    );
+    assert!(err.problems.iter().all(|p| p.fix.contains("secure mode")));
+
+    // Not in secure mode, the same spec renders (hostNetwork is allowed, the rest is legal).
+    let mut open = secure.clone();
+    open.secure_mode = false;
+    assert!(render(&spec, None, &open).is_ok());
+    // A job artifact's own entrypoint and the agent's code-mount init container stay allowed.
+    let job = RunSpec::from_value(json!({"entity": "e", "project": "p", "job": "e/p/j:v1"}))
+        .expect("valid");
+    secure.image_uri = Some("python:3.12".into());
+    secure.job_entrypoint = Some(vec!["python".into(), "train.py".into()]);
+    secure.code_mount = Some(CodeMount {
+        variant: CodeMountVariant::EmptyDir {
+            source: CodeSource::Artifact("e/p/code:v1".into()),
+            job_artifact: None,
+            init_image: rlaunch_render::DEFAULT_CODE_INIT_IMAGE.into(),
+        },
+        install_dependencies: false,
+    });
+    assert!(render(&job, None, &secure).is_ok());
 }

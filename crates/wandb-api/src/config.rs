@@ -12,7 +12,7 @@ pub const DEFAULT_USER_AGENT: &str = concat!("rlaunch-agent/", env!("CARGO_PKG_V
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub enum ProxyConfig {
     /// `HTTPS_PROXY` / `HTTP_PROXY` / `ALL_PROXY` / `NO_PROXY` from the environment (the
-    /// reference agent's behaviour, and the default).
+    /// behaviour of W&B's agent, and the default).
     #[default]
     FromEnv,
     /// No proxy, whatever the environment says.
@@ -24,7 +24,7 @@ pub enum ProxyConfig {
 /// Everything [`crate::Client::new`] needs.
 ///
 /// Build it with [`ClientConfig::new`] and override fields; the defaults follow the
-/// reference client (30 s per attempt, waits from 2 s doubling up to 60 s).
+/// W&B's client (30 s per attempt, waits from 2 s doubling up to 60 s).
 #[derive(Clone, Debug)]
 pub struct ClientConfig {
     /// Base URL of the W&B server, e.g. `https://api.wandb.ai` (`WANDB_BASE_URL`). GraphQL is
@@ -35,7 +35,8 @@ pub struct ClientConfig {
     /// Timeout of one HTTP attempt.
     pub timeout: Duration,
     /// Total time one call may spend, retries and waits included. When the next wait would
-    /// end after it, the last error is returned.
+    /// end after it, the last error is returned; an attempt still waiting for its answer
+    /// when it passes ends the call with [`crate::Error::DeadlineExceeded`].
     pub retry_deadline: Duration,
     /// First retry wait; later waits double, with jitter, up to `retry_max_wait`.
     pub retry_min_wait: Duration,
@@ -48,7 +49,7 @@ pub struct ClientConfig {
     pub proxy: ProxyConfig,
     /// `User-Agent` header.
     pub user_agent: String,
-    /// `X-Wandb-Username` (the reference sends it, empty unless `WANDB_USERNAME` is set).
+    /// `X-Wandb-Username` (W&B's client sends it, empty unless `WANDB_USERNAME` is set).
     pub username: Option<String>,
     /// `X-Wandb-User-Email` (empty unless `WANDB_USER_EMAIL` is set).
     pub user_email: Option<String>,
@@ -57,7 +58,7 @@ pub struct ClientConfig {
 }
 
 impl ClientConfig {
-    /// A configuration with the reference client's defaults.
+    /// A configuration with W&B's client's defaults.
     pub fn new(base_url: impl Into<String>, api_key: ApiKey) -> Self {
         Self {
             base_url: base_url.into(),

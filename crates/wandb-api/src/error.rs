@@ -256,8 +256,12 @@ pub enum Error {
         reason: String,
     },
 
-    /// The retry deadline passed before the request could be sent at all.
-    #[error("retry deadline of {deadline:?} passed before {operation} could be sent")]
+    /// The retry deadline ([`crate::ClientConfig::retry_deadline`]) passed while waiting
+    /// for an answer, or before the request could be sent at all. A server that answers
+    /// with errors until the deadline is [`Error::ServerUnavailable`] instead.
+    #[error(
+        "W&B did not answer {operation} within the retry deadline of {deadline:?} (the server is slow or unreachable; try again later, or raise the retry deadline)"
+    )]
     DeadlineExceeded {
         /// The operation.
         operation: &'static str,

@@ -6,7 +6,7 @@
 //! same file). Callers see plain Rust types and [`rlaunch_model::RunSpec`].
 //!
 //! What it does: the transport (`POST {base_url}/graphql`, basic auth `api:<key>`, the
-//! reference client's headers, system TLS roots plus an optional CA bundle, proxy from the
+//! headers W&B's client sends, system TLS roots plus an optional CA bundle, proxy from the
 //! environment, per-attempt timeout), retries of 5xx/429/network failures with exponential
 //! backoff, jitter and `Retry-After` under a caller-set deadline, and one method per
 //! operation on [`Client`]. Failures are one [`Error`] enum with
@@ -52,5 +52,5 @@ pub use types::{
 /// The schema the operations are written against (also used by the fake server).
 pub const SCHEMA: &str = include_str!("../graphql/schema.graphql");
 
-/// The project the reference agent keeps its queues in.
+/// The project W&B's agent keeps its queues in.
 pub const LAUNCH_PROJECT: &str = "model-registry";

@@ -19,203 +19,62 @@ type Json = Value;
 type DateTime = String;
 type Id = String;
 
-#[derive(GraphQLQuery)]
-#[graphql(
-    schema_path = "graphql/schema.graphql",
-    query_path = "graphql/Viewer.graphql",
-    normalization = "rust",
-    response_derives = "Debug",
-    variables_derives = "Debug",
-    skip_serializing_none
-)]
-pub(crate) struct Viewer;
+/// `RunQueue.createdBy`: a user name or a numeric user id, kept as text either way.
+#[derive(Debug)]
+pub(crate) struct StringOrInt(String);
 
-#[derive(GraphQLQuery)]
-#[graphql(
-    schema_path = "graphql/schema.graphql",
-    query_path = "graphql/ProjectRunQueues.graphql",
-    normalization = "rust",
-    response_derives = "Debug",
-    variables_derives = "Debug",
-    skip_serializing_none
-)]
-pub(crate) struct ProjectRunQueues;
+impl<'de> serde::Deserialize<'de> for StringOrInt {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        match Value::deserialize(deserializer)? {
+            Value::String(text) => Ok(Self(text)),
+            Value::Number(number) => Ok(Self(number.to_string())),
+            other => Err(serde::de::Error::custom(format!(
+                "expected a string or a number, got {other}"
+            ))),
+        }
+    }
+}
 
-#[derive(GraphQLQuery)]
-#[graphql(
-    schema_path = "graphql/schema.graphql",
-    query_path = "graphql/CreateRunQueue.graphql",
-    normalization = "rust",
-    response_derives = "Debug",
-    variables_derives = "Debug",
-    skip_serializing_none
-)]
-pub(crate) struct CreateRunQueue;
+/// Declares an operation: the document `graphql/<file>` checked against the schema at
+/// compile time, with its generated `Variables` and `ResponseData` in a module of the
+/// operation's snake-case name.
+#[rustfmt::skip] // rustfmt re-indents attributes inside macro_rules on every run
+macro_rules! operation {
+    ($name:ident, $file:tt) => {
+        #[derive(GraphQLQuery)]
+        #[graphql(
+            schema_path = "graphql/schema.graphql",
+            query_path = $file,
+            normalization = "rust",
+            response_derives = "Debug",
+            variables_derives = "Debug",
+            skip_serializing_none
+        )]
+        pub(crate) struct $name;
+    };
+}
 
-#[derive(GraphQLQuery)]
-#[graphql(
-    schema_path = "graphql/schema.graphql",
-    query_path = "graphql/createLaunchAgent.graphql",
-    normalization = "rust",
-    response_derives = "Debug",
-    variables_derives = "Debug",
-    skip_serializing_none
-)]
-pub(crate) struct CreateLaunchAgent;
-
-#[derive(GraphQLQuery)]
-#[graphql(
-    schema_path = "graphql/schema.graphql",
-    query_path = "graphql/EntityIsTeam.graphql",
-    normalization = "rust",
-    response_derives = "Debug",
-    variables_derives = "Debug",
-    skip_serializing_none
-)]
-pub(crate) struct EntityIsTeam;
-
-#[derive(GraphQLQuery)]
-#[graphql(
-    schema_path = "graphql/schema.graphql",
-    query_path = "graphql/LaunchAgent.graphql",
-    normalization = "rust",
-    response_derives = "Debug",
-    variables_derives = "Debug",
-    skip_serializing_none
-)]
-pub(crate) struct LaunchAgent;
-
-#[derive(GraphQLQuery)]
-#[graphql(
-    schema_path = "graphql/schema.graphql",
-    query_path = "graphql/updateLaunchAgent.graphql",
-    normalization = "rust",
-    response_derives = "Debug",
-    variables_derives = "Debug",
-    skip_serializing_none
-)]
-pub(crate) struct UpdateLaunchAgent;
-
-#[derive(GraphQLQuery)]
-#[graphql(
-    schema_path = "graphql/schema.graphql",
-    query_path = "graphql/popFromRunQueue.graphql",
-    normalization = "rust",
-    response_derives = "Debug",
-    variables_derives = "Debug",
-    skip_serializing_none
-)]
-pub(crate) struct PopFromRunQueue;
-
-#[derive(GraphQLQuery)]
-#[graphql(
-    schema_path = "graphql/schema.graphql",
-    query_path = "graphql/ackRunQueueItem.graphql",
-    normalization = "rust",
-    response_derives = "Debug",
-    variables_derives = "Debug",
-    skip_serializing_none
-)]
-pub(crate) struct AckRunQueueItem;
-
-#[derive(GraphQLQuery)]
-#[graphql(
-    schema_path = "graphql/schema.graphql",
-    query_path = "graphql/failRunQueueItem.graphql",
-    normalization = "rust",
-    response_derives = "Debug",
-    variables_derives = "Debug",
-    skip_serializing_none
-)]
-pub(crate) struct FailRunQueueItem;
-
-#[derive(GraphQLQuery)]
-#[graphql(
-    schema_path = "graphql/schema.graphql",
-    query_path = "graphql/updateRunQueueItemWarning.graphql",
-    normalization = "rust",
-    response_derives = "Debug",
-    variables_derives = "Debug",
-    skip_serializing_none
-)]
-pub(crate) struct UpdateRunQueueItemWarning;
-
-#[derive(GraphQLQuery)]
-#[graphql(
-    schema_path = "graphql/schema.graphql",
-    query_path = "graphql/RunStoppedStatus.graphql",
-    normalization = "rust",
-    response_derives = "Debug",
-    variables_derives = "Debug",
-    skip_serializing_none
-)]
-pub(crate) struct RunStoppedStatus;
-
-#[derive(GraphQLQuery)]
-#[graphql(
-    schema_path = "graphql/schema.graphql",
-    query_path = "graphql/RunState.graphql",
-    normalization = "rust",
-    response_derives = "Debug",
-    variables_derives = "Debug",
-    skip_serializing_none
-)]
-pub(crate) struct RunState;
-
-#[derive(GraphQLQuery)]
-#[graphql(
-    schema_path = "graphql/schema.graphql",
-    query_path = "graphql/pushToRunQueueByName.graphql",
-    normalization = "rust",
-    response_derives = "Debug",
-    variables_derives = "Debug",
-    skip_serializing_none
-)]
-pub(crate) struct PushToRunQueueByName;
-
-#[derive(GraphQLQuery)]
-#[graphql(
-    schema_path = "graphql/schema.graphql",
-    query_path = "graphql/UpsertBucket.graphql",
-    normalization = "rust",
-    response_derives = "Debug",
-    variables_derives = "Debug",
-    skip_serializing_none
-)]
-pub(crate) struct UpsertBucket;
-
-#[derive(GraphQLQuery)]
-#[graphql(
-    schema_path = "graphql/schema.graphql",
-    query_path = "graphql/CreateRunFiles.graphql",
-    normalization = "rust",
-    response_derives = "Debug",
-    variables_derives = "Debug",
-    skip_serializing_none
-)]
-pub(crate) struct CreateRunFiles;
-
-#[derive(GraphQLQuery)]
-#[graphql(
-    schema_path = "graphql/schema.graphql",
-    query_path = "graphql/ArtifactByName.graphql",
-    normalization = "rust",
-    response_derives = "Debug",
-    variables_derives = "Debug",
-    skip_serializing_none
-)]
-pub(crate) struct ArtifactByName;
-
-#[derive(GraphQLQuery)]
-#[graphql(
-    schema_path = "graphql/schema.graphql",
-    query_path = "graphql/ArtifactFiles.graphql",
-    normalization = "rust",
-    response_derives = "Debug",
-    variables_derives = "Debug",
-    skip_serializing_none
-)]
-pub(crate) struct ArtifactFiles;
+operation!(Viewer, "graphql/Viewer.graphql");
+operation!(ProjectRunQueues, "graphql/ProjectRunQueues.graphql");
+operation!(CreateRunQueue, "graphql/CreateRunQueue.graphql");
+operation!(CreateLaunchAgent, "graphql/createLaunchAgent.graphql");
+operation!(EntityIsTeam, "graphql/EntityIsTeam.graphql");
+operation!(LaunchAgent, "graphql/LaunchAgent.graphql");
+operation!(UpdateLaunchAgent, "graphql/updateLaunchAgent.graphql");
+operation!(PopFromRunQueue, "graphql/popFromRunQueue.graphql");
+operation!(AckRunQueueItem, "graphql/ackRunQueueItem.graphql");
+operation!(FailRunQueueItem, "graphql/failRunQueueItem.graphql");
+operation!(
+    UpdateRunQueueItemWarning,
+    "graphql/updateRunQueueItemWarning.graphql"
+);
+operation!(RunStoppedStatus, "graphql/RunStoppedStatus.graphql");
+operation!(RunState, "graphql/RunState.graphql");
+operation!(PushToRunQueueByName, "graphql/pushToRunQueueByName.graphql");
+operation!(UpsertBucket, "graphql/UpsertBucket.graphql");
+operation!(CreateRunFiles, "graphql/CreateRunFiles.graphql");
+operation!(ArtifactByName, "graphql/ArtifactByName.graphql");
+operation!(ArtifactFiles, "graphql/ArtifactFiles.graphql");
 
 fn missing(operation: &'static str, what: &str) -> Error {
     Error::InvalidResponse {
@@ -268,7 +127,7 @@ impl Client {
             entity: entity.to_owned(),
             project: project.to_owned(),
         })?;
-        project_data
+        Ok(project_data
             .run_queues
             .into_iter()
             .map(|queue| {
@@ -276,23 +135,20 @@ impl Client {
                     project_run_queues::RunQueueAccessType::Project => QueueAccess::Project,
                     project_run_queues::RunQueueAccessType::User => QueueAccess::User,
                     project_run_queues::RunQueueAccessType::Other(other) => {
-                        return Err(Error::InvalidResponse {
-                            operation: "ProjectRunQueues",
-                            reason: format!("unknown queue access {other:?}"),
-                        });
+                        QueueAccess::Unknown(other)
                     }
                 };
-                Ok(RunQueue {
+                RunQueue {
                     id: queue.id,
                     name: queue.name,
-                    created_by: queue.created_by,
+                    created_by: queue.created_by.map(|StringOrInt(text)| text),
                     access,
-                })
+                }
             })
-            .collect()
+            .collect())
     }
 
-    /// `CreateRunQueue`: creates a queue (the reference creates `default`, access
+    /// `CreateRunQueue`: creates a queue (W&B's agent creates `default`, access
     /// `PROJECT`, when a project has none) and returns its id.
     pub async fn create_run_queue(
         &self,
@@ -308,6 +164,7 @@ impl Client {
             access: match access {
                 QueueAccess::Project => create_run_queue::RunQueueAccessType::Project,
                 QueueAccess::User => create_run_queue::RunQueueAccessType::User,
+                QueueAccess::Unknown(other) => create_run_queue::RunQueueAccessType::Other(other),
             },
             prioritization_mode: None,
             default_resource_config_id: None,
@@ -394,7 +251,7 @@ impl Client {
     }
 
     /// `updateLaunchAgent`: sets the agent's status. Returns the server's `success` (the
-    /// reference only prints a message when it is false).
+    /// W&B's agent only prints a message when it is false).
     pub async fn update_launch_agent(&self, agent_id: &str, status: AgentStatus) -> Result<bool> {
         let variables = update_launch_agent::Variables {
             agent_id: agent_id.to_owned(),
@@ -516,7 +373,7 @@ impl Client {
     }
 
     /// `RunStoppedStatus`: whether a user asked run `entity/project/run_id` to stop. A
-    /// missing project or run counts as not stopped (as in the reference).
+    /// missing project or run counts as not stopped (as W&B's agent does).
     pub async fn run_stopped(&self, entity: &str, project: &str, run_id: &str) -> Result<bool> {
         let variables = run_stopped_status::Variables {
             project_name: Some(project.to_owned()),

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
 use backon::{ExponentialBuilder, Retryable};
 use graphql_client::GraphQLQuery;
@@ -11,6 +11,7 @@ use reqwest::header::{HeaderMap, HeaderName, HeaderValue, RETRY_AFTER};
 use reqwest::{RequestBuilder, StatusCode, Url};
 use serde::de::DeserializeOwned;
 use serde_json::Value;
+use tokio::time::Instant;
 
 use crate::config::{ClientConfig, ProxyConfig};
 use crate::error::{Error, Result};
@@ -18,7 +19,7 @@ use crate::error::{Error, Result};
 /// Longest piece of a server body quoted in an error message.
 const MAX_QUOTED_BODY: usize = 512;
 
-/// How the reference client sends an operation. Launch operations come from Python's
+/// How W&B's client sends an operation. Launch operations come from Python's
 /// `LaunchApi` (empty `operationName`, `Use-Admin-Privileges: true`); the typed operations
 /// come from wandb-core's genqlient client (named, no admin header).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -54,18 +55,31 @@ enum AttemptError {
     },
     /// Connection, TLS, timeout, or body read failure.
     Transport(reqwest::Error),
+    /// The retry deadline passed: before the attempt could be sent, or while waiting for
+    /// an answer (the attempt's timeout was cut to what was left of the deadline).
+    DeadlinePassed,
 }
 
 impl AttemptError {
+    /// A short description for the retry log line.
+    fn summary(&self) -> String {
+        match self {
+            Self::Status { status, .. } => format!("HTTP {}", status.as_u16()),
+            Self::Transport(e) => transport_summary(e),
+            Self::DeadlinePassed => "retry deadline passed".to_owned(),
+        }
+    }
+
     fn is_retryable(&self) -> bool {
         match self {
             Self::Status { status, .. } => is_retryable_status(*status),
             Self::Transport(_) => true,
+            Self::DeadlinePassed => false,
         }
     }
 }
 
-/// The reference's policy (wandb-core `retry_policy.go`): every 4xx/5xx is retried except
+/// W&B's client's policy (its Go HTTP layer, wandb-core): every 4xx/5xx is retried except
 /// the ones that a retry cannot fix.
 pub(crate) fn is_retryable_status(status: StatusCode) -> bool {
     let code = status.as_u16();
@@ -89,63 +103,24 @@ impl Client {
     /// Builds a client: TLS with the system roots plus `extra_ca_file`, the chosen proxy, and
     /// gzip responses. Sends nothing.
     pub fn new(config: ClientConfig) -> Result<Self> {
-        let base_url = Url::parse(config.base_url.trim_end_matches('/')).map_err(|e| {
-            Error::InvalidConfig {
-                reason: format!(
-                    "base URL {:?} is not a URL ({e}); set WANDB_BASE_URL to e.g. https://api.wandb.ai",
-                    config.base_url
-                ),
-            }
-        })?;
-        if !matches!(base_url.scheme(), "http" | "https") {
-            return Err(Error::InvalidConfig {
-                reason: format!("base URL {base_url} must start with http:// or https://"),
-            });
-        }
-        if config.api_key.is_empty() {
+        let base_url = parse_base_url(&config.base_url)?;
+        let key = config.api_key.expose();
+        if config.api_key.is_blank() {
             return Err(Error::InvalidConfig {
                 reason: "the API key is empty; set WANDB_API_KEY".to_owned(),
             });
         }
-        let graphql_url = join(&base_url, "graphql")?;
-
-        let mut builder = reqwest::Client::builder()
-            .user_agent(config.user_agent.clone())
-            .gzip(true)
-            .default_headers(default_headers(&config)?);
-        builder = match &config.proxy {
-            ProxyConfig::FromEnv => builder,
-            ProxyConfig::None => builder.no_proxy(),
-            ProxyConfig::Url(url) => {
-                let proxy =
-                    reqwest::Proxy::all(url.as_str()).map_err(|e| Error::InvalidConfig {
-                        reason: format!("proxy URL {url:?} is invalid: {e}"),
-                    })?;
-                builder.proxy(proxy)
-            }
-        };
-        if let Some(path) = &config.extra_ca_file {
-            let pem = std::fs::read(path).map_err(|source| Error::ReadCaBundle {
-                path: path.clone(),
-                source,
-            })?;
-            let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|source| {
-                Error::InvalidCaBundle {
-                    path: path.clone(),
-                    source: Some(source),
-                }
-            })?;
-            if certs.is_empty() {
-                return Err(Error::InvalidCaBundle {
-                    path: path.clone(),
-                    source: None,
-                });
-            }
-            builder = builder.tls_certs_merge(certs);
+        if key.trim() != key {
+            // The key's bytes are never changed; a trailing newline from a file is trimmed by
+            // whoever reads the file, so a key with whitespace is a configuration mistake.
+            return Err(Error::InvalidConfig {
+                reason: "the API key starts or ends with whitespace; remove it (a key read from \
+                         a file must be trimmed by the reader)"
+                    .to_owned(),
+            });
         }
-        let http = builder
-            .build()
-            .map_err(|source| Error::BuildHttpClient { source })?;
+        let graphql_url = join(&base_url, "graphql")?;
+        let http = http_client(&config)?;
         Ok(Self {
             inner: Arc::new(Inner {
                 http,
@@ -221,99 +196,147 @@ impl Client {
         build: impl Fn(Duration) -> RequestBuilder,
     ) -> Result<Vec<u8>> {
         let config = &self.inner.config;
-        let started = Instant::now();
-        let deadline = started + config.retry_deadline;
-        let attempts = AtomicU32::new(0);
-        let url_text = redact_url(url);
-
-        let attempt = || async {
-            let number = attempts.fetch_add(1, Ordering::Relaxed) + 1;
-            let remaining = deadline.saturating_duration_since(Instant::now());
-            let timeout = config.timeout.min(remaining).max(Duration::from_millis(1));
-            tracing::debug!(operation, attempt = number, url = %url_text, "sending request");
-            let response = build(timeout)
-                .send()
-                .await
-                .map_err(AttemptError::Transport)?;
-            let status = response.status();
-            if status.is_success() {
-                let body = response.bytes().await.map_err(AttemptError::Transport)?;
-                tracing::debug!(
-                    operation,
-                    attempt = number,
-                    status = status.as_u16(),
-                    "response"
-                );
-                return Ok(body.to_vec());
-            }
-            let retry_after = response
-                .headers()
-                .get(RETRY_AFTER)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| parse_retry_after(v, SystemTime::now()));
-            let body = response.bytes().await.unwrap_or_default();
-            let message = error_message(&body, &config.api_key);
-            tracing::debug!(
-                operation,
-                attempt = number,
-                status = status.as_u16(),
-                retry_after = ?retry_after,
-                %message,
-                "request failed"
-            );
-            Err(AttemptError::Status {
-                status,
-                retry_after,
-                message,
-            })
+        let call = Call {
+            operation,
+            url: redact_url(url),
+            config,
+            deadline: Instant::now() + config.retry_deadline,
+            attempts: AtomicU32::new(0),
         };
-
-        let backoff = ExponentialBuilder::new()
-            .with_min_delay(config.retry_min_wait)
-            .with_max_delay(config.retry_max_wait)
-            .with_factor(2.0)
-            .with_jitter()
-            .without_max_times();
-
-        let result = attempt
-            .retry(backoff)
+        let result = (|| call.attempt(&build))
+            .retry(backoff(config))
             .sleep(tokio::time::sleep)
             .when(AttemptError::is_retryable)
-            .adjust(|error, backoff_wait| {
-                let wait = match error {
-                    AttemptError::Status {
-                        retry_after: Some(retry_after),
-                        ..
-                    } => *retry_after,
-                    _ => backoff_wait?,
-                };
-                if Instant::now() + wait >= deadline {
-                    tracing::debug!(operation, wait = ?wait, "retry deadline reached, giving up");
-                    return None;
-                }
-                Some(wait)
-            })
+            .adjust(|error, backoff_wait| call.next_wait(error, backoff_wait))
             .notify(|error, wait| {
-                let what = match error {
-                    AttemptError::Status { status, .. } => format!("HTTP {}", status.as_u16()),
-                    AttemptError::Transport(e) => transport_summary(e),
-                };
-                tracing::warn!(operation, error = %what, wait = ?wait, "retrying W&B request");
+                let error = error.summary();
+                tracing::warn!(operation, %error, wait = ?wait, "retrying W&B request");
             })
             .await;
+        result.map_err(|error| call.into_error(error))
+    }
+}
 
-        let attempts = attempts.load(Ordering::Relaxed);
-        result.map_err(|error| match error {
+/// Exponential backoff from `retry_min_wait`, doubling with jitter up to `retry_max_wait`;
+/// the deadline, not a count, ends it.
+fn backoff(config: &ClientConfig) -> ExponentialBuilder {
+    ExponentialBuilder::new()
+        .with_min_delay(config.retry_min_wait)
+        .with_max_delay(config.retry_max_wait)
+        .with_factor(2.0)
+        .with_jitter()
+        .without_max_times()
+}
+
+/// One call of [`Client::send_with_retry`]: its attempts share the deadline and the count.
+struct Call<'a> {
+    operation: &'static str,
+    /// The URL as it may appear in logs and errors.
+    url: String,
+    config: &'a ClientConfig,
+    deadline: Instant,
+    attempts: AtomicU32,
+}
+
+impl Call<'_> {
+    /// Sends one attempt, with a timeout cut to what is left of the deadline.
+    async fn attempt(
+        &self,
+        build: &impl Fn(Duration) -> RequestBuilder,
+    ) -> Result<Vec<u8>, AttemptError> {
+        let remaining = self.deadline.saturating_duration_since(Instant::now());
+        if remaining.is_zero() {
+            return Err(AttemptError::DeadlinePassed);
+        }
+        let number = self.attempts.fetch_add(1, Ordering::Relaxed) + 1;
+        let cut_by_deadline = remaining < self.config.timeout;
+        // A timeout of an attempt that the deadline cut short is the deadline passing.
+        let transport = |error: reqwest::Error| {
+            if cut_by_deadline && error.is_timeout() {
+                AttemptError::DeadlinePassed
+            } else {
+                AttemptError::Transport(error)
+            }
+        };
+        let operation = self.operation;
+        tracing::debug!(operation, attempt = number, url = %self.url, "sending request");
+        let timeout = self.config.timeout.min(remaining);
+        let response = build(timeout).send().await.map_err(transport)?;
+        let status = response.status();
+        if !status.is_success() {
+            return Err(self.failed(response, number).await);
+        }
+        let body = response.bytes().await.map_err(transport)?;
+        tracing::debug!(
+            operation,
+            attempt = number,
+            status = status.as_u16(),
+            "response"
+        );
+        Ok(body.to_vec())
+    }
+
+    /// The error of a non-2xx answer, with its `Retry-After` and redacted message.
+    async fn failed(&self, response: reqwest::Response, number: u32) -> AttemptError {
+        let status = response.status();
+        let retry_after = response
+            .headers()
+            .get(RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| parse_retry_after(v, SystemTime::now()));
+        let body = response.bytes().await.unwrap_or_default();
+        let message = error_message(&body, &self.config.api_key);
+        tracing::debug!(
+            operation = self.operation,
+            attempt = number,
+            status = status.as_u16(),
+            retry_after = ?retry_after,
+            %message,
+            "request failed"
+        );
+        AttemptError::Status {
+            status,
+            retry_after,
+            message,
+        }
+    }
+
+    /// The wait before the next attempt (`Retry-After` when the server sent one), or
+    /// `None` to stop when it would end at or after the deadline.
+    fn next_wait(&self, error: &AttemptError, backoff_wait: Option<Duration>) -> Option<Duration> {
+        let wait = match error {
+            AttemptError::Status {
+                retry_after: Some(retry_after),
+                ..
+            } => *retry_after,
+            _ => backoff_wait?,
+        };
+        if Instant::now() + wait >= self.deadline {
+            tracing::debug!(operation = self.operation, wait = ?wait, "retry deadline reached, giving up");
+            return None;
+        }
+        Some(wait)
+    }
+
+    /// The caller's error for the last failure.
+    fn into_error(self, error: AttemptError) -> Error {
+        let attempts = self.attempts.load(Ordering::Relaxed);
+        let operation = self.operation;
+        match error {
             AttemptError::Transport(source) => Error::Network {
                 operation,
-                url: url_text.clone(),
+                url: self.url,
                 attempts,
                 source,
             },
             AttemptError::Status {
                 status, message, ..
-            } => status_error(operation, url_text.clone(), status, attempts, message),
-        })
+            } => status_error(operation, self.url, status, attempts, message),
+            AttemptError::DeadlinePassed => Error::DeadlineExceeded {
+                operation,
+                deadline: self.config.retry_deadline,
+            },
+        }
     }
 }
 
@@ -376,6 +399,64 @@ pub(crate) fn redact_url(url: &Url) -> String {
     let _ = url.set_password(None);
     let _ = url.set_username("");
     url.to_string()
+}
+
+fn parse_base_url(text: &str) -> Result<Url> {
+    let base_url = Url::parse(text.trim_end_matches('/')).map_err(|e| Error::InvalidConfig {
+        reason: format!(
+            "base URL {text:?} is not a URL ({e}); set WANDB_BASE_URL to e.g. https://api.wandb.ai"
+        ),
+    })?;
+    if !matches!(base_url.scheme(), "http" | "https") {
+        return Err(Error::InvalidConfig {
+            reason: format!("base URL {base_url} must start with http:// or https://"),
+        });
+    }
+    Ok(base_url)
+}
+
+/// The HTTP client: user agent, gzip, default headers, the proxy choice and the extra CA
+/// bundle (on top of the system roots).
+fn http_client(config: &ClientConfig) -> Result<reqwest::Client> {
+    let mut builder = reqwest::Client::builder()
+        .user_agent(config.user_agent.clone())
+        .gzip(true)
+        .default_headers(default_headers(config)?);
+    builder = match &config.proxy {
+        ProxyConfig::FromEnv => builder,
+        ProxyConfig::None => builder.no_proxy(),
+        ProxyConfig::Url(url) => {
+            let proxy = reqwest::Proxy::all(url.as_str()).map_err(|e| Error::InvalidConfig {
+                reason: format!("proxy URL {url:?} is invalid: {e}"),
+            })?;
+            builder.proxy(proxy)
+        }
+    };
+    if let Some(path) = &config.extra_ca_file {
+        builder = builder.tls_certs_merge(ca_bundle(path)?);
+    }
+    builder
+        .build()
+        .map_err(|source| Error::BuildHttpClient { source })
+}
+
+fn ca_bundle(path: &std::path::Path) -> Result<Vec<reqwest::Certificate>> {
+    let pem = std::fs::read(path).map_err(|source| Error::ReadCaBundle {
+        path: path.to_owned(),
+        source,
+    })?;
+    let certs =
+        reqwest::Certificate::from_pem_bundle(&pem).map_err(|source| Error::InvalidCaBundle {
+            path: path.to_owned(),
+            source: Some(source),
+        })?;
+    if certs.is_empty() {
+        return Err(Error::InvalidCaBundle {
+            path: path.to_owned(),
+            source: None,
+        });
+    }
+    Ok(certs)
 }
 
 pub(crate) fn join(base: &Url, path: &str) -> Result<Url> {
@@ -524,7 +605,7 @@ mod tests {
     }
 
     #[test]
-    fn retry_policy_matches_the_reference() {
+    fn retry_policy_matches_w_and_b_s_client() {
         for code in [429, 500, 502, 503, 504, 408] {
             assert!(
                 is_retryable_status(StatusCode::from_u16(code).unwrap()),

@@ -20,12 +20,15 @@ pub struct Viewer {
 }
 
 /// Who may push to a queue.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum QueueAccess {
     /// Everyone with access to the project.
     Project,
     /// Only the creator.
     User,
+    /// A mode this client does not know (a newer server), as the server spelled it. Such a
+    /// queue is still listed, so an agent can start and poll it.
+    Unknown(String),
 }
 
 /// A run queue of a project (`ProjectRunQueues`).
@@ -35,7 +38,7 @@ pub struct RunQueue {
     pub id: String,
     /// Queue name.
     pub name: String,
-    /// Creator, as the server reports it.
+    /// Creator, as the server reports it: a user name, or a numeric user id as text.
     pub created_by: Option<String>,
     /// Access mode.
     pub access: QueueAccess,
@@ -46,7 +49,7 @@ pub struct RunQueue {
 pub struct NewLaunchAgent {
     /// Entity the agent serves.
     pub entity: String,
-    /// Queue project (`model-registry` for the reference agent).
+    /// Queue project (`model-registry` for W&B's agent).
     pub project: String,
     /// Ids of the queues polled (from [`RunQueue::id`]).
     pub queue_ids: Vec<String>,
@@ -73,7 +76,7 @@ pub struct LaunchAgent {
     pub agent_status: Option<String>,
     /// True when a user asked the agent to stop.
     pub stop_polling: bool,
-    /// Server's last heartbeat time (ISO 8601), unused by the reference.
+    /// Server's last heartbeat time (ISO 8601), unused by W&B's agent.
     pub heartbeat_at: Option<String>,
 }
 

@@ -11,7 +11,7 @@ use common::{PROJECT, QUEUE, image_spec, push, start, start_with};
 use rlaunch_wandb_api::{
     AgentStatus, Error, FailureStage, NewLaunchAgent, PoppedItem, PushRequest, QueueAccess, RunFile,
 };
-use rlaunch_wandb_fake::{FAKE_ENTITY, FakeConfig, ItemState, NewArtifact};
+use rlaunch_wandb_fake::{FAKE_ENTITY, FakeConfig, ItemState, NewArtifact, NewQueue};
 use serde_json::json;
 
 fn new_agent(queue_ids: Vec<String>) -> NewLaunchAgent {
@@ -132,6 +132,40 @@ async fn agent_registration_flow() {
 }
 
 #[tokio::test]
+async fn queues_decode_whatever_access_and_creator_the_server_sends() {
+    let mut config = FakeConfig::default();
+    config.extra_enum_values.insert(
+        "RunQueueAccessType".to_owned(),
+        vec!["RESTRICTED".to_owned()],
+    );
+    let (fake, client) = start_with(config).await;
+    fake.create_queue(NewQueue {
+        access: "RESTRICTED".to_owned(),
+        created_by: Some(json!(42)),
+        ..NewQueue::new(FAKE_ENTITY, "newer-server-queue")
+    })
+    .unwrap();
+    fake.create_queue(NewQueue {
+        access: "USER".to_owned(),
+        created_by: Some(json!("alice")),
+        ..NewQueue::new(FAKE_ENTITY, "user-queue")
+    })
+    .unwrap();
+    let queues = client
+        .project_run_queues(FAKE_ENTITY, PROJECT)
+        .await
+        .unwrap();
+    let by_name = |name: &str| queues.iter().find(|q| q.name == name).unwrap().clone();
+    let newer = by_name("newer-server-queue");
+    assert_eq!(newer.access, QueueAccess::Unknown("RESTRICTED".to_owned()));
+    assert_eq!(newer.created_by.as_deref(), Some("42"));
+    let user = by_name("user-queue");
+    assert_eq!(user.access, QueueAccess::User);
+    assert_eq!(user.created_by.as_deref(), Some("alice"));
+    assert_eq!(by_name(QUEUE).created_by, None);
+}
+
+#[tokio::test]
 async fn empty_queue_pops_nothing() {
     let (_fake, client) = start().await;
     let popped = client
@@ -190,10 +224,12 @@ async fn priority_orders_pops() {
     assert_eq!(second.id(), low);
 }
 
-#[tokio::test]
+/// On paused time: the lease runs on the fake's tokio clock, so the pop "during" the lease
+/// is at most microseconds after the first however loaded the machine is.
+#[tokio::test(start_paused = true)]
 async fn unacked_item_returns_after_the_lease() {
     let config = FakeConfig {
-        lease: Duration::from_millis(1200),
+        lease: Duration::from_secs(60),
         ..FakeConfig::default()
     };
     let (fake, client) = start_with(config).await;
@@ -209,7 +245,13 @@ async fn unacked_item_returns_after_the_lease() {
         .unwrap();
     assert_eq!(during, None, "a leased item must not be popped twice");
 
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    tokio::time::sleep(Duration::from_secs(59)).await;
+    let still = client
+        .pop_from_run_queue(FAKE_ENTITY, PROJECT, QUEUE, None)
+        .await
+        .unwrap();
+    assert_eq!(still, None, "the lease lasts 60 s");
+    tokio::time::sleep(Duration::from_secs(1)).await;
     let again = client
         .pop_from_run_queue(FAKE_ENTITY, PROJECT, QUEUE, None)
         .await
@@ -511,5 +553,8 @@ async fn the_fake_rejects_documents_the_schema_does_not_allow() {
     let message = response["errors"][0]["message"].as_str().unwrap();
     assert!(message.contains("notAField"), "{message}");
     assert!(response["data"].is_null(), "{response}");
-    assert_eq!(fake.journal()[0].operation.as_deref(), Some("Bad"));
+    let entry = &fake.journal()[0];
+    assert_eq!(entry.operation.as_deref(), Some("Bad"));
+    assert_eq!(entry.errors.len(), 1, "the journal keeps the rejection");
+    assert!(entry.errors[0].contains("notAField"), "{:?}", entry.errors);
 }

@@ -1,14 +1,27 @@
 //! Retries, deadlines, auth failures and headers, observed through the fake's journal.
+//!
+//! Tests about waits run on paused tokio time: the client's deadline, its backoff sleeps,
+//! the fake's delays and its journal clock all use it, so gaps are exact and a loaded
+//! machine cannot change the outcome.
 
 #![allow(clippy::unwrap_used, reason = "tests fail loudly")]
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use common::{PROJECT, QUEUE, client_for, config_for, start};
 use rlaunch_wandb_api::{Client, Error};
 use rlaunch_wandb_fake::{FAKE_API_KEY, FAKE_ENTITY, Fault};
+
+fn attempts_of(error: &Error) -> u32 {
+    match error {
+        Error::ServerUnavailable { attempts, .. } | Error::Network { attempts, .. } => *attempts,
+        other => panic!("no attempt count in {other:?}"),
+    }
+}
 
 fn fault(operation: &str, count: u32, status: u16) -> Fault {
     Fault {
@@ -36,7 +49,7 @@ async fn server_errors_are_retried_until_success() {
     assert_eq!(statuses, [500, 500, 500, 200]);
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn retry_after_is_honoured() {
     let (fake, client) = start().await;
     fake.inject_fault(Fault {
@@ -55,9 +68,10 @@ async fn retry_after_is_honoured() {
     assert_eq!(journal.len(), 2);
     assert_eq!(journal[0].status, 429);
     let gap_ms = journal[1].at_ms - journal[0].at_ms;
-    assert!(
-        gap_ms >= 2000.0,
-        "second attempt came {gap_ms} ms after the 429"
+    assert_eq!(
+        gap_ms.round(),
+        2000.0,
+        "the second attempt must come when Retry-After says (it came {gap_ms} ms after the 429)"
     );
 }
 
@@ -106,7 +120,7 @@ async fn forbidden_and_not_found_are_not_retried() {
     assert_eq!(fake.journal_of("EntityIsTeam").len(), 3);
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_deadline_bounds_a_persistent_503() {
     let (fake, _client) = start().await;
     let mut config = config_for(&fake, FAKE_API_KEY);
@@ -121,7 +135,10 @@ async fn a_deadline_bounds_a_persistent_503() {
         .await
         .unwrap_err();
     let elapsed = started.elapsed();
-    assert!(elapsed < Duration::from_millis(3000), "took {elapsed:?}");
+    assert!(
+        elapsed < Duration::from_millis(1500),
+        "gave up after {elapsed:?}, past the 1.5 s deadline"
+    );
     match &error {
         Error::ServerUnavailable {
             status: 503,
@@ -133,12 +150,54 @@ async fn a_deadline_bounds_a_persistent_503() {
     assert!(error.is_transient());
     assert_eq!(error.kind(), "server_unavailable");
     let journal = fake.journal_of("popFromRunQueue");
-    assert!(journal.len() >= 2);
+    assert_eq!(journal.len() as u32, attempts_of(&error));
     let last = journal.last().unwrap().at_ms - journal[0].at_ms;
     assert!(
         last < 1500.0,
         "an attempt was sent after the deadline ({last} ms)"
     );
+    // Waits double from 100 ms (with up to 100 % jitter) up to 400 ms: at least three
+    // attempts fit in 1.5 s.
+    assert!(journal.len() >= 3, "only {} attempts", journal.len());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_server_that_answers_after_the_deadline_is_deadline_exceeded() {
+    let (fake, _client) = start().await;
+    let mut config = config_for(&fake, FAKE_API_KEY);
+    config.timeout = Duration::from_secs(30);
+    config.retry_deadline = Duration::from_secs(5);
+    let client = Client::new(config).unwrap();
+    fake.inject_fault(Fault {
+        delay_ms: Some(60_000),
+        ..fault("LaunchAgent", 1, 200)
+    });
+    let error = client
+        .launch_agent("TGF1bmNoQWdlbnQ6OTk5")
+        .await
+        .unwrap_err();
+    match &error {
+        Error::DeadlineExceeded {
+            operation: "LaunchAgent",
+            deadline,
+        } => assert_eq!(*deadline, Duration::from_secs(5)),
+        other => panic!("expected DeadlineExceeded, got {other:?}"),
+    }
+    assert!(error.is_transient());
+    assert_eq!(error.kind(), "deadline_exceeded");
+    assert_eq!(
+        fake.journal_of("LaunchAgent").len(),
+        1,
+        "not retried after the deadline"
+    );
+
+    // A deadline that has already passed sends nothing.
+    let mut config = config_for(&fake, FAKE_API_KEY);
+    config.retry_deadline = Duration::ZERO;
+    let client = Client::new(config).unwrap();
+    let error = client.viewer().await.unwrap_err();
+    assert!(matches!(error, Error::DeadlineExceeded { .. }), "{error:?}");
+    assert!(fake.journal_of("Viewer").is_empty());
 }
 
 #[tokio::test]
@@ -172,16 +231,16 @@ async fn graphql_errors_are_final_and_typed() {
 async fn unreachable_server_is_a_transient_network_error() {
     let (fake, _client) = start().await;
     let mut config = config_for(&fake, FAKE_API_KEY);
-    // A port nothing listens on (the fake's, after it stops).
-    let base = fake.base_url.clone();
-    drop(fake);
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    config.base_url = base;
+    // A port nothing listens on: bound, then closed.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    config.base_url = format!("http://{}", closed.local_addr().unwrap());
+    drop(closed);
     config.retry_deadline = Duration::from_millis(300);
     let client = Client::new(config).unwrap();
     let error = client.viewer().await.unwrap_err();
     assert!(matches!(error, Error::Network { .. }), "{error:?}");
     assert!(error.is_transient());
+    assert!(attempts_of(&error) >= 2, "connection failures are retried");
 }
 
 #[tokio::test]
@@ -225,6 +284,9 @@ async fn invalid_configuration_is_rejected_up_front() {
 
     let empty = Client::new(config_for(&fake, "  ")).unwrap_err();
     assert!(empty.to_string().contains("WANDB_API_KEY"), "{empty}");
+    let newline = Client::new(config_for(&fake, &format!("{FAKE_API_KEY}\n"))).unwrap_err();
+    assert!(newline.to_string().contains("whitespace"), "{newline}");
+    assert!(!newline.to_string().contains(FAKE_API_KEY), "{newline}");
 
     let dir = tempfile::tempdir().unwrap();
     let mut config = config_for(&fake, FAKE_API_KEY);

@@ -12,7 +12,15 @@ async fn query_texts_and_variables_are_pinned() {
     let (fake, client) = start().await;
     exercise(&fake, &client).await;
     let journal = fake.journal();
-    assert!(journal.iter().all(|entry| entry.status == 200));
+    for entry in &journal {
+        assert_eq!(entry.status, 200, "{entry:#?}");
+        assert!(
+            entry.errors.is_empty(),
+            "the fake rejected {:?}: {:?}",
+            entry.operation,
+            entry.errors
+        );
+    }
     let mut seen = std::collections::BTreeSet::new();
     for entry in &journal {
         let operation = entry.operation.clone().unwrap_or_default();

@@ -1,237 +1,177 @@
-//! Admin operations, shared by the `/_admin/` routes and the typed [`crate::FakeWandb`]
-//! methods.
+//! The JSON admin API under `/_admin/`, for tests and tools that run the fake as a separate
+//! process (the crate docs list the routes). Each route is one call of the same store
+//! operation [`crate::FakeWandb`] makes in process.
 
-use std::collections::BTreeMap;
-use std::time::Instant;
+use std::time::Duration;
 
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, post};
+use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
+use serde_json::json;
 
-use crate::store::{AgentView, ItemView, RunView, Store};
+use crate::error::FakeError;
+use crate::model::{
+    Fault, ItemOrigin, NewApiKey, NewArtifact, NewEntity, NewItem, NewQueue, RunUpdate, StopPolling,
+};
+use crate::shared::SharedStore;
 
-fn default_project() -> String {
-    crate::DEFAULT_PROJECT.to_owned()
+/// The `/_admin/` routes over `store`.
+pub(crate) fn router(store: SharedStore) -> Router {
+    Router::new()
+        .route("/_admin/queues", post(create_queue))
+        .route("/_admin/items", post(push_item).get(items))
+        .route("/_admin/items/{id}", get(item))
+        .route("/_admin/agents", get(agents))
+        .route("/_admin/agents/stop-polling", post(stop_polling))
+        .route("/_admin/runs", post(update_run).get(runs))
+        .route("/_admin/entities", post(set_entity))
+        .route("/_admin/artifacts", post(add_artifact))
+        .route("/_admin/api-keys", post(add_api_key))
+        .route("/_admin/api-keys/{key}", delete(revoke_api_key))
+        .route("/_admin/faults", post(add_fault).delete(clear_faults))
+        .route("/_admin/journal", get(journal).delete(clear_journal))
+        .route("/_admin/files", get(files))
+        .route("/_admin/changes", get(changes))
+        .with_state(store)
 }
 
-fn default_resource() -> String {
-    "kubernetes".to_owned()
-}
-
-fn default_access() -> String {
-    "PROJECT".to_owned()
-}
-
-fn default_config() -> Value {
-    json!({})
-}
-
-fn yes() -> bool {
-    true
-}
-
-/// `POST /_admin/queues`.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct NewQueue {
-    /// Entity.
-    pub entity: String,
-    /// Project (default `model-registry`).
-    #[serde(default = "default_project")]
-    pub project: String,
-    /// Queue name.
-    pub name: String,
-    /// Resource type (default `kubernetes`); set as the popped spec's `resource`.
-    #[serde(default = "default_resource")]
-    pub resource: String,
-    /// Queue config merged under pushed specs, e.g. `{"resource_args": {"kubernetes": {...}}}`.
-    #[serde(default = "default_config")]
-    pub config: Value,
-    /// `PROJECT` or `USER`.
-    #[serde(default = "default_access")]
-    pub access: String,
-}
-
-impl NewQueue {
-    /// A `kubernetes` queue with an empty config in `entity/model-registry`.
-    pub fn new(entity: impl Into<String>, name: impl Into<String>) -> Self {
-        Self {
-            entity: entity.into(),
-            project: default_project(),
-            name: name.into(),
-            resource: default_resource(),
-            config: default_config(),
-            access: default_access(),
-        }
+impl IntoResponse for FakeError {
+    fn into_response(self) -> Response {
+        let status = match &self {
+            Self::QueueExists { .. } => StatusCode::CONFLICT,
+            Self::QueueNotFound { .. }
+            | Self::QueueIdNotFound { .. }
+            | Self::AgentNotFound { .. }
+            | Self::ItemNotFound { .. }
+            | Self::RunNotFound { .. } => StatusCode::NOT_FOUND,
+            _ => StatusCode::BAD_REQUEST,
+        };
+        (status, Json(json!({"error": self.to_string()}))).into_response()
     }
 }
 
-/// `POST /_admin/items`.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct NewItem {
-    /// Queue entity.
-    pub entity: String,
-    /// Queue project (default `model-registry`).
-    #[serde(default = "default_project")]
-    pub project: String,
-    /// Queue name.
-    pub queue: String,
-    /// The spec. An object gets the queue config merged under it; anything else (e.g. a
-    /// string of broken JSON) is stored and popped as given.
-    pub run_spec: Value,
-    /// Priority, lower first (default 2).
-    #[serde(default)]
-    pub priority: Option<i64>,
+/// `{"id": ...}`, the answer of routes that create something.
+#[derive(Serialize)]
+struct Created {
+    id: String,
 }
 
-/// `POST /_admin/agents/stop-polling`.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct StopPolling {
-    /// Agent id.
-    pub agent_id: String,
-    /// New value of `stopPolling` (default true).
-    #[serde(default = "yes")]
-    pub stop_polling: bool,
+async fn create_queue(
+    State(store): State<SharedStore>,
+    Json(queue): Json<NewQueue>,
+) -> Result<Json<Created>, FakeError> {
+    let id = store.write().create_queue(queue)?;
+    Ok(Json(Created { id }))
 }
 
-/// `POST /_admin/runs`: create or update a run.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-pub struct RunUpdate {
-    /// Entity.
-    pub entity: String,
-    /// Project.
-    pub project: String,
-    /// Run name (id).
-    pub name: String,
-    /// New state, if any.
-    #[serde(default)]
-    pub state: Option<String>,
-    /// New stop flag, if any.
-    #[serde(default)]
-    pub stopped: Option<bool>,
+async fn push_item(
+    State(store): State<SharedStore>,
+    Json(item): Json<NewItem>,
+) -> Result<Json<Created>, FakeError> {
+    let (id, _) = store.write().push(item, None, ItemOrigin::Admin)?;
+    Ok(Json(Created { id }))
 }
 
-/// `POST /_admin/entities`.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct NewEntity {
-    /// Entity name.
-    pub name: String,
-    /// Whether it is a team.
-    #[serde(default)]
-    pub is_team: bool,
+async fn items(State(store): State<SharedStore>) -> Response {
+    Json(store.read().item_views()).into_response()
 }
 
-/// `POST /_admin/artifacts`: a new version of an artifact.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct NewArtifact {
-    /// Entity.
-    pub entity: String,
-    /// Project.
-    pub project: String,
-    /// Collection name (without alias), e.g. `job-foo`.
-    pub name: String,
-    /// Extra aliases (`latest` and `vN` always resolve).
-    #[serde(default)]
-    pub aliases: Vec<String>,
-    /// Files: path → text contents.
-    pub files: BTreeMap<String, String>,
-}
-
-pub(crate) fn create_queue(store: &mut Store, queue: NewQueue) -> Result<String, String> {
-    store.create_queue(queue, None)
-}
-
-pub(crate) fn push_item(store: &mut Store, item: NewItem) -> Result<String, String> {
-    store
-        .push(
-            &item.entity,
-            &item.project,
-            &item.queue,
-            item.run_spec,
-            item.priority,
-        )
-        .map(|(id, _)| id)
-}
-
-pub(crate) fn items(store: &mut Store) -> Vec<ItemView> {
-    store.expire_leases(Instant::now());
-    store
-        .items
-        .iter()
-        .map(|item| store.item_view(item))
-        .collect()
-}
-
-pub(crate) fn agents(store: &Store) -> Vec<AgentView> {
-    store
-        .agents
-        .iter()
-        .map(|agent| agent.view.clone())
-        .collect()
-}
-
-pub(crate) fn set_stop_polling(store: &mut Store, stop: StopPolling) -> Result<AgentView, String> {
-    let agent = store
-        .agent_mut(&stop.agent_id)
-        .ok_or_else(|| format!("launch agent {} not found", stop.agent_id))?;
-    agent.stop_polling = stop.stop_polling;
-    Ok(agent.clone())
-}
-
-pub(crate) fn update_run(store: &mut Store, update: RunUpdate) -> RunView {
-    store.upsert_run(
-        &update.entity,
-        &update.project,
-        &update.name,
-        update.state.as_deref(),
-    );
-    let key = (update.entity, update.project, update.name);
-    if let (Some(stopped), Some(run)) = (update.stopped, store.runs.get_mut(&key)) {
-        run.stopped = stopped;
-    }
-    run_view(store, &key)
-}
-
-fn run_view(store: &Store, key: &(String, String, String)) -> RunView {
-    let (state, stopped) = store
-        .runs
-        .get(key)
-        .map(|run| (run.state.clone(), run.stopped))
-        .unwrap_or_default();
-    RunView {
-        entity: key.0.clone(),
-        project: key.1.clone(),
-        name: key.2.clone(),
-        state,
-        stopped,
+async fn item(State(store): State<SharedStore>, Path(id): Path<String>) -> Response {
+    let view = store.read().item_views().into_iter().find(|i| i.id == id);
+    match view {
+        Some(view) => Json(view).into_response(),
+        None => FakeError::ItemNotFound { id }.into_response(),
     }
 }
 
-pub(crate) fn runs(store: &Store) -> Vec<RunView> {
-    store.runs.keys().map(|key| run_view(store, key)).collect()
+async fn agents(State(store): State<SharedStore>) -> Response {
+    Json(store.read().agents.clone()).into_response()
 }
 
-pub(crate) fn set_entity(store: &mut Store, entity: NewEntity) {
-    store.teams.insert(entity.name, entity.is_team);
+async fn stop_polling(State(store): State<SharedStore>, Json(stop): Json<StopPolling>) -> Response {
+    match store.write().set_stop_polling(stop) {
+        Ok(view) => Json(view).into_response(),
+        Err(error) => error.into_response(),
+    }
 }
 
-pub(crate) fn add_artifact(store: &mut Store, artifact: NewArtifact) -> String {
-    store.add_artifact(
-        &artifact.entity,
-        &artifact.project,
-        &artifact.name,
-        artifact.aliases,
-        artifact
-            .files
-            .into_iter()
-            .map(|(path, text)| (path, text.into_bytes()))
-            .collect(),
-    )
+async fn update_run(State(store): State<SharedStore>, Json(update): Json<RunUpdate>) -> Response {
+    Json(store.write().update_run(update)).into_response()
 }
 
-/// Uploaded files: `entity/project/run/path` → contents (lossy UTF-8).
-pub(crate) fn files(store: &Store) -> BTreeMap<String, String> {
-    store
-        .files
-        .iter()
-        .map(|(path, bytes)| (path.clone(), String::from_utf8_lossy(bytes).into_owned()))
-        .collect()
+async fn runs(State(store): State<SharedStore>) -> Response {
+    Json(store.read().run_views()).into_response()
+}
+
+async fn set_entity(State(store): State<SharedStore>, Json(entity): Json<NewEntity>) -> Response {
+    store.write().teams.insert(entity.name, entity.is_team);
+    Json(json!({})).into_response()
+}
+
+async fn add_artifact(
+    State(store): State<SharedStore>,
+    Json(artifact): Json<NewArtifact>,
+) -> Json<Created> {
+    let id = store.write().add_artifact(artifact);
+    Json(Created { id })
+}
+
+async fn add_api_key(State(store): State<SharedStore>, Json(key): Json<NewApiKey>) -> Response {
+    store.write().add_api_key(key);
+    Json(json!({})).into_response()
+}
+
+async fn revoke_api_key(State(store): State<SharedStore>, Path(key): Path<String>) -> Response {
+    store.write().keys.remove(&key);
+    Json(json!({})).into_response()
+}
+
+async fn add_fault(State(store): State<SharedStore>, Json(fault): Json<Fault>) -> Response {
+    store.write().add_fault(fault);
+    Json(json!({})).into_response()
+}
+
+async fn clear_faults(State(store): State<SharedStore>) -> Response {
+    store.write().faults.clear();
+    Json(json!({})).into_response()
+}
+
+async fn journal(State(store): State<SharedStore>) -> Response {
+    Json(store.read().journal.clone()).into_response()
+}
+
+async fn clear_journal(State(store): State<SharedStore>) -> Response {
+    store.write().journal.clear();
+    Json(json!({})).into_response()
+}
+
+async fn files(State(store): State<SharedStore>) -> Response {
+    Json(store.read().file_texts()).into_response()
+}
+
+/// `GET /_admin/changes?after=N&timeout_ms=T`.
+#[derive(Deserialize)]
+struct ChangesQuery {
+    #[serde(default)]
+    after: u64,
+    #[serde(default = "default_changes_timeout")]
+    timeout_ms: u64,
+}
+
+fn default_changes_timeout() -> u64 {
+    30_000
+}
+
+/// Long poll: answers `{"version": V}` as soon as the state's change counter passes
+/// `after` (at once if it already has), or with the current counter after `timeout_ms`.
+/// A client waits for a condition by re-reading after each answer, without sleeping.
+async fn changes(State(store): State<SharedStore>, Query(query): Query<ChangesQuery>) -> Response {
+    let mut receiver = store.subscribe();
+    let wait = receiver.wait_for(|version| *version > query.after);
+    let _ = tokio::time::timeout(Duration::from_millis(query.timeout_ms), wait).await;
+    let version = *receiver.borrow();
+    Json(json!({"version": version})).into_response()
 }

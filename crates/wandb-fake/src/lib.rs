@@ -1,288 +1,110 @@
 //! A fake W&B server for tests: in-memory entities, projects, run queues and items, launch
-//! agents, runs, uploaded files and artifacts, speaking the GraphQL that `wandb-api` (and
-//! the reference launch agent) sends.
+//! agents, runs, uploaded files and artifacts, speaking the GraphQL that
+//! `rlaunch-wandb-api` (and W&B's own launch agent) sends.
 //!
 //! Every GraphQL request is parsed and validated by async-graphql against
-//! `wandb-api`'s `graphql/schema.graphql` (the same file the client is generated from), so a
-//! document the schema does not allow fails with a GraphQL validation error; the operation
-//! is taken from the document (the reference sends an empty `operationName`). Requests need
-//! HTTP basic auth with an accepted API key (401 otherwise).
+//! `rlaunch-wandb-api`'s `schema.graphql` ([`rlaunch_wandb_api::SCHEMA`], the file the client
+//! is generated from), so a document the schema does not allow fails with a GraphQL
+//! validation error; the operation is taken from the document (W&B's agent sends an empty
+//! `operationName`). Requests need HTTP basic auth with an accepted API key (401 otherwise).
 //!
-//! Item life cycle: `PENDING` → (`popFromRunQueue`) `LEASED` → (`ackRunQueueItem`) `CLAIMED`
-//! → (`failRunQueueItem`) `FAILED`. A leased item that is not acked returns to `PENDING`
-//! when its lease ([`FakeConfig::lease`], 60 s by default) runs out. Pending items are
-//! served by priority (lower first, default 2), then age.
+//! ```no_run
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! use rlaunch_wandb_fake::{FAKE_ENTITY, FakeWandb, ItemState, NewItem, NewQueue};
+//! use serde_json::json;
 //!
-//! Tests drive it through [`FakeWandb`] (typed, in-process); the `wandb-fake` binary serves
-//! the same thing with a JSON admin API under `/_admin/` (see [`admin`]). Faults (HTTP status
-//! with `Retry-After`, delay, GraphQL error) can be injected for the next N calls of an
-//! operation, and every request is kept in a journal.
+//! let fake = FakeWandb::start().await?; // 127.0.0.1, a free port
+//! fake.create_queue(NewQueue::new(FAKE_ENTITY, "gpu").with_kubernetes(json!({
+//!     "spec": {"template": {"spec": {"containers": [{"name": "main"}]}}}
+//! })))?;
+//! let id = fake.push_item(NewItem::new(FAKE_ENTITY, "gpu", json!({
+//!     "entity": FAKE_ENTITY, "project": "demo", "docker": {"docker_image": "busybox"},
+//! })))?;
+//! // ... point an agent at `fake.base_url` with `rlaunch_wandb_fake::FAKE_API_KEY` ...
+//! let item = fake
+//!     .wait_until(|fake| fake.item(&id).filter(|item| item.state != ItemState::Pending))
+//!     .await;
+//! # let _ = item; Ok(()) }
+//! ```
 //!
-//! What it never does: talk to a real W&B, persist anything, or check that a caller may
-//! see an entity (every accepted key sees everything).
+//! # Behaviour
+//!
+//! - **Items:** `PENDING` → (`popFromRunQueue`) `LEASED` → (`ackRunQueueItem`) `CLAIMED` →
+//!   `FAILED` (`failRunQueueItem`) or `FINISHED` (its run reached `finished`, `failed`,
+//!   `crashed`, `killed` or `preempted`). A leased item that is not acked returns to
+//!   `PENDING` when its lease ([`FakeConfig::lease`], 60 s by default, as W&B) runs out.
+//!   Pending items are served by priority (lower first, default 2), then age. An ack of an
+//!   item that is not leased answers `success: false`. A second `failRunQueueItem` is kept
+//!   in [`ItemView::later_failures`], so a test can tell an agent reported twice.
+//! - **Queue config:** a pushed spec is applied over the queue's config as an RFC 7386 JSON
+//!   merge patch (the spec wins; a `null` in the spec removes the key), then `resource` is
+//!   set to the queue's. A pushed value that is not an object is stored as given, so a test
+//!   can push a malformed spec. Pushes over GraphQL (`pushToRunQueueByName`, e.g. an agent
+//!   requeueing a preempted run) keep their priority and template variables and are marked
+//!   [`ItemOrigin::Graphql`].
+//! - **Runs:** an ack creates the run `runName` in the spec's `entity`/`project` in state
+//!   [`FakeConfig::acked_run_state`] (`pending` unless a test says otherwise; per project
+//!   with [`FakeConfig::acked_run_states`]) if it does not exist; `RunState` and `RunStoppedStatus` read it; tests change it with
+//!   [`FakeWandb::set_run_state`] and [`FakeWandb::stop_run`].
+//! - **Agents:** `createLaunchAgent` gives the id and the name `launch-agent-N`; every
+//!   `updateLaunchAgent` status is kept in order ([`AgentView::status_history`]); a
+//!   `launchAgent` query, an `updateLaunchAgent` or a pop naming the agent is a heartbeat.
+//! - **Files:** `createRunFiles` hands out upload URLs under `/_files/`; a `PUT` there
+//!   stores the file (no API key: upload URLs carry their own authority).
+//! - **Faults** ([`Fault`]): an HTTP status (with `Retry-After` and a body), a delay or a
+//!   GraphQL error, for the next N requests of an operation (or of every operation, `*`)
+//!   or for every such request during a time window (a 503 storm). A revoked API key
+//!   ([`FakeWandb::revoke_api_key`]) answers 401 from then on.
+//! - **Journal:** every GraphQL request is kept ([`JournalEntry`]: operation, variables,
+//!   headers without `Authorization`, status and GraphQL errors answered).
+//! - Time (leases, windows, delays, the journal's clock) runs on tokio's clock, so tests
+//!   that pause time see exact durations.
+//!
+//! What it never does: talk to a real W&B, persist anything, or check that a caller may see
+//! an entity (every accepted key sees everything).
+//!
+//! # Admin API
+//!
+//! [`FakeWandb`] drives the fake in process. The same operations are JSON routes under
+//! `/_admin/` for a fake run as a separate process (the `wandb-fake` binary; bodies and
+//! answers are the serde form of the named types; errors are 4xx with `{"error": ...}`):
+//!
+//! | Route | Body → answer | In process |
+//! |---|---|---|
+//! | `POST /_admin/queues` | [`NewQueue`] → `{"id"}` | [`FakeWandb::create_queue`] |
+//! | `POST /_admin/items` | [`NewItem`] → `{"id"}` | [`FakeWandb::push_item`] |
+//! | `GET /_admin/items`, `GET /_admin/items/{id}` | → [`ItemView`]s, one [`ItemView`] | [`FakeWandb::items`], [`FakeWandb::item`] |
+//! | `GET /_admin/agents` | → [`AgentView`]s | [`FakeWandb::agents`] |
+//! | `POST /_admin/agents/stop-polling` | [`StopPolling`] → [`AgentView`] | [`FakeWandb::set_stop_polling`] |
+//! | `POST /_admin/runs`, `GET /_admin/runs` | [`RunUpdate`] → [`RunView`]; → [`RunView`]s | [`FakeWandb::update_run`], [`FakeWandb::runs`] |
+//! | `POST /_admin/entities` | [`NewEntity`] → `{}` | [`FakeWandb::set_entity`] |
+//! | `POST /_admin/artifacts` | [`NewArtifact`] → `{"id"}` | [`FakeWandb::add_artifact`] |
+//! | `POST /_admin/api-keys`, `DELETE /_admin/api-keys/{key}` | [`NewApiKey`] → `{}` | [`FakeWandb::add_api_key`], [`FakeWandb::revoke_api_key`] |
+//! | `POST /_admin/faults`, `DELETE /_admin/faults` | [`Fault`] → `{}` | [`FakeWandb::inject_fault`], [`FakeWandb::clear_faults`] |
+//! | `GET /_admin/journal`, `DELETE /_admin/journal` | → [`JournalEntry`]s | [`FakeWandb::journal`], [`FakeWandb::clear_journal`] |
+//! | `GET /_admin/files` | → `{"entity/project/run/path": text}` | [`FakeWandb::files`] |
+//! | `GET /_admin/changes?after=N&timeout_ms=T` | → `{"version"}` once the state changed after version `N` (long poll, 30 s default) | [`FakeWandb::wait_until`] |
+//!
+//! The binary: `wandb-fake --addr 127.0.0.1:0` serves on a free port and prints one line,
+//! `wandb-fake listening on http://127.0.0.1:PORT`, on stdout once it accepts connections;
+//! `--api-key`, `--lease-seconds` and `--acked-run-state` set [`FakeConfig`].
 
-pub mod admin;
+mod admin;
+mod artifacts;
+mod error;
 mod graphql;
+mod handle;
+mod ids;
+mod model;
+mod resolvers;
 mod server;
+mod shared;
 mod store;
 
-use std::collections::BTreeMap;
-use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
-
-use tokio::net::TcpListener;
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
-
-pub use admin::{NewArtifact, NewEntity, NewItem, NewQueue, RunUpdate, StopPolling};
-pub use store::{
-    AgentView, FakeUser, Fault, ItemReport, ItemState, ItemView, JournalEntry, RunView,
+pub use error::{FakeError, StartError};
+pub use handle::FakeWandb;
+pub use model::{
+    AgentView, DEFAULT_PROJECT, FAKE_API_KEY, FAKE_ENTITY, FakeConfig, FakeUser, Fault, ItemOrigin,
+    ItemReport, ItemState, ItemView, JournalEntry, NewApiKey, NewArtifact, NewEntity, NewItem,
+    NewQueue, RunUpdate, RunView, StopPolling,
 };
-
-use server::{App, lock};
-use store::Store;
-
-/// The schema the fake validates against: `wandb-api`'s.
-pub const SCHEMA: &str = include_str!("../../wandb-api/graphql/schema.graphql");
-
-/// The API key [`FakeConfig::default`] accepts (40 characters, like a real key).
-pub const FAKE_API_KEY: &str = "fake0000000000000000000000000000000000key";
-
-/// The entity of the default user.
-pub const FAKE_ENTITY: &str = "fake-entity";
-
-/// The project queues live in unless told otherwise.
-pub const DEFAULT_PROJECT: &str = "model-registry";
-
-/// How the fake behaves.
-#[derive(Clone, Debug)]
-pub struct FakeConfig {
-    /// Accepted API keys and the user each belongs to.
-    pub api_keys: BTreeMap<String, FakeUser>,
-    /// How long a popped, un-acked item stays leased.
-    pub lease: Duration,
-}
-
-impl Default for FakeConfig {
-    fn default() -> Self {
-        let mut api_keys = BTreeMap::new();
-        api_keys.insert(
-            FAKE_API_KEY.to_owned(),
-            FakeUser {
-                username: "fake-user".to_owned(),
-                entity: FAKE_ENTITY.to_owned(),
-                teams: Vec::new(),
-            },
-        );
-        Self {
-            api_keys,
-            lease: Duration::from_secs(60),
-        }
-    }
-}
-
-/// A running fake server, for tests. Dropping it stops the server.
-#[derive(Debug)]
-pub struct FakeWandb {
-    /// `http://127.0.0.1:<port>`; use as the client's base URL.
-    pub base_url: String,
-    /// The bound address.
-    pub addr: SocketAddr,
-    store: Arc<Mutex<Store>>,
-    shutdown: Option<oneshot::Sender<()>>,
-    task: Option<JoinHandle<()>>,
-}
-
-/// The server could not start.
-#[derive(Debug, thiserror::Error)]
-pub enum StartError {
-    /// The schema file did not build into an executable schema.
-    #[error("cannot build the fake's schema from schema.graphql: {0}")]
-    Schema(String),
-    /// Binding or serving failed.
-    #[error("cannot listen for the fake W&B server")]
-    Listen(#[from] std::io::Error),
-}
-
-impl FakeWandb {
-    /// Starts a fake with [`FakeConfig::default`] on `127.0.0.1:0`.
-    pub async fn start() -> Result<Self, StartError> {
-        Self::start_with(FakeConfig::default()).await
-    }
-
-    /// Starts a fake with `config` on `127.0.0.1:0`.
-    pub async fn start_with(config: FakeConfig) -> Result<Self, StartError> {
-        let listener = TcpListener::bind("127.0.0.1:0").await?;
-        Self::serve_on(listener, config).await
-    }
-
-    /// Serves on an already bound listener (the binary uses this).
-    pub async fn serve_on(listener: TcpListener, config: FakeConfig) -> Result<Self, StartError> {
-        let addr = listener.local_addr()?;
-        let base_url = format!("http://{addr}");
-        let mut store = Store::new(&config);
-        store.base_url = base_url.clone();
-        let store = Arc::new(Mutex::new(store));
-        let schema = graphql::build_schema(SCHEMA, store.clone())
-            .map_err(|e| StartError::Schema(format!("{e:#}")))?;
-        let app = server::router(App {
-            store: store.clone(),
-            schema,
-        });
-        let (shutdown, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(async move {
-            let serve = axum::serve(listener, app).with_graceful_shutdown(async {
-                let _ = stopped.await;
-            });
-            if let Err(error) = serve.await {
-                tracing::error!(%error, "fake W&B server stopped");
-            }
-        });
-        tracing::debug!(%base_url, "fake W&B server listening");
-        Ok(Self {
-            base_url,
-            addr,
-            store,
-            shutdown: Some(shutdown),
-            task: Some(task),
-        })
-    }
-
-    /// Waits until the server stops (it stops when this handle is dropped elsewhere; the
-    /// binary waits here forever).
-    pub async fn wait(mut self) {
-        if let Some(task) = self.task.take() {
-            let _ = task.await;
-        }
-    }
-
-    /// Creates a queue; returns its id.
-    pub fn create_queue(&self, queue: NewQueue) -> Result<String, String> {
-        admin::create_queue(&mut lock(&self.store), queue)
-    }
-
-    /// Pushes an item; returns its id.
-    pub fn push_item(&self, item: NewItem) -> Result<String, String> {
-        admin::push_item(&mut lock(&self.store), item)
-    }
-
-    /// All items, in push order (expired leases already returned).
-    pub fn items(&self) -> Vec<ItemView> {
-        admin::items(&mut lock(&self.store))
-    }
-
-    /// One item by id.
-    pub fn item(&self, id: &str) -> Option<ItemView> {
-        self.items().into_iter().find(|item| item.id == id)
-    }
-
-    /// All launch agents.
-    pub fn agents(&self) -> Vec<AgentView> {
-        admin::agents(&lock(&self.store))
-    }
-
-    /// Sets an agent's `stopPolling`.
-    pub fn set_stop_polling(
-        &self,
-        agent_id: &str,
-        stop_polling: bool,
-    ) -> Result<AgentView, String> {
-        admin::set_stop_polling(
-            &mut lock(&self.store),
-            StopPolling {
-                agent_id: agent_id.to_owned(),
-                stop_polling,
-            },
-        )
-    }
-
-    /// Creates or updates a run (state, stop flag).
-    pub fn update_run(&self, update: RunUpdate) -> RunView {
-        admin::update_run(&mut lock(&self.store), update)
-    }
-
-    /// Marks a run as stopped by a user.
-    pub fn stop_run(&self, entity: &str, project: &str, name: &str) -> RunView {
-        self.update_run(RunUpdate {
-            entity: entity.to_owned(),
-            project: project.to_owned(),
-            name: name.to_owned(),
-            state: None,
-            stopped: Some(true),
-        })
-    }
-
-    /// Sets a run's state (creating the run if needed).
-    pub fn set_run_state(&self, entity: &str, project: &str, name: &str, state: &str) -> RunView {
-        self.update_run(RunUpdate {
-            entity: entity.to_owned(),
-            project: project.to_owned(),
-            name: name.to_owned(),
-            state: Some(state.to_owned()),
-            stopped: None,
-        })
-    }
-
-    /// All runs.
-    pub fn runs(&self) -> Vec<RunView> {
-        admin::runs(&lock(&self.store))
-    }
-
-    /// Creates or changes an entity (team or not).
-    pub fn set_entity(&self, name: &str, is_team: bool) {
-        admin::set_entity(
-            &mut lock(&self.store),
-            NewEntity {
-                name: name.to_owned(),
-                is_team,
-            },
-        );
-    }
-
-    /// Adds a new artifact version; returns its id.
-    pub fn add_artifact(&self, artifact: NewArtifact) -> String {
-        admin::add_artifact(&mut lock(&self.store), artifact)
-    }
-
-    /// Injects a fault for the next `fault.count` requests of `fault.operation`.
-    pub fn inject_fault(&self, fault: Fault) {
-        lock(&self.store).faults.push(fault);
-    }
-
-    /// Removes every pending fault.
-    pub fn clear_faults(&self) {
-        lock(&self.store).faults.clear();
-    }
-
-    /// Every GraphQL request so far, in order.
-    pub fn journal(&self) -> Vec<JournalEntry> {
-        lock(&self.store).journal.clone()
-    }
-
-    /// The journal entries of one operation.
-    pub fn journal_of(&self, operation: &str) -> Vec<JournalEntry> {
-        self.journal()
-            .into_iter()
-            .filter(|entry| entry.operation.as_deref() == Some(operation))
-            .collect()
-    }
-
-    /// Forgets the journal.
-    pub fn clear_journal(&self) {
-        lock(&self.store).journal.clear();
-    }
-
-    /// Uploaded files: `entity/project/run/path` → contents.
-    pub fn files(&self) -> BTreeMap<String, String> {
-        admin::files(&lock(&self.store))
-    }
-}
-
-impl Drop for FakeWandb {
-    fn drop(&mut self) {
-        if let Some(shutdown) = self.shutdown.take() {
-            let _ = shutdown.send(());
-        }
-    }
-}

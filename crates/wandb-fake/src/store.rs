@@ -1,179 +1,27 @@
-//! The fake server's in-memory state and the domain rules (leases, priorities, acks), shared by
-//! the GraphQL resolvers and the admin API.
+//! The fake server's in-memory state and its rules (leases, priorities, acks, reports,
+//! heartbeats, faults), shared by the GraphQL resolvers, the admin routes and
+//! [`crate::FakeWandb`] (behind [`crate::shared::SharedStore`]). It owns its data types
+//! ([`crate::model`]) and knows nothing of HTTP or GraphQL.
 
 use std::collections::BTreeMap;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
-use base64::Engine as _;
-use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
+use serde_json::Value;
+use tokio::time::Instant;
 
-use crate::FakeConfig;
+use crate::artifacts::Artifacts;
+use crate::error::FakeError;
+use crate::ids::{now_rfc3339, opaque_id};
+use crate::model::{
+    AgentView, FakeConfig, FakeUser, Fault, ItemOrigin, ItemReport, ItemState, ItemView,
+    JournalEntry, NewApiKey, NewArtifact, NewItem, NewQueue, RunUpdate, RunView, StopPolling,
+};
 
-/// Run queue item states, as the fake names them.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
-pub enum ItemState {
-    /// Waiting to be popped.
-    Pending,
-    /// Popped, not acked; returns to `Pending` when the lease runs out.
-    Leased,
-    /// Acked by an agent.
-    Claimed,
-    /// Failed with `failRunQueueItem`.
-    Failed,
-    /// Finished (set through the admin API).
-    Finished,
-}
+/// `Result` of an operation on the store.
+pub(crate) type FakeResult<T> = Result<T, FakeError>;
 
-/// A failure or warning recorded against an item.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ItemReport {
-    /// Stage string (`agent`, `build`, `run`, `Kubernetes`).
-    pub stage: String,
-    /// Message.
-    pub message: String,
-    /// `filePaths` sent (absent → empty).
-    pub file_paths: Vec<String>,
-}
-
-/// An item as the admin API shows it.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct ItemView {
-    /// Opaque id (`base64("RunQueueItem:N")`).
-    pub id: String,
-    /// Queue name.
-    pub queue: String,
-    /// Queue entity.
-    pub entity: String,
-    /// Queue project.
-    pub project: String,
-    /// Current state.
-    pub state: ItemState,
-    /// Priority (lower is served first).
-    pub priority: i64,
-    /// The stored spec (queue config merged in).
-    pub run_spec: Value,
-    /// How many times it was popped.
-    pub pop_count: u32,
-    /// Agent that leased it last.
-    pub leased_by: Option<String>,
-    /// `runName` given at ack.
-    pub associated_run_id: Option<String>,
-    /// The failure, when failed.
-    pub failure: Option<ItemReport>,
-    /// Warnings, in order.
-    pub warnings: Vec<ItemReport>,
-}
-
-/// A launch agent as the admin API shows it.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct AgentView {
-    /// Opaque id.
-    pub id: String,
-    /// Name.
-    pub name: String,
-    /// Entity.
-    pub entity: String,
-    /// Project.
-    pub project: String,
-    /// Queue ids.
-    pub run_queues: Vec<String>,
-    /// Hostname.
-    pub hostname: String,
-    /// `agentConfig` as sent.
-    pub agent_config: Option<String>,
-    /// `version` as sent.
-    pub version: Option<String>,
-    /// Last status.
-    pub status: Option<String>,
-    /// Stop flag.
-    pub stop_polling: bool,
-    /// Last heartbeat (RFC 3339).
-    pub heartbeat_at: Option<String>,
-}
-
-/// A run as the admin API shows it.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct RunView {
-    /// Entity.
-    pub entity: String,
-    /// Project.
-    pub project: String,
-    /// Run name (id).
-    pub name: String,
-    /// State (`pending`, `running`, `finished`, ...).
-    pub state: String,
-    /// Stop requested.
-    pub stopped: bool,
-}
-
-/// A fault to inject for the next `count` requests of an operation. `Default` is one use of
-/// nothing (set at least one of `status`, `delay_ms`, `graphql_error`).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct Fault {
-    /// Operation name as written in the document (`popFromRunQueue`, `Viewer`, ...), or `*`.
-    pub operation: String,
-    /// How many requests it applies to.
-    #[serde(default = "one")]
-    pub count: u32,
-    /// Answer with this HTTP status instead of executing.
-    #[serde(default)]
-    pub status: Option<u16>,
-    /// `Retry-After` header value to send with `status`.
-    #[serde(default)]
-    pub retry_after: Option<String>,
-    /// Wait this long (milliseconds) before answering.
-    #[serde(default)]
-    pub delay_ms: Option<u64>,
-    /// Answer 200 with this GraphQL error instead of executing.
-    #[serde(default)]
-    pub graphql_error: Option<String>,
-    /// Body of the `status` answer (default: a GraphQL error body naming the fault).
-    #[serde(default)]
-    pub body: Option<String>,
-}
-
-fn one() -> u32 {
-    1
-}
-
-impl Default for Fault {
-    fn default() -> Self {
-        Self {
-            operation: "*".to_owned(),
-            count: 1,
-            status: None,
-            retry_after: None,
-            delay_ms: None,
-            graphql_error: None,
-            body: None,
-        }
-    }
-}
-
-/// One request as the fake saw it.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct JournalEntry {
-    /// Order of arrival, from 1.
-    pub seq: u64,
-    /// Milliseconds since the fake started (monotonic clock).
-    pub at_ms: f64,
-    /// Operation executed (from the document; `None` if the document did not parse).
-    pub operation: Option<String>,
-    /// `operationName` as sent.
-    pub operation_name_sent: Option<String>,
-    /// The document text.
-    pub query: String,
-    /// The variables as sent (`None` when omitted).
-    pub variables: Option<Value>,
-    /// User the basic-auth key belongs to; `None` when rejected.
-    pub user: Option<String>,
-    /// HTTP status answered.
-    pub status: u16,
-    /// Request headers, names lower-cased, without `authorization`.
-    pub headers: BTreeMap<String, String>,
-}
+/// Run states after which a claimed item shows as [`ItemState::Finished`].
+const TERMINAL_RUN_STATES: [&str; 5] = ["finished", "failed", "crashed", "killed", "preempted"];
 
 #[derive(Debug)]
 pub(crate) struct QueueRec {
@@ -184,7 +32,7 @@ pub(crate) struct QueueRec {
     pub resource: String,
     pub config: Value,
     pub access: String,
-    pub created_by: Option<String>,
+    pub created_by: Option<Value>,
 }
 
 #[derive(Debug)]
@@ -194,18 +42,40 @@ pub(crate) struct ItemRec {
     pub queue: usize,
     pub spec: Value,
     pub priority: i64,
+    pub template_variables: Option<Value>,
+    pub origin: ItemOrigin,
     pub state: ItemState,
     pub lease_until: Option<Instant>,
     pub leased_by: Option<String>,
     pub pop_count: u32,
+    pub ack_attempts: u32,
     pub run_name: Option<String>,
     pub failure: Option<ItemReport>,
+    pub later_failures: Vec<ItemReport>,
     pub warnings: Vec<ItemReport>,
 }
 
-#[derive(Debug)]
-pub(crate) struct AgentRec {
-    pub view: AgentView,
+impl ItemRec {
+    fn leased_until_after(&self, now: Instant) -> bool {
+        self.state == ItemState::Leased && self.lease_until.is_some_and(|until| until > now)
+    }
+
+    /// The state at `now`: a lease that ran out reads as pending even before the next
+    /// write returns the item.
+    fn state_at(&self, now: Instant) -> ItemState {
+        match self.state {
+            ItemState::Leased if !self.leased_until_after(now) => ItemState::Pending,
+            state => state,
+        }
+    }
+
+    /// `entity`, `project` of the run the spec targets.
+    fn target(&self) -> Option<(&str, &str)> {
+        Some((
+            self.spec.get("entity")?.as_str()?,
+            self.spec.get("project")?.as_str()?,
+        ))
+    }
 }
 
 #[derive(Debug)]
@@ -215,28 +85,25 @@ pub(crate) struct RunRec {
     pub stopped: bool,
 }
 
-#[derive(Debug)]
-pub(crate) struct ArtifactRec {
-    pub n: u64,
-    pub id: String,
-    pub entity: String,
-    pub project: String,
-    pub collection: String,
-    pub version_index: i64,
-    pub aliases: Vec<String>,
-    pub files: BTreeMap<String, Vec<u8>>,
+/// Runs by (entity, project, name).
+pub(crate) type RunKey = (String, String, String);
+
+fn run_key(entity: &str, project: &str, name: &str) -> RunKey {
+    (entity.to_owned(), project.to_owned(), name.to_owned())
 }
 
-/// A user of the fake: what an accepted API key maps to.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct FakeUser {
-    /// Username.
-    pub username: String,
-    /// Default entity.
-    pub entity: String,
-    /// Teams the user belongs to.
-    #[serde(default)]
-    pub teams: Vec<String>,
+/// A fault with its remaining uses or the end of its window.
+#[derive(Debug)]
+pub(crate) struct ActiveFault {
+    pub fault: Fault,
+    until: Option<Instant>,
+}
+
+/// Which kind of item report.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum ReportKind {
+    Failure,
+    Warning,
 }
 
 /// Everything the fake knows.
@@ -245,34 +112,30 @@ pub(crate) struct Store {
     pub started: Instant,
     pub base_url: String,
     pub lease: Duration,
+    pub acked_run_state: String,
+    pub acked_run_states: BTreeMap<String, String>,
     pub keys: BTreeMap<String, FakeUser>,
     next_n: u64,
     pub teams: BTreeMap<String, bool>,
     pub projects: BTreeMap<(String, String), String>,
     pub queues: Vec<QueueRec>,
     pub items: Vec<ItemRec>,
-    pub agents: Vec<AgentRec>,
-    pub runs: BTreeMap<(String, String, String), RunRec>,
+    pub agents: Vec<AgentView>,
+    pub runs: BTreeMap<RunKey, RunRec>,
     pub files: BTreeMap<String, Vec<u8>>,
-    pub artifacts: Vec<ArtifactRec>,
-    pub faults: Vec<Fault>,
+    pub artifacts: Artifacts,
+    pub faults: Vec<ActiveFault>,
     pub journal: Vec<JournalEntry>,
-    pub journal_seq: u64,
-}
-
-/// A failed domain operation: becomes a GraphQL error or an admin 4xx.
-pub(crate) type Outcome<T> = Result<T, String>;
-
-pub(crate) fn opaque_id(kind: &str, n: u64) -> String {
-    base64::engine::general_purpose::STANDARD.encode(format!("{kind}:{n}"))
+    journal_seq: u64,
 }
 
 impl Store {
-    pub(crate) fn new(config: &FakeConfig) -> Self {
+    pub(crate) fn new(config: &FakeConfig, base_url: String) -> Self {
         let mut store = Self {
             started: Instant::now(),
-            base_url: String::new(),
             lease: config.lease,
+            acked_run_state: config.acked_run_state.clone(),
+            acked_run_states: config.acked_run_states.clone(),
             keys: config.api_keys.clone(),
             next_n: 0,
             teams: BTreeMap::new(),
@@ -282,21 +145,38 @@ impl Store {
             agents: Vec::new(),
             runs: BTreeMap::new(),
             files: BTreeMap::new(),
-            artifacts: Vec::new(),
+            artifacts: Artifacts::new(base_url.clone()),
+            base_url,
             faults: Vec::new(),
             journal: Vec::new(),
             journal_seq: 0,
         };
         for user in config.api_keys.values() {
-            store.teams.entry(user.entity.clone()).or_insert(false);
-            for team in &user.teams {
-                store.teams.insert(team.clone(), true);
-            }
+            store.add_user_entities(user);
         }
         store
     }
 
-    fn next(&mut self) -> u64 {
+    /// Adds a new artifact version; returns its id.
+    pub(crate) fn add_artifact(&mut self, artifact: NewArtifact) -> String {
+        self.ensure_project(&artifact.entity, &artifact.project);
+        let n = self.next();
+        self.artifacts.add(n, artifact)
+    }
+
+    pub(crate) fn add_api_key(&mut self, key: NewApiKey) {
+        self.add_user_entities(&key.user);
+        self.keys.insert(key.key, key.user);
+    }
+
+    pub(crate) fn add_user_entities(&mut self, user: &FakeUser) {
+        self.teams.entry(user.entity.clone()).or_insert(false);
+        for team in &user.teams {
+            self.teams.insert(team.clone(), true);
+        }
+    }
+
+    pub(crate) fn next(&mut self) -> u64 {
         self.next_n += 1;
         self.next_n
     }
@@ -308,7 +188,7 @@ impl Store {
     /// Returns expired leases to the queue.
     pub(crate) fn expire_leases(&mut self, now: Instant) {
         for item in &mut self.items {
-            if item.state == ItemState::Leased && item.lease_until.is_some_and(|t| t <= now) {
+            if item.state == ItemState::Leased && !item.leased_until_after(now) {
                 tracing::debug!(item = %item.id, "lease expired, item back to pending");
                 item.state = ItemState::Pending;
                 item.lease_until = None;
@@ -328,91 +208,91 @@ impl Store {
         id
     }
 
-    pub(crate) fn create_queue(
-        &mut self,
-        queue: crate::admin::NewQueue,
-        created_by: Option<String>,
-    ) -> Outcome<String> {
-        let crate::admin::NewQueue {
-            entity,
-            project,
-            name,
-            resource,
-            config,
-            access,
-        } = queue;
-        let (entity, project, name) = (entity.as_str(), project.as_str(), name.as_str());
-        if self.find_queue(entity, project, name).is_some() {
-            return Err(format!(
-                "run queue {name} already exists in {entity}/{project}"
-            ));
+    pub(crate) fn create_queue(&mut self, queue: NewQueue) -> FakeResult<String> {
+        if self
+            .find_queue(&queue.entity, &queue.project, &queue.name)
+            .is_ok()
+        {
+            return Err(FakeError::QueueExists {
+                entity: queue.entity,
+                project: queue.project,
+                queue: queue.name,
+            });
         }
-        self.ensure_project(entity, project);
-        let n = self.next();
-        let id = opaque_id("RunQueue", n);
+        self.ensure_project(&queue.entity, &queue.project);
+        let id = opaque_id("RunQueue", self.next());
         self.queues.push(QueueRec {
             id: id.clone(),
-            entity: entity.to_owned(),
-            project: project.to_owned(),
-            name: name.to_owned(),
-            resource,
-            config,
-            access,
-            created_by,
+            entity: queue.entity,
+            project: queue.project,
+            name: queue.name,
+            resource: queue.resource,
+            config: queue.config,
+            access: queue.access,
+            created_by: queue.created_by,
         });
         Ok(id)
     }
 
-    pub(crate) fn find_queue(&self, entity: &str, project: &str, name: &str) -> Option<usize> {
+    pub(crate) fn find_queue(&self, entity: &str, project: &str, name: &str) -> FakeResult<usize> {
         self.queues
             .iter()
             .position(|q| q.entity == entity && q.project == project && q.name == name)
+            .ok_or_else(|| FakeError::QueueNotFound {
+                entity: entity.to_owned(),
+                project: project.to_owned(),
+                queue: name.to_owned(),
+            })
     }
 
-    /// Pushes a spec; the queue's config goes under it and `resource` is set to the queue's.
+    /// The spec as popped: the queue config with the spec applied over it as an RFC 7386
+    /// merge patch (the spec wins; a `null` in the spec removes the key), then `resource`
+    /// set to the queue's. A spec that is not an object is kept as given, so tests can
+    /// push malformed specs.
+    fn apply_queue_config(queue: &QueueRec, spec: Value) -> Value {
+        if !spec.is_object() {
+            return spec;
+        }
+        let mut merged = queue.config.clone();
+        json_patch::merge(&mut merged, &spec);
+        if !queue.resource.is_empty()
+            && let Value::Object(map) = &mut merged
+        {
+            map.insert("resource".into(), Value::String(queue.resource.clone()));
+        }
+        merged
+    }
+
+    /// Pushes a spec; returns the item id and the spec as stored.
     pub(crate) fn push(
         &mut self,
-        entity: &str,
-        project: &str,
-        queue: &str,
-        spec: Value,
-        priority: Option<i64>,
-    ) -> Outcome<(String, Value)> {
-        let queue_index = self
-            .find_queue(entity, project, queue)
-            .ok_or_else(|| format!("run queue {queue} not found in {entity}/{project}"))?;
-        let queue_rec = &self.queues[queue_index];
-        let merged = match spec {
-            Value::Object(_) => {
-                let mut merged = queue_rec.config.clone();
-                merge(&mut merged, spec);
-                if !queue_rec.resource.is_empty()
-                    && let Value::Object(map) = &mut merged
-                {
-                    map.insert("resource".into(), Value::String(queue_rec.resource.clone()));
-                }
-                merged
-            }
-            // Anything else is stored as given, so tests can push malformed specs.
-            other => other,
-        };
+        item: NewItem,
+        template_variables: Option<Value>,
+        origin: ItemOrigin,
+    ) -> FakeResult<(String, Value)> {
+        let queue = self.find_queue(&item.entity, &item.project, &item.queue)?;
+        let spec = Self::apply_queue_config(&self.queues[queue], item.run_spec);
         let n = self.next();
         let id = opaque_id("RunQueueItem", n);
         self.items.push(ItemRec {
             n,
             id: id.clone(),
-            queue: queue_index,
-            spec: merged.clone(),
-            priority: priority.unwrap_or(2),
+            queue,
+            spec: spec.clone(),
+            priority: item.priority.unwrap_or(2),
+            template_variables,
+            origin,
             state: ItemState::Pending,
             lease_until: None,
             leased_by: None,
             pop_count: 0,
+            ack_attempts: 0,
             run_name: None,
             failure: None,
+            later_failures: Vec::new(),
             warnings: Vec::new(),
         });
-        Ok((id, merged))
+        Ok((id, spec))
     }
 
     /// Leases the best pending item of a queue (lowest priority, then oldest).
@@ -421,65 +301,75 @@ impl Store {
         entity: &str,
         project: &str,
         queue: &str,
-        agent: Option<String>,
-    ) -> Outcome<Option<(String, Value)>> {
+        agent: Option<&str>,
+    ) -> FakeResult<Option<(String, Value)>> {
         let now = Instant::now();
         self.expire_leases(now);
-        let queue_index = self
-            .find_queue(entity, project, queue)
-            .ok_or_else(|| format!("run queue {queue} not found in {entity}/{project}"))?;
+        let queue = self.find_queue(entity, project, queue)?;
+        if let Some(agent) = agent {
+            self.heartbeat(agent);
+        }
         let lease = self.lease;
         let best = self
             .items
             .iter_mut()
-            .filter(|item| item.queue == queue_index && item.state == ItemState::Pending)
+            .filter(|item| item.queue == queue && item.state == ItemState::Pending)
             .min_by_key(|item| (item.priority, item.n));
         Ok(best.map(|item| {
             item.state = ItemState::Leased;
             item.lease_until = Some(now + lease);
-            item.leased_by = agent;
+            item.leased_by = agent.map(str::to_owned);
             item.pop_count += 1;
             (item.id.clone(), item.spec.clone())
         }))
     }
 
+    /// Claims a leased item for `run_name`; false when it is not leased. The run is
+    /// created in the spec's entity/project in state `acked_run_state` (or the project's
+    /// entry of `acked_run_states`), unless it exists (a resumed run keeps its state).
     pub(crate) fn ack(&mut self, item_id: &str, run_name: &str) -> bool {
         self.expire_leases(Instant::now());
         let Some(item) = self.items.iter_mut().find(|item| item.id == item_id) else {
             return false;
         };
+        item.ack_attempts += 1;
         if item.state != ItemState::Leased {
             return false;
         }
         item.state = ItemState::Claimed;
         item.lease_until = None;
         item.run_name = Some(run_name.to_owned());
-        let target = (
-            item.spec
-                .get("entity")
-                .and_then(Value::as_str)
-                .map(str::to_owned),
-            item.spec
-                .get("project")
-                .and_then(Value::as_str)
-                .map(str::to_owned),
-        );
-        if let (Some(entity), Some(project)) = target {
-            self.upsert_run(&entity, &project, run_name, Some("pending"));
+        let target = item
+            .target()
+            .map(|(entity, project)| (entity.to_owned(), project.to_owned()));
+        if let Some((entity, project)) = target
+            && !self
+                .runs
+                .contains_key(&run_key(&entity, &project, run_name))
+        {
+            let state = self
+                .acked_run_states
+                .get(&project)
+                .unwrap_or(&self.acked_run_state)
+                .clone();
+            self.upsert_run(&entity, &project, run_name, Some(&state));
         }
         true
     }
 
-    pub(crate) fn report(&mut self, item_id: &str, report: ItemReport, fail: bool) -> bool {
+    /// Records a failure or a warning; false for an unknown item.
+    pub(crate) fn report(&mut self, item_id: &str, report: ItemReport, kind: ReportKind) -> bool {
         let Some(item) = self.items.iter_mut().find(|item| item.id == item_id) else {
             return false;
         };
-        if fail {
-            item.state = ItemState::Failed;
-            item.lease_until = None;
-            item.failure = Some(report);
-        } else {
-            item.warnings.push(report);
+        match kind {
+            ReportKind::Warning => item.warnings.push(report),
+            ReportKind::Failure if item.failure.is_some() => item.later_failures.push(report),
+            ReportKind::Failure => {
+                item.state = ItemState::Failed;
+                item.lease_until = None;
+                item.failure = Some(report);
+            }
         }
         true
     }
@@ -493,17 +383,15 @@ impl Store {
         state: Option<&str>,
     ) -> (String, bool) {
         self.ensure_project(entity, project);
-        let key = (entity.to_owned(), project.to_owned(), name.to_owned());
-        if let Some(run) = self.runs.get_mut(&key) {
+        if let Some(run) = self.runs.get_mut(&run_key(entity, project, name)) {
             if let Some(state) = state {
                 run.state = state.to_owned();
             }
             return (run.id.clone(), false);
         }
-        let n = self.next();
-        let id = opaque_id("Run", n);
+        let id = opaque_id("Run", self.next());
         self.runs.insert(
-            key,
+            run_key(entity, project, name),
             RunRec {
                 id: id.clone(),
                 state: state.unwrap_or("running").to_owned(),
@@ -513,235 +401,244 @@ impl Store {
         (id, true)
     }
 
-    pub(crate) fn create_agent(&mut self, mut view: AgentView) -> Outcome<String> {
-        for queue_id in &view.run_queues {
-            if !self.queues.iter().any(|q| &q.id == queue_id) {
-                return Err(format!("run queue {queue_id} not found"));
-            }
+    pub(crate) fn update_run(&mut self, update: RunUpdate) -> RunView {
+        self.upsert_run(
+            &update.entity,
+            &update.project,
+            &update.name,
+            update.state.as_deref(),
+        );
+        let key = run_key(&update.entity, &update.project, &update.name);
+        if let (Some(stopped), Some(run)) = (update.stopped, self.runs.get_mut(&key)) {
+            run.stopped = stopped;
+        }
+        self.run_view(&key)
+    }
+
+    pub(crate) fn run_view(&self, key: &RunKey) -> RunView {
+        let (state, stopped) = self
+            .runs
+            .get(key)
+            .map(|run| (run.state.clone(), run.stopped))
+            .unwrap_or_default();
+        RunView {
+            entity: key.0.clone(),
+            project: key.1.clone(),
+            name: key.2.clone(),
+            state,
+            stopped,
+        }
+    }
+
+    pub(crate) fn run_views(&self) -> Vec<RunView> {
+        self.runs.keys().map(|key| self.run_view(key)).collect()
+    }
+
+    pub(crate) fn create_agent(&mut self, mut view: AgentView) -> FakeResult<String> {
+        if let Some(missing) = view
+            .run_queues
+            .iter()
+            .find(|id| !self.queues.iter().any(|q| &q.id == *id))
+        {
+            return Err(FakeError::QueueIdNotFound {
+                id: missing.clone(),
+            });
         }
         let n = self.next();
         view.id = opaque_id("LaunchAgent", n);
         view.name = format!("launch-agent-{n}");
         view.heartbeat_at = Some(now_rfc3339());
         let id = view.id.clone();
-        self.agents.push(AgentRec { view });
+        self.agents.push(view);
         Ok(id)
     }
 
-    pub(crate) fn agent_mut(&mut self, id: &str) -> Option<&mut AgentView> {
+    pub(crate) fn agent_mut(&mut self, id: &str) -> FakeResult<&mut AgentView> {
         self.agents
             .iter_mut()
-            .map(|agent| &mut agent.view)
             .find(|view| view.id == id)
+            .ok_or_else(|| FakeError::AgentNotFound { id: id.to_owned() })
     }
 
-    pub(crate) fn add_artifact(
-        &mut self,
-        entity: &str,
-        project: &str,
-        collection: &str,
-        aliases: Vec<String>,
-        files: BTreeMap<String, Vec<u8>>,
-    ) -> String {
-        self.ensure_project(entity, project);
-        let version_index = self
-            .artifacts
-            .iter()
-            .filter(|a| a.entity == entity && a.project == project && a.collection == collection)
-            .count() as i64;
-        let n = self.next();
-        let id = opaque_id("Artifact", n);
-        self.artifacts.push(ArtifactRec {
-            n,
-            id: id.clone(),
-            entity: entity.to_owned(),
-            project: project.to_owned(),
-            collection: collection.to_owned(),
-            version_index,
-            aliases,
-            files,
-        });
-        id
+    pub(crate) fn set_stop_polling(&mut self, stop: StopPolling) -> FakeResult<AgentView> {
+        let agent = self.agent_mut(&stop.agent_id)?;
+        agent.stop_polling = stop.stop_polling;
+        Ok(agent.clone())
     }
 
-    /// Finds `collection:alias` (`latest` = newest, `vN` = version N, or a named alias).
-    pub(crate) fn find_artifact(&self, entity: &str, project: &str, name: &str) -> Option<usize> {
-        let (collection, alias) = name.split_once(':').unwrap_or((name, "latest"));
-        let candidates = self.artifacts.iter().enumerate().filter(|(_, a)| {
-            a.entity == entity && a.project == project && a.collection == collection
-        });
-        if alias == "latest" {
-            return candidates
-                .max_by_key(|(_, a)| a.version_index)
-                .map(|(i, _)| i);
+    /// Stamps the agent's heartbeat (unknown agents are ignored, as a pop with a stale id).
+    pub(crate) fn heartbeat(&mut self, id: &str) {
+        if let Ok(agent) = self.agent_mut(id) {
+            agent.heartbeat_at = Some(now_rfc3339());
+            agent.heartbeats += 1;
         }
-        let version = alias.strip_prefix('v').and_then(|v| v.parse::<i64>().ok());
-        candidates
-            .filter(|(_, a)| {
-                Some(a.version_index) == version || a.aliases.iter().any(|x| x == alias)
-            })
-            .map(|(i, _)| i)
-            .next()
     }
 
-    pub(crate) fn artifact_json(&self, index: usize) -> Value {
-        let artifact = &self.artifacts[index];
-        let digest = artifact_digest(artifact);
-        json!({
-            "id": artifact.id,
-            "digest": digest,
-            "versionIndex": artifact.version_index,
-            "currentManifest": {
-                "id": opaque_id("ArtifactManifest", artifact.n),
-                "file": {
-                    "name": "wandb_manifest.json",
-                    "directUrl": format!("{}/_artifacts/{}/manifest", self.base_url, artifact.n),
-                    "uploadUrl": null,
-                },
-            },
-        })
+    /// Sets an agent's status (and stamps a heartbeat); false for an unknown agent.
+    pub(crate) fn set_agent_status(&mut self, id: &str, status: Option<String>) -> bool {
+        let Ok(agent) = self.agent_mut(id) else {
+            return false;
+        };
+        if let Some(status) = status {
+            agent.status_history.push(status.clone());
+            agent.status = Some(status);
+        }
+        self.heartbeat(id);
+        true
     }
 
-    pub(crate) fn manifest(&self, n: u64) -> Option<Value> {
-        let artifact = self.artifacts.iter().find(|a| a.n == n)?;
-        let contents: serde_json::Map<String, Value> = artifact
-            .files
-            .iter()
-            .map(|(path, bytes)| {
-                (
-                    path.clone(),
-                    json!({"digest": content_digest(bytes), "size": bytes.len()}),
-                )
-            })
-            .collect();
-        Some(json!({
-            "version": 1,
-            "storagePolicy": "wandb-storage-policy-v1",
-            "storagePolicyConfig": {"storageLayout": "V2"},
-            "contents": contents,
-        }))
-    }
-
-    pub(crate) fn item_view(&self, item: &ItemRec) -> ItemView {
+    pub(crate) fn item_view(&self, item: &ItemRec, now: Instant) -> ItemView {
         let queue = &self.queues[item.queue];
+        let mut state = item.state_at(now);
+        if state == ItemState::Claimed && self.run_of(item).is_some_and(is_terminal) {
+            state = ItemState::Finished;
+        }
         ItemView {
             id: item.id.clone(),
             queue: queue.name.clone(),
             entity: queue.entity.clone(),
             project: queue.project.clone(),
-            state: item.state,
+            state,
             priority: item.priority,
             run_spec: item.spec.clone(),
+            template_variables: item.template_variables.clone(),
+            origin: item.origin.clone(),
             pop_count: item.pop_count,
             leased_by: item.leased_by.clone(),
             associated_run_id: item.run_name.clone(),
+            ack_attempts: item.ack_attempts,
             failure: item.failure.clone(),
+            later_failures: item.later_failures.clone(),
             warnings: item.warnings.clone(),
         }
     }
 
-    /// Takes one use of the first fault matching `operation`.
-    pub(crate) fn take_fault(&mut self, operation: &str) -> Option<Fault> {
-        let index = self
-            .faults
+    /// Every item, in push order.
+    pub(crate) fn item_views(&self) -> Vec<ItemView> {
+        let now = Instant::now();
+        self.items
             .iter()
-            .position(|f| f.count > 0 && (f.operation == operation || f.operation == "*"))?;
-        let fault = &mut self.faults[index];
-        fault.count -= 1;
-        let taken = fault.clone();
-        if fault.count == 0 {
-            self.faults.remove(index);
+            .map(|item| self.item_view(item, now))
+            .collect()
+    }
+
+    fn run_of(&self, item: &ItemRec) -> Option<&RunRec> {
+        let (entity, project) = item.target()?;
+        self.runs
+            .get(&run_key(entity, project, item.run_name.as_deref()?))
+    }
+
+    /// Adds a fault; a windowed one starts now.
+    pub(crate) fn add_fault(&mut self, fault: Fault) {
+        let until = fault
+            .for_ms
+            .map(|ms| Instant::now() + Duration::from_millis(ms));
+        self.faults.push(ActiveFault { fault, until });
+    }
+
+    /// Takes one use of the first fault matching `operation` (windows that ended are
+    /// dropped on the way).
+    pub(crate) fn take_fault(&mut self, operation: &str) -> Option<Fault> {
+        let now = Instant::now();
+        self.faults.retain(|active| match active.until {
+            Some(until) => until > now,
+            None => active.fault.count > 0,
+        });
+        let active = self
+            .faults
+            .iter_mut()
+            .find(|active| active.fault.operation == operation || active.fault.operation == "*")?;
+        let taken = active.fault.clone();
+        if active.until.is_none() {
+            active.fault.count -= 1;
         }
         Some(taken)
     }
-}
 
-fn artifact_digest(artifact: &ArtifactRec) -> String {
-    let mut all = Vec::new();
-    for (path, bytes) in &artifact.files {
-        all.extend_from_slice(path.as_bytes());
-        all.extend_from_slice(content_digest(bytes).as_bytes());
+    /// Appends a journal entry; returns its `seq`.
+    pub(crate) fn record(&mut self, mut entry: JournalEntry) -> u64 {
+        self.journal_seq += 1;
+        entry.seq = self.journal_seq;
+        entry.at_ms = self.elapsed_ms();
+        self.journal.push(entry);
+        self.journal_seq
     }
-    content_digest(&all)
-}
 
-/// Not MD5 (no extra dependency): a stable FNV-1a 64 digest, base64-encoded. The client
-/// treats digests as opaque.
-fn content_digest(bytes: &[u8]) -> String {
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for byte in bytes {
-        hash ^= u64::from(*byte);
-        hash = hash.wrapping_mul(0x0100_0000_01b3);
-    }
-    base64::engine::general_purpose::STANDARD.encode(hash.to_be_bytes())
-}
-
-/// Deep-merges `over` into `base`; values of `over` win, objects merge key by key.
-pub(crate) fn merge(base: &mut Value, over: Value) {
-    match (base, over) {
-        (Value::Object(base), Value::Object(over)) => {
-            for (key, value) in over {
-                match base.get_mut(&key) {
-                    Some(existing) if existing.is_object() && value.is_object() => {
-                        merge(existing, value)
-                    }
-                    _ => {
-                        base.insert(key, value);
-                    }
-                }
-            }
+    /// Sets the answer of journal entry `seq`.
+    pub(crate) fn record_answer(&mut self, seq: u64, status: u16, errors: Vec<String>) {
+        if let Some(entry) = self.journal.iter_mut().find(|entry| entry.seq == seq) {
+            entry.status = status;
+            entry.errors = errors;
         }
-        (base, over) => *base = over,
+    }
+
+    /// Uploaded files: `entity/project/run/path` → contents (lossy UTF-8).
+    pub(crate) fn file_texts(&self) -> BTreeMap<String, String> {
+        self.files
+            .iter()
+            .map(|(path, bytes)| (path.clone(), String::from_utf8_lossy(bytes).into_owned()))
+            .collect()
     }
 }
 
-/// The current UTC time as RFC 3339 (seconds precision).
-pub(crate) fn now_rfc3339() -> String {
-    let secs = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
-    let days = (secs / 86_400) as i64;
-    let rem = secs % 86_400;
-    // Civil-from-days (Howard Hinnant).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
-        rem / 3600,
-        (rem % 3600) / 60,
-        rem % 60
-    )
+fn is_terminal(run: &RunRec) -> bool {
+    TERMINAL_RUN_STATES.contains(&run.state.as_str())
 }
 
 #[cfg(test)]
 mod tests {
+    use serde_json::json;
+
     use super::*;
 
+    fn store() -> Store {
+        Store::new(&FakeConfig::default(), "http://fake".to_owned())
+    }
+
     #[test]
-    fn merge_lets_the_spec_win() {
-        let mut base = json!({"resource_args": {"kubernetes": {"a": 1, "b": 2}}, "x": 1});
-        merge(
-            &mut base,
-            json!({"resource_args": {"kubernetes": {"b": 3}}, "y": 2}),
-        );
+    fn the_spec_is_a_merge_patch_over_the_queue_config() {
+        let mut store = store();
+        store
+            .create_queue(NewQueue {
+                config: json!({
+                    "resource_args": {"kubernetes": {"a": 1, "b": 2, "c": {"d": 3}}},
+                    "x": 1,
+                }),
+                ..NewQueue::new("e", "q")
+            })
+            .unwrap();
+        let spec = json!({
+            "resource_args": {"kubernetes": {"b": 3, "c": null}},
+            "y": 2,
+            "resource": null,
+        });
+        let (_, merged) = store
+            .push(NewItem::new("e", "q", spec), None, ItemOrigin::Admin)
+            .unwrap();
         assert_eq!(
-            base,
-            json!({"resource_args": {"kubernetes": {"a": 1, "b": 3}}, "x": 1, "y": 2})
+            merged,
+            json!({
+                "resource_args": {"kubernetes": {"a": 1, "b": 3}},
+                "x": 1,
+                "y": 2,
+                "resource": "kubernetes",
+            })
         );
     }
 
     #[test]
-    fn timestamps_look_like_rfc3339() {
-        let now = now_rfc3339();
-        assert_eq!(now.len(), 20, "{now}");
-        assert!(now.ends_with('Z'));
+    fn a_windowed_fault_applies_to_every_request_until_it_ends() {
+        let mut store = store();
+        store.add_fault(Fault::storm("*", 503, 60_000));
+        store.add_fault(Fault::http("Viewer", 401, 1));
+        for _ in 0..5 {
+            assert_eq!(
+                store.take_fault("popFromRunQueue").unwrap().status,
+                Some(503)
+            );
+        }
+        store.faults.remove(0);
+        assert_eq!(store.take_fault("Viewer").unwrap().status, Some(401));
+        assert_eq!(store.take_fault("Viewer"), None);
     }
 }

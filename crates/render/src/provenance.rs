@@ -4,8 +4,8 @@ use std::collections::BTreeMap;
 
 use serde_json::Value;
 
-use super::output::{Layer, Provenance};
-use super::walk::join;
+use crate::output::{Layer, Provenance};
+use crate::walk::join;
 
 /// Records, after each stage of a render, which leaves changed.
 pub(crate) struct Tracker {

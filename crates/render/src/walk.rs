@@ -1,10 +1,13 @@
-//! Generic walks over manifests: pod templates, pod specs, containers, JSON merge and paths.
+//! Generic walks over manifests: pod templates, pod specs, containers and field paths.
 
 use serde_json::{Map, Value};
 
 /// Calls `f` on every pod template anywhere in `value`: an object whose `spec` holds a
 /// `containers` list (a Job's `spec.template`, each PyTorchJob replica's `template`, …).
-pub fn for_each_pod_template(value: &mut Value, f: &mut impl FnMut(&mut Map<String, Value>)) {
+pub(crate) fn for_each_pod_template(
+    value: &mut Value,
+    f: &mut impl FnMut(&mut Map<String, Value>),
+) {
     match value {
         Value::Object(map) => {
             let is_template = map
@@ -26,7 +29,7 @@ pub fn for_each_pod_template(value: &mut Value, f: &mut impl FnMut(&mut Map<Stri
 }
 
 /// Calls `f` on every pod spec anywhere in `value`: an object holding a `containers` list.
-pub fn for_each_pod_spec(value: &mut Value, f: &mut impl FnMut(&mut Map<String, Value>)) {
+pub(crate) fn for_each_pod_spec(value: &mut Value, f: &mut impl FnMut(&mut Map<String, Value>)) {
     match value {
         Value::Object(map) => {
             if map.get("containers").is_some_and(Value::is_array) {
@@ -43,7 +46,21 @@ pub fn for_each_pod_spec(value: &mut Value, f: &mut impl FnMut(&mut Map<String, 
 
 /// Calls `f` with every pod spec in `value` (an object holding a `containers` list) and its
 /// path, for messages that name the field. The path is only formatted for pod specs found.
-pub fn visit_pod_specs(value: &Value, path: &str, f: &mut impl FnMut(&Value, &str)) {
+pub(crate) fn visit_pod_specs(value: &Value, path: &str, f: &mut impl FnMut(&Value, &str)) {
+    visit_objects(value, path, &mut |object, path| {
+        if object.get("containers").is_some_and(Value::is_array) {
+            f(object, &path());
+        }
+    });
+}
+
+/// Calls `f` with every object in `value` (itself included) and a function formatting its
+/// path, so paths are only built for the objects `f` reports.
+pub(crate) fn visit_objects(
+    value: &Value,
+    path: &str,
+    f: &mut impl FnMut(&Value, &dyn Fn() -> String),
+) {
     let mut trail = Vec::new();
     visit(value, path, &mut trail, f);
 }
@@ -53,24 +70,26 @@ enum Step<'a> {
     Index(usize),
 }
 
+fn format_path(root: &str, trail: &[Step<'_>]) -> String {
+    let mut path = root.to_owned();
+    for step in trail {
+        path = match step {
+            Step::Key(key) => join(&path, key),
+            Step::Index(i) => format!("{path}[{i}]"),
+        };
+    }
+    path
+}
+
 fn visit<'a>(
     value: &'a Value,
     root: &str,
     trail: &mut Vec<Step<'a>>,
-    f: &mut impl FnMut(&Value, &str),
+    f: &mut impl FnMut(&Value, &dyn Fn() -> String),
 ) {
     match value {
         Value::Object(map) => {
-            if map.get("containers").is_some_and(Value::is_array) {
-                let mut path = root.to_owned();
-                for step in trail.iter() {
-                    path = match step {
-                        Step::Key(key) => join(&path, key),
-                        Step::Index(i) => format!("{path}[{i}]"),
-                    };
-                }
-                f(value, &path);
-            }
+            f(value, &|| format_path(root, trail));
             for (key, item) in map {
                 if item.is_object() || item.is_array() {
                     trail.push(Step::Key(key));
@@ -93,7 +112,7 @@ fn visit<'a>(
 }
 
 /// The `containers` of a pod spec as objects (non-object entries are skipped).
-pub fn containers_mut(
+pub(crate) fn containers_mut(
     pod_spec: &mut Map<String, Value>,
 ) -> impl Iterator<Item = &mut Map<String, Value>> {
     pod_spec
@@ -106,7 +125,7 @@ pub fn containers_mut(
 
 /// The object at `key` in `map`, created empty when absent. `None` if it exists but is not
 /// an object (the caller reports that as a field error).
-pub fn object_entry<'a>(
+pub(crate) fn object_entry<'a>(
     map: &'a mut Map<String, Value>,
     key: &str,
 ) -> Option<&'a mut Map<String, Value>> {
@@ -116,7 +135,7 @@ pub fn object_entry<'a>(
 }
 
 /// Appends `items` to the list at `key`, creating it. Returns false if `key` holds a non-list.
-pub fn append_list(
+pub(crate) fn append_list(
     map: &mut Map<String, Value>,
     key: &str,
     items: impl IntoIterator<Item = Value>,
@@ -138,12 +157,12 @@ pub fn append_list(
 }
 
 /// Sets `labels[key] = value` on the object's metadata.
-pub fn set_label(object: &mut Map<String, Value>, key: &str, value: &str) {
+pub(crate) fn set_label(object: &mut Map<String, Value>, key: &str, value: &str) {
     set_metadata_entry(object, "labels", key, value);
 }
 
 /// Sets `annotations[key] = value` on the object's metadata.
-pub fn set_annotation(object: &mut Map<String, Value>, key: &str, value: &str) {
+pub(crate) fn set_annotation(object: &mut Map<String, Value>, key: &str, value: &str) {
     set_metadata_entry(object, "annotations", key, value);
 }
 
@@ -167,25 +186,8 @@ fn set_metadata_entry(object: &mut Map<String, Value>, field: &str, key: &str, v
     }
 }
 
-/// Deep merge: objects merge key by key, anything else in `over` replaces `base`.
-pub fn deep_merge(base: &mut Value, over: Value) {
-    match (base, over) {
-        (Value::Object(base), Value::Object(over)) => {
-            for (key, value) in over {
-                match base.get_mut(&key) {
-                    Some(existing) => deep_merge(existing, value),
-                    None => {
-                        base.insert(key, value);
-                    }
-                }
-            }
-        }
-        (base, over) => *base = over,
-    }
-}
-
 /// `path.key`, quoting keys that contain `.` or `/` (label and annotation keys).
-pub fn join(path: &str, key: &str) -> String {
+pub(crate) fn join(path: &str, key: &str) -> String {
     let quoted = key.contains(['.', '/', ' ']);
     match (path.is_empty(), quoted) {
         (true, false) => key.to_owned(),
@@ -196,7 +198,7 @@ pub fn join(path: &str, key: &str) -> String {
 }
 
 /// POSIX shell quoting: safe words stay bare, anything else is single-quoted.
-pub fn shell_quote(word: &str) -> String {
+pub(crate) fn shell_quote(word: &str) -> String {
     let safe = !word.is_empty()
         && word
             .chars()
@@ -211,13 +213,9 @@ pub fn shell_quote(word: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
 
     #[test]
-    fn merge_and_quote() {
-        let mut base = json!({"a": {"b": 1, "c": [1]}, "d": 1});
-        deep_merge(&mut base, json!({"a": {"c": [2], "e": 3}}));
-        assert_eq!(base, json!({"a": {"b": 1, "c": [2], "e": 3}, "d": 1}));
+    fn quote_and_join() {
         assert_eq!(shell_quote("train.py"), "train.py");
         assert_eq!(shell_quote("it's"), r#"'it'"'"'s'"#);
         assert_eq!(

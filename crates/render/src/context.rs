@@ -40,7 +40,7 @@ pub struct RenderContext {
     pub pull_secret: Option<String>,
     /// Entrypoint of the job artifact, used when the run spec has no `overrides.entry_point`.
     pub job_entrypoint: Option<Vec<String>>,
-    /// Runtime code mount for base-image jobs (reference §4.10).
+    /// Runtime code mount for base-image jobs (code fetched at run time, no image build).
     pub code_mount: Option<CodeMount>,
     /// Plural overrides for custom resources, `Kind.group` → plural (beside the built-in table).
     pub crd_plurals: BTreeMap<String, String>,
@@ -48,6 +48,10 @@ pub struct RenderContext {
     pub gpu: Option<rlaunch_gpu::GpuRequest>,
     /// Record, for every field of the result, which layer set it (`launch-render --explain`).
     pub explain: bool,
+    /// The agent admin's lock-down (W&B's agent's `secure_mode`): refuse `hostPID`, `hostIPC`,
+    /// `hostNetwork`, init containers and container `command` in every pod spec of the
+    /// workload, and `overrides.entry_point`, each with its field path.
+    pub secure_mode: bool,
 }
 
 impl RenderContext {
@@ -73,6 +77,7 @@ impl RenderContext {
             crd_plurals: BTreeMap::new(),
             gpu: None,
             explain: false,
+            secure_mode: false,
         }
     }
 }
@@ -84,7 +89,7 @@ pub enum ApiKeyMode {
     Agent(ApiKey),
     /// A placeholder value, for dry renders that may be printed or committed.
     Placeholder,
-    /// No key: no Secret and no `WANDB_API_KEY` (the reference does this for an empty key).
+    /// No key: no Secret and no `WANDB_API_KEY` (what W&B's agent does for an empty key).
     None,
 }
 
@@ -98,7 +103,7 @@ pub struct CodeMount {
     pub install_dependencies: bool,
 }
 
-/// The two code-mount variants of reference §4.10.
+/// The two code-mount variants: a shared PVC, or an emptyDir filled by an init container.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum CodeMountVariant {
     /// Code was copied to a shared PVC; mount `sub_path` of `claim_name` at `/mnt/wandb`.
@@ -133,5 +138,5 @@ pub enum CodeSource {
     },
 }
 
-/// Init container image used by the reference for the emptyDir code mount.
+/// Init container image of the emptyDir code mount (the one W&B's agent pins).
 pub const DEFAULT_CODE_INIT_IMAGE: &str = "wandb/launch-agent:0.25.1";
