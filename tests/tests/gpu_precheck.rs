@@ -130,7 +130,7 @@ async fn precheck_agrees_with_the_scheduler() -> Result<()> {
     let mut seen = (0, 0);
     for (name, pod_spec) in &shapes {
         let typed: PodSpec = serde_json::from_value(pod_spec.clone())?;
-        let check = runner.precheck(&[typed]).await?;
+        let check = runner.precheck(ns.name(), &[typed]).await?;
         create_pod(&pods, name, pod_spec, "run-forever").await?;
         let scheduled = wait_scheduled(&pods, name, Duration::from_secs(60)).await?;
         let agrees = matches!(
@@ -170,7 +170,7 @@ async fn precheck_agrees_with_the_scheduler() -> Result<()> {
         ));
     }
     let wanted: PodSpec = serde_json::from_value(with_gpu("4xA100"))?;
-    let check = runner.precheck(&[wanted]).await?;
+    let check = runner.precheck(ns.name(), &[wanted]).await?;
     assert_eq!(check.verdict, Verdict::FitsLater, "{}", check.message);
     create_pod(&pods, "waits", &with_gpu("4xA100"), "run-forever").await?;
     match wait_scheduled(&pods, "waits", Duration::from_secs(60)).await? {
@@ -210,9 +210,9 @@ async fn rendered_gangs_are_checked_as_a_whole() -> Result<()> {
         let workload = rendered.workload().context("a workload")?;
         Ok::<_, anyhow::Error>(rlaunch_k8s_runner::workload_pod_specs(&workload.manifest))
     };
-    let fits = runner.precheck(&verdict(1)?).await?;
+    let fits = runner.precheck("default", &verdict(1)?).await?;
     assert_eq!(fits.verdict, Verdict::FitsNow, "{}", fits.message);
-    let too_big = runner.precheck(&verdict(2)?).await?;
+    let too_big = runner.precheck("default", &verdict(2)?).await?;
     assert_eq!(too_big.verdict, Verdict::NeverFits, "{}", too_big.message);
     assert!(
         too_big.message.contains("Insufficient nvidia.com/gpu"),

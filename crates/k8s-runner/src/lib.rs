@@ -109,6 +109,8 @@
 //! | apps | deployments | create, get, delete | Namespace | AdditionalServices | additional services (get: adopt on 409 and readiness; delete: cleanup by name) |
 //! | core | pods | create, get, delete | Namespace | AdditionalServices | additional services that are bare pods (get: readiness) |
 //! | discovery.k8s.io | endpointslices | list | Namespace | AdditionalServices | readiness of an additional Service (a ready endpoint) |
+//! | core | resourcequotas | list | Namespace | Precheck | the pre-check: what the namespace's quotas allow and have left |
+//! | core | limitranges | list | Namespace | Precheck | the pre-check: the namespace's per-container and per-pod bounds and defaults |
 //! | core | nodes | list | Cluster | Precheck | the GPU pre-check: capacity, labels and taints of every node |
 //! | core | pods | list | Cluster | Precheck | the GPU pre-check: what the pods of all namespaces already request |
 //! | each known workload CRD group | its plural | create, get, list, watch, delete | Namespace | CustomWorkload | as for Jobs |

@@ -135,6 +135,22 @@ pub fn rbac_rules() -> Vec<RbacRule> {
         },
         RbacRule {
             group: "",
+            resource: "resourcequotas",
+            verbs: &["list"],
+            scope: Namespace,
+            need: Precheck,
+            why: "the pre-check: what the namespace's quotas allow and have left",
+        },
+        RbacRule {
+            group: "",
+            resource: "limitranges",
+            verbs: &["list"],
+            scope: Namespace,
+            need: Precheck,
+            why: "the pre-check: the namespace's per-container and per-pod bounds and defaults",
+        },
+        RbacRule {
+            group: "",
             resource: "nodes",
             verbs: &["list"],
             scope: Cluster,

@@ -176,13 +176,15 @@ fn age_of(object: &DynamicObject) -> Duration {
 }
 
 impl Runner {
-    /// Whether `wanted` pods fit the cluster now, later or never ([`rlaunch_gpu::precheck()`] over the
-    /// live nodes and pods); see [`crate::workload_pod_specs`] for a workload's pods.
+    /// Whether `wanted` pods, created in `namespace`, fit now, later or never: the pure
+    /// [`rlaunch_gpu::precheck()`] over the live nodes and pods and the namespace's
+    /// ResourceQuotas and LimitRanges. See [`crate::workload_pod_specs`] for a workload's pods.
     pub async fn precheck(
         &self,
+        namespace: &str,
         wanted: &[k8s_openapi::api::core::v1::PodSpec],
     ) -> Result<rlaunch_gpu::PreCheck> {
-        crate::precheck::precheck(&self.inner.client, wanted).await
+        crate::precheck::precheck(&self.inner.client, namespace, wanted).await
     }
 
     /// A runner talking to the cluster behind `client`.

@@ -126,7 +126,7 @@ async fn every_call_of_a_full_run_is_in_the_rbac_table_and_every_always_rule_is_
     let spec: Pod = serde_json::from_value(serde_json::json!({
         "spec": {"containers": [{"name": "c", "image": "i"}]}
     }))?;
-    runner.precheck(&[spec.spec.unwrap()]).await?;
+    runner.precheck(&ns.name, &[spec.spec.unwrap()]).await?;
     let recorded = calls(&log);
     let outside: Vec<_> = recorded
         .iter()
