@@ -210,8 +210,8 @@ impl Runner {
         &self.inner.client
     }
 
-    /// Create everything `rendered` lists, in order: the API-key Secret (409 rules of the
-    /// reference), additional services (created concurrently, then awaited for readiness),
+    /// Create everything `rendered` lists, in order: the API-key Secret (per [`ApiKeySecrets`];
+    /// a per-run Secret that exists follows W&B's agent's conflict rules), additional services (created concurrently, then awaited for readiness),
     /// then the workload; start tracking it. A retried submit with a deterministic name adopts
     /// the existing workload instead of creating a second one. On failure, the objects this
     /// call created are deleted again.
