@@ -287,8 +287,10 @@ impl Runner {
         Ok(())
     }
 
-    /// Delete the run's per-run Secrets and additional services (never a shared helm-mode
-    /// Secret). Errors are reported, not raised; 404s are fine.
+    /// Delete, by name, the per-run Secret and additional services its submission created
+    /// ([`RunRef::owned`], read from the workload: use a `RunRef` from [`Runner::submit`] or
+    /// [`Runner::list_in_flight`]); never a shared helm-mode Secret. Errors are reported, not
+    /// raised; 404s are fine.
     pub async fn cleanup(&self, run: &RunRef) -> CleanupReport {
         cleanup_run(&self.inner.client, run).await
     }
