@@ -119,9 +119,33 @@ async fn every_call_of_a_full_run_is_in_the_rbac_table_and_every_always_rule_is_
     wait_status(&mut handle, "running", |s| s.state == RunState::Running).await?;
     runner.cancel(handle.run()).await?;
     wait_terminal(&mut handle).await?;
+    // A custom workload (Volcano, plural by discovery), cancelled.
+    let mut volcano = JobRun::new(&ns.name, "rbacvolc");
+    volcano.with_secret = false;
+    let object = volcano.custom_object(
+        "batch.volcano.sh",
+        "v1alpha1",
+        "Job",
+        "rbac-volcano",
+        serde_json::json!({"minAvailable": 1, "schedulerName": "volcano",
+            "tasks": [{"name": "worker", "replicas": 1, "template": volcano.pod_template()}]}),
+    );
+    let mut handle = runner
+        .submit(&common::rendered(&ns.name, vec![object]))
+        .await?
+        .handle;
+    let volcano_kind = handle.run().api.clone();
+    runner.cancel(handle.run()).await?;
+    wait_terminal(&mut handle).await?;
     // Adoption and the pre-check.
+    let mut unresolved = volcano_kind.clone();
+    unresolved.plural = None;
     runner
-        .list_in_flight(common::IDENTITY, std::slice::from_ref(&ns.name), &[])
+        .list_in_flight(
+            common::IDENTITY,
+            std::slice::from_ref(&ns.name),
+            &[unresolved],
+        )
         .await?;
     let spec: Pod = serde_json::from_value(serde_json::json!({
         "spec": {"containers": [{"name": "c", "image": "i"}]}
