@@ -26,7 +26,8 @@
 //!   which keeps a [`RequeueRecord`] on the workload) → [`Submitted`] with a [`RunHandle`]:
 //!   [`RunHandle::changed`] yields every [`RunStatus`] change ([`RunState`], active
 //!   [`Warning`]s, [`Diagnostics`] once failed), [`RunHandle::warning_changes`] says which
-//!   warnings were raised or cleared (each once), [`RunHandle::wait_terminal`].
+//!   warnings were raised or cleared (each once), [`RunHandle::updates`] is both as a
+//!   stream of [`RunUpdate`]s, [`RunHandle::wait_terminal`].
 //! - [`Runner::cancel`] (idempotent), [`Runner::cleanup`], [`Runner::diagnostics`],
 //!   [`Runner::read_log`] (a large bounded read of one container's whole log).
 //! - [`Runner::list_in_flight`]`(identity, namespaces, kinds)` after a restart: the runs
@@ -153,7 +154,7 @@ pub use error::{Error, Result};
 pub use precheck::workload_pod_specs;
 pub use rbac::{RbacNeed, RbacRule, RbacScope, rbac_allows, rbac_markdown, rbac_rules};
 pub use requeue::{MAX_REQUEUE_BYTES, REQUEUE_ANNOTATION, RequeueRecord};
-pub use runner::{InFlightRun, RunHandle, Runner, RunnerConfig, Submitted};
+pub use runner::{InFlightRun, RunHandle, RunUpdate, Runner, RunnerConfig, Submitted};
 pub use state::{
     ContainerLog, Diagnostics, Failure, FailureCause, RunState, RunStatus, Warning, WarningChange,
 };

@@ -94,6 +94,26 @@ impl RunHandle {
         }
     }
 
+    /// The run's status now, then every change, each with the warnings raised or cleared
+    /// since the previous one; the stream ends after the terminal status (or when the
+    /// monitor stops).
+    pub fn updates(self) -> impl futures::Stream<Item = RunUpdate> + Send + 'static {
+        futures::stream::unfold((self, Step::First), |(mut handle, step)| async move {
+            let status = match step {
+                Step::Done => return None,
+                Step::First => handle.receiver.borrow_and_update().clone(),
+                Step::Next => handle.changed().await?,
+            };
+            let warnings = handle.warning_changes();
+            let next = if status.state.is_terminal() {
+                Step::Done
+            } else {
+                Step::Next
+            };
+            Some((RunUpdate { status, warnings }, (handle, next)))
+        })
+    }
+
     /// Warnings raised or cleared since the last call: each distinct warning is raised once
     /// per run, and cleared once when it goes away.
     pub fn warning_changes(&mut self) -> Vec<WarningChange> {
@@ -115,6 +135,21 @@ impl RunHandle {
         self.seen_warnings = current;
         changes
     }
+}
+
+/// One change of a run, as [`RunHandle::updates`] yields it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RunUpdate {
+    /// The run's status now.
+    pub status: RunStatus,
+    /// Warnings raised or cleared since the previous update (each once).
+    pub warnings: Vec<WarningChange>,
+}
+
+enum Step {
+    First,
+    Next,
+    Done,
 }
 
 /// A workload found by [`Runner::list_in_flight`].
@@ -473,23 +508,63 @@ mod tests {
         }
     }
 
+    #[tokio::test]
+    async fn updates_yield_every_change_with_its_warnings_and_end_when_terminal() {
+        use futures::StreamExt;
+        let (tx, receiver) = watch::channel(RunStatus::starting());
+        let handle = RunHandle {
+            run: run_ref(),
+            receiver,
+            seen_warnings: BTreeSet::new(),
+        };
+        let mut updates = Box::pin(handle.updates());
+        let first = updates.next().await.unwrap();
+        assert_eq!(first.status.state, RunState::Starting);
+        assert!(first.warnings.is_empty());
+        tx.send_modify(|status| status.warnings = vec![warning("no gpu")]);
+        let second = updates.next().await.unwrap();
+        assert_eq!(
+            second.warnings,
+            vec![WarningChange::Raised(warning("no gpu"))]
+        );
+        tx.send_replace(RunStatus {
+            state: RunState::Finished,
+            warnings: Vec::new(),
+            diagnostics: None,
+        });
+        let last = updates.next().await.unwrap();
+        assert_eq!(last.status.state, RunState::Finished);
+        assert_eq!(
+            last.warnings,
+            vec![WarningChange::Cleared(warning("no gpu"))]
+        );
+        assert!(
+            updates.next().await.is_none(),
+            "ends after the terminal state"
+        );
+    }
+
+    fn run_ref() -> RunRef {
+        RunRef {
+            namespace: "ns".into(),
+            name: "job".into(),
+            api: ApiCoordinates::batch_job(),
+            run_id: "abc".into(),
+            run_queue_item_id: None,
+            entity: None,
+            project: None,
+            queue: None,
+            role: crate::api::WorkloadRole::Run,
+            owned: Vec::new(),
+            uid: None,
+        }
+    }
+
     #[test]
     fn warning_changes_raise_once_and_clear_once() {
         let (tx, receiver) = watch::channel(RunStatus::starting());
         let mut handle = RunHandle {
-            run: RunRef {
-                namespace: "ns".into(),
-                name: "job".into(),
-                api: ApiCoordinates::batch_job(),
-                run_id: "abc".into(),
-                run_queue_item_id: None,
-                entity: None,
-                project: None,
-                queue: None,
-                role: crate::api::WorkloadRole::Run,
-                owned: Vec::new(),
-                uid: None,
-            },
+            run: run_ref(),
             receiver,
             seen_warnings: BTreeSet::new(),
         };
