@@ -15,8 +15,16 @@ use super::{MonitorContext, RunKey, Trigger, finalize::finalize};
 use crate::api::Coordinates;
 use crate::attribution::workload_of;
 use crate::classify::{classify_failed_create, classify_pod, classify_workload};
+#[cfg(test)]
+use crate::state::RunState;
 use crate::state::RunStatus;
 use crate::tracker::RunTracker;
+
+/// The clock of the state machines: tokio's, so they agree with the delay queue (and with
+/// paused time in tests).
+fn now() -> Instant {
+    tokio::time::Instant::now().into_std()
+}
 
 struct Loop {
     ctx: MonitorContext,
@@ -60,7 +68,7 @@ impl Loop {
             Trigger::Track { run, age, reply } => {
                 let key = super::run_key(&run);
                 if !self.store.runs.contains_key(&key) {
-                    let now = Instant::now();
+                    let now = now();
                     let started = now.checked_sub(age).unwrap_or(now);
                     self.store.ensure_watchers(&run, &self.ctx, &self.tx);
                     let (tx, _) = watch::channel(RunStatus::starting());
@@ -142,7 +150,7 @@ impl Loop {
         let Some(entry) = self.store.runs.get_mut(&key) else {
             return;
         };
-        let now = Instant::now();
+        let now = now();
         if let (Some(expected), Some(actual)) = (&entry.run.uid, &object.metadata.uid)
             && expected != actual
         {
@@ -181,7 +189,7 @@ impl Loop {
     /// Apply an observation to one run's state machine, then reconcile it.
     fn observe(&mut self, key: &RunKey, apply: impl FnOnce(&mut RunTracker, Instant)) {
         if let Some(entry) = self.store.runs.get_mut(key) {
-            apply(&mut entry.tracker, Instant::now());
+            apply(&mut entry.tracker, now());
             self.reconcile(key);
         }
     }
@@ -241,5 +249,74 @@ impl Loop {
         if let Some((queued, _)) = entry.deadline.take() {
             self.deadlines.remove(&queued);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::api::{Coordinates, RunRef, WorkloadRole};
+    use crate::state::FailureCause;
+    use crate::tracker::TrackerConfig;
+    use rlaunch_render::ApiCoordinates;
+
+    /// A client whose every request fails at once, as with an unreachable API server.
+    fn offline_client() -> kube::Client {
+        let service = tower::service_fn(|_request: http::Request<kube::client::Body>| async {
+            Err::<http::Response<kube::client::Body>, tower::BoxError>("offline".into())
+        });
+        kube::Client::new(service, "default")
+    }
+
+    fn run() -> RunRef {
+        RunRef {
+            namespace: "ns".into(),
+            name: "run-a".into(),
+            api: ApiCoordinates::batch_job(),
+            run_id: "a".into(),
+            run_queue_item_id: None,
+            entity: None,
+            project: None,
+            queue: None,
+            role: WorkloadRole::Run,
+            owned: Vec::new(),
+            uid: None,
+        }
+    }
+
+    /// With nothing observed, the only thing that can end the run is its start-timeout
+    /// deadline in the delay queue: paused time jumps straight to it.
+    #[tokio::test(start_paused = true)]
+    async fn the_start_timeout_fires_from_the_delay_queue() {
+        let ctx = MonitorContext {
+            client: offline_client(),
+            tracker: TrackerConfig {
+                start_timeout: Duration::from_secs(600),
+                ..TrackerConfig::default()
+            },
+            log_tail_bytes: 1024,
+            cleanup_on_terminal: true,
+            diagnostics_timeout: Duration::from_secs(5),
+        };
+        let monitor = super::super::Monitor::new(ctx);
+        let started = tokio::time::Instant::now();
+        let mut receiver = monitor.track(run(), Duration::ZERO).await;
+        let status = loop {
+            let status = receiver.borrow_and_update().clone();
+            if status.state.is_terminal() {
+                break status;
+            }
+            receiver.changed().await.unwrap();
+        };
+        let RunState::Failed(failure) = &status.state else {
+            panic!("expected failed, got {status:?}");
+        };
+        assert_eq!(
+            failure.cause,
+            FailureCause::StartTimeout { after_secs: 600 }
+        );
+        assert!(started.elapsed() >= Duration::from_secs(600));
     }
 }
