@@ -222,7 +222,8 @@ impl Submitter<'_> {
         else {
             return Ok(());
         };
-        if newly_created {
+        // A shared Secret is never rolled back: another run may already use it.
+        if newly_created && !shared {
             created.push(Created {
                 resource: secret_resource.clone(),
                 namespace: namespace.to_owned(),
