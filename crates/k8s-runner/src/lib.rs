@@ -118,13 +118,15 @@
 //!
 //! # How it differs from W&B's agent
 //!
-//! W&B's agent watches Jobs per run, fails at once on a crash loop, attributes pods by run
-//! id, decides outcomes from counters, creates Events and lists cluster-wide. This runner:
-//! one label-selected watch per namespace and kind (backoff on errors, relist after 410,
-//! stopped when idle); a `starting` state with a start timeout for batch Jobs too; warnings
-//! per run, raised once and cleared when they go away; cancel with background propagation;
-//! per-namespace listing, so namespaced Roles suffice (only the pre-check reads
-//! cluster-wide).
+//! W&B's agent maps a pod to its workload by the `job-name` label or the name of the pod's
+//! first owner, decides a Job's outcome from its `succeeded`/`failed` counters, reports any
+//! deleted Job as failed, and reconnects its watches at once, without backoff. This runner
+//! attributes pods by [`WORKLOAD_LABEL`]; reads Job conditions; keeps a failure or success
+//! seen before a deletion and calls other deletions `stopped`; backs off on watch errors and
+//! relists after 410, with one label-selected watch per namespace and kind, stopped when
+//! idle; has a `starting` state with a start timeout for batch Jobs too; raises each warning
+//! once per run and clears it when it goes away; cancels with background propagation; and
+//! lists per namespace, so namespaced Roles suffice (only the pre-check reads cluster-wide).
 //!
 //! Invariants: no other crate of the workspace calls the API server; this crate never
 //! talks to W&B; nothing here panics on network data; API keys never reach logs or errors.
