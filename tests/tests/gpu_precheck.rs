@@ -123,12 +123,13 @@ fn shapes() -> Vec<(&'static str, Value)> {
 async fn compare_with_scheduler(
     runner: &Runner,
     pods: &Api<Pod>,
+    namespace: &str,
 ) -> Result<(Vec<String>, (u32, u32))> {
     let mut disagreements = Vec::new();
     let mut seen = (0, 0);
     for (name, pod_spec) in &shapes() {
         let typed: PodSpec = serde_json::from_value(pod_spec.clone())?;
-        let check = runner.precheck(&[typed]).await?;
+        let check = runner.precheck(namespace, &[typed]).await?;
         create_pod(pods, name, pod_spec, "run-forever").await?;
         let scheduled = wait_scheduled(pods, name, Duration::from_secs(60)).await?;
         let agrees = matches!(
@@ -153,7 +154,11 @@ async fn compare_with_scheduler(
 
 /// Fills both A100 nodes: an A100 request that fits an empty cluster now fits only later,
 /// and the scheduler keeps it pending for lack of GPUs.
-async fn full_a100_nodes_mean_fits_later(runner: &Runner, pods: &Api<Pod>) -> Result<()> {
+async fn full_a100_nodes_mean_fits_later(
+    runner: &Runner,
+    pods: &Api<Pod>,
+    namespace: &str,
+) -> Result<()> {
     for i in 0..2 {
         let name = format!("filler-{i}");
         create_pod(pods, &name, &with_gpu("8xA100"), "run-forever").await?;
@@ -163,7 +168,7 @@ async fn full_a100_nodes_mean_fits_later(runner: &Runner, pods: &Api<Pod>) -> Re
         ));
     }
     let wanted: PodSpec = serde_json::from_value(with_gpu("4xA100"))?;
-    let check = runner.precheck(&[wanted]).await?;
+    let check = runner.precheck(namespace, &[wanted]).await?;
     assert_eq!(check.verdict, Verdict::FitsLater, "{}", check.message);
     create_pod(pods, "waits", &with_gpu("4xA100"), "run-forever").await?;
     match wait_scheduled(pods, "waits", Duration::from_secs(60)).await? {
@@ -186,7 +191,7 @@ async fn precheck_agrees_with_the_scheduler() -> Result<()> {
     // The live adapter the agent uses: lists nodes and pods, runs the pure pre-check.
     let runner = Runner::new(client.clone(), RunnerConfig::default());
 
-    let (disagreements, seen) = compare_with_scheduler(&runner, &pods).await?;
+    let (disagreements, seen) = compare_with_scheduler(&runner, &pods, ns.name()).await?;
     assert!(
         disagreements.is_empty(),
         "pre-check and scheduler disagree:\n{}",
@@ -196,7 +201,7 @@ async fn precheck_agrees_with_the_scheduler() -> Result<()> {
         seen.0 >= 5 && seen.1 >= 5,
         "shapes should cover both outcomes, got {seen:?}"
     );
-    full_a100_nodes_mean_fits_later(&runner, &pods).await?;
+    full_a100_nodes_mean_fits_later(&runner, &pods, ns.name()).await?;
     ns.cleanup().await;
     Ok(())
 }
@@ -226,13 +231,11 @@ async fn rendered_gangs_are_checked_as_a_whole() -> Result<()> {
         )
         .map_err(anyhow::Error::from)?;
         let workload = rendered.workload().context("a workload")?;
-        Ok::<_, anyhow::Error>(rlaunch_k8s_runner::precheck::workload_pod_specs(
-            &workload.manifest,
-        ))
+        Ok::<_, anyhow::Error>(rlaunch_k8s_runner::workload_pod_specs(&workload.manifest))
     };
-    let fits = runner.precheck(&verdict(1)?).await?;
+    let fits = runner.precheck("default", &verdict(1)?).await?;
     assert_eq!(fits.verdict, Verdict::FitsNow, "{}", fits.message);
-    let too_big = runner.precheck(&verdict(2)?).await?;
+    let too_big = runner.precheck("default", &verdict(2)?).await?;
     assert_eq!(too_big.verdict, Verdict::NeverFits, "{}", too_big.message);
     assert!(
         too_big.message.contains("Insufficient nvidia.com/gpu"),

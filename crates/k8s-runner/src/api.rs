@@ -3,71 +3,65 @@
 use kube::Client;
 use kube::api::{ApiResource, DynamicObject, GroupVersionKind};
 use rlaunch_model::labels;
+use rlaunch_render::ApiCoordinates;
 
 use crate::error::{Error, Result, api_status};
 
-/// Group, version, kind and plural of a workload kind (batch Job or a custom resource).
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct WorkloadApi {
-    /// API group (`batch`, `batch.volcano.sh`, ...).
-    pub group: String,
-    /// Version.
-    pub version: String,
-    /// Kind.
-    pub kind: String,
-    /// Resource plural.
-    pub plural: String,
+/// What the runner needs of [`ApiCoordinates`], the one group/version/kind type it shares
+/// with the render output.
+pub(crate) trait Coordinates: Sized {
+    /// `batch/v1` Job.
+    fn batch_job() -> Self;
+    /// From a resolved [`ApiResource`].
+    fn from_api_resource(resource: &ApiResource) -> Self;
+    /// True for `batch` Jobs (monitored as typed Jobs).
+    fn is_batch_job(&self) -> bool;
+    /// As a kube [`ApiResource`] for the dynamic API (the plural must be resolved).
+    fn api_resource(&self) -> ApiResource;
+    /// Stable key, `plural.group/version`.
+    fn key(&self) -> String;
 }
 
-impl WorkloadApi {
-    /// `batch/v1` Job.
-    pub fn batch_job() -> Self {
-        WorkloadApi {
+impl Coordinates for ApiCoordinates {
+    fn batch_job() -> Self {
+        ApiCoordinates {
             group: "batch".to_owned(),
             version: "v1".to_owned(),
             kind: "Job".to_owned(),
-            plural: "jobs".to_owned(),
+            plural: Some("jobs".to_owned()),
         }
     }
 
-    /// True for `batch` Jobs (monitored as typed Jobs).
-    pub fn is_batch_job(&self) -> bool {
+    fn from_api_resource(resource: &ApiResource) -> Self {
+        ApiCoordinates {
+            group: resource.group.clone(),
+            version: resource.version.clone(),
+            kind: resource.kind.clone(),
+            plural: Some(resource.plural.clone()),
+        }
+    }
+
+    fn is_batch_job(&self) -> bool {
         self.group == "batch" && self.kind == "Job"
     }
 
-    /// `group/version`, or `version` for the core group.
-    pub fn api_version(&self) -> String {
-        if self.group.is_empty() {
-            self.version.clone()
-        } else {
-            format!("{}/{}", self.group, self.version)
-        }
-    }
-
-    /// As a kube [`ApiResource`] for the dynamic API.
-    pub fn api_resource(&self) -> ApiResource {
+    fn api_resource(&self) -> ApiResource {
         ApiResource {
             group: self.group.clone(),
             version: self.version.clone(),
             api_version: self.api_version(),
             kind: self.kind.clone(),
-            plural: self.plural.clone(),
+            plural: self.plural.clone().unwrap_or_default(),
         }
     }
 
-    /// From a discovered [`ApiResource`].
-    pub fn from_api_resource(resource: &ApiResource) -> Self {
-        WorkloadApi {
-            group: resource.group.clone(),
-            version: resource.version.clone(),
-            kind: resource.kind.clone(),
-            plural: resource.plural.clone(),
-        }
-    }
-
-    /// Stable key, `plural.group/version`.
-    pub(crate) fn key(&self) -> String {
-        format!("{}.{}/{}", self.plural, self.group, self.version)
+    fn key(&self) -> String {
+        format!(
+            "{}.{}/{}",
+            self.plural.as_deref().unwrap_or_default(),
+            self.group,
+            self.version
+        )
     }
 }
 
@@ -155,7 +149,7 @@ pub struct RunRef {
     /// Workload name (its pods carry it in [`crate::WORKLOAD_LABEL`]).
     pub name: String,
     /// Workload kind.
-    pub api: WorkloadApi,
+    pub api: ApiCoordinates,
     /// Value of the `wandb.ai/run-id` label.
     pub run_id: String,
     /// The `rlaunch.dev/run-queue-item` annotation, when the workload has one.
@@ -182,7 +176,7 @@ impl RunRef {
 
     /// Build from a workload object read from the apiserver. `None` without a name,
     /// namespace or run-id label.
-    pub fn from_object(api: &WorkloadApi, object: &DynamicObject) -> Option<Self> {
+    pub fn from_object(api: &ApiCoordinates, object: &DynamicObject) -> Option<Self> {
         let metadata = &object.metadata;
         let annotation = |key: &str| {
             metadata
@@ -220,11 +214,11 @@ pub(crate) async fn resolve(
     plural: Option<&str>,
 ) -> Result<ApiResource> {
     if let Some(plural) = plural {
-        return Ok(WorkloadApi {
+        return Ok(ApiCoordinates {
             group: group.to_owned(),
             version: version.to_owned(),
             kind: kind.to_owned(),
-            plural: plural.to_owned(),
+            plural: Some(plural.to_owned()),
         }
         .api_resource());
     }

@@ -5,6 +5,7 @@ use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{ContainerStatus, Pod};
 use serde_json::Value;
 
+use crate::api::Coordinates;
 use crate::state::FailureCause;
 
 /// What the workload object (Job or custom resource) says, ignoring pods.
@@ -27,16 +28,6 @@ pub enum WorkloadSignal {
     },
     /// Stopped by a user action on the workload (e.g. Volcano `Aborted`).
     Stopped(String),
-}
-
-impl WorkloadSignal {
-    /// True for finished, failed and stopped.
-    pub fn is_terminal(&self) -> bool {
-        matches!(
-            self,
-            WorkloadSignal::Finished | WorkloadSignal::Failed { .. } | WorkloadSignal::Stopped(_)
-        )
-    }
 }
 
 /// Reasons of the pod `DisruptionTarget` condition that mean the pod was preempted or evicted.
@@ -88,6 +79,28 @@ pub fn classify_job(job: &Job) -> WorkloadSignal {
         return WorkloadSignal::Running;
     }
     WorkloadSignal::Pending
+}
+
+/// What a workload object says, whatever its kind: the one place the monitor and adoption
+/// both classify workloads, so they agree by construction.
+pub(crate) fn classify_workload(
+    api: &rlaunch_render::ApiCoordinates,
+    object: &kube::api::DynamicObject,
+) -> WorkloadSignal {
+    let Ok(value) = serde_json::to_value(object) else {
+        return WorkloadSignal::Pending;
+    };
+    if api.is_batch_job() {
+        match serde_json::from_value::<Job>(value) {
+            Ok(job) => classify_job(&job),
+            Err(error) => {
+                tracing::warn!(job = ?object.metadata.name, error = %error, "cannot read Job status");
+                WorkloadSignal::Pending
+            }
+        }
+    } else {
+        classify_custom(CustomKind::of(&api.group, &api.kind), &value)
+    }
 }
 
 /// Workload CRD families the monitor understands.
@@ -254,6 +267,25 @@ fn classify_jobset(status: &Value) -> WorkloadSignal {
         return WorkloadSignal::Running;
     }
     WorkloadSignal::Pending
+}
+
+/// What a `FailedCreate` event of a workload says: `(reason, message)` for a refusal by a
+/// ResourceQuota (`ExceededQuota`) or a LimitRange (`LimitRange`), `FailedCreate` for any
+/// other refusal of the workload's pods.
+pub fn classify_failed_create(message: &str) -> (&'static str, String) {
+    let reason = if message.contains("exceeded quota") {
+        "ExceededQuota"
+    } else if message.contains("per Container") || message.contains("per Pod") {
+        "LimitRange"
+    } else {
+        "FailedCreate"
+    };
+    // `Error creating: pods "run-x-7f2kq" is forbidden: exceeded quota: …`: the pod name
+    // changes on every retry, the refusal does not; keep the refusal.
+    let refusal = message
+        .split_once(" is forbidden: ")
+        .map_or(message, |(_, refusal)| refusal);
+    (reason, refusal.trim().to_owned())
 }
 
 /// A container stuck before it can run.
@@ -454,55 +486,6 @@ fn terminated_failure(
         }
     }
     exit
-}
-
-/// One sentence describing a failure cause.
-pub fn describe(cause: &FailureCause) -> String {
-    match cause {
-        FailureCause::WorkloadFailed { reason } => match reason {
-            Some(reason) => format!("the workload failed ({reason})"),
-            None => "the workload failed".to_owned(),
-        },
-        FailureCause::ExitCode {
-            pod,
-            container,
-            code,
-        } => format!("container {container} in pod {pod} exited with code {code}"),
-        FailureCause::OomKilled {
-            pod,
-            container,
-            memory_limit,
-        } => match memory_limit {
-            Some(limit) => format!(
-                "container {container} in pod {pod} was OOMKilled (out of memory; memory limit {limit})"
-            ),
-            None => format!(
-                "container {container} in pod {pod} was OOMKilled (out of memory; no memory limit set)"
-            ),
-        },
-        FailureCause::ImagePull {
-            pod,
-            container,
-            image,
-            reason,
-        } => format!("container {container} in pod {pod} cannot pull image {image} ({reason})"),
-        FailureCause::CrashLoop {
-            pod,
-            container,
-            last_exit_code,
-        } => match last_exit_code {
-            Some(code) => format!(
-                "container {container} in pod {pod} is in CrashLoopBackOff (last exit code {code})"
-            ),
-            None => format!("container {container} in pod {pod} is in CrashLoopBackOff"),
-        },
-        FailureCause::ContainerConfig { pod, container } => format!(
-            "container {container} in pod {pod} cannot be created from its configuration (CreateContainerConfigError)"
-        ),
-        FailureCause::StartTimeout { after_secs } => {
-            format!("the run did not start within {after_secs} s")
-        }
-    }
 }
 
 #[cfg(test)]
@@ -754,7 +737,7 @@ mod tests {
                 memory_limit: Some("1Gi".into())
             }
         );
-        assert!(describe(&cause).contains("memory limit 1Gi"));
+        assert!(cause.to_string().contains("memory limit 1Gi"));
     }
 
     #[test]
@@ -774,8 +757,36 @@ mod tests {
     }
 
     #[test]
+    fn failed_create_keeps_the_refusal_without_the_pod_name() {
+        let (reason, message) = classify_failed_create(
+            "Error creating: pods \"run-q-749sz\" is forbidden: exceeded quota: gpu-quota, \
+             requested: requests.nvidia.com/gpu=16",
+        );
+        assert_eq!(reason, "ExceededQuota");
+        assert_eq!(
+            message,
+            "exceeded quota: gpu-quota, requested: requests.nvidia.com/gpu=16"
+        );
+        let (reason, _) = classify_failed_create(
+            "Error creating: pods \"p\" is forbidden: maximum memory usage per Container is 512Mi, but limit is 1Gi",
+        );
+        assert_eq!(reason, "LimitRange");
+    }
+
+    #[test]
     fn every_disruption_reason_is_recognised() {
-        for reason in DISRUPTION_REASONS {
+        // The reasons Kubernetes sets on `DisruptionTarget`, written out here rather than
+        // read from the constant under test.
+        let reasons = [
+            "PreemptionByScheduler",
+            "PreemptionByKubeScheduler",
+            "EvictionByEvictionAPI",
+            "DeletionByTaintManager",
+            "DeletionByPodGC",
+            "TerminationByKubelet",
+        ];
+        assert_eq!(DISRUPTION_REASONS.len(), reasons.len());
+        for reason in reasons {
             let facts = classify_pod(
                 &pod("p")
                     .phase("Failed")

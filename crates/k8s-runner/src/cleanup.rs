@@ -6,7 +6,7 @@ use kube::Client;
 use kube::api::{Api, DeleteParams, DynamicObject};
 use tracing::{info, warn};
 
-use crate::api::RunRef;
+use crate::api::{Coordinates, RunRef};
 use crate::error::{Error, Result, is_not_found};
 
 /// What a cleanup deleted and what it could not.

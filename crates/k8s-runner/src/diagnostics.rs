@@ -30,6 +30,50 @@ pub(crate) async fn run_pods(client: &Client, run: &RunRef) -> Vec<Pod> {
     }
 }
 
+/// The log of `container` in each pod of `run`, from the start, at most `limit_bytes` each.
+pub(crate) async fn read_log(
+    client: &Client,
+    run: &RunRef,
+    container: &str,
+    limit_bytes: usize,
+) -> crate::error::Result<Vec<ContainerLog>> {
+    let api: Api<Pod> = Api::namespaced(client.clone(), &run.namespace);
+    let pods = api
+        .list(&ListParams::default().labels(&pod_selector(run)))
+        .await
+        .map_err(|source| crate::error::Error::List {
+            kind: "Pod".to_owned(),
+            scope: format!("namespace {}", run.namespace),
+            selector: pod_selector(run),
+            source: Box::new(source),
+        })?;
+    let limit = i64::try_from(limit_bytes).unwrap_or(i64::MAX);
+    let mut logs = Vec::new();
+    for pod in pods.items {
+        let name = pod.name_any();
+        let params = LogParams {
+            container: Some(container.to_owned()),
+            limit_bytes: Some(limit),
+            ..LogParams::default()
+        };
+        let text = api
+            .logs(&name, &params)
+            .await
+            .map_err(|source| crate::error::Error::Get {
+                kind: "Pod log".to_owned(),
+                object: format!("{}/{name} container {container}", run.namespace),
+                source: Box::new(source),
+            })?;
+        logs.push(ContainerLog {
+            pod: name,
+            container: container.to_owned(),
+            truncated: text.len() >= limit_bytes,
+            tail: text,
+        });
+    }
+    Ok(logs)
+}
+
 /// Keep the last `limit` bytes of `text`, cut at a character boundary.
 pub fn tail_bytes(text: &str, limit: usize) -> (String, bool) {
     if text.len() <= limit {

@@ -1,79 +1,163 @@
-//! The only crate that talks to the Kubernetes apiserver: it submits what the render engine
-//! (`spec`) produced, watches runs to the end, classifies failures, cancels and cleans up,
-//! and adopts runs a previous agent process left in flight.
+//! The only crate that talks to the Kubernetes API server: it submits what the render engine
+//! (`rlaunch-render`) produced, watches runs to the end, classifies failures, cancels and
+//! cleans up, and adopts runs a previous agent process left in flight.
 //!
-//! Main types:
-//! - [`Runner`]: [`Runner::submit`] a [`rlaunch_render::Rendered`], [`Runner::track`],
-//!   [`Runner::cancel`], [`Runner::cleanup`], [`Runner::diagnostics`],
-//!   [`Runner::list_in_flight`].
-//! - [`RunHandle`]: the live [`RunStatus`] of one run ([`RunState`], de-duplicated
-//!   [`Warning`]s with raised/cleared changes, [`Diagnostics`] on failure).
-//! - [`RunRef`]: how a run is found again (namespace, workload name and kind, run id, run
-//!   queue item id); [`WorkloadApi`]: group/version/kind/plural of a workload kind.
-//! - [`classify`] and [`tracker`]: the pure part. Status objects in, signals out; the per-run
-//!   state machine takes explicit `Instant`s, so timeouts are unit-tested without sleeping.
+//! ```no_run
+//! # async fn example(rendered: rlaunch_render::Rendered) -> Result<(), rlaunch_k8s_runner::Error> {
+//! use rlaunch_k8s_runner::{Runner, RunnerConfig, WarningChange};
+//! let client = kube::Client::try_default().await.expect("a kubeconfig");
+//! let runner = Runner::new(client, RunnerConfig::default());
+//! let mut handle = runner.submit(&rendered).await?.handle;
+//! while let Some(status) = handle.changed().await {
+//!     for change in handle.warning_changes() {
+//!         if let WarningChange::Raised(warning) = change {
+//!             println!("warning: {warning}");
+//!         }
+//!     }
+//!     println!("{}", status.state);
+//! }
+//! println!("final: {}", handle.status().state);
+//! # Ok(()) }
+//! ```
+//!
+//! # API
+//!
+//! - [`Runner::submit`] a [`rlaunch_render::Rendered`] (or [`Runner::submit_requeueable`],
+//!   which keeps a [`RequeueRecord`] on the workload) → [`Submitted`] with a [`RunHandle`]:
+//!   [`RunHandle::changed`] yields every [`RunStatus`] change ([`RunState`], active
+//!   [`Warning`]s, [`Diagnostics`] once failed), [`RunHandle::warning_changes`] says which
+//!   warnings were raised or cleared (each once), [`RunHandle::updates`] is both as a
+//!   stream of [`RunUpdate`]s, [`RunHandle::wait_terminal`].
+//! - [`Runner::cancel`] (idempotent), [`Runner::cleanup`], [`Runner::diagnostics`],
+//!   [`Runner::read_log`] (a large bounded read of one container's whole log).
+//! - [`Runner::list_in_flight`]`(identity, namespaces, kinds)` after a restart: the runs
+//!   (never image builds: [`Runner::list_builds_in_flight`]) with their state now, W&B
+//!   coordinates ([`RunRef`]: entity, project, queue, run queue item, run id, role) and
+//!   requeue record; [`Runner::track`] resumes one.
+//! - [`Runner::precheck`]: does a workload's pods fit the cluster now, later or never
+//!   ([`rlaunch_gpu::precheck()`] over the live nodes and pods; [`workload_pod_specs`]).
+//! - [`RunnerConfig`]: the state machine's limits ([`TrackerConfig`]: start timeout, image
+//!   pull grace, verdict settle, crash-loop budget), log tail size, [`ApiKeySecrets`].
 //! - [`Error`]: one error type, variants named after the step, carrying `ns/name`, with
 //!   [`Error::is_transient`].
+//! - [`rbac_rules`]: every API call, as data (below).
 //!
-//! Invariants:
-//! - No other crate of the workspace calls the apiserver; this crate never talks to W&B.
-//! - Retried submits never create a second workload: `AlreadyExists` on the deterministic
-//!   name is adopted only if it carries the same run id (and run queue item annotation).
-//! - A failed submission deletes what it created.
-//! - Watches are shared per `(namespace, kind)` and label-selected (`wandb.ai/monitor=true`),
-//!   back off on errors, relist after `410 Gone`, and stop when their last run is done.
-//! - Terminal states (`finished`, `failed`, `stopped`, `preempted`) are final; preemption
-//!   wins over the workload's failure when a pod was disrupted.
-//! - Every terminal state cleans up the per-run API-key Secret and additional services;
-//!   the shared helm-mode Secret is never deleted; cleanup errors never mask the outcome.
-//! - Nothing here panics on network data, and API keys never reach logs or errors.
+//! # Which pods are a run's
 //!
-//! # Differs from the reference agent (its weak spots 5–16)
+//! A preemption requeue keeps the run id while the old workload lives on until its TTL, so
+//! the run id cannot tell attempts apart. The runner stamps every pod template of the
+//! workload it creates with [`WORKLOAD_LABEL`] = the workload's name (unique in its
+//! namespace and always a valid label value) and selects pods by that label only — the
+//! monitor, diagnostics and adoption alike, for every workload kind (a JobSet's child Jobs
+//! and Volcano tasks included), without following owner chains. A workload with only
+//! `generateName` is named by the runner first.
 //!
-//! 1. Batch Jobs have a `starting` state, so the start timeout protects them too; queued
-//!    workloads (Kueue-suspended, Volcano Pending/Inqueue, suspended CRs) do not time out.
-//! 2. Container diagnosis: ImagePullBackOff/ErrImagePull and CreateContainerConfigError fail
-//!    after a grace period (image named), CrashLoopBackOff fails, OOMKilled names the
-//!    container and its memory limit, exit codes name the container.
-//! 3. Job outcome from conditions (`Complete`, `SuccessCriteriaMet`, `Failed`,
-//!    `FailureTarget`), never counters, so retries, completions and indexed Jobs are right.
-//! 4. Preemption wins over the Job's failure (verdict settles briefly for racing pod
-//!    updates), and all `DisruptionTarget` reasons count.
-//! 5. CR deletion is seen (`stopped`); JobSet reads the real `replicatedJobsStatus` list;
-//!    Volcano Aborting/Restarting and PyTorchJob Restarting are mapped; plurals come from
-//!    the table or discovery.
-//! 6. Watches back off on errors and relist after 410; one per namespace and kind.
-//! 7. Warnings are per run, raised once and cleared when they go away.
-//! 8. Cancel deletes with background propagation and is idempotent; cleanup runs on every
-//!    terminal state and after a failed submission, covers additional services, treats 404
-//!    as success and never masks the outcome; the shared helm-mode Secret is never deleted.
-//! 9. A failure the agent declares on its own (start timeout, image pull, crash loop)
-//!    deletes the workload, so a run reported failed cannot start later.
+//! # States
+//!
+//! `starting → running → finished | failed | stopped | preempted`, and `queued` while a
+//! queueing system holds the workload (Kueue-suspended Job, Volcano Pending/Inqueue,
+//! suspended CRs: no start timeout). Rules (the pure part, unit-tested with explicit
+//! instants):
+//!
+//! - Job outcome from conditions (`Complete`, `SuccessCriteriaMet`, `Failed`,
+//!   `FailureTarget`), never counters; CR phases and conditions per family (Volcano,
+//!   Kubeflow, JobSet).
+//! - Preemption wins over the workload's failure when a pod carries a `DisruptionTarget`
+//!   preemption/eviction reason; the verdict waits [`TrackerConfig::verdict_settle`] for a
+//!   racing pod update. A failure seen before the workload's deletion wins over `stopped`
+//!   (`ttlSecondsAfterFinished: 0`), and the deletion ends the wait.
+//! - OOMKilled names the container and its memory limit; exit codes name the container;
+//!   image pull and container-config errors fail after [`TrackerConfig::image_pull_grace`].
+//! - CrashLoopBackOff is a warning while Kubernetes retries (`restartPolicy: OnFailure`,
+//!   restarts left under `backoffLimit`); the run fails when the workload gives up (reported
+//!   as a crash loop) or after the admin's [`TrackerConfig::crash_loop_budget`].
+//! - Pods refused at creation by a ResourceQuota or LimitRange (the workload's
+//!   `FailedCreate` events) raise a warning with the API server's words (the quota and the
+//!   numbers), and at the start timeout the run fails with
+//!   [`FailureCause::PodsRefused`] instead of "did not start".
+//! - A failure the agent declares itself (start timeout, image pull, crash-loop budget,
+//!   refused pods) deletes the workload, so a run reported failed cannot start later.
+//!
+//! # Objects and cleanup
+//!
+//! Submits are idempotent: the deterministic name is adopted on `AlreadyExists` only if it
+//! carries the same run id and run queue item. A failed submission deletes what it created.
+//! The objects created beside the workload (per-run API-key Secret, additional services)
+//! are recorded on it ([`OWNED_OBJECTS_ANNOTATION`]) and deleted by name on every terminal
+//! state and on cancel — nothing is listed by label, so nothing of another run or an image
+//! build is touched; the shared helm-mode Secret is never recorded, so never deleted.
+//! Cleanup errors never mask the outcome. What a preemption requeue needs is kept as an
+//! annotation on the workload ([`REQUEUE_ANNOTATION`], at most [`MAX_REQUEUE_BYTES`], no
+//! secrets) rather than a per-run ConfigMap: written in the same create, gone with the
+//! workload, no extra RBAC.
+//!
+//! # API calls (RBAC)
+//!
+//! Every call the runner makes; the Helm chart's Roles are generated from [`rbac_rules`],
+//! and a cluster test records every request of a full run and checks it against the table.
+//! Discovery (`/api`, `/apis/…`) needs no rule. With
+//! [`ApiKeySecrets::PreProvisioned`] the runner touches no Secret at all; with
+//! [`ApiKeySecrets::Create`] an existing shared Secret is used without being read.
+//!
+//! | group | resource | verbs | scope | needed | why |
+//! | --- | --- | --- | --- | --- | --- |
+//! | batch | jobs | create, get, list, watch, delete | Namespace | Always | submit the workload (get: adopt it on 409 and read it once when tracking); list/watch: the monitor and adoption (label-selected); delete: cancel, or a failure the agent declared (start timeout, image pull, crash-loop budget) |
+//! | core | pods | list, watch | Namespace | Always | the monitor (pods selected by rlaunch.dev/workload), failure diagnostics, adoption |
+//! | core | pods/log | get | Namespace | Always | log tails in failure diagnostics; the builder's full log read |
+//! | core | events | list, watch | Namespace | Always | events of the workload and its pods in failure diagnostics; FailedCreate events (quota and limit-range refusals) while a run starts. The runner records no Events |
+//! | core | secrets | create, get, update, delete | Namespace | CreatedSecrets | create the API-key Secret; get/update: only for a per-run Secret that exists (same data: reuse; agent-created with other data: replace); delete: per-run Secrets at cleanup, by name |
+//! | core | services | create, get, delete | Namespace | AdditionalServices | additional services (get: adopt on 409; delete: cleanup by name) |
+//! | apps | deployments | create, get, delete | Namespace | AdditionalServices | additional services (get: adopt on 409 and readiness; delete: cleanup by name) |
+//! | core | pods | create, get, delete | Namespace | AdditionalServices | additional services that are bare pods (get: readiness) |
+//! | discovery.k8s.io | endpointslices | list | Namespace | AdditionalServices | readiness of an additional Service (a ready endpoint) |
+//! | core | resourcequotas | list | Namespace | Precheck | the pre-check: what the namespace's quotas allow and have left |
+//! | core | limitranges | list | Namespace | Precheck | the pre-check: the namespace's per-container and per-pod bounds and defaults |
+//! | core | nodes | list | Cluster | Precheck | the GPU pre-check: capacity, labels and taints of every node |
+//! | core | pods | list | Cluster | Precheck | the GPU pre-check: what the pods of all namespaces already request |
+//! | each known workload CRD group | its plural | create, get, list, watch, delete | Namespace | CustomWorkload | as for Jobs |
+//!
+//! # How it differs from W&B's agent
+//!
+//! W&B's agent maps a pod to its workload by the `job-name` label or the name of the pod's
+//! first owner, decides a Job's outcome from its `succeeded`/`failed` counters, reports any
+//! deleted Job as failed, and reconnects its watches at once, without backoff. This runner
+//! attributes pods by [`WORKLOAD_LABEL`]; reads Job conditions; keeps a failure or success
+//! seen before a deletion and calls other deletions `stopped`; backs off on watch errors and
+//! relists after 410, with one label-selected watch per namespace and kind, stopped when
+//! idle; has a `starting` state with a start timeout for batch Jobs too; raises each warning
+//! once per run and clears it when it goes away; cancels with background propagation; and
+//! lists per namespace, so namespaced Roles suffice (only the pre-check reads cluster-wide).
+//!
+//! Invariants: no other crate of the workspace calls the API server; this crate never
+//! talks to W&B; nothing here panics on network data; API keys never reach logs or errors.
 #![doc = include_str!("../README.md")]
 
-pub mod api;
+mod api;
 mod attribution;
-pub mod classify;
-pub mod cleanup;
-pub mod diagnostics;
-pub mod error;
+mod classify;
+mod cleanup;
+mod diagnostics;
+mod error;
 mod monitor;
-pub mod precheck;
-pub mod runner;
-pub mod state;
-pub mod submit;
-pub mod tracker;
+mod precheck;
+mod rbac;
+mod requeue;
+mod runner;
+mod state;
+mod submit;
+mod tracker;
 
 #[cfg(test)]
 mod fixtures;
 
-pub use api::{
-    OWNED_OBJECTS_ANNOTATION, OwnedObject, ROLE_ANNOTATION, RunRef, WorkloadApi, WorkloadRole,
-};
+pub use api::{OWNED_OBJECTS_ANNOTATION, OwnedObject, ROLE_ANNOTATION, RunRef, WorkloadRole};
 pub use attribution::WORKLOAD_LABEL;
 pub use cleanup::CleanupReport;
 pub use error::{Error, Result};
-pub use runner::{InFlightRun, RunHandle, Runner, RunnerConfig, Submitted};
+pub use precheck::workload_pod_specs;
+pub use rbac::{RbacNeed, RbacRule, RbacScope, rbac_allows, rbac_markdown, rbac_rules};
+pub use requeue::{MAX_REQUEUE_BYTES, REQUEUE_ANNOTATION, RequeueRecord};
+pub use runner::{InFlightRun, RunHandle, RunUpdate, Runner, RunnerConfig, Submitted};
 pub use state::{
     ContainerLog, Diagnostics, Failure, FailureCause, RunState, RunStatus, Warning, WarningChange,
 };

@@ -1,35 +1,67 @@
-//! Live adapter for the GPU schedulability pre-check: reads the cluster's nodes and pods and
-//! asks the pure [`rlaunch_gpu::precheck`] whether a rendered workload fits now, later or never.
+//! Live adapter for the schedulability pre-check: reads the cluster's nodes and pods and the
+//! target namespace's ResourceQuotas and LimitRanges, and asks the pure
+//! [`rlaunch_gpu::precheck()`] whether a rendered workload fits now, later or never.
 
-use k8s_openapi::api::core::v1::{Node, Pod, PodSpec};
+use k8s_openapi::api::core::v1::{LimitRange, Node, Pod, PodSpec, ResourceQuota};
 use kube::Client;
 use kube::api::{Api, ListParams};
 use serde_json::Value;
 
 use crate::error::{Error, Result};
 
-/// Lists every node and every pod, then runs [`rlaunch_gpu::precheck`] for `wanted`.
-pub async fn precheck(client: &Client, wanted: &[PodSpec]) -> Result<rlaunch_gpu::PreCheck> {
-    let list = |kind: &str, source: kube::Error| Error::List {
+fn list_error(kind: &str, scope: &str, source: kube::Error) -> Error {
+    Error::List {
         kind: kind.to_owned(),
-        scope: "all namespaces".to_owned(),
+        scope: scope.to_owned(),
         selector: String::new(),
         source: Box::new(source),
-    };
+    }
+}
+
+/// Every node and every pod of the cluster: what the scheduler sees.
+async fn cluster_capacity(client: &Client) -> Result<(Vec<Node>, Vec<Pod>)> {
+    let scope = "all namespaces";
     let nodes = Api::<Node>::all(client.clone())
         .list(&ListParams::default())
         .await
-        .map_err(|e| list("Node", e))?;
+        .map_err(|e| list_error("Node", scope, e))?;
     let pods = Api::<Pod>::all(client.clone())
         .list(&ListParams::default())
         .await
-        .map_err(|e| list("Pod", e))?;
-    // No quotas or limit ranges yet: listing the target namespace's is wired separately.
+        .map_err(|e| list_error("Pod", scope, e))?;
+    Ok((nodes.items, pods.items))
+}
+
+/// The ResourceQuotas and LimitRanges of `namespace`: what admission sees.
+async fn namespace_admission(
+    client: &Client,
+    namespace: &str,
+) -> Result<(Vec<ResourceQuota>, Vec<LimitRange>)> {
+    let scope = format!("namespace {namespace}");
+    let quotas = Api::<ResourceQuota>::namespaced(client.clone(), namespace)
+        .list(&ListParams::default())
+        .await
+        .map_err(|e| list_error("ResourceQuota", &scope, e))?;
+    let limit_ranges = Api::<LimitRange>::namespaced(client.clone(), namespace)
+        .list(&ListParams::default())
+        .await
+        .map_err(|e| list_error("LimitRange", &scope, e))?;
+    Ok((quotas.items, limit_ranges.items))
+}
+
+/// Whether `wanted`, created in `namespace`, fits now, later or never.
+pub(crate) async fn precheck(
+    client: &Client,
+    namespace: &str,
+    wanted: &[PodSpec],
+) -> Result<rlaunch_gpu::PreCheck> {
+    let (nodes, pods) = cluster_capacity(client).await?;
+    let (quotas, limit_ranges) = namespace_admission(client, namespace).await?;
     Ok(rlaunch_gpu::precheck(
-        &nodes.items,
-        &pods.items,
-        &[],
-        &[],
+        &nodes,
+        &pods,
+        &quotas,
+        &limit_ranges,
         wanted,
     ))
 }

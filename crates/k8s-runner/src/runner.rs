@@ -10,23 +10,25 @@ use rlaunch_render::Rendered;
 use tokio::sync::watch;
 use tracing::warn;
 
-use crate::api::{RunRef, WorkloadApi, discover_preferred, known_custom_kinds};
-use crate::classify::{CustomKind, classify_custom, classify_job, classify_pod};
+use crate::api::{
+    Coordinates, RunRef, WorkloadRole, discover, discover_preferred, known_custom_kinds,
+};
+use crate::classify::{classify_pod, classify_workload};
 use crate::cleanup::{CleanupReport, cleanup_run, delete_workload};
 use crate::diagnostics::collect;
 use crate::error::{Error, Result, is_not_found};
 use crate::monitor::{Monitor, MonitorContext};
-use crate::state::{Diagnostics, RunState, RunStatus, Warning, WarningChange};
+use crate::requeue::{REQUEUE_ANNOTATION, RequeueRecord};
+use crate::state::{ContainerLog, Diagnostics, RunState, RunStatus, Warning, WarningChange};
 use crate::submit::{ApiKeySecrets, Submitter};
 use crate::tracker::{RunTracker, TrackerConfig};
+use rlaunch_render::ApiCoordinates;
 
 /// Settings of a [`Runner`].
 #[derive(Clone, Debug)]
 pub struct RunnerConfig {
     /// Time limits of the state machine (start timeout, image-pull grace, verdict settle).
     pub tracker: TrackerConfig,
-    /// How often time-based rules are evaluated. Default 1 s.
-    pub tick: Duration,
     /// Bytes kept from the end of each container's log in failure diagnostics. Default 16 KiB.
     pub log_tail_bytes: usize,
     /// Whether the runner creates API-key Secrets or uses a pre-provisioned one.
@@ -44,7 +46,6 @@ impl Default for RunnerConfig {
     fn default() -> Self {
         RunnerConfig {
             tracker: TrackerConfig::default(),
-            tick: Duration::from_secs(1),
             log_tail_bytes: 16 * 1024,
             api_key_secrets: ApiKeySecrets::default(),
             readiness_poll: Duration::from_secs(2),
@@ -93,6 +94,26 @@ impl RunHandle {
         }
     }
 
+    /// The run's status now, then every change, each with the warnings raised or cleared
+    /// since the previous one; the stream ends after the terminal status (or when the
+    /// monitor stops).
+    pub fn updates(self) -> impl futures::Stream<Item = RunUpdate> + Send + 'static {
+        futures::stream::unfold((self, Step::First), |(mut handle, step)| async move {
+            let status = match step {
+                Step::Done => return None,
+                Step::First => handle.receiver.borrow_and_update().clone(),
+                Step::Next => handle.changed().await?,
+            };
+            let warnings = handle.warning_changes();
+            let next = if status.state.is_terminal() {
+                Step::Done
+            } else {
+                Step::Next
+            };
+            Some((RunUpdate { status, warnings }, (handle, next)))
+        })
+    }
+
     /// Warnings raised or cleared since the last call: each distinct warning is raised once
     /// per run, and cleared once when it goes away.
     pub fn warning_changes(&mut self) -> Vec<WarningChange> {
@@ -116,6 +137,21 @@ impl RunHandle {
     }
 }
 
+/// One change of a run, as [`RunHandle::updates`] yields it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RunUpdate {
+    /// The run's status now.
+    pub status: RunStatus,
+    /// Warnings raised or cleared since the previous update (each once).
+    pub warnings: Vec<WarningChange>,
+}
+
+enum Step {
+    First,
+    Next,
+    Done,
+}
+
 /// A workload found by [`Runner::list_in_flight`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct InFlightRun {
@@ -125,6 +161,8 @@ pub struct InFlightRun {
     pub state: RunState,
     /// Active warnings.
     pub warnings: Vec<Warning>,
+    /// What a preemption requeue needs, when the submission kept it.
+    pub requeue: Option<RequeueRecord>,
 }
 
 /// A submitted (or adopted) run.
@@ -134,6 +172,9 @@ pub struct Submitted {
     pub handle: RunHandle,
     /// True when the workload already existed (a retried submit) and was adopted.
     pub adopted: bool,
+    /// True when the [`RequeueRecord`] given to [`Runner::submit_requeueable`] was kept on
+    /// the workload (false when too large, or when an existing workload was adopted).
+    pub requeue_kept: bool,
 }
 
 /// Submits rendered runs, watches them, cancels and cleans them up, and adopts runs left
@@ -170,13 +211,15 @@ fn age_of(object: &DynamicObject) -> Duration {
 }
 
 impl Runner {
-    /// Whether `wanted` pods fit the cluster now, later or never ([`rlaunch_gpu::precheck`] over the
-    /// live nodes and pods); see [`crate::precheck::workload_pod_specs`] for a workload's pods.
+    /// Whether `wanted` pods, created in `namespace`, fit now, later or never: the pure
+    /// [`rlaunch_gpu::precheck()`] over the live nodes and pods and the namespace's
+    /// ResourceQuotas and LimitRanges. See [`crate::workload_pod_specs`] for a workload's pods.
     pub async fn precheck(
         &self,
+        namespace: &str,
         wanted: &[k8s_openapi::api::core::v1::PodSpec],
     ) -> Result<rlaunch_gpu::PreCheck> {
-        crate::precheck::precheck(&self.inner.client, wanted).await
+        crate::precheck::precheck(&self.inner.client, namespace, wanted).await
     }
 
     /// A runner talking to the cluster behind `client`.
@@ -184,7 +227,6 @@ impl Runner {
         let monitor = Monitor::new(MonitorContext {
             client: client.clone(),
             tracker: config.tracker.clone(),
-            tick: config.tick,
             log_tail_bytes: config.log_tail_bytes,
             cleanup_on_terminal: config.cleanup_on_terminal,
             diagnostics_timeout: config.diagnostics_timeout,
@@ -203,23 +245,42 @@ impl Runner {
         &self.inner.client
     }
 
-    /// Create everything `rendered` lists, in order: the API-key Secret (409 rules of the
-    /// reference), additional services (created concurrently, then awaited for readiness),
+    /// Create everything `rendered` lists, in order: the API-key Secret (per [`ApiKeySecrets`];
+    /// a per-run Secret that exists follows W&B's agent's conflict rules), additional services (created concurrently, then awaited for readiness),
     /// then the workload; start tracking it. A retried submit with a deterministic name adopts
     /// the existing workload instead of creating a second one. On failure, the objects this
     /// call created are deleted again.
     pub async fn submit(&self, rendered: &Rendered) -> Result<Submitted> {
+        self.submit_with(rendered, None).await
+    }
+
+    /// [`Runner::submit`], keeping `requeue` on the workload so a run adopted after a
+    /// restart can still be requeued on preemption ([`InFlightRun::requeue`]).
+    pub async fn submit_requeueable(
+        &self,
+        rendered: &Rendered,
+        requeue: &RequeueRecord,
+    ) -> Result<Submitted> {
+        self.submit_with(rendered, Some(requeue)).await
+    }
+
+    async fn submit_with(
+        &self,
+        rendered: &Rendered,
+        requeue: Option<&RequeueRecord>,
+    ) -> Result<Submitted> {
         let submission = Submitter {
             client: &self.inner.client,
             readiness_poll: self.inner.config.readiness_poll,
             api_key_secrets: self.inner.config.api_key_secrets,
         }
-        .submit(rendered)
+        .submit(rendered, requeue)
         .await?;
         let handle = self.track(submission.run).await;
         Ok(Submitted {
             handle,
             adopted: submission.adopted,
+            requeue_kept: submission.requeue_kept,
         })
     }
 
@@ -261,10 +322,24 @@ impl Runner {
         Ok(())
     }
 
-    /// Delete the run's per-run Secrets and additional services (never a shared helm-mode
-    /// Secret). Errors are reported, not raised; 404s are fine.
+    /// Delete, by name, the per-run Secret and additional services its submission created
+    /// ([`RunRef::owned`], read from the workload: use a `RunRef` from [`Runner::submit`] or
+    /// [`Runner::list_in_flight`]); never a shared helm-mode Secret. Errors are reported, not
+    /// raised; 404s are fine.
     pub async fn cleanup(&self, run: &RunRef) -> CleanupReport {
         cleanup_run(&self.inner.client, run).await
+    }
+
+    /// The log of `container` in each pod of the run, from its start, at most `limit_bytes`
+    /// per pod (the API server cuts it; [`ContainerLog::truncated`] says so). For scanning a
+    /// whole log, such as an image build's, where the diagnostics' tail is too short.
+    pub async fn read_log(
+        &self,
+        run: &RunRef,
+        container: &str,
+        limit_bytes: usize,
+    ) -> Result<Vec<ContainerLog>> {
+        crate::diagnostics::read_log(&self.inner.client, run, container, limit_bytes).await
     }
 
     /// Log tails of every container of the run's pods, and the condensed Kubernetes events
@@ -275,11 +350,11 @@ impl Runner {
 
     /// The custom workload kinds from the known table that this cluster serves, at their
     /// preferred version.
-    pub async fn served_custom_kinds(&self) -> Vec<WorkloadApi> {
+    pub async fn served_custom_kinds(&self) -> Vec<ApiCoordinates> {
         let mut kinds = Vec::new();
         for (group, kind) in known_custom_kinds() {
             match discover_preferred(&self.inner.client, group, kind).await {
-                Ok(resource) => kinds.push(WorkloadApi::from_api_resource(&resource)),
+                Ok(resource) => kinds.push(ApiCoordinates::from_api_resource(&resource)),
                 Err(Error::KindNotServed { .. }) => {}
                 Err(error) => warn!(group, kind, error = %error, "discovery failed"),
             }
@@ -287,30 +362,67 @@ impl Runner {
         kinds
     }
 
-    /// Every batch Job, and every object of the given custom `kinds`, in each of
+    /// Every batch Job, and every object of the given custom `kinds` (a missing plural is
+    /// found through discovery), in each of
     /// `namespaces` (the agent's target namespaces: listing is per namespace, so namespaced
     /// Roles suffice), that carries `rlaunch.dev/agent-identity=<agent_identity>`, with its
     /// run id, run queue item annotation and current state (terminal ones included: they
     /// finished while the agent was down and still need reporting). Pass them to
-    /// [`Runner::track`] to resume.
+    /// [`Runner::track`] to resume. Image-build Jobs are never among them (see
+    /// [`Runner::list_builds_in_flight`]).
     pub async fn list_in_flight(
         &self,
         agent_identity: &str,
         namespaces: &[String],
-        kinds: &[WorkloadApi],
+        kinds: &[ApiCoordinates],
+    ) -> Result<Vec<InFlightRun>> {
+        self.list_role(WorkloadRole::Run, agent_identity, namespaces, kinds)
+            .await
+    }
+
+    /// The image-build Jobs ([`WorkloadRole::ImageBuild`]) of `agent_identity` in
+    /// `namespaces`, like [`Runner::list_in_flight`] lists runs.
+    pub async fn list_builds_in_flight(
+        &self,
+        agent_identity: &str,
+        namespaces: &[String],
+    ) -> Result<Vec<InFlightRun>> {
+        self.list_role(WorkloadRole::ImageBuild, agent_identity, namespaces, &[])
+            .await
+    }
+
+    async fn list_role(
+        &self,
+        role: WorkloadRole,
+        agent_identity: &str,
+        namespaces: &[String],
+        kinds: &[ApiCoordinates],
     ) -> Result<Vec<InFlightRun>> {
         let selector = format!(
             "{}={}",
             labels::AGENT_IDENTITY,
             names::label_value(agent_identity)
         );
-        let mut apis = vec![WorkloadApi::batch_job()];
-        apis.extend(kinds.iter().filter(|k| !k.is_batch_job()).cloned());
+        let mut apis = vec![ApiCoordinates::batch_job()];
+        for kind in kinds.iter().filter(|k| !k.is_batch_job()) {
+            if kind.plural.is_some() {
+                apis.push(kind.clone());
+                continue;
+            }
+            match discover(&self.inner.client, &kind.group, &kind.version, &kind.kind).await {
+                Ok(resource) => apis.push(ApiCoordinates::from_api_resource(&resource)),
+                Err(Error::KindNotServed { .. }) => {
+                    warn!(group = %kind.group, kind = %kind.kind, "kind not served; skipped while listing runs in flight");
+                }
+                Err(error) => return Err(error),
+            }
+        }
         let mut runs = Vec::new();
         for namespace in namespaces {
             for api in &apis {
                 self.list_kind_in(namespace, api, &selector, &mut runs)
                     .await?;
+                runs.retain(|found| found.run.role == role);
             }
         }
         Ok(runs)
@@ -319,7 +431,7 @@ impl Runner {
     async fn list_kind_in(
         &self,
         namespace: &str,
-        api: &WorkloadApi,
+        api: &ApiCoordinates,
         selector: &str,
         runs: &mut Vec<InFlightRun>,
     ) -> Result<()> {
@@ -345,10 +457,18 @@ impl Runner {
                 continue;
             };
             let (state, warnings) = self.snapshot_state(api, &run, &object).await;
+            let requeue = RequeueRecord::from_annotation(
+                object
+                    .metadata
+                    .annotations
+                    .as_ref()
+                    .and_then(|a| a.get(REQUEUE_ANNOTATION)),
+            );
             runs.push(InFlightRun {
                 run,
                 state,
                 warnings,
+                requeue,
             });
         }
         Ok(())
@@ -356,7 +476,7 @@ impl Runner {
 
     async fn snapshot_state(
         &self,
-        api: &WorkloadApi,
+        api: &ApiCoordinates,
         run: &RunRef,
         object: &DynamicObject,
     ) -> (RunState, Vec<Warning>) {
@@ -368,16 +488,7 @@ impl Runner {
         for pod in &crate::diagnostics::run_pods(&self.inner.client, run).await {
             tracker.observe_pod(classify_pod(pod), now);
         }
-        let signal = if api.is_batch_job() {
-            serde_json::to_value(object)
-                .and_then(serde_json::from_value)
-                .map(|job| classify_job(&job))
-                .unwrap_or(crate::classify::WorkloadSignal::Pending)
-        } else {
-            serde_json::to_value(object)
-                .map(|value| classify_custom(CustomKind::of(&api.group, &api.kind), &value))
-                .unwrap_or(crate::classify::WorkloadSignal::Pending)
-        };
+        let signal = classify_workload(api, object);
         tracker.observe_workload(signal, now);
         // Give a failure its settle time at once: there are no further pod updates to wait for.
         tracker.tick(now + settle);
@@ -388,7 +499,7 @@ impl Runner {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::WorkloadApi;
+    use rlaunch_render::ApiCoordinates;
 
     fn warning(message: &str) -> Warning {
         Warning {
@@ -397,23 +508,63 @@ mod tests {
         }
     }
 
+    #[tokio::test]
+    async fn updates_yield_every_change_with_its_warnings_and_end_when_terminal() {
+        use futures::StreamExt;
+        let (tx, receiver) = watch::channel(RunStatus::starting());
+        let handle = RunHandle {
+            run: run_ref(),
+            receiver,
+            seen_warnings: BTreeSet::new(),
+        };
+        let mut updates = Box::pin(handle.updates());
+        let first = updates.next().await.unwrap();
+        assert_eq!(first.status.state, RunState::Starting);
+        assert!(first.warnings.is_empty());
+        tx.send_modify(|status| status.warnings = vec![warning("no gpu")]);
+        let second = updates.next().await.unwrap();
+        assert_eq!(
+            second.warnings,
+            vec![WarningChange::Raised(warning("no gpu"))]
+        );
+        tx.send_replace(RunStatus {
+            state: RunState::Finished,
+            warnings: Vec::new(),
+            diagnostics: None,
+        });
+        let last = updates.next().await.unwrap();
+        assert_eq!(last.status.state, RunState::Finished);
+        assert_eq!(
+            last.warnings,
+            vec![WarningChange::Cleared(warning("no gpu"))]
+        );
+        assert!(
+            updates.next().await.is_none(),
+            "ends after the terminal state"
+        );
+    }
+
+    fn run_ref() -> RunRef {
+        RunRef {
+            namespace: "ns".into(),
+            name: "job".into(),
+            api: ApiCoordinates::batch_job(),
+            run_id: "abc".into(),
+            run_queue_item_id: None,
+            entity: None,
+            project: None,
+            queue: None,
+            role: crate::api::WorkloadRole::Run,
+            owned: Vec::new(),
+            uid: None,
+        }
+    }
+
     #[test]
     fn warning_changes_raise_once_and_clear_once() {
         let (tx, receiver) = watch::channel(RunStatus::starting());
         let mut handle = RunHandle {
-            run: RunRef {
-                namespace: "ns".into(),
-                name: "job".into(),
-                api: WorkloadApi::batch_job(),
-                run_id: "abc".into(),
-                run_queue_item_id: None,
-                entity: None,
-                project: None,
-                queue: None,
-                role: crate::api::WorkloadRole::Run,
-                owned: Vec::new(),
-                uid: None,
-            },
+            run: run_ref(),
             receiver,
             seen_warnings: BTreeSet::new(),
         };

@@ -138,6 +138,66 @@ pub enum FailureCause {
         /// The timeout that expired, in seconds.
         after_secs: u64,
     },
+    /// The run's pods were refused at creation until the start timeout: a ResourceQuota
+    /// (`exceeded quota`) or a LimitRange (`maximum … per Container`) of the namespace.
+    PodsRefused {
+        /// The refusal as the API server states it, naming the object and the numbers.
+        message: String,
+    },
+}
+
+impl fmt::Display for FailureCause {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let text = match self {
+            FailureCause::WorkloadFailed { reason } => match reason {
+                Some(reason) => format!("the workload failed ({reason})"),
+                None => "the workload failed".to_owned(),
+            },
+            FailureCause::ExitCode {
+                pod,
+                container,
+                code,
+            } => format!("container {container} in pod {pod} exited with code {code}"),
+            FailureCause::OomKilled {
+                pod,
+                container,
+                memory_limit,
+            } => match memory_limit {
+                Some(limit) => format!(
+                    "container {container} in pod {pod} was OOMKilled (out of memory; memory limit {limit})"
+                ),
+                None => format!(
+                    "container {container} in pod {pod} was OOMKilled (out of memory; no memory limit set)"
+                ),
+            },
+            FailureCause::ImagePull {
+                pod,
+                container,
+                image,
+                reason,
+            } => format!("container {container} in pod {pod} cannot pull image {image} ({reason})"),
+            FailureCause::CrashLoop {
+                pod,
+                container,
+                last_exit_code,
+            } => match last_exit_code {
+                Some(code) => format!(
+                    "container {container} in pod {pod} is in CrashLoopBackOff (last exit code {code})"
+                ),
+                None => format!("container {container} in pod {pod} is in CrashLoopBackOff"),
+            },
+            FailureCause::ContainerConfig { pod, container } => format!(
+                "container {container} in pod {pod} cannot be created from its configuration (CreateContainerConfigError)"
+            ),
+            FailureCause::StartTimeout { after_secs } => {
+                format!("the run did not start within {after_secs} s")
+            }
+            FailureCause::PodsRefused { message } => {
+                format!("the run's pods were refused by the namespace's admission: {message}")
+            }
+        };
+        f.write_str(&text)
+    }
 }
 
 impl FailureCause {
@@ -151,6 +211,7 @@ impl FailureCause {
                 | FailureCause::ImagePull { .. }
                 | FailureCause::CrashLoop { .. }
                 | FailureCause::ContainerConfig { .. }
+                | FailureCause::PodsRefused { .. }
         )
     }
 
@@ -164,6 +225,7 @@ impl FailureCause {
             FailureCause::CrashLoop { .. } => "CrashLoopBackOff",
             FailureCause::ContainerConfig { .. } => "CreateContainerConfigError",
             FailureCause::StartTimeout { .. } => "StartTimeout",
+            FailureCause::PodsRefused { .. } => "PodsRefused",
         }
     }
 }
@@ -200,7 +262,8 @@ pub struct ContainerLog {
     pub pod: String,
     /// Container name.
     pub container: String,
-    /// The last bytes of the log (at most the configured limit), lossy UTF-8.
+    /// The log text: its last bytes in [`Diagnostics`], its first bytes from
+    /// `Runner::read_log` (at most the limit either way), lossy UTF-8.
     pub tail: String,
     /// True when the log was cut to fit the limit.
     pub truncated: bool,

@@ -15,9 +15,11 @@ use serde_json::Value;
 use tokio::time::Instant;
 use tracing::{info, warn};
 
-use crate::api::{OWNED_OBJECTS_ANNOTATION, OwnedObject, RunRef, WorkloadApi, resolve};
+use crate::api::{Coordinates, OWNED_OBJECTS_ANNOTATION, OwnedObject, RunRef, resolve};
 use crate::attribution::prepare_workload;
 use crate::error::{Error, Result, is_already_exists, is_not_found, is_resource_not_served};
+use crate::requeue::{REQUEUE_ANNOTATION, RequeueRecord};
+use rlaunch_render::ApiCoordinates;
 
 /// How the runner treats API-key Secrets.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -41,6 +43,8 @@ pub(crate) struct Submission {
     pub run: RunRef,
     /// True when the workload already existed (a retried submit) and was adopted.
     pub adopted: bool,
+    /// Whether the requeue record was kept on the workload.
+    pub requeue_kept: bool,
 }
 
 /// An object this submission created, for rollback.
@@ -95,12 +99,16 @@ pub(crate) struct Submitter<'a> {
 }
 
 impl Submitter<'_> {
-    pub async fn submit(&self, rendered: &Rendered) -> Result<Submission> {
+    pub async fn submit(
+        &self,
+        rendered: &Rendered,
+        requeue: Option<&RequeueRecord>,
+    ) -> Result<Submission> {
         let namespace = rendered.namespace.as_str();
         let workload = rendered.workload().ok_or(Error::NoWorkload)?;
         let mut created: Vec<Created> = Vec::new();
         let result = self
-            .submit_inner(rendered, namespace, workload, &mut created)
+            .submit_inner(rendered, namespace, workload, requeue, &mut created)
             .await;
         if result.is_err() {
             self.rollback(&created).await;
@@ -113,6 +121,7 @@ impl Submitter<'_> {
         rendered: &Rendered,
         namespace: &str,
         workload: &RenderedObject,
+        requeue: Option<&RequeueRecord>,
         created: &mut Vec<Created>,
     ) -> Result<Submission> {
         let mut owned = Vec::new();
@@ -170,7 +179,24 @@ impl Submitter<'_> {
         for result in waits {
             result?;
         }
-        self.create_workload(workload, namespace, &owned).await
+        let mut prepared = workload.clone();
+        let requeue_kept = match requeue.map(|record| (record, record.to_annotation())) {
+            Some((_, Some(text))) => {
+                set_annotation(&mut prepared.manifest, REQUEUE_ANNOTATION, &text);
+                true
+            }
+            Some((record, None)) => {
+                warn!(
+                    run_spec_bytes = record.run_spec.to_string().len(),
+                    "the run spec is too large to keep for a requeue after a restart"
+                );
+                false
+            }
+            None => false,
+        };
+        let mut submission = self.create_workload(&prepared, namespace, &owned).await?;
+        submission.requeue_kept = requeue_kept && !submission.adopted;
+        Ok(submission)
     }
 
     /// Handle one rendered API-key Secret according to [`ApiKeySecrets`].
@@ -196,7 +222,8 @@ impl Submitter<'_> {
         else {
             return Ok(());
         };
-        if newly_created {
+        // A shared Secret is never rolled back: another run may already use it.
+        if newly_created && !shared {
             created.push(Created {
                 resource: secret_resource.clone(),
                 namespace: namespace.to_owned(),
@@ -411,7 +438,7 @@ impl Submitter<'_> {
     ) -> Result<Submission> {
         let coordinates = &object.api;
         let resource = resolve_object(self.client, object).await?;
-        let api_kind = WorkloadApi::from_api_resource(&resource);
+        let api_kind = ApiCoordinates::from_api_resource(&resource);
         let mut prepared = object.clone();
         prepare_workload(&mut prepared.manifest);
         if !owned.is_empty() {
@@ -439,6 +466,7 @@ impl Submitter<'_> {
                 Ok(Submission {
                     run: run_ref(&created)?,
                     adopted: false,
+                    requeue_kept: false,
                 })
             }
             Err(error) if is_already_exists(&error) => {
@@ -471,6 +499,7 @@ impl Submitter<'_> {
                 Ok(Submission {
                     run: run_ref(&existing)?,
                     adopted: true,
+                    requeue_kept: false,
                 })
             }
             Err(error) if is_resource_not_served(&error) => Err(Error::KindNotServed {

@@ -30,7 +30,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
-use crate::classify::{Blocked, PodFacts, WorkloadSignal, describe};
+use crate::classify::{Blocked, PodFacts, WorkloadSignal};
 use crate::state::{Failure, FailureCause, RunState, Warning};
 
 /// Time limits of the state machine.
@@ -69,17 +69,41 @@ struct PodTrack {
     deleted: bool,
 }
 
+/// How far the run got, for the start timeout.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Progress {
+    /// Not running yet; the start clock runs from `since`.
+    Starting { since: Instant },
+    /// Held by a queueing system: no start clock.
+    Queued,
+    /// Seen running at least once: the start timeout no longer applies.
+    Ran,
+}
+
+/// Whether the workload object still exists, and who removed it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Presence {
+    /// It exists.
+    Present,
+    /// The agent asked to cancel it; a deletion is a cancellation.
+    CancelRequested,
+    /// It is gone.
+    Deleted {
+        /// The agent cancelled it.
+        by_agent: bool,
+    },
+}
+
 /// State machine of one run.
 #[derive(Clone, Debug)]
-pub struct RunTracker {
+pub(crate) struct RunTracker {
     config: TrackerConfig,
-    starting_since: Instant,
-    ever_running: bool,
+    progress: Progress,
     workload: WorkloadSignal,
-    was_queued: bool,
-    deleted: bool,
-    cancel_requested: bool,
+    presence: Presence,
     failure_seen_at: Option<Instant>,
+    /// The latest refusal of the run's pods at creation (quota, limit range), by reason.
+    refused: BTreeMap<String, String>,
     pods: BTreeMap<String, PodTrack>,
     state: RunState,
 }
@@ -89,13 +113,11 @@ impl RunTracker {
     pub fn new(config: TrackerConfig, now: Instant) -> Self {
         RunTracker {
             config,
-            starting_since: now,
-            ever_running: false,
+            progress: Progress::Starting { since: now },
             workload: WorkloadSignal::Pending,
-            was_queued: false,
-            deleted: false,
-            cancel_requested: false,
+            presence: Presence::Present,
             failure_seen_at: None,
+            refused: BTreeMap::new(),
             pods: BTreeMap::new(),
             state: RunState::Starting,
         }
@@ -112,10 +134,13 @@ impl RunTracker {
             return;
         }
         let queued = matches!(signal, WorkloadSignal::Queued(_));
-        if self.was_queued && !queued {
-            self.starting_since = now;
-        }
-        self.was_queued = queued;
+        self.progress = match (self.progress, queued) {
+            (Progress::Ran, _) => Progress::Ran,
+            (_, true) => Progress::Queued,
+            // Leaving the queue restarts the start clock.
+            (Progress::Queued, false) => Progress::Starting { since: now },
+            (starting, false) => starting,
+        };
         if matches!(
             signal,
             WorkloadSignal::Failed { .. } | WorkloadSignal::Stopped(_)
@@ -124,7 +149,7 @@ impl RunTracker {
             self.failure_seen_at = Some(now);
         }
         if signal == WorkloadSignal::Running {
-            self.ever_running = true;
+            self.progress = Progress::Ran;
         }
         self.workload = signal;
         self.evaluate(now);
@@ -132,13 +157,17 @@ impl RunTracker {
 
     /// The workload object was deleted (or is gone after a relist).
     pub fn observe_workload_deleted(&mut self, now: Instant) {
-        self.deleted = true;
+        self.presence = Presence::Deleted {
+            by_agent: self.presence == Presence::CancelRequested,
+        };
         self.evaluate(now);
     }
 
     /// The agent asked to cancel the run; a later deletion is reported as a cancellation.
     pub fn mark_cancel_requested(&mut self) {
-        self.cancel_requested = true;
+        if self.presence == Presence::Present {
+            self.presence = Presence::CancelRequested;
+        }
     }
 
     /// A pod of the run was added or changed.
@@ -147,7 +176,7 @@ impl RunTracker {
             return;
         }
         if facts.is_running() {
-            self.ever_running = true;
+            self.progress = Progress::Ran;
         }
         let entry = self.pods.remove(&facts.name);
         let blocked_since = match (&facts.blocked, entry.and_then(|e| e.blocked_since)) {
@@ -175,9 +204,55 @@ impl RunTracker {
         self.evaluate(now);
     }
 
+    /// The workload's pods were refused at creation (a `FailedCreate` event): `reason` is
+    /// `ExceededQuota`, `LimitRange` or `FailedCreate`, `message` the API server's words.
+    pub fn observe_pods_refused(&mut self, reason: &str, message: &str, now: Instant) {
+        if self.state.is_terminal() {
+            return;
+        }
+        self.refused.insert(reason.to_owned(), message.to_owned());
+        self.evaluate(now);
+    }
+
     /// Time passed.
     pub fn tick(&mut self, now: Instant) {
         self.evaluate(now);
+    }
+
+    /// The next instant at which time alone may change the state (a verdict settling, a
+    /// grace or budget running out, the start timeout); `None` when only new observations
+    /// can. The monitor schedules one wake-up per run at this instant.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        if self.state.is_terminal() {
+            return None;
+        }
+        let mut deadlines = Vec::new();
+        if matches!(
+            self.workload,
+            WorkloadSignal::Failed { .. } | WorkloadSignal::Stopped(_)
+        ) && let Some(seen) = self.failure_seen_at
+        {
+            deadlines.push(seen + self.config.verdict_settle);
+        }
+        for pod in self.pods.values().filter(|p| !p.deleted) {
+            let (Some(blocked), Some((_, since))) = (&pod.facts.blocked, &pod.blocked_since) else {
+                continue;
+            };
+            match blocked {
+                Blocked::CrashLoop { .. } => {
+                    if let Some(budget) = self.config.crash_loop_budget {
+                        deadlines.push(*since + budget);
+                    }
+                }
+                Blocked::ImagePull { .. } | Blocked::ContainerConfig { .. } => {
+                    deadlines.push(*since + self.config.image_pull_grace);
+                }
+            }
+        }
+        if let Progress::Starting { since } = self.progress {
+            deadlines.push(since + self.config.start_timeout);
+        }
+        deadlines.into_iter().min()
     }
 
     /// Active warnings: unschedulable pods and containers that cannot pull their image yet,
@@ -187,6 +262,14 @@ impl RunTracker {
             return Vec::new();
         }
         let mut warnings = BTreeSet::new();
+        if self.progress != Progress::Ran {
+            for (reason, message) in &self.refused {
+                warnings.insert(Warning {
+                    reason: reason.clone(),
+                    message: message.clone(),
+                });
+            }
+        }
         for pod in self.pods.values().filter(|p| !p.deleted) {
             if let Some(message) = &pod.facts.unschedulable {
                 warnings.insert(Warning {
@@ -323,7 +406,7 @@ impl RunTracker {
     }
 
     fn fail(&mut self, cause: FailureCause, context: Option<String>) {
-        let mut message = describe(&cause);
+        let mut message = cause.to_string();
         if let Some(context) = context.filter(|c| !c.is_empty()) {
             message = format!("{message}: {context}");
         }
@@ -338,8 +421,11 @@ impl RunTracker {
             self.workload,
             WorkloadSignal::Finished | WorkloadSignal::Failed { .. } | WorkloadSignal::Stopped(_)
         );
-        if self.deleted && !decided {
-            let reason = if self.cancel_requested {
+        let deleted = matches!(self.presence, Presence::Deleted { .. });
+        if let Presence::Deleted { by_agent } = self.presence
+            && !decided
+        {
+            let reason = if by_agent {
                 "cancelled by the agent".to_owned()
             } else {
                 "the workload object was deleted".to_owned()
@@ -348,7 +434,7 @@ impl RunTracker {
             return;
         }
         // A deleted workload gets no more pod updates: its verdict is settled.
-        let settled = self.deleted
+        let settled = deleted
             || now.saturating_duration_since(self.failure_seen_at.unwrap_or(now))
                 >= self.config.verdict_settle;
         match self.workload.clone() {
@@ -373,9 +459,10 @@ impl RunTracker {
                         self.fail(cause, Some(context));
                     }
                     None => {
-                        let mut failure_message = describe(&FailureCause::WorkloadFailed {
+                        let mut failure_message = FailureCause::WorkloadFailed {
                             reason: reason.clone(),
-                        });
+                        }
+                        .to_string();
                         if !message.is_empty() {
                             failure_message = format!("{failure_message}: {message}");
                         }
@@ -409,12 +496,22 @@ impl RunTracker {
             };
             return;
         }
-        if self.ever_running || self.pods.values().any(|p| p.facts.is_running()) {
-            self.ever_running = true;
+        if self.progress == Progress::Ran {
             self.state = RunState::Running;
             return;
         }
-        if now.saturating_duration_since(self.starting_since) >= self.config.start_timeout {
+        let Progress::Starting { since } = self.progress else {
+            self.state = RunState::Starting;
+            return;
+        };
+        if now.saturating_duration_since(since) >= self.config.start_timeout {
+            if let Some(message) = self.refused.values().next() {
+                let cause = FailureCause::PodsRefused {
+                    message: message.clone(),
+                };
+                self.fail(cause, None);
+                return;
+            }
             let context = self
                 .warnings()
                 .into_iter()
@@ -708,6 +805,63 @@ mod tests {
             FailureCause::StartTimeout { after_secs: 600 }
         );
         assert!(failure.message.contains(message), "{}", failure.message);
+    }
+
+    #[test]
+    fn refused_pods_warn_and_fail_at_the_start_timeout_with_the_refusal() {
+        let t0 = Instant::now();
+        let mut tracker = RunTracker::new(config(), t0);
+        let message = "Error creating: pods \"run-a-x\" is forbidden: exceeded quota: gpu, \
+                       requested: requests.nvidia.com/gpu=16, used: requests.nvidia.com/gpu=0, \
+                       limited: requests.nvidia.com/gpu=8";
+        tracker.observe_pods_refused("ExceededQuota", message, at(t0, 1));
+        assert_eq!(
+            tracker.warnings(),
+            vec![Warning {
+                reason: "ExceededQuota".into(),
+                message: message.into()
+            }]
+        );
+        tracker.tick(at(t0, 599));
+        assert_eq!(tracker.state(), &RunState::Starting);
+        tracker.tick(at(t0, 600));
+        let RunState::Failed(failure) = tracker.state() else {
+            panic!("expected failed, got {:?}", tracker.state());
+        };
+        assert_eq!(
+            failure.cause,
+            FailureCause::PodsRefused {
+                message: message.into()
+            }
+        );
+        assert!(
+            failure.message.contains("exceeded quota: gpu"),
+            "{}",
+            failure.message
+        );
+    }
+
+    #[test]
+    fn the_next_deadline_is_the_earliest_time_rule() {
+        let t0 = Instant::now();
+        let mut tracker = RunTracker::new(config(), t0);
+        assert_eq!(tracker.next_deadline(), Some(at(t0, 600)), "start timeout");
+        tracker.observe_pod(
+            classify_pod(&pod("p").waiting("ImagePullBackOff").build()),
+            at(t0, 10),
+        );
+        assert_eq!(tracker.next_deadline(), Some(at(t0, 70)), "pull grace");
+        tracker.observe_pod(classify_pod(&pod("p").phase("Running").build()), at(t0, 20));
+        assert_eq!(
+            tracker.next_deadline(),
+            None,
+            "running: only observations matter"
+        );
+        tracker.observe_workload(failed("BackoffLimitExceeded"), at(t0, 30));
+        assert_eq!(tracker.next_deadline(), Some(at(t0, 33)), "verdict settle");
+        tracker.tick(at(t0, 33));
+        assert!(tracker.state().is_terminal());
+        assert_eq!(tracker.next_deadline(), None);
     }
 
     #[test]

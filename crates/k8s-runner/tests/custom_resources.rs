@@ -64,6 +64,16 @@ async fn submit(
         .handle)
 }
 
+fn resource(api: &rlaunch_render::ApiCoordinates) -> kube::api::ApiResource {
+    kube::api::ApiResource {
+        group: api.group.clone(),
+        version: api.version.clone(),
+        api_version: api.api_version(),
+        kind: api.kind.clone(),
+        plural: api.plural.clone().unwrap(),
+    }
+}
+
 async fn patch_status(
     client: &kube::Client,
     handle: &RunHandle,
@@ -71,7 +81,7 @@ async fn patch_status(
 ) -> anyhow::Result<()> {
     let run = handle.run();
     let api: Api<DynamicObject> =
-        Api::namespaced_with(client.clone(), &run.namespace, &run.api.api_resource());
+        Api::namespaced_with(client.clone(), &run.namespace, &resource(&run.api));
     api.patch_status(
         &run.name,
         &PatchParams::default(),
@@ -84,7 +94,7 @@ async fn patch_status(
 async fn delete(client: &kube::Client, handle: &RunHandle) -> anyhow::Result<()> {
     let run = handle.run();
     let api: Api<DynamicObject> =
-        Api::namespaced_with(client.clone(), &run.namespace, &run.api.api_resource());
+        Api::namespaced_with(client.clone(), &run.namespace, &resource(&run.api));
     api.delete(&run.name, &DeleteParams::background()).await?;
     Ok(())
 }
@@ -103,7 +113,11 @@ async fn volcano_job_phases_map_to_states() -> anyhow::Result<()> {
     let runner = Runner::new(client.clone(), config());
     let run = run(&ns.name, "volc0001");
     let mut handle = submit(&runner, &run, VOLCANO, "volcano-a", volcano_spec(&run)).await?;
-    assert_eq!(handle.run().api.plural, "jobs", "plural found by discovery");
+    assert_eq!(
+        handle.run().api.plural.as_deref(),
+        Some("jobs"),
+        "plural found by discovery"
+    );
     patch_status(&client, &handle, json!({"state": {"phase": "Pending"}})).await?;
     wait_status(&mut handle, "queued (Pending)", is_queued).await?;
     patch_status(&client, &handle, json!({"state": {"phase": "Inqueue"}})).await?;

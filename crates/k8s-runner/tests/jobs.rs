@@ -12,7 +12,8 @@ use k8s_openapi::api::core::v1::{Pod, Secret};
 use kube::api::{Api, ListParams, PostParams};
 use kube::runtime::wait::conditions;
 use rlaunch_k8s_runner::{
-    Error, FailureCause, RunState, Runner, RunnerConfig, TrackerConfig, WarningChange,
+    Error, FailureCause, ROLE_ANNOTATION, RequeueRecord, RunState, Runner, RunnerConfig,
+    TrackerConfig, WarningChange, WorkloadRole,
 };
 use rlaunch_model::labels;
 use rlaunch_testkit::annotations::{self, outcome};
@@ -225,6 +226,21 @@ async fn preempted_pod_makes_the_run_preempted() -> anyhow::Result<()> {
 }
 
 #[tokio::test]
+async fn evicted_pod_makes_the_run_preempted() -> anyhow::Result<()> {
+    let (client, ns) = setup("evict").await?;
+    let runner = Runner::new(client, config());
+    let run = JobRun::new(&ns.name, "evict001").outcome(outcome::EVICTED);
+    let mut handle = runner.submit(&run.rendered()).await?.handle;
+    let status = wait_terminal(&mut handle).await?;
+    assert!(
+        matches!(&status.state, RunState::Preempted { reason } if reason.contains("EvictionByEvictionAPI")),
+        "{status:?}"
+    );
+    ns.cleanup().await;
+    Ok(())
+}
+
+#[tokio::test]
 async fn cancel_removes_job_pods_and_secrets_and_a_second_cancel_is_fine() -> anyhow::Result<()> {
     let (client, ns) = setup("cancel").await?;
     // No terminal cleanup: what is gone afterwards, cancel removed.
@@ -334,9 +350,24 @@ async fn list_in_flight_after_recreating_the_runner_returns_live_runs_with_state
     running.identity = Some(identity.clone());
     let mut done = JobRun::new(&ns.name, "adoptfin").outcome(outcome::SUCCEED);
     done.identity = Some(identity.clone());
+    let mut build = JobRun::new(&ns.name, "adoptbld").outcome(outcome::RUN_FOREVER);
+    build.identity = Some(identity.clone());
+    build.workload_annotations.push((
+        ROLE_ANNOTATION,
+        WorkloadRole::ImageBuild.as_str().to_owned(),
+    ));
+    let record = RequeueRecord::new(
+        &serde_json::json!({"entity": "team", "_wandb_api_key": "secret-key"}),
+        1,
+    );
     {
         let runner = Runner::new(client.clone(), config());
-        let mut handle = runner.submit(&running.rendered()).await?.handle;
+        let submitted = runner
+            .submit_requeueable(&running.rendered(), &record)
+            .await?;
+        assert!(submitted.requeue_kept);
+        let mut handle = submitted.handle;
+        runner.submit(&build.rendered()).await?;
         wait_status(&mut handle, "running", |s| s.state == RunState::Running).await?;
         // The runner is dropped right after submitting: the run finishes while it is "down".
         runner.submit(&done.rendered()).await?;
@@ -363,6 +394,16 @@ async fn list_in_flight_after_recreating_the_runner_returns_live_runs_with_state
     let live = find("adoptrun");
     assert_eq!(live.state, RunState::Running);
     assert_eq!(live.run.run_queue_item_id, running.run_queue_item_id);
+    assert_eq!(live.run.role, WorkloadRole::Run);
+    // The requeue record survived the restart, without the API key.
+    assert_eq!(live.requeue.as_ref(), Some(&record));
+    assert_eq!(record.run_spec, serde_json::json!({"entity": "team"}));
+    let builds = runner
+        .list_builds_in_flight(&identity, std::slice::from_ref(&ns.name))
+        .await?;
+    assert_eq!(builds.len(), 1, "{builds:?}");
+    assert_eq!(builds[0].run.run_id, "adoptbld");
+    assert_eq!(builds[0].run.role, WorkloadRole::ImageBuild);
     assert_eq!(find("adoptfin").state, RunState::Finished);
     let mut handle = runner.track(find("adoptfin").run.clone()).await;
     assert_eq!(wait_terminal(&mut handle).await?.state, RunState::Finished);
@@ -464,6 +505,10 @@ async fn a_run_rendered_by_spec_runs_to_finished() -> anyhow::Result<()> {
         submitted.handle.run().run_queue_item_id.as_deref(),
         Some("UnVuUXVldWVJdGVtOjE=")
     );
+    // The W&B coordinates come back from the workload's annotations.
+    assert_eq!(submitted.handle.run().entity.as_deref(), Some("team"));
+    assert_eq!(submitted.handle.run().project.as_deref(), Some("proj"));
+    assert_eq!(submitted.handle.run().role, WorkloadRole::Run);
     let mut handle = submitted.handle;
     let status = wait_terminal(&mut handle).await?;
     assert_eq!(status.state, RunState::Finished, "{status:?}");

@@ -173,3 +173,109 @@ async fn a_crash_loop_kubernetes_still_retries_warns_then_fails_after_the_budget
     ns.cleanup().await;
     Ok(())
 }
+
+async fn refused_run(
+    client: &kube::Client,
+    ns: &rlaunch_testkit::TestNamespace,
+    run: JobRun,
+    expected_reason: &str,
+    expected: &[&str],
+) -> anyhow::Result<()> {
+    let runner = Runner::new(
+        client.clone(),
+        RunnerConfig {
+            tracker: TrackerConfig {
+                start_timeout: Duration::from_secs(15),
+                ..config().tracker
+            },
+            ..config()
+        },
+    );
+    let mut handle = runner.submit(&run.rendered()).await?.handle;
+    let warned = wait_status(&mut handle, "a refusal warning", |status| {
+        status.warnings.iter().any(|w| w.reason == expected_reason)
+    })
+    .await?;
+    let warning = warned
+        .warnings
+        .iter()
+        .find(|w| w.reason == expected_reason)
+        .unwrap();
+    for text in expected {
+        assert!(warning.message.contains(text), "{text}: {warning:?}");
+    }
+    let status = wait_terminal(&mut handle).await?;
+    let RunState::Failed(failure) = &status.state else {
+        panic!("expected failed, got {status:?}");
+    };
+    assert!(
+        matches!(&failure.cause, FailureCause::PodsRefused { message } if message == &warning.message),
+        "{failure:?}"
+    );
+    assert!(failure.message.contains(expected[0]), "{}", failure.message);
+    let _ = ns;
+    Ok(())
+}
+
+/// A ResourceQuota refuses the Job's pods: a warning naming the quota and the numbers, then a
+/// failure with that reason at the start timeout (not "did not start").
+#[tokio::test]
+async fn pods_refused_by_a_resource_quota_warn_and_fail_with_the_quota() -> anyhow::Result<()> {
+    use k8s_openapi::api::core::v1::ResourceQuota;
+    let (client, ns) = setup("quota").await?;
+    let quotas: kube::Api<ResourceQuota> = kube::Api::namespaced(client.clone(), &ns.name);
+    let quota: ResourceQuota = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "gpu-quota"},
+        "spec": {"hard": {"requests.nvidia.com/gpu": "8"}},
+    }))?;
+    quotas.create(&Default::default(), &quota).await?;
+    // Admission judges against the status the quota controller fills in.
+    common::wait_object(
+        quotas,
+        "gpu-quota",
+        "the quota's status",
+        |quota: Option<&ResourceQuota>| {
+            quota
+                .and_then(|q| q.status.as_ref())
+                .and_then(|s| s.hard.as_ref())
+                .is_some_and(|hard| !hard.is_empty())
+        },
+    )
+    .await?;
+    let mut run = JobRun::new(&ns.name, "quota001");
+    run.gpus = 16;
+    refused_run(
+        &client,
+        &ns,
+        run,
+        "ExceededQuota",
+        &["exceeded quota: gpu-quota", "requests.nvidia.com/gpu=16"],
+    )
+    .await?;
+    ns.cleanup().await;
+    Ok(())
+}
+
+/// A LimitRange refuses the Job's pods (memory limit above the per-container maximum).
+#[tokio::test]
+async fn pods_refused_by_a_limit_range_warn_and_fail_with_the_maximum() -> anyhow::Result<()> {
+    use k8s_openapi::api::core::v1::LimitRange;
+    let (client, ns) = setup("limits").await?;
+    let ranges: kube::Api<LimitRange> = kube::Api::namespaced(client.clone(), &ns.name);
+    let range: LimitRange = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "small"},
+        "spec": {"limits": [{"type": "Container", "max": {"memory": "512Mi"}}]},
+    }))?;
+    ranges.create(&Default::default(), &range).await?;
+    let run = JobRun::new(&ns.name, "limits01");
+    refused_run(
+        &client,
+        &ns,
+        run,
+        "LimitRange",
+        &["maximum memory usage per Container is 512Mi", "1Gi"],
+    )
+    .await?;
+    ns.cleanup().await;
+    Ok(())
+}

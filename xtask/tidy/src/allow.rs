@@ -39,14 +39,6 @@ pub(crate) const ALLOWED: &[Allowed] = &[
     allow(Rule::ModuleCycle, "rlaunch-gpu", "admission,precheck"),
     // rlaunch-render: the agent-key placement and the workload steps call each other.
     allow(Rule::ModuleCycle, "rlaunch-render", "agent_keys,workload"),
-    // rlaunch-k8s-runner: public modules re-exported at the root.
-    allow(Rule::PubAndReexported, "rlaunch-k8s-runner", "api"),
-    allow(Rule::PubAndReexported, "rlaunch-k8s-runner", "cleanup"),
-    allow(Rule::PubAndReexported, "rlaunch-k8s-runner", "error"),
-    allow(Rule::PubAndReexported, "rlaunch-k8s-runner", "runner"),
-    allow(Rule::PubAndReexported, "rlaunch-k8s-runner", "state"),
-    allow(Rule::PubAndReexported, "rlaunch-k8s-runner", "submit"),
-    allow(Rule::PubAndReexported, "rlaunch-k8s-runner", "tracker"),
 ];
 
 /// Splits `findings` into (not allowed, allowed) and returns the allow-list entries that

@@ -305,11 +305,11 @@ async fn precheck(ctx: &Context, item: &RunQueueItem, rendered: &Rendered) -> Re
     let Some(workload) = rendered.workload() else {
         return Ok(());
     };
-    let pods = rlaunch_k8s_runner::precheck::workload_pod_specs(&workload.manifest);
+    let pods = rlaunch_k8s_runner::workload_pod_specs(&workload.manifest);
     if pods.is_empty() {
         return Ok(());
     }
-    match ctx.runner.precheck(&pods).await {
+    match ctx.runner.precheck(&rendered.namespace, &pods).await {
         Ok(check) => match check.verdict {
             Verdict::NeverFits => Err(format!(
                 "the workload can never be scheduled on this cluster: {} ({})",

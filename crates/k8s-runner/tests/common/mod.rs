@@ -25,7 +25,6 @@ pub fn config() -> RunnerConfig {
             verdict_settle: Duration::from_secs(2),
             crash_loop_budget: None,
         },
-        tick: Duration::from_millis(500),
         readiness_poll: Duration::from_millis(500),
         ..RunnerConfig::default()
     }
@@ -47,6 +46,8 @@ pub struct JobRun {
     pub name: Option<String>,
     pub backoff_limit: i32,
     pub ttl_seconds_after_finished: i64,
+    /// Extra annotations on the workload.
+    pub workload_annotations: Vec<(&'static str, String)>,
 }
 
 impl JobRun {
@@ -63,6 +64,7 @@ impl JobRun {
             name: None,
             backoff_limit: 0,
             ttl_seconds_after_finished: 600,
+            workload_annotations: Vec::new(),
         }
     }
 
@@ -99,10 +101,14 @@ impl JobRun {
     }
 
     fn workload_annotations(&self) -> Value {
-        match &self.run_queue_item_id {
+        let mut annotations = match &self.run_queue_item_id {
             Some(rqi) => json!({ labels::RUN_QUEUE_ITEM_ANNOTATION: rqi }),
             None => json!({}),
+        };
+        for (key, value) in &self.workload_annotations {
+            annotations[*key] = json!(value);
         }
+        annotations
     }
 
     pub fn pod_template(&self) -> Value {
