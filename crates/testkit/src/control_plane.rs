@@ -126,29 +126,41 @@ pub fn log_tail(path: &Path, max: usize) -> String {
     lines[lines.len().saturating_sub(max)..].join("\n")
 }
 
+/// Loopback ports the cluster's components listen on: below the kernel's ephemeral range
+/// (32768–60999 on Linux), so an outgoing connection of another process — or of this very
+/// cluster, between choosing a port and its component binding it — can never take one.
+/// Candidates are random, so concurrent clusters rarely pick the same one; each is checked
+/// free by binding it, and all are held at once so they are distinct.
+const PORT_RANGE: std::ops::Range<u16> = 20_000..32_000;
+
 fn free_ports(n: usize) -> Result<Vec<u16>> {
-    // Hold all listeners at once so the ports are distinct, then release them.
+    use std::hash::{BuildHasher, Hasher};
     let mut listeners = Vec::with_capacity(n);
-    for _ in 0..n {
-        let l = TcpListener::bind("127.0.0.1:0").map_err(|source| Error::Io {
-            what: "cannot bind a free loopback port".into(),
-            path: PathBuf::from("127.0.0.1:0"),
-            source,
-        })?;
-        listeners.push(l);
+    let mut ports = Vec::with_capacity(n);
+    let span = u64::from(PORT_RANGE.end - PORT_RANGE.start);
+    let mut attempts = 0u32;
+    while ports.len() < n {
+        attempts += 1;
+        if attempts > 2_000 {
+            return Err(Error::Io {
+                what: format!("cannot find {n} free loopback ports in {PORT_RANGE:?}"),
+                path: PathBuf::from("127.0.0.1"),
+                source: std::io::Error::from(std::io::ErrorKind::AddrInUse),
+            });
+        }
+        let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+        hasher.write_u32(attempts);
+        let offset = u16::try_from(hasher.finish() % span).unwrap_or(0);
+        let port = PORT_RANGE.start + offset;
+        if ports.contains(&port) {
+            continue;
+        }
+        if let Ok(listener) = TcpListener::bind(("127.0.0.1", port)) {
+            listeners.push(listener);
+            ports.push(port);
+        }
     }
-    listeners
-        .iter()
-        .map(|l| {
-            l.local_addr()
-                .map(|a| a.port())
-                .map_err(|source| Error::Io {
-                    what: "cannot read a bound port".into(),
-                    path: PathBuf::from("127.0.0.1:0"),
-                    source,
-                })
-        })
-        .collect()
+    Ok(ports)
 }
 
 fn kubeconfig_yaml(server: &str, pki: &pki::Pki) -> String {
