@@ -18,7 +18,7 @@
 - name: WANDB_IDENTITY_TOKEN_FILE
   value: {{ $v.oidc.tokenPath }}/token
 - name: WANDB_CREDENTIALS_FILE
-  value: /home/launch_agent/.config/wandb/credentials.json
+  value: /home/launch_agent/.cache/wandb/credentials.json
 {{- end }}
 - name: WANDB_BASE_URL
   valueFrom:
@@ -68,7 +68,11 @@
 {{- $ca := include "la.ca" . | fromJson }}
 {{- if $ca.name }}
 {{- $file := printf "/etc/launch-agent/ca/%s" $ca.key }}
-{{- if eq $v.customCABundle.mode "replace" }}
+{{- if not (include "la.rustAgent" .) }}
+# W&B's Python agent only reads a replacement bundle for its HTTP client.
+- name: REQUESTS_CA_BUNDLE
+  value: {{ $file }}
+{{- else if eq $v.customCABundle.mode "replace" }}
 - name: SSL_CERT_FILE
   value: {{ $file }}
 - name: REQUESTS_CA_BUNDLE
@@ -244,7 +248,7 @@
 - name: ssh-key-{{ $i }}
   secret:
     secretName: {{ $s.name }}
-    defaultMode: 0400
+    defaultMode: 0440
 {{- end }}
 {{- end }}
 {{- $ca := include "la.ca" . | fromJson }}
