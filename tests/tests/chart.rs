@@ -808,10 +808,16 @@ async fn ensure_namespace(client: &kube::Client, name: &str, restricted: bool) -
     }
     let ns = json!({"apiVersion": "v1", "kind": "Namespace",
         "metadata": {"name": name, "labels": labels}});
+    // One field manager per label set, so a plain apply never drops the PSA labels.
+    let manager = if restricted {
+        "rlaunch-chart-test-psa"
+    } else {
+        "rlaunch-chart-test"
+    };
     Api::<Namespace>::all(client.clone())
         .patch(
             name,
-            &PatchParams::apply("rlaunch-chart-test").force(),
+            &PatchParams::apply(manager).force(),
             &Patch::Apply(ns),
         )
         .await
@@ -1041,4 +1047,80 @@ async fn helm_install_makes_the_objects_with_least_privilege() -> Result<()> {
         ns.cleanup().await;
     }
     Ok(())
+}
+
+#[tokio::test]
+async fn every_feature_at_once_is_admitted_under_psa_restricted() -> Result<()> {
+    let cluster = rlaunch_testkit::cluster().await?;
+    let client = cluster.client().await?;
+    // W&B's keys all set (git creds, SSH keys, CA bundle, kaniko PVC, env, secret env, …).
+    let path = chart_dir().join("ci/official-full-values.yaml");
+    let objects = docs(&template_ci("official-full-values", &path));
+    for ns in namespaces_of(&objects) {
+        ensure_namespace(&client, &ns, ns == "agents").await?;
+    }
+    // The namespace really enforces `restricted`: a plain root pod is refused.
+    let root_pod: Pod = serde_json::from_value(json!({"apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "root"},
+        "spec": {"containers": [{"name": "c", "image": "busybox"}]}}))?;
+    let refused = Api::<Pod>::namespaced(client.clone(), "agents")
+        .create(
+            &PostParams {
+                dry_run: true,
+                ..PostParams::default()
+            },
+            &root_pod,
+        )
+        .await;
+    assert!(
+        matches!(&refused, Err(kube::Error::Api(e)) if e.message.contains("violates PodSecurity")),
+        "{refused:?}"
+    );
+    let kc = cluster.kubeconfig_path();
+    helm_install(kc, "full", "agents", &["-f", &path.display().to_string()])?;
+    let pod = wait_agent_pod(&client, "agents", "full").await?;
+    let volumes = pod.spec.context("pod spec")?.volumes.unwrap_or_default();
+    for volume in [
+        "git-creds",
+        "ssh-config",
+        "ssh-key-0",
+        "custom-ca",
+        "kaniko-pvc",
+    ] {
+        assert!(
+            volumes.iter().any(|v| v.name == volume),
+            "no volume {volume}"
+        );
+    }
+    Ok(())
+}
+
+#[test]
+fn the_readme_documents_every_value() {
+    let readme = std::fs::read_to_string(chart_dir().join("README.md")).unwrap();
+    let values: Value =
+        serde_yaml_ng::from_str(&std::fs::read_to_string(chart_dir().join("values.yaml")).unwrap())
+            .unwrap();
+    let mut missing = Vec::new();
+    undocumented(&readme, "", &values, &mut missing);
+    assert!(missing.is_empty(), "README.md has no row for {missing:?}");
+}
+
+/// Keys under `prefix` with no README row of their own or of an ancestor.
+fn undocumented(readme: &str, prefix: &str, value: &Value, missing: &mut Vec<String>) {
+    let Some(map) = value.as_object() else { return };
+    for (key, child) in map {
+        let path = if prefix.is_empty() {
+            key.clone()
+        } else {
+            format!("{prefix}.{key}")
+        };
+        if readme.contains(&format!("| `{path}` |")) {
+            continue;
+        }
+        match child.as_object() {
+            Some(inner) if !inner.is_empty() => undocumented(readme, &path, child, missing),
+            _ => missing.push(path),
+        }
+    }
 }
