@@ -1000,6 +1000,15 @@ async fn helm_install_makes_the_objects_with_least_privilege() -> Result<()> {
     assert!(!can(&client, &sa, attrs("list", "", "nodes", None)).await?);
     assert!(!can(&client, &sa, attrs("list", "", "pods", None)).await?);
 
+    // `helm test` creates the check pod under the agent's ServiceAccount in the restricted
+    // namespace; kwok completes it (exit 0) since no kubelet runs the agent image here.
+    let tested = run(helm()
+        .args(["test", "r1", "--kubeconfig"])
+        .arg(kc)
+        .args(["--namespace", agent_ns.name()]))?;
+    assert!(tested.contains("launch-agent-r1-check"), "{tested}");
+    assert!(tested.contains("Succeeded"), "{tested}");
+
     // Rotating the key through `helm upgrade` rolls the pod template.
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), agent_ns.name());
     let checksum = |d: &Deployment| {

@@ -1,6 +1,9 @@
 {{/* Env of the agent (and of the helm test pod). */}}
+{{/* Env of the agent, or with check=true of the helm test pod (no serving, no election). Arg: dict root, check. */}}
 {{- define "la.env" -}}
-{{- $v := .Values -}}
+{{- $check := .check -}}
+{{- $root := .root -}}
+{{- $v := $root.Values -}}
 - name: HOME
   value: /home/launch_agent
 {{- if not $v.oidc.enabled }}
@@ -11,7 +14,7 @@
 - name: WANDB_API_KEY
   valueFrom:
     secretKeyRef:
-      name: {{ include "la.apiKeySecretName" . }}
+      name: {{ include "la.apiKeySecretName" $root }}
       key: {{ $v.apiKeySecret.key }}
 {{- end }}
 {{- else }}
@@ -23,7 +26,7 @@
 - name: WANDB_BASE_URL
   valueFrom:
     configMapKeyRef:
-      name: {{ include "la.configMapName" . }}
+      name: {{ include "la.configMapName" $root }}
       key: wandb-base-url
 - name: WANDB_LAUNCH_SERVICE_ACCOUNT_NAME
   valueFrom:
@@ -32,12 +35,12 @@
 - name: WANDB_LAUNCH_START_TIMEOUT
   value: {{ $v.agent.startTimeout | toString | quote }}
 - name: WANDB_RELEASE_NAME
-  value: {{ .Release.Name | quote }}
+  value: {{ $root.Release.Name | quote }}
 - name: LAUNCH_AGENT_TARGET_NAMESPACES
-  value: {{ include "la.targets" . | fromJsonArray | join "," | quote }}
+  value: {{ include "la.targets" $root | fromJsonArray | join "," | quote }}
 - name: LAUNCH_AGENT_JOB_SECRETS
   value: {{ $v.rbac.jobSecrets | quote }}
-{{- if include "la.rustAgent" . }}
+{{- if and (include "la.rustAgent" $root) (not $check) }}
 - name: LAUNCH_AGENT_HEALTH_ADDR
   value: ":{{ $v.health.port }}"
 {{- if $v.metrics.enabled }}
@@ -45,11 +48,11 @@
   value: ":{{ $v.metrics.port }}"
 {{- end }}
 {{- end }}
-{{- if include "la.leaderElection" . }}
+{{- if and (include "la.leaderElection" $root) (not $check) }}
 - name: LAUNCH_AGENT_LEADER_ELECTION
   value: "true"
 - name: LAUNCH_AGENT_LEASE_NAME
-  value: {{ include "la.leaseName" . | quote }}
+  value: {{ include "la.leaseName" $root | quote }}
 - name: LAUNCH_AGENT_LEASE_NAMESPACE
   valueFrom:
     fieldRef:
@@ -65,10 +68,10 @@
     fieldRef:
       fieldPath: metadata.name
 {{- end }}
-{{- $ca := include "la.ca" . | fromJson }}
+{{- $ca := include "la.ca" $root | fromJson }}
 {{- if $ca.name }}
 {{- $file := printf "/etc/launch-agent/ca/%s" $ca.key }}
-{{- if not (include "la.rustAgent" .) }}
+{{- if not (include "la.rustAgent" $root) }}
 # W&B's Python agent only reads a replacement bundle for its HTTP client.
 - name: REQUESTS_CA_BUNDLE
   value: {{ $file }}
@@ -84,17 +87,17 @@
   value: {{ $file }}
 {{- end }}
 {{- end }}
-{{- with include "la.kanikoPvc" . }}
+{{- with include "la.kanikoPvc" $root }}
 - name: WANDB_LAUNCH_KANIKO_PVC_NAME
   value: {{ . | quote }}
 - name: WANDB_LAUNCH_KANIKO_PVC_MOUNT_PATH
   value: /home/launch_agent/kaniko
 {{- end }}
-{{- with include "la.kanikoDockerConfig" . }}
+{{- with include "la.kanikoDockerConfig" $root }}
 - name: WANDB_LAUNCH_KANIKO_AUTH_SECRET
   value: {{ . | quote }}
 {{- end }}
-{{- with include "la.azureSecret" . }}
+{{- with include "la.azureSecret" $root }}
 - name: LAUNCH_AGENT_AZURE_STORAGE_SECRET
   value: {{ . | quote }}
 {{- end }}
@@ -107,8 +110,8 @@
 {{- with $v.additionalEnvVars }}
 {{- include "la.envPairs" . }}
 {{- end }}
-{{- $full := include "la.fullname" . }}
-{{- range include "la.secretEnvNames" . | fromJsonArray }}
+{{- $full := include "la.fullname" $root }}
+{{- range include "la.secretEnvNames" $root | fromJsonArray }}
 - name: {{ . | quote }}
   valueFrom:
     secretKeyRef:
