@@ -787,6 +787,77 @@ fn the_rbac_data_file_holds_exactly_the_rule_fields() {
     }
 }
 
+/// NOTES.txt of a client-side dry-run install (no cluster needed).
+fn notes(args: &[&str]) -> String {
+    let mut cmd = helm();
+    cmd.args(["install", "x"])
+        .arg(chart_dir())
+        .args([
+            "--dry-run=client",
+            "--kubeconfig",
+            "/nonexistent",
+            "-n",
+            "other",
+        ])
+        .args(MINIMAL)
+        .args(args);
+    let out = run(&mut cmd).unwrap();
+    out.split_once("NOTES:")
+        .map(|(_, n)| n.to_owned())
+        .unwrap_or_default()
+}
+
+#[test]
+fn notes_print_the_effective_setup_and_warn_about_risky_values() {
+    let plain = notes(&[]);
+    assert!(plain.contains("Target namespaces: other"), "{plain}");
+    assert!(plain.contains("no ClusterRole"), "{plain}");
+    assert!(!plain.contains("WARNING"), "{plain}");
+    for (args, warning) in [
+        (
+            &["--set", "namespace=agents"][..],
+            "differs from the release namespace other",
+        ),
+        (
+            &["--set", "agent.image=wandb/launch-agent:0.17.3"][..],
+            "W&B's Python agent",
+        ),
+        (
+            &["--set", "agent.minAvailable=1"][..],
+            "blocks every node drain",
+        ),
+        (
+            &["--set", "rbac.scope=cluster"][..],
+            "every namespace of the cluster",
+        ),
+        (
+            &["--set", "volcano=true"][..],
+            "no batch.volcano.sh/v1alpha1 API",
+        ),
+        (
+            &["--set", "metrics.serviceMonitor.enabled=true"][..],
+            "no ServiceMonitor was made",
+        ),
+        (
+            &[
+                "--set",
+                "sshAuthSecrets[0].name=k",
+                "--set",
+                "sshAuthSecrets[0].host=h",
+                "--set",
+                "sshStrictHostKeyChecking=false",
+            ][..],
+            "does not check host keys",
+        ),
+    ] {
+        let text = notes(args);
+        assert!(
+            text.contains(warning),
+            "{args:?}: no {warning:?} in\n{text}"
+        );
+    }
+}
+
 // ------------------------------------------------------------------------------ cluster
 
 fn kubectl(kubeconfig: &Path) -> Command {
@@ -836,9 +907,9 @@ fn namespaces_of(docs: &[Value]) -> BTreeSet<String> {
 async fn every_rendered_object_passes_a_server_side_dry_run() -> Result<()> {
     let cluster = rlaunch_testkit::cluster().await?;
     let client = cluster.client().await?;
+    install_service_monitor_crd(&client).await?;
     for (stem, path) in ci_values() {
-        // Without the extra API versions: the testkit cluster serves no ServiceMonitor.
-        let rendered = template(&["-f", &path.display().to_string()]);
+        let rendered = template_ci(&stem, &path);
         let objects = docs(&rendered);
         for ns in namespaces_of(&objects) {
             ensure_namespace(&client, &ns, false).await?;
@@ -858,6 +929,37 @@ async fn every_rendered_object_passes_a_server_side_dry_run() -> Result<()> {
         let applied = out.lines().count();
         assert_eq!(applied, objects.len(), "ci/{stem}.yaml:\n{out}");
     }
+    Ok(())
+}
+
+/// A stand-in for the Prometheus Operator's ServiceMonitor CRD (any spec), so the dry-run
+/// reaches the ServiceMonitor too.
+async fn install_service_monitor_crd(client: &kube::Client) -> Result<()> {
+    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+    use kube::runtime::wait::{await_condition, conditions};
+    let name = "servicemonitors.monitoring.coreos.com";
+    let crd: CustomResourceDefinition = serde_json::from_value(json!({
+        "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+        "metadata": {"name": name},
+        "spec": {"group": "monitoring.coreos.com", "scope": "Namespaced",
+            "names": {"kind": "ServiceMonitor", "plural": "servicemonitors",
+                "singular": "servicemonitor", "listKind": "ServiceMonitorList"},
+            "versions": [{"name": "v1", "served": true, "storage": true,
+                "schema": {"openAPIV3Schema": {"type": "object",
+                    "x-kubernetes-preserve-unknown-fields": true}}}]}
+    }))?;
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    crds.patch(
+        name,
+        &PatchParams::apply("rlaunch-chart-test").force(),
+        &Patch::Apply(crd),
+    )
+    .await
+    .context("creating the ServiceMonitor CRD")?;
+    let established = await_condition(crds, name, conditions::is_crd_established());
+    tokio::time::timeout(Duration::from_secs(60), established)
+        .await
+        .context("the ServiceMonitor CRD was not established in 60 s")??;
     Ok(())
 }
 
