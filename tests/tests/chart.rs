@@ -858,6 +858,32 @@ fn notes_print_the_effective_setup_and_warn_about_risky_values() {
     }
 }
 
+#[test]
+fn rbac_and_service_account_can_be_left_to_the_platform() {
+    let mut args = MINIMAL.to_vec();
+    args.extend([
+        "--set",
+        "rbac.create=false",
+        "--set",
+        "serviceAccount.create=false",
+    ]);
+    args.extend(["--set", "serviceAccount.name=platform-sa"]);
+    let docs = docs(&template(&args));
+    let kinds: BTreeSet<&str> = docs.iter().filter_map(|d| d["kind"].as_str()).collect();
+    for kind in [
+        "Role",
+        "RoleBinding",
+        "ClusterRole",
+        "ClusterRoleBinding",
+        "ServiceAccount",
+    ] {
+        assert!(!kinds.contains(kind), "{kind} rendered: {kinds:?}");
+    }
+    for (owner, spec) in pod_specs(&docs) {
+        assert_eq!(spec["serviceAccountName"], "platform-sa", "{owner}");
+    }
+}
+
 // ------------------------------------------------------------------------------ cluster
 
 fn kubectl(kubeconfig: &Path) -> Command {
@@ -1234,4 +1260,27 @@ fn undocumented(readme: &str, prefix: &str, value: &Value, missing: &mut Vec<Str
             _ => missing.push(path),
         }
     }
+}
+
+#[tokio::test]
+async fn the_official_default_values_install() -> Result<()> {
+    let cluster = rlaunch_testkit::cluster().await?;
+    let client = cluster.client().await?;
+    // W&B's values.yaml with a queue and a key: namespace wandb, targets default and wandb,
+    // W&B's Python image.
+    let path = chart_dir().join("ci/official-defaults-values.yaml");
+    ensure_namespace(&client, "wandb", false).await?;
+    let kc = cluster.kubeconfig_path();
+    helm_install(
+        kc,
+        "official",
+        "wandb",
+        &["-f", &path.display().to_string()],
+    )?;
+    let pod = wait_agent_pod(&client, "wandb", "official").await?;
+    let image = pod.spec.context("pod spec")?.containers[0].image.clone();
+    assert_eq!(image.as_deref(), Some("wandb/launch-agent:0.17.3"));
+    let roles: Api<Role> = Api::namespaced(client.clone(), "default");
+    roles.get("launch-agent-official-runner").await?;
+    Ok(())
 }
