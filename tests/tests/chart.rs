@@ -1045,6 +1045,84 @@ async fn wait_agent_pod(client: &kube::Client, ns: &str, release: &str) -> Resul
     }
 }
 
+/// What the ServiceAccount of release `r1` may do, asked through SubjectAccessReview.
+async fn assert_least_privilege(
+    client: &kube::Client,
+    agent_ns: &str,
+    targets: [&str; 2],
+    other_ns: &str,
+) -> Result<()> {
+    let sa = format!("system:serviceaccount:{agent_ns}:wandb-launch-serviceaccount-r1");
+    let allowed = [
+        ("create", "batch", "jobs"),
+        ("watch", "", "pods"),
+        ("get", "", "pods/log"),
+    ];
+    let denied = [
+        ("list", "", "secrets"),
+        ("watch", "", "secrets"),
+        ("update", "", "configmaps"),
+        ("create", "", "pods"),
+    ];
+    for ns in targets {
+        for (verb, group, resource) in allowed {
+            let ok = can(client, &sa, attrs(verb, group, resource, Some(ns))).await?;
+            assert!(ok, "{verb} {group}/{resource} refused in target {ns}");
+        }
+        for (verb, group, resource) in denied {
+            let ok = can(client, &sa, attrs(verb, group, resource, Some(ns))).await?;
+            assert!(!ok, "{verb} {group}/{resource} allowed in target {ns}");
+        }
+    }
+    for (verb, group, resource) in allowed {
+        let ok = can(client, &sa, attrs(verb, group, resource, Some(other_ns))).await?;
+        assert!(!ok, "{verb} {group}/{resource} allowed outside the targets");
+    }
+    for (verb, resource) in [("list", "nodes"), ("list", "pods"), ("list", "namespaces")] {
+        let ok = can(client, &sa, attrs(verb, "", resource, None)).await?;
+        assert!(!ok, "cluster-wide {verb} {resource} allowed");
+    }
+    Ok(())
+}
+
+/// `helm upgrade` with a new API key changes the pod template's secret checksum.
+async fn assert_key_rotation_rolls(
+    client: &kube::Client,
+    kc: &Path,
+    ns: &str,
+    args: &[&str],
+) -> Result<()> {
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), ns);
+    let checksum = |d: &Deployment| {
+        d.spec
+            .as_ref()
+            .and_then(|s| s.template.metadata.as_ref())
+            .and_then(|m| m.annotations.as_ref())
+            .and_then(|a| a.get("checksum/secret").cloned())
+    };
+    let before = checksum(&deployments.get("launch-agent-r1").await?);
+    let rotated = [args, &["--set", "agent.apiKey=local-rotated"]].concat();
+    helm_install(kc, "r1", ns, &rotated)?;
+    let after = checksum(&deployments.get("launch-agent-r1").await?);
+    assert!(
+        before.is_some() && before != after,
+        "{before:?} → {after:?}"
+    );
+    Ok(())
+}
+
+fn assert_objects_exist(kc: &Path, ns: &str, objects: &[&str]) -> Result<()> {
+    let kinds = "secret,configmap,serviceaccount,role,rolebinding,pdb,service,deployment";
+    let listed = run(kubectl(kc).args(["get", kinds, "-o", "name", "-n", ns]))?;
+    for object in objects {
+        assert!(
+            listed.lines().any(|l| l == *object),
+            "{object} missing:\n{listed}"
+        );
+    }
+    Ok(())
+}
+
 #[tokio::test]
 async fn helm_install_makes_the_objects_with_least_privilege() -> Result<()> {
     let cluster = rlaunch_testkit::cluster().await?;
@@ -1065,68 +1143,38 @@ async fn helm_install_makes_the_objects_with_least_privilege() -> Result<()> {
     helm_install(kc, "r1", agent_ns.name(), &common)?;
     // A second release in the same namespace: no name collides.
     helm_install(kc, "r2", agent_ns.name(), &common)?;
-
-    let pod = wait_agent_pod(&client, agent_ns.name(), "r1").await?;
-    let spec = pod.spec.context("pod spec")?;
-    assert_eq!(
-        spec.service_account_name.as_deref(),
-        Some("wandb-launch-serviceaccount-r1")
-    );
-
-    let roles: Api<Role> = Api::namespaced(client.clone(), target_ns.name());
-    let role = roles.get("launch-agent-r1-runner").await?;
-    assert!(
-        role.rules
-            .unwrap_or_default()
-            .iter()
-            .any(|r| r.resources == Some(vec!["jobs".to_owned()])
-                && r.verbs.contains(&"create".to_owned()))
-    );
-
-    let sa = format!(
-        "system:serviceaccount:{}:wandb-launch-serviceaccount-r1",
-        agent_ns.name()
-    );
-    for ns in [agent_ns.name(), target_ns.name()] {
-        assert!(
-            can(&client, &sa, attrs("create", "batch", "jobs", Some(ns))).await?,
-            "{ns}"
-        );
-        assert!(
-            can(&client, &sa, attrs("watch", "", "pods", Some(ns))).await?,
-            "{ns}"
-        );
-        assert!(
-            !can(&client, &sa, attrs("list", "", "secrets", Some(ns))).await?,
-            "{ns}"
-        );
-        assert!(
-            !can(&client, &sa, attrs("watch", "", "secrets", Some(ns))).await?,
-            "{ns}"
-        );
-        assert!(
-            !can(&client, &sa, attrs("update", "", "configmaps", Some(ns))).await?,
-            "{ns}"
-        );
+    for release in ["r1", "r2"] {
+        let pod = wait_agent_pod(&client, agent_ns.name(), release).await?;
+        let sa = pod.spec.context("pod spec")?.service_account_name;
+        assert_eq!(sa, Some(format!("wandb-launch-serviceaccount-{release}")));
     }
-    assert!(
-        !can(
-            &client,
-            &sa,
-            attrs("create", "batch", "jobs", Some(other_ns.name()))
-        )
-        .await?
-    );
-    assert!(
-        !can(
-            &client,
-            &sa,
-            attrs("list", "", "pods", Some(other_ns.name()))
-        )
-        .await?
-    );
-    assert!(!can(&client, &sa, attrs("list", "", "nodes", None)).await?);
-    assert!(!can(&client, &sa, attrs("list", "", "pods", None)).await?);
+    assert_objects_exist(
+        kc,
+        agent_ns.name(),
+        &[
+            "deployment.apps/launch-agent-r1",
+            "secret/wandb-api-key-r1",
+            "secret/launch-agent-r1-git-creds",
+            "secret/launch-agent-r2-git-creds",
+            "configmap/wandb-launch-configmap-r1",
+            "serviceaccount/wandb-launch-serviceaccount-r1",
+            "role.rbac.authorization.k8s.io/launch-agent-r1-runner",
+            "rolebinding.rbac.authorization.k8s.io/launch-agent-r1-runner",
+            "poddisruptionbudget.policy/launch-agent-r1",
+            "service/launch-agent-r1-metrics",
+        ],
+    )?;
+    assert_objects_exist(
+        kc,
+        target_ns.name(),
+        &[
+            "secret/wandb-api-key-r1",
+            "role.rbac.authorization.k8s.io/launch-agent-r1-runner",
+            "rolebinding.rbac.authorization.k8s.io/launch-agent-r1-runner",
+        ],
+    )?;
+    let targets = [agent_ns.name(), target_ns.name()];
+    assert_least_privilege(&client, agent_ns.name(), targets, other_ns.name()).await?;
 
     // `helm test` creates the check pod under the agent's ServiceAccount in the restricted
     // namespace; kwok completes it (exit 0) since no kubelet runs the agent image here.
@@ -1137,49 +1185,7 @@ async fn helm_install_makes_the_objects_with_least_privilege() -> Result<()> {
     assert!(tested.contains("launch-agent-r1-check"), "{tested}");
     assert!(tested.contains("Succeeded"), "{tested}");
 
-    // Rotating the key through `helm upgrade` rolls the pod template.
-    let deployments: Api<Deployment> = Api::namespaced(client.clone(), agent_ns.name());
-    let checksum = |d: &Deployment| {
-        d.spec
-            .as_ref()
-            .and_then(|s| s.template.metadata.as_ref())
-            .and_then(|m| m.annotations.as_ref())
-            .and_then(|a| a.get("checksum/secret").cloned())
-    };
-    let before = checksum(&deployments.get("launch-agent-r1").await?);
-    let rotated = [common.as_slice(), &["--set", "agent.apiKey=local-rotated"]].concat();
-    helm_install(kc, "r1", agent_ns.name(), &rotated)?;
-    let after = checksum(&deployments.get("launch-agent-r1").await?);
-    assert!(
-        before.is_some() && before != after,
-        "{before:?} → {after:?}"
-    );
-
-    let listed = run(kubectl(kc)
-        .args([
-            "get",
-            "secret,configmap,serviceaccount,role,rolebinding,pdb,service",
-            "-o",
-            "name",
-            "-n",
-        ])
-        .arg(agent_ns.name()))?;
-    for object in [
-        "secret/wandb-api-key-r1",
-        "secret/launch-agent-r1-git-creds",
-        "secret/launch-agent-r2-git-creds",
-        "configmap/wandb-launch-configmap-r1",
-        "serviceaccount/wandb-launch-serviceaccount-r1",
-        "rolebinding.rbac.authorization.k8s.io/launch-agent-r1-runner",
-        "poddisruptionbudget.policy/launch-agent-r1",
-        "service/launch-agent-r1-metrics",
-    ] {
-        assert!(
-            listed.lines().any(|l| l == object),
-            "{object} missing:\n{listed}"
-        );
-    }
-    wait_agent_pod(&client, agent_ns.name(), "r2").await?;
+    assert_key_rotation_rolls(&client, kc, agent_ns.name(), &common).await?;
     for ns in [agent_ns, target_ns, other_ns] {
         ns.cleanup().await;
     }
