@@ -404,6 +404,14 @@ fn schema_rejects_ssh_keys_without_known_hosts() {
 }
 
 #[test]
+fn schema_rejects_an_external_secret_without_its_store() {
+    assert_rejected(
+        &["--set", "externalSecret.enabled=true"],
+        "/externalSecret/secretStoreRef/name",
+    );
+}
+
+#[test]
 fn schema_rejects_a_bad_unhealthy_pod_eviction_policy() {
     assert_rejected(
         &[
@@ -655,6 +663,16 @@ fn leader_election_comes_with_its_lease_rules() {
         && r["resourceNames"] == json!(["launch-agent-r"])
         && r["verbs"] == json!(["get", "watch", "update", "patch"])));
     assert_eq!(find(&docs, "ServiceMonitor").len(), 1);
+    let mut two = MINIMAL.to_vec();
+    two.extend(["--set", "replicaCount=2"]);
+    let two = self::docs(&template(&two));
+    let spread =
+        &find(&two, "Deployment")[0]["spec"]["template"]["spec"]["topologySpreadConstraints"];
+    assert_eq!(
+        spread[0]["topologyKey"], "kubernetes.io/hostname",
+        "{spread}"
+    );
+    assert_eq!(spread[0]["whenUnsatisfiable"], "ScheduleAnyway", "{spread}");
     // One replica: no election, no Lease rights, Recreate.
     let single = docs_of_minimal();
     assert_eq!(
@@ -884,6 +902,16 @@ fn rbac_and_service_account_can_be_left_to_the_platform() {
     }
 }
 
+#[test]
+fn no_plain_api_key_is_rendered_with_eso_or_oidc() {
+    for stem in ["external-secrets-operator-values", "oidc-values"] {
+        let path = chart_dir().join(format!("ci/{stem}.yaml"));
+        let docs = docs(&template_ci(stem, &path));
+        let secrets: Vec<String> = find(&docs, "Secret").into_iter().map(kind_name).collect();
+        assert!(secrets.is_empty(), "ci/{stem}.yaml renders {secrets:?}");
+    }
+}
+
 // ------------------------------------------------------------------------------ cluster
 
 fn kubectl(kubeconfig: &Path) -> Command {
@@ -933,7 +961,7 @@ fn namespaces_of(docs: &[Value]) -> BTreeSet<String> {
 async fn every_rendered_object_passes_a_server_side_dry_run() -> Result<()> {
     let cluster = rlaunch_testkit::cluster().await?;
     let client = cluster.client().await?;
-    install_service_monitor_crd(&client).await?;
+    install_stand_in_crds(&client).await?;
     for (stem, path) in ci_values() {
         let rendered = template_ci(&stem, &path);
         let objects = docs(&rendered);
@@ -958,34 +986,45 @@ async fn every_rendered_object_passes_a_server_side_dry_run() -> Result<()> {
     Ok(())
 }
 
-/// A stand-in for the Prometheus Operator's ServiceMonitor CRD (any spec), so the dry-run
-/// reaches the ServiceMonitor too.
-async fn install_service_monitor_crd(client: &kube::Client) -> Result<()> {
+/// Stand-ins (any spec) for the CRDs of the Prometheus Operator's ServiceMonitor and the
+/// External Secrets Operator's ExternalSecret, so the dry-run reaches those objects too.
+async fn install_stand_in_crds(client: &kube::Client) -> Result<()> {
+    for (group, kind, plural) in [
+        ("monitoring.coreos.com", "ServiceMonitor", "servicemonitors"),
+        ("external-secrets.io", "ExternalSecret", "externalsecrets"),
+    ] {
+        install_stand_in_crd(client, group, kind, plural).await?;
+    }
+    Ok(())
+}
+
+async fn install_stand_in_crd(
+    client: &kube::Client,
+    group: &str,
+    kind: &str,
+    plural: &str,
+) -> Result<()> {
     use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
     use kube::runtime::wait::{await_condition, conditions};
-    let name = "servicemonitors.monitoring.coreos.com";
+    let name = format!("{plural}.{group}");
     let crd: CustomResourceDefinition = serde_json::from_value(json!({
         "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
         "metadata": {"name": name},
-        "spec": {"group": "monitoring.coreos.com", "scope": "Namespaced",
-            "names": {"kind": "ServiceMonitor", "plural": "servicemonitors",
-                "singular": "servicemonitor", "listKind": "ServiceMonitorList"},
+        "spec": {"group": group, "scope": "Namespaced",
+            "names": {"kind": kind, "plural": plural, "listKind": format!("{kind}List")},
             "versions": [{"name": "v1", "served": true, "storage": true,
                 "schema": {"openAPIV3Schema": {"type": "object",
                     "x-kubernetes-preserve-unknown-fields": true}}}]}
     }))?;
     let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-    crds.patch(
-        name,
-        &PatchParams::apply("rlaunch-chart-test").force(),
-        &Patch::Apply(crd),
-    )
-    .await
-    .context("creating the ServiceMonitor CRD")?;
-    let established = await_condition(crds, name, conditions::is_crd_established());
+    let params = PatchParams::apply("rlaunch-chart-test").force();
+    crds.patch(&name, &params, &Patch::Apply(crd))
+        .await
+        .with_context(|| format!("creating the CRD {name}"))?;
+    let established = await_condition(crds, &name, conditions::is_crd_established());
     tokio::time::timeout(Duration::from_secs(60), established)
         .await
-        .context("the ServiceMonitor CRD was not established in 60 s")??;
+        .with_context(|| format!("the CRD {name} was not established in 60 s"))??;
     Ok(())
 }
 

@@ -45,7 +45,7 @@ default
 
 {{/* "true" when the chart makes the API-key Secret. */}}
 {{- define "la.createApiKeySecret" -}}
-{{- if and (not .Values.oidc.enabled) (not .Values.agent.useExternalWandbSecret) (not .Values.apiKeySecret.name) -}}
+{{- if and (not .Values.oidc.enabled) (not .Values.agent.useExternalWandbSecret) (not .Values.apiKeySecret.name) (not .Values.externalSecret.enabled) -}}
 true
 {{- end -}}
 {{- end -}}
