@@ -1214,6 +1214,13 @@ async fn helm_install_makes_the_objects_with_least_privilege() -> Result<()> {
     )?;
     let targets = [agent_ns.name(), target_ns.name()];
     assert_least_privilege(&client, agent_ns.name(), targets, other_ns.name()).await?;
+    // Everything the ServiceAccount may do in a target namespace, as the API server says.
+    let sa = format!(
+        "--as=system:serviceaccount:{}:wandb-launch-serviceaccount-r1",
+        agent_ns.name()
+    );
+    let rights = run(kubectl(kc).args(["auth", "can-i", "--list", &sa, "-n", target_ns.name()]))?;
+    insta::assert_snapshot!("can-i-list-target-namespace", rights);
 
     // `helm test` creates the check pod under the agent's ServiceAccount in the restricted
     // namespace; kwok completes it (exit 0) since no kubelet runs the agent image here.
