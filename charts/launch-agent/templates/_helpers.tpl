@@ -207,3 +207,9 @@ checkov.io/skip4: CKV_K8S_35=W&B's agent contract reads WANDB_API_KEY; set apiKe
 checkov.io/skip5: CKV_K8S_43=no digest given; set image.digest to pin the image
 {{- end }}
 {{- end -}}
+
+{{/* The build pods' ServiceAccount, empty when they use the agent's. */}}
+{{- define "la.kanikoServiceAccount" -}}
+{{- $k := .Values.kaniko.serviceAccount -}}
+{{- if $k.name -}}{{ $k.name }}{{- else if $k.create -}}{{ include "la.fullname" . }}-kaniko{{- end -}}
+{{- end -}}

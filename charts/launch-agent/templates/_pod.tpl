@@ -29,9 +29,13 @@
       name: {{ include "la.configMapName" $root }}
       key: wandb-base-url
 - name: WANDB_LAUNCH_SERVICE_ACCOUNT_NAME
+{{- with include "la.kanikoServiceAccount" $root }}
+  value: {{ . | quote }}
+{{- else }}
   valueFrom:
     fieldRef:
       fieldPath: spec.serviceAccountName
+{{- end }}
 - name: WANDB_LAUNCH_START_TIMEOUT
   value: {{ $v.agent.startTimeout | toString | quote }}
 - name: WANDB_RELEASE_NAME
