@@ -51,8 +51,8 @@ fn generated() -> String {
 
 #[test]
 fn the_charts_rbac_file_is_generated_from_the_runners_table() {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../charts/launch-agent/files/rbac-rules.yaml");
+    let path =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../charts/launch-agent/files/rbac-rules.yaml");
     let want = generated();
     let have = std::fs::read_to_string(&path).unwrap_or_default();
     if have == want {
