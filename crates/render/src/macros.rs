@@ -11,6 +11,8 @@ use std::collections::BTreeMap;
 
 use serde_json::Value;
 
+use crate::walk::push_index;
+
 /// Values of the named macros for one run.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct MacroValues {
@@ -52,20 +54,35 @@ impl<'a> MacroExpander<'a> {
         }
     }
 
-    /// Substitutes every string leaf of `value` (keys are left alone).
+    /// Substitutes every string leaf of `value` (keys are left alone). `path` names `value`
+    /// in warnings.
     pub(crate) fn expand_value(&mut self, value: &mut Value, path: &str) {
+        let mut path = path.to_owned();
+        self.expand_at(value, &mut path);
+    }
+
+    /// [`Self::expand_value`] with the path in a buffer that each level extends and truncates
+    /// back, so a walk allocates no path per node (paths are only read for warnings).
+    fn expand_at(&mut self, value: &mut Value, path: &mut String) {
         match value {
             Value::String(text) if text.contains("${") => {
                 *text = self.expand_str(text, path);
             }
             Value::Array(items) => {
+                let len = path.len();
                 for (i, item) in items.iter_mut().enumerate() {
-                    self.expand_value(item, &format!("{path}[{i}]"));
+                    push_index(path, i);
+                    self.expand_at(item, path);
+                    path.truncate(len);
                 }
             }
             Value::Object(map) => {
+                let len = path.len();
                 for (key, item) in map.iter_mut() {
-                    self.expand_value(item, &format!("{path}.{key}"));
+                    path.push('.');
+                    path.push_str(key);
+                    self.expand_at(item, path);
+                    path.truncate(len);
                 }
             }
             _ => {}

@@ -8,7 +8,7 @@ use rlaunch_model::{FieldError, RenderError, Result, RunSpec, json_kind, names};
 use crate::agent_keys::{Extras, take_agent_keys};
 use crate::context::RenderContext;
 use crate::custom::render_custom;
-use crate::env::{ApiKeyEnv, EnvInputs};
+use crate::env::{ApiKeyEnv, EnvInputs, JsonEnv};
 use crate::job::render_job;
 use crate::macros::{MacroExpander, MacroValues};
 use crate::output::{AgentKeys, Layer, Provenance, Rendered, RenderedObject};
@@ -189,7 +189,8 @@ fn check_body(
 /// Step 4: `metadata.namespace`, the legacy top-level `namespace`, then the context default.
 fn resolve_namespace(body: &Value, extras: &Extras, ctx: &RenderContext) -> Result<String> {
     let namespace = body
-        .pointer("/metadata/namespace")
+        .get("metadata")
+        .and_then(|metadata| metadata.get("namespace"))
         .and_then(Value::as_str)
         .filter(|ns| !ns.is_empty())
         .map(str::to_owned)
@@ -215,7 +216,8 @@ fn env_inputs<'a>(
         Some(object) => ApiKeyEnv::FromSecret(
             object
                 .manifest
-                .pointer("/metadata/name")
+                .get("metadata")
+                .and_then(|metadata| metadata.get("name"))
                 .and_then(Value::as_str)
                 .unwrap_or_default()
                 .to_owned(),
@@ -230,6 +232,7 @@ fn env_inputs<'a>(
         queue_name: ctx.queue_name.as_deref(),
         queue_entity: ctx.queue_entity.as_deref(),
         trace_id: ctx.run_queue_item_id.as_deref(),
+        json: JsonEnv::new(spec),
     }
 }
 

@@ -14,6 +14,8 @@ use serde_json::{Map, Value, json};
 
 use rlaunch_model::FieldError;
 
+use crate::walk::push_index;
+
 /// Why each refused key is dangerous, for the error message.
 fn reason(key: &str) -> &'static str {
     match key {
@@ -53,18 +55,28 @@ fn non_blank(value: &Value) -> bool {
 /// Scans every object in `value` for refused keys; returns one error per refused field.
 pub(crate) fn scan(value: &Value, path: &str, allowed: &BTreeSet<String>) -> Vec<FieldError> {
     let mut errors = Vec::new();
-    scan_into(value, path, allowed, &mut errors);
+    let mut path = path.to_owned();
+    scan_into(value, &mut path, allowed, &mut errors);
     errors
 }
 
-fn scan_into(value: &Value, path: &str, allowed: &BTreeSet<String>, errors: &mut Vec<FieldError>) {
+/// One level of [`scan`]; `path` is a buffer each level extends and truncates back, so the
+/// walk allocates no path per node (paths are only read for errors).
+fn scan_into(
+    value: &Value,
+    path: &mut String,
+    allowed: &BTreeSet<String>,
+    errors: &mut Vec<FieldError>,
+) {
+    let len = path.len();
     match value {
         Value::Object(map) => {
             for (key, item) in map {
-                let item_path = format!("{path}.{key}");
+                path.push('.');
+                path.push_str(key);
                 if !allowed.contains(key) && refused(key, item) {
                     errors.push(FieldError::new(
-                        &item_path,
+                        path.as_str(),
                         format!("unsafe option `{key}` is not allowed: {}", reason(key)),
                         format!(
                             "remove it, or ask the agent admin to add `{key}` to `allowed_fields` in the agent config"
@@ -72,14 +84,17 @@ fn scan_into(value: &Value, path: &str, allowed: &BTreeSet<String>, errors: &mut
                     ));
                 }
                 if let ("annotations", Value::Object(annotations)) = (key.as_str(), item) {
-                    scan_annotations(annotations, &item_path, errors);
+                    scan_annotations(annotations, path, errors);
                 }
-                scan_into(item, &item_path, allowed, errors);
+                scan_into(item, path, allowed, errors);
+                path.truncate(len);
             }
         }
         Value::Array(items) => {
             for (i, item) in items.iter().enumerate() {
-                scan_into(item, &format!("{path}[{i}]"), allowed, errors);
+                push_index(path, i);
+                scan_into(item, path, allowed, errors);
+                path.truncate(len);
             }
         }
         _ => {}
@@ -104,11 +119,12 @@ fn refused(key: &str, value: &Value) -> bool {
 
 fn scan_annotations(annotations: &Map<String, Value>, path: &str, errors: &mut Vec<FieldError>) {
     for (key, value) in annotations {
-        let lower_key = key.to_ascii_lowercase();
         let unconfined = value
             .as_str()
-            .is_some_and(|v| v.to_ascii_lowercase().contains("unconfined"));
-        if (lower_key.contains("apparmor") || lower_key.contains("seccomp")) && unconfined {
+            .is_some_and(|v| contains_ignoring_case(v, "unconfined"));
+        let profile_key =
+            contains_ignoring_case(key, "apparmor") || contains_ignoring_case(key, "seccomp");
+        if profile_key && unconfined {
             errors.push(FieldError::new(
                 format!("{path}.{key}"),
                 "unsafe annotation: an unconfined AppArmor or seccomp profile is not allowed",
@@ -116,6 +132,14 @@ fn scan_annotations(annotations: &Map<String, Value>, path: &str, errors: &mut V
             ));
         }
     }
+}
+
+/// Whether `text` contains `needle` (lower-case ASCII), ignoring ASCII case, without
+/// allocating a lower-cased copy.
+fn contains_ignoring_case(text: &str, needle: &str) -> bool {
+    text.as_bytes()
+        .windows(needle.len())
+        .any(|window| window.eq_ignore_ascii_case(needle.as_bytes()))
 }
 
 /// The container security context the agent forces: no privilege escalation, every
@@ -143,10 +167,7 @@ pub(crate) fn force_security_context(value: &mut Value) {
             for list in ["containers", "initContainers", "ephemeralContainers"] {
                 if let Some(Value::Array(containers)) = map.get_mut(list) {
                     for container in containers.iter_mut().filter_map(Value::as_object_mut) {
-                        let context = container
-                            .entry("securityContext".to_owned())
-                            .or_insert(Value::Null);
-                        fill_unset(context, restricted_container_context());
+                        harden(container);
                     }
                 }
             }
@@ -156,6 +177,17 @@ pub(crate) fn force_security_context(value: &mut Value) {
         }
         Value::Array(items) => items.iter_mut().for_each(force_security_context),
         _ => {}
+    }
+}
+
+/// One container: the restricted context when it has none, else what it leaves unset.
+fn harden(container: &mut Map<String, Value>) {
+    match container.get_mut("securityContext") {
+        None => {
+            container.insert("securityContext".to_owned(), restricted_container_context());
+        }
+        Some(context @ Value::Null) => *context = restricted_container_context(),
+        Some(context) => fill_unset(context, restricted_container_context()),
     }
 }
 

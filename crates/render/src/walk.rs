@@ -44,12 +44,16 @@ pub(crate) fn for_each_pod_spec(value: &mut Value, f: &mut impl FnMut(&mut Map<S
     }
 }
 
-/// Calls `f` with every pod spec in `value` (an object holding a `containers` list) and its
-/// path, for messages that name the field. The path is only formatted for pod specs found.
-pub(crate) fn visit_pod_specs(value: &Value, path: &str, f: &mut impl FnMut(&Value, &str)) {
+/// Calls `f` with every pod spec in `value` (an object holding a `containers` list) and a
+/// function formatting its path, for messages that name the field.
+pub(crate) fn visit_pod_specs(
+    value: &Value,
+    path: &str,
+    f: &mut impl FnMut(&Value, &dyn Fn() -> String),
+) {
     visit_objects(value, path, &mut |object, path| {
         if object.get("containers").is_some_and(Value::is_array) {
-            f(object, &path());
+            f(object, path);
         }
     });
 }
@@ -129,9 +133,22 @@ pub(crate) fn object_entry<'a>(
     map: &'a mut Map<String, Value>,
     key: &str,
 ) -> Option<&'a mut Map<String, Value>> {
-    map.entry(key.to_owned())
-        .or_insert_with(|| Value::Object(Map::new()))
-        .as_object_mut()
+    entry_or(map, key, || Value::Object(Map::new())).as_object_mut()
+}
+
+/// The value at `key` in `map`, inserted from `default` when absent. Unlike
+/// `map.entry(key.to_owned())`, allocates the key only when it is inserted.
+pub(crate) fn entry_or<'a>(
+    map: &'a mut Map<String, Value>,
+    key: &str,
+    default: impl FnOnce() -> Value,
+) -> &'a mut Value {
+    if !map.contains_key(key) {
+        map.insert(key.to_owned(), default());
+    }
+    // Present: inserted above when it was not.
+    map.get_mut(key)
+        .unwrap_or_else(|| unreachable!("`{key}` was just inserted"))
 }
 
 /// Appends `items` to the list at `key`, creating it. Returns false if `key` holds a non-list.
@@ -140,10 +157,7 @@ pub(crate) fn append_list(
     key: &str,
     items: impl IntoIterator<Item = Value>,
 ) -> bool {
-    match map
-        .entry(key.to_owned())
-        .or_insert_with(|| Value::Array(Vec::new()))
-    {
+    match entry_or(map, key, || Value::Array(Vec::new())) {
         Value::Array(list) => {
             list.extend(items);
             true
@@ -167,21 +181,17 @@ pub(crate) fn set_annotation(object: &mut Map<String, Value>, key: &str, value: 
 }
 
 fn set_metadata_entry(object: &mut Map<String, Value>, field: &str, key: &str, value: &str) {
-    let metadata = object
-        .entry("metadata".to_owned())
-        .or_insert_with(|| Value::Object(Map::new()));
+    let metadata = entry_or(object, "metadata", || Value::Object(Map::new()));
     if !metadata.is_object() {
         *metadata = Value::Object(Map::new());
     }
     if let Some(metadata) = metadata.as_object_mut() {
-        let entries = metadata
-            .entry(field.to_owned())
-            .or_insert_with(|| Value::Object(Map::new()));
+        let entries = entry_or(metadata, field, || Value::Object(Map::new()));
         if !entries.is_object() {
             *entries = Value::Object(Map::new());
         }
         if let Some(entries) = entries.as_object_mut() {
-            entries.insert(key.to_owned(), Value::String(value.to_owned()));
+            *entry_or(entries, key, || Value::Null) = Value::String(value.to_owned());
         }
     }
 }
@@ -195,6 +205,13 @@ pub(crate) fn join(path: &str, key: &str) -> String {
         (false, false) => format!("{path}.{key}"),
         (false, true) => format!("{path}.\"{key}\""),
     }
+}
+
+/// Appends `[i]` to `path`.
+pub(crate) fn push_index(path: &mut String, i: usize) {
+    use std::fmt::Write as _;
+    // Writing to a String cannot fail.
+    let _ = write!(path, "[{i}]");
 }
 
 /// POSIX shell quoting: safe words stay bare, anything else is single-quoted.

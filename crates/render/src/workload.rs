@@ -139,7 +139,10 @@ pub(crate) fn finish_pods(
 fn validate_gpu_resources(workload: &Value) -> Result<()> {
     let mut problems = Vec::new();
     walk::visit_pod_specs(workload, K8S, &mut |pod_spec, path| {
-        for error in rlaunch_gpu::validate_extended_resources(pod_spec, path) {
+        if !names_extended_resource(pod_spec) {
+            return;
+        }
+        for error in rlaunch_gpu::validate_extended_resources(pod_spec, &path()) {
             problems.push(FieldError::new(
                 error.field,
                 format!("container `{}`: {}", error.container, error.problem),
@@ -152,4 +155,26 @@ fn validate_gpu_resources(workload: &Value) -> Result<()> {
     } else {
         Err(RenderError::many(problems))
     }
+}
+
+/// Whether any container or init container of `pod_spec` names an extended resource in its
+/// limits or requests: the others need no check, and no path formatted for one.
+fn names_extended_resource(pod_spec: &Value) -> bool {
+    let quantities = |container: &Value, section: &str| {
+        container
+            .get("resources")
+            .and_then(|resources| resources.get(section))
+            .and_then(Value::as_object)
+            .is_some_and(|q| q.keys().any(|r| rlaunch_gpu::is_extended_resource(r)))
+    };
+    ["containers", "initContainers"].iter().any(|list| {
+        pod_spec
+            .get(list)
+            .and_then(Value::as_array)
+            .is_some_and(|containers| {
+                containers
+                    .iter()
+                    .any(|c| quantities(c, "limits") || quantities(c, "requests"))
+            })
+    })
 }
