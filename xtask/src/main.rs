@@ -6,6 +6,7 @@
 //! - `tidy`: the architecture rules of ARCHITECTURE.md, checked.
 //! - `demo`: the README's first command.
 
+mod bench_render;
 mod cluster;
 mod tidy;
 
@@ -93,10 +94,8 @@ fn ci() -> Result<()> {
 
 fn bench(args: &[String]) -> Result<()> {
     match args.first().map(String::as_str) {
-        Some("render") | None => step(
-            "bench render",
-            cargo().args(["bench", "-p", "rlaunch-render", "--bench", "render"]),
-        ),
+        Some("render") => bench_render::run(&args[1..]),
+        None => bench_render::run(&[]),
         Some(other) => bail!("unknown benchmark `{other}` (available: render)"),
     }
 }

@@ -65,7 +65,7 @@ impl<'a> MacroExpander<'a> {
     /// back, so a walk allocates no path per node (paths are only read for warnings).
     fn expand_at(&mut self, value: &mut Value, path: &mut String) {
         match value {
-            Value::String(text) if text.contains("${") => {
+            Value::String(text) if has_macro(text) => {
                 *text = self.expand_str(text, path);
             }
             Value::Array(items) => {
@@ -145,6 +145,12 @@ impl<'a> MacroExpander<'a> {
     pub(crate) fn into_warnings(self) -> Vec<String> {
         self.warnings
     }
+}
+
+/// Whether `text` contains `${`, scanning bytes (a substring search sets up a searcher for
+/// every string leaf).
+fn has_macro(text: &str) -> bool {
+    text.as_bytes().windows(2).any(|pair| pair == b"${")
 }
 
 #[cfg(test)]

@@ -14,7 +14,7 @@ use serde_json::{Map, Value, json};
 
 use rlaunch_model::FieldError;
 
-use crate::walk::push_index;
+use crate::walk::{push_index, push_key};
 
 /// Why each refused key is dangerous, for the error message.
 fn reason(key: &str) -> &'static str {
@@ -162,20 +162,61 @@ fn restricted_container_context() -> Value {
 /// `drop: [ALL]`, and `allowPrivilegeEscalation: true` stays true. W&B's agent replaces the
 /// whole context, silently undoing what the admin allowed.
 pub(crate) fn force_security_context(value: &mut Value) {
+    force_security_context_and_visit(value, "", &mut |_, _| {});
+}
+
+/// [`force_security_context`], calling `f` on each pod spec (an object holding a `containers`
+/// list) once it is hardened, with its path under `root`, in the same walk: the checks that
+/// follow the hardening need not walk the workload again.
+pub(crate) fn force_security_context_and_visit(
+    value: &mut Value,
+    root: &str,
+    f: &mut impl FnMut(&Value, &str),
+) {
+    let mut path = root.to_owned();
+    harden_all(value, &mut path, f);
+}
+
+fn harden_all(value: &mut Value, path: &mut String, f: &mut impl FnMut(&Value, &str)) {
+    let len = path.len();
     match value {
         Value::Object(map) => {
-            for list in ["containers", "initContainers", "ephemeralContainers"] {
-                if let Some(Value::Array(containers)) = map.get_mut(list) {
-                    for container in containers.iter_mut().filter_map(Value::as_object_mut) {
-                        harden(container);
-                    }
+            // One pass over the keys instead of a lookup per container list.
+            let mut pod_spec = false;
+            for (key, item) in map.iter_mut() {
+                let Value::Array(containers) = item else {
+                    continue;
+                };
+                match key.as_str() {
+                    "containers" => pod_spec = true,
+                    "initContainers" | "ephemeralContainers" => {}
+                    _ => continue,
+                }
+                for container in containers.iter_mut().filter_map(Value::as_object_mut) {
+                    harden(container);
                 }
             }
-            for item in map.values_mut() {
-                force_security_context(item);
+            if pod_spec {
+                f(value, path);
+            }
+            let Value::Object(map) = value else { return };
+            for (key, item) in map.iter_mut() {
+                if item.is_object() || item.is_array() {
+                    push_key(path, key);
+                    harden_all(item, path, f);
+                    path.truncate(len);
+                }
             }
         }
-        Value::Array(items) => items.iter_mut().for_each(force_security_context),
+        Value::Array(items) => {
+            for (i, item) in items.iter_mut().enumerate() {
+                if item.is_object() || item.is_array() {
+                    push_index(path, i);
+                    harden_all(item, path, f);
+                    path.truncate(len);
+                }
+            }
+        }
         _ => {}
     }
 }

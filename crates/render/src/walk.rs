@@ -44,20 +44,6 @@ pub(crate) fn for_each_pod_spec(value: &mut Value, f: &mut impl FnMut(&mut Map<S
     }
 }
 
-/// Calls `f` with every pod spec in `value` (an object holding a `containers` list) and a
-/// function formatting its path, for messages that name the field.
-pub(crate) fn visit_pod_specs(
-    value: &Value,
-    path: &str,
-    f: &mut impl FnMut(&Value, &dyn Fn() -> String),
-) {
-    visit_objects(value, path, &mut |object, path| {
-        if object.get("containers").is_some_and(Value::is_array) {
-            f(object, path);
-        }
-    });
-}
-
 /// Calls `f` with every object in `value` (itself included) and a function formatting its
 /// path, so paths are only built for the objects `f` reports.
 pub(crate) fn visit_objects(
@@ -207,11 +193,38 @@ pub(crate) fn join(path: &str, key: &str) -> String {
     }
 }
 
+/// Appends `key` to `path` as [`join`] does, in place.
+pub(crate) fn push_key(path: &mut String, key: &str) {
+    let quoted = key.bytes().any(|b| matches!(b, b'.' | b'/' | b' '));
+    if !path.is_empty() {
+        path.push('.');
+    }
+    if quoted {
+        path.push('"');
+        path.push_str(key);
+        path.push('"');
+    } else {
+        path.push_str(key);
+    }
+}
+
 /// Appends `[i]` to `path`.
 pub(crate) fn push_index(path: &mut String, i: usize) {
-    use std::fmt::Write as _;
-    // Writing to a String cannot fail.
-    let _ = write!(path, "[{i}]");
+    // Digits by hand: `write!` goes through the formatting machinery on every node.
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    let mut rest = i;
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (rest % 10) as u8;
+        rest /= 10;
+        if rest == 0 {
+            break;
+        }
+    }
+    path.push('[');
+    digits[at..].iter().for_each(|&d| path.push(char::from(d)));
+    path.push(']');
 }
 
 /// POSIX shell quoting: safe words stay bare, anything else is single-quoted.
@@ -239,5 +252,25 @@ mod tests {
             join("metadata.labels", "wandb.ai/run-id"),
             "metadata.labels.\"wandb.ai/run-id\""
         );
+    }
+
+    #[test]
+    fn push_key_and_push_index_build_what_join_and_format_path_build() {
+        for (root, key) in [
+            ("", "a"),
+            ("", "a.b"),
+            ("x", "spec"),
+            ("x", "wandb.ai/run-id"),
+            ("x", "a b"),
+        ] {
+            let mut path = root.to_owned();
+            push_key(&mut path, key);
+            assert_eq!(path, join(root, key));
+        }
+        for i in [0, 7, 12, 1_000_000] {
+            let mut path = "x".to_owned();
+            push_index(&mut path, i);
+            assert_eq!(path, format_path("x", &[Step::Index(i)]));
+        }
     }
 }

@@ -13,7 +13,7 @@ use crate::env::EnvInputs;
 use crate::output::Layer;
 use crate::provenance::Tracker;
 use crate::security;
-use crate::walk::{self, for_each_pod_template, set_annotation, set_label};
+use crate::walk::{for_each_pod_template, set_annotation, set_label};
 
 /// Path prefix used in messages about the Kubernetes section.
 pub(crate) const K8S: &str = "resource_args.kubernetes";
@@ -74,7 +74,8 @@ pub(crate) fn check_user_name(
 
 /// Labels and annotations every workload carries, on the object and its pod templates.
 pub(crate) fn label_workload(object: &mut Map<String, Value>, ctx: &RenderContext, spec: &RunSpec) {
-    set_pod_labels(object, ctx);
+    let pod_labels = PodLabels::new(ctx);
+    pod_labels.set(object);
     if let Some(rqi) = &ctx.run_queue_item_id {
         set_annotation(object, labels::RUN_QUEUE_ITEM_ANNOTATION, rqi);
     }
@@ -84,25 +85,38 @@ pub(crate) fn label_workload(object: &mut Map<String, Value>, ctx: &RenderContex
     set_annotation(object, labels::ENTITY_ANNOTATION, &spec.entity);
     set_annotation(object, labels::PROJECT_ANNOTATION, &spec.project);
     let mut value = Value::Object(std::mem::take(object));
-    for_each_pod_template(&mut value, &mut |template| set_pod_labels(template, ctx));
+    for_each_pod_template(&mut value, &mut |template| pod_labels.set(template));
     if let Value::Object(map) = value {
         *object = map;
     }
 }
 
-/// The labels the monitor selects on: run id, monitor, agent name and identity.
-fn set_pod_labels(object: &mut Map<String, Value>, ctx: &RenderContext) {
-    set_label(object, labels::RUN_ID, &names::label_value(&ctx.run_id));
-    set_label(object, labels::MONITOR, "true");
-    if let Some(agent) = &ctx.agent_name {
-        set_label(object, labels::AGENT, &names::label_value(agent));
+/// The labels the monitor selects on: run id, monitor, agent name and identity, made
+/// label-safe once per workload rather than once per pod template.
+struct PodLabels {
+    run_id: String,
+    agent: Option<String>,
+    identity: Option<String>,
+}
+
+impl PodLabels {
+    fn new(ctx: &RenderContext) -> Self {
+        Self {
+            run_id: names::label_value(&ctx.run_id),
+            agent: ctx.agent_name.as_deref().map(names::label_value),
+            identity: ctx.agent_identity.as_deref().map(names::label_value),
+        }
     }
-    if let Some(identity) = &ctx.agent_identity {
-        set_label(
-            object,
-            labels::AGENT_IDENTITY,
-            &names::label_value(identity),
-        );
+
+    fn set(&self, object: &mut Map<String, Value>) {
+        set_label(object, labels::RUN_ID, &self.run_id);
+        set_label(object, labels::MONITOR, "true");
+        if let Some(agent) = &self.agent {
+            set_label(object, labels::AGENT, agent);
+        }
+        if let Some(identity) = &self.identity {
+            set_label(object, labels::AGENT_IDENTITY, identity);
+        }
     }
 }
 
@@ -129,31 +143,30 @@ pub(crate) fn finish_pods(
         code_mount::apply(workload, mount, plan.spec, &plan.ctx.base_url)?;
         tracker.record(workload, Layer::AgentDefault);
     }
-    security::force_security_context(workload);
-    tracker.record(workload, Layer::SecurityInjection);
-    validate_gpu_resources(workload)
-}
-
-/// Kubernetes' extended-resource rules (integer GPUs, in limits, requests equal to limits),
-/// checked on every pod spec so a bad queue config fails here rather than at the API server.
-fn validate_gpu_resources(workload: &Value) -> Result<()> {
     let mut problems = Vec::new();
-    walk::visit_pod_specs(workload, K8S, &mut |pod_spec, path| {
-        if !names_extended_resource(pod_spec) {
-            return;
-        }
-        for error in rlaunch_gpu::validate_extended_resources(pod_spec, &path()) {
-            problems.push(FieldError::new(
-                error.field,
-                format!("container `{}`: {}", error.container, error.problem),
-                error.fix,
-            ));
-        }
+    security::force_security_context_and_visit(workload, K8S, &mut |pod_spec, path| {
+        validate_gpu_resources(pod_spec, path, &mut problems);
     });
+    tracker.record(workload, Layer::SecurityInjection);
     if problems.is_empty() {
         Ok(())
     } else {
         Err(RenderError::many(problems))
+    }
+}
+
+/// Kubernetes' extended-resource rules (integer GPUs, in limits, requests equal to limits),
+/// checked on every pod spec so a bad queue config fails here rather than at the API server.
+fn validate_gpu_resources(pod_spec: &Value, path: &str, problems: &mut Vec<FieldError>) {
+    if !names_extended_resource(pod_spec) {
+        return;
+    }
+    for error in rlaunch_gpu::validate_extended_resources(pod_spec, path) {
+        problems.push(FieldError::new(
+            error.field,
+            format!("container `{}`: {}", error.container, error.problem),
+            error.fix,
+        ));
     }
 }
 
