@@ -117,7 +117,9 @@ pub(crate) fn wandb_env(
     inputs: &EnvInputs<'_>,
     include_run_id: bool,
 ) -> Vec<Value> {
-    let mut env = vec![plain("WANDB_BASE_URL", inputs.base_url)];
+    // Fourteen named variables at most, then the JSON ones.
+    let mut env = Vec::with_capacity(14 + inputs.json.config.len() + inputs.json.rest.len());
+    env.push(plain("WANDB_BASE_URL", inputs.base_url));
     if let ApiKeyEnv::FromSecret(secret) = &inputs.api_key {
         env.push(json!({"name": "WANDB_API_KEY",
             "valueFrom": {"secretKeyRef": {"name": secret, "key": "password"}}}));

@@ -161,23 +161,46 @@ pub(crate) fn set_label(object: &mut Map<String, Value>, key: &str, value: &str)
     set_metadata_entry(object, "labels", key, value);
 }
 
-/// Sets `annotations[key] = value` on the object's metadata.
-pub(crate) fn set_annotation(object: &mut Map<String, Value>, key: &str, value: &str) {
-    set_metadata_entry(object, "annotations", key, value);
+fn set_metadata_entry(object: &mut Map<String, Value>, field: &str, key: &str, value: &str) {
+    set_metadata_entries(object, field, [(key, value)]);
 }
 
-fn set_metadata_entry(object: &mut Map<String, Value>, field: &str, key: &str, value: &str) {
+/// Sets `labels[key] = value` for each pair, finding the labels map once.
+pub(crate) fn set_labels<'e>(
+    object: &mut Map<String, Value>,
+    entries: impl IntoIterator<Item = (&'e str, &'e str)>,
+) {
+    set_metadata_entries(object, "labels", entries);
+}
+
+/// Sets `annotations[key] = value` for each pair, finding the annotations map once.
+pub(crate) fn set_annotations<'e>(
+    object: &mut Map<String, Value>,
+    entries: impl IntoIterator<Item = (&'e str, &'e str)>,
+) {
+    set_metadata_entries(object, "annotations", entries);
+}
+
+/// `metadata.<field>[key] = value` for each pair; a non-object `metadata` or `<field>` is
+/// replaced by an object.
+fn set_metadata_entries<'e>(
+    object: &mut Map<String, Value>,
+    field: &str,
+    entries: impl IntoIterator<Item = (&'e str, &'e str)>,
+) {
     let metadata = entry_or(object, "metadata", || Value::Object(Map::new()));
     if !metadata.is_object() {
         *metadata = Value::Object(Map::new());
     }
     if let Some(metadata) = metadata.as_object_mut() {
-        let entries = entry_or(metadata, field, || Value::Object(Map::new()));
-        if !entries.is_object() {
-            *entries = Value::Object(Map::new());
+        let map = entry_or(metadata, field, || Value::Object(Map::new()));
+        if !map.is_object() {
+            *map = Value::Object(Map::new());
         }
-        if let Some(entries) = entries.as_object_mut() {
-            *entry_or(entries, key, || Value::Null) = Value::String(value.to_owned());
+        if let Some(map) = map.as_object_mut() {
+            for (key, value) in entries {
+                *entry_or(map, key, || Value::Null) = Value::String(value.to_owned());
+            }
         }
     }
 }

@@ -13,7 +13,7 @@ use crate::env::EnvInputs;
 use crate::output::Layer;
 use crate::provenance::Tracker;
 use crate::security;
-use crate::walk::{for_each_pod_template, set_annotation, set_label};
+use crate::walk::{for_each_pod_template, set_annotations, set_labels};
 
 /// Path prefix used in messages about the Kubernetes section.
 pub(crate) const K8S: &str = "resource_args.kubernetes";
@@ -76,14 +76,13 @@ pub(crate) fn check_user_name(
 pub(crate) fn label_workload(object: &mut Map<String, Value>, ctx: &RenderContext, spec: &RunSpec) {
     let pod_labels = PodLabels::new(ctx);
     pod_labels.set(object);
-    if let Some(rqi) = &ctx.run_queue_item_id {
-        set_annotation(object, labels::RUN_QUEUE_ITEM_ANNOTATION, rqi);
-    }
-    if let Some(queue) = &ctx.queue_name {
-        set_annotation(object, labels::QUEUE_ANNOTATION, queue);
-    }
-    set_annotation(object, labels::ENTITY_ANNOTATION, &spec.entity);
-    set_annotation(object, labels::PROJECT_ANNOTATION, &spec.project);
+    let annotations = [
+        (ctx.run_queue_item_id.as_deref()).map(|rqi| (labels::RUN_QUEUE_ITEM_ANNOTATION, rqi)),
+        (ctx.queue_name.as_deref()).map(|queue| (labels::QUEUE_ANNOTATION, queue)),
+        Some((labels::ENTITY_ANNOTATION, spec.entity.as_str())),
+        Some((labels::PROJECT_ANNOTATION, spec.project.as_str())),
+    ];
+    set_annotations(object, annotations.into_iter().flatten());
     let mut value = Value::Object(std::mem::take(object));
     for_each_pod_template(&mut value, &mut |template| pod_labels.set(template));
     if let Value::Object(map) = value {
@@ -109,14 +108,15 @@ impl PodLabels {
     }
 
     fn set(&self, object: &mut Map<String, Value>) {
-        set_label(object, labels::RUN_ID, &self.run_id);
-        set_label(object, labels::MONITOR, "true");
-        if let Some(agent) = &self.agent {
-            set_label(object, labels::AGENT, agent);
-        }
-        if let Some(identity) = &self.identity {
-            set_label(object, labels::AGENT_IDENTITY, identity);
-        }
+        let entries = [
+            Some((labels::RUN_ID, self.run_id.as_str())),
+            Some((labels::MONITOR, "true")),
+            self.agent.as_deref().map(|agent| (labels::AGENT, agent)),
+            self.identity
+                .as_deref()
+                .map(|identity| (labels::AGENT_IDENTITY, identity)),
+        ];
+        set_labels(object, entries.into_iter().flatten());
     }
 }
 
