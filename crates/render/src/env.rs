@@ -39,13 +39,14 @@ pub(crate) struct EnvInputs<'a> {
 }
 
 /// `WANDB_CONFIG`, `WANDB_LAUNCH_FILE_OVERRIDES` (both chunked when long) and
-/// `WANDB_ARTIFACTS`, ready to be cloned into each container's env.
+/// `WANDB_ARTIFACTS` as (name, value) pairs, serialized once and turned into each
+/// container's env entries.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct JsonEnv {
     /// `WANDB_CONFIG` or its chunks; additional services get only these.
-    pub(crate) config: Vec<Value>,
+    config: Vec<(String, String)>,
     /// `WANDB_LAUNCH_FILE_OVERRIDES` (or its chunks), then `WANDB_ARTIFACTS`.
-    pub(crate) rest: Vec<Value>,
+    rest: Vec<(String, String)>,
 }
 
 impl JsonEnv {
@@ -71,11 +72,25 @@ impl JsonEnv {
         if let Some(extra) = &spec.overrides.artifacts {
             artifacts.extend(extra.clone());
         }
-        rest.push(plain(
-            "WANDB_ARTIFACTS",
-            &Value::Object(artifacts).to_string(),
+        rest.push((
+            "WANDB_ARTIFACTS".to_owned(),
+            Value::Object(artifacts).to_string(),
         ));
         Self { config, rest }
+    }
+
+    /// The `WANDB_CONFIG` entries (one, or its chunks).
+    pub(crate) fn config_entries(&self) -> impl Iterator<Item = Value> + '_ {
+        self.config.iter().map(|(name, value)| plain(name, value))
+    }
+
+    /// The file-override and artifact entries.
+    fn rest_entries(&self) -> impl Iterator<Item = Value> + '_ {
+        self.rest.iter().map(|(name, value)| plain(name, value))
+    }
+
+    fn len(&self) -> usize {
+        self.config.len() + self.rest.len()
     }
 }
 
@@ -88,11 +103,11 @@ fn plain(name: &str, value: &str) -> Value {
 }
 
 /// Adds `name` (or its chunks when the JSON is longer than [`MAX_ENV_CHUNK`]) to `env`.
-fn push_json_env(env: &mut Vec<Value>, name: &str, value: &Value) {
+fn push_json_env(env: &mut Vec<(String, String)>, name: &str, value: &Value) {
     let text = value.to_string();
     // The byte length bounds the character count, so short values skip the count.
     if text.len() <= MAX_ENV_CHUNK || text.chars().count() <= MAX_ENV_CHUNK {
-        env.push(plain(name, &text));
+        env.push((name.to_owned(), text));
         return;
     }
     let mut rest = text.as_str();
@@ -103,7 +118,7 @@ fn push_json_env(env: &mut Vec<Value>, name: &str, value: &Value) {
             .nth(MAX_ENV_CHUNK)
             .map_or(rest.len(), |(at, _)| at);
         let (chunk, tail) = rest.split_at(end);
-        env.push(plain(&format!("{name}_{index}"), chunk));
+        env.push((format!("{name}_{index}"), chunk.to_owned()));
         rest = tail;
         index += 1;
     }
@@ -118,7 +133,7 @@ pub(crate) fn wandb_env(
     include_run_id: bool,
 ) -> Vec<Value> {
     // Fourteen named variables at most, then the JSON ones.
-    let mut env = Vec::with_capacity(14 + inputs.json.config.len() + inputs.json.rest.len());
+    let mut env = Vec::with_capacity(14 + inputs.json.len());
     env.push(plain("WANDB_BASE_URL", inputs.base_url));
     if let ApiKeyEnv::FromSecret(secret) = &inputs.api_key {
         env.push(json!({"name": "WANDB_API_KEY",
@@ -156,8 +171,8 @@ pub(crate) fn wandb_env(
     if let Some(trace) = inputs.trace_id {
         env.push(plain("WANDB_LAUNCH_TRACE_ID", trace));
     }
-    env.extend(inputs.json.config.iter().cloned());
-    env.extend(inputs.json.rest.iter().cloned());
+    env.extend(inputs.json.config_entries());
+    env.extend(inputs.json.rest_entries());
     env
 }
 

@@ -10,7 +10,7 @@
 
 use std::collections::BTreeSet;
 
-use serde_json::{Map, Value, json};
+use serde_json::{Map, Value};
 
 use rlaunch_model::FieldError;
 
@@ -145,11 +145,15 @@ fn contains_ignoring_case(text: &str, needle: &str) -> bool {
 /// The container security context the agent forces: no privilege escalation, every
 /// capability dropped, the runtime's default seccomp profile.
 fn restricted_container_context() -> Value {
-    json!({
-        "allowPrivilegeEscalation": false,
-        "capabilities": {"drop": ["ALL"]},
-        "seccompProfile": {"type": "RuntimeDefault"}
-    })
+    // Built directly: `json!` serializes every value through serde, once per container.
+    let one = |key: &str, value: Value| Value::Object(Map::from_iter([(key.to_owned(), value)]));
+    let mut context = Map::new();
+    context.insert("allowPrivilegeEscalation".to_owned(), Value::Bool(false));
+    let drop_all = Value::Array(vec![Value::String("ALL".to_owned())]);
+    context.insert("capabilities".to_owned(), one("drop", drop_all));
+    let runtime_default = Value::String("RuntimeDefault".to_owned());
+    context.insert("seccompProfile".to_owned(), one("type", runtime_default));
+    Value::Object(context)
 }
 
 /// Hardens every container, initContainer and ephemeralContainer of every pod spec anywhere
@@ -249,6 +253,7 @@ fn fill_unset(target: &mut Value, defaults: Value) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     #[test]
     fn each_refused_key_is_reported_with_its_path() {

@@ -127,7 +127,7 @@ fn name_service(object: &mut Map<String, Value>, path: &str, namespace: &str) ->
 fn add_env(config: &mut Value, plan: &Plan<'_>) {
     for_each_pod_spec(config, &mut |pod_spec| {
         for container in containers_mut(pod_spec) {
-            let mut env = plan.env.json.config.clone();
+            let mut env: Vec<Value> = plan.env.json.config_entries().collect();
             if let ApiKeyEnv::FromSecret(secret) = &plan.env.api_key {
                 env.push(json!({"name": "WANDB_API_KEY",
                     "valueFrom": {"secretKeyRef": {"name": secret, "key": "password"}}}));
