@@ -21,16 +21,18 @@ const REFERENCE_WANDB_VERSION: &str = "0.31.0";
 /// Seconds the reference script spends on each case (per measurement).
 const REFERENCE_SECONDS: &str = "2";
 
-/// One case of the bench summary: our time per render.
+/// One case of the bench summary: our mean and best-batch time per render.
 struct Ours {
     case: String,
     micros: f64,
+    best: f64,
 }
 
 /// One case as the reference script reports it.
 enum Theirs {
     Timed {
         micros: f64,
+        best: f64,
         micros_with_project: f64,
     },
     Refused(String),
@@ -92,15 +94,16 @@ fn bench_ours() -> Result<Vec<Ours>> {
     Ok(ours)
 }
 
-/// `<case> <µs/render> <renders/s> <objects/s>`.
+/// `<case> <µs/render> <best µs> <renders/s> <objects/s>`.
 fn summary_row(line: &str) -> Option<Ours> {
     let fields: Vec<&str> = line.split_whitespace().collect();
-    let [case, micros, _, _] = fields.as_slice() else {
+    let [case, micros, best, _, _] = fields.as_slice() else {
         return None;
     };
     Some(Ours {
         case: (*case).to_owned(),
         micros: micros.parse().ok()?,
+        best: best.parse().ok()?,
     })
 }
 
@@ -161,29 +164,42 @@ fn bench_reference(python: &Path, cases: &[&str]) -> Result<Vec<(String, Theirs)
     Ok(text.lines().filter_map(reference_row).collect())
 }
 
-/// `<case> <µs> <µs with project> <objects>` or `<case> error <message>`.
+/// `<case> <µs> <best µs> <µs with project> <objects>` or `<case> error <message>`.
 fn reference_row(line: &str) -> Option<(String, Theirs)> {
     let (case, rest) = line.split_once(' ')?;
     if let Some(message) = rest.strip_prefix("error ") {
         return Some((case.to_owned(), Theirs::Refused(message.to_owned())));
     }
-    let mut fields = rest.split_whitespace().map(str::parse::<f64>);
-    let (Some(Ok(micros)), Some(Ok(micros_with_project))) = (fields.next(), fields.next()) else {
+    let fields: Vec<f64> = rest
+        .split_whitespace()
+        .map(str::parse)
+        .collect::<Result<_, _>>()
+        .ok()?;
+    let [micros, best, micros_with_project, _objects] = fields.as_slice() else {
         return None;
     };
     Some((
         case.to_owned(),
         Theirs::Timed {
-            micros,
-            micros_with_project,
+            micros: *micros,
+            best: *best,
+            micros_with_project: *micros_with_project,
         },
     ))
 }
 
 fn print_comparison(ours: &[Ours], theirs: &[(String, Theirs)]) {
     println!(
-        "\n{:<36} {:>10} {:>12} {:>8} {:>16} {:>8}",
-        "case", "ours µs", "W&B µs", "ratio", "W&B+project µs", "ratio"
+        "\n{:<36} {:>9} {:>9} {:>7} {:>9} {:>9} {:>7} {:>13} {:>7}",
+        "case",
+        "ours µs",
+        "W&B µs",
+        "ratio",
+        "ours best",
+        "W&B best",
+        "ratio",
+        "W&B+proj µs",
+        "ratio"
     );
     for (case, result) in theirs {
         let Some(mine) = ours.iter().find(|o| &o.case == case) else {
@@ -192,23 +208,28 @@ fn print_comparison(ours: &[Ours], theirs: &[(String, Theirs)]) {
         match result {
             Theirs::Timed {
                 micros,
+                best,
                 micros_with_project,
             } => println!(
-                "{case:<36} {:>10.2} {micros:>12.1} {:>7.0}x {micros_with_project:>16.1} {:>7.0}x",
+                "{case:<36} {:>9.2} {micros:>9.1} {:>6.0}x {:>9.2} {best:>9.1} {:>6.0}x {micros_with_project:>13.1} {:>6.0}x",
                 mine.micros,
                 micros / mine.micros,
+                mine.best,
+                best / mine.best,
                 micros_with_project / mine.micros
             ),
             Theirs::Refused(message) => {
                 println!(
-                    "{case:<36} {:>10.2}   W&B's agent refuses it: {message}",
+                    "{case:<36} {:>9.2}   W&B's agent refuses it: {message}",
                     mine.micros
                 )
             }
         }
     }
     println!(
-        "\nW&B µs: its runner's manifest construction from a built LaunchProject; \
-         W&B+project µs: with the LaunchProject built from the launch spec each time, as its agent does per queue item."
+        "\nµs: mean per render; best: the fastest batch (least disturbed by other processes on a \
+         shared machine). W&B: its runner's manifest construction from a built LaunchProject; \
+         W&B+proj: with the LaunchProject built from the launch spec each time, as its agent \
+         does per queue item."
     );
 }
