@@ -3,6 +3,7 @@
 //! the runner makes. This test is the generator: it renders the file from the table and
 //! fails when the committed file differs; `RLAUNCH_REGENERATE=1 cargo test -p rlaunch-tests
 //! --test chart_rbac` writes it (never in CI).
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests may panic on broken fixtures
 
 use std::path::Path;
 

@@ -3,11 +3,14 @@
 //! - `ci`: formatting, tidy, clippy and rustdoc with `-D warnings`, every test, and a
 //!   `cargo publish --dry-run` of the embeddable crates; prints the time of each step.
 //! - `cluster build|up|down`: the local Kubernetes control plane built from source.
-//! - `bench render`: manifests per second of the render engine.
+//! - `bench render [--compare-reference]`: renders and objects per second of the render
+//!   engine, per example; with `--compare-reference`, W&B's own manifest construction timed
+//!   in-process on the same inputs, and the ratio.
 //! - `tidy`: the architecture rules of ARCHITECTURE.md (the `rlaunch-tidy` crate), checked.
 //! - `doc`: the crate docs as `ci` checks them (`-D warnings`).
 //! - `demo`: the README's first command.
 
+mod bench_render;
 mod ci;
 mod cluster;
 mod demo;
@@ -31,7 +34,7 @@ fn main() -> Result<()> {
         Some("demo") => demo(),
         _ => {
             eprintln!(
-                "usage: cargo xtask <ci | cluster build|up|down | bench render | tidy | doc | demo>"
+                "usage: cargo xtask <ci | cluster build|up|down | bench render [--compare-reference] | tidy | doc | demo>"
             );
             bail!("unknown or missing command")
         }
@@ -78,10 +81,8 @@ pub fn tidy(root: &Path) -> Result<()> {
 
 fn bench(args: &[String]) -> Result<()> {
     match args.first().map(String::as_str) {
-        Some("render") | None => step(
-            "bench render",
-            cargo().args(["bench", "-p", "rlaunch-render", "--bench", "render"]),
-        ),
+        Some("render") => bench_render::run(&args[1..]),
+        None => bench_render::run(&[]),
         Some(other) => bail!("unknown benchmark `{other}` (available: render)"),
     }
 }

@@ -92,6 +92,10 @@ pub fn validate_extended_resources(pod_spec: &Value, path_prefix: &str) -> Vec<V
             continue;
         };
         for (index, container) in containers.iter().enumerate() {
+            // Most containers have no extended resource: skip them before formatting a path.
+            if !has_extended_resource(container) {
+                continue;
+            }
             let name = container
                 .get("name")
                 .and_then(Value::as_str)
@@ -101,6 +105,20 @@ pub fn validate_extended_resources(pod_spec: &Value, path_prefix: &str) -> Vec<V
         }
     }
     errors
+}
+
+/// Whether the container's `resources.limits` or `resources.requests` names an extended
+/// resource.
+fn has_extended_resource(container: &Value) -> bool {
+    let Some(resources) = container.get("resources") else {
+        return false;
+    };
+    ["limits", "requests"].iter().any(|section| {
+        resources
+            .get(section)
+            .and_then(Value::as_object)
+            .is_some_and(|quantities| quantities.keys().any(|r| is_extended_resource(r)))
+    })
 }
 
 fn check_container(container: &Value, name: &str, base: &str, errors: &mut Vec<ValidationError>) {
@@ -192,20 +210,26 @@ impl Checker<'_> {
         resource: &str,
         value: &Value,
     ) -> Option<(String, QuantityValue)> {
-        let field = format!("{}.{section}.{}", self.base, path_key(resource));
+        let base = self.base;
+        // Formatted only for a problem: most quantities are valid.
+        let field = || format!("{base}.{section}.{}", path_key(resource));
         let whole_number = || "write a whole number such as \"1\"".to_owned();
         let Some(text) = quantity_text(value) else {
-            self.push(field, format!("{value} is not a quantity"), whole_number());
+            self.push(
+                field(),
+                format!("{value} is not a quantity"),
+                whole_number(),
+            );
             return None;
         };
         match QuantityValue::parse(&text) {
             Err(error) => {
-                self.push(field, error.to_string(), whole_number());
+                self.push(field(), error.to_string(), whole_number());
                 None
             }
             Ok(quantity) if !quantity.is_integer() || quantity.is_negative() => {
                 self.push(
-                    field,
+                    field(),
                     format!(
                         "{text:?} is not a whole number; extended resources such as {resource} cannot be split"
                     ),

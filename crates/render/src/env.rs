@@ -33,23 +33,94 @@ pub(crate) struct EnvInputs<'a> {
     pub(crate) queue_entity: Option<&'a str>,
     /// `WANDB_LAUNCH_TRACE_ID` (the run queue item id).
     pub(crate) trace_id: Option<&'a str>,
+    /// The run spec's JSON values as env entries, serialized once per render rather than
+    /// once per container (a run config can be tens of kilobytes).
+    pub(crate) json: JsonEnv,
 }
 
+/// `WANDB_CONFIG`, `WANDB_LAUNCH_FILE_OVERRIDES` (both chunked when long) and
+/// `WANDB_ARTIFACTS` as (name, value) pairs, serialized once and turned into each
+/// container's env entries.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct JsonEnv {
+    /// `WANDB_CONFIG` or its chunks; additional services get only these.
+    config: Vec<(String, String)>,
+    /// `WANDB_LAUNCH_FILE_OVERRIDES` (or its chunks), then `WANDB_ARTIFACTS`.
+    rest: Vec<(String, String)>,
+}
+
+impl JsonEnv {
+    /// Serializes the run spec's run config, file overrides and artifacts.
+    pub(crate) fn new(spec: &RunSpec) -> Self {
+        let empty = Value::Object(Map::new());
+        let mut config = Vec::new();
+        push_json_env(
+            &mut config,
+            "WANDB_CONFIG",
+            spec.overrides.run_config.as_ref().unwrap_or(&empty),
+        );
+        let mut rest = Vec::new();
+        push_json_env(
+            &mut rest,
+            "WANDB_LAUNCH_FILE_OVERRIDES",
+            spec.overrides.files.as_ref().unwrap_or(&empty),
+        );
+        let mut artifacts = Map::new();
+        if let Some(job) = &spec.job {
+            artifacts.insert("_wandb_job".to_owned(), Value::String(job.clone()));
+        }
+        if let Some(extra) = &spec.overrides.artifacts {
+            artifacts.extend(extra.clone());
+        }
+        rest.push((
+            "WANDB_ARTIFACTS".to_owned(),
+            Value::Object(artifacts).to_string(),
+        ));
+        Self { config, rest }
+    }
+
+    /// The `WANDB_CONFIG` entries (one, or its chunks).
+    pub(crate) fn config_entries(&self) -> impl Iterator<Item = Value> + '_ {
+        self.config.iter().map(|(name, value)| plain(name, value))
+    }
+
+    /// The file-override and artifact entries.
+    fn rest_entries(&self) -> impl Iterator<Item = Value> + '_ {
+        self.rest.iter().map(|(name, value)| plain(name, value))
+    }
+
+    fn len(&self) -> usize {
+        self.config.len() + self.rest.len()
+    }
+}
+
+/// `{name, value}`, built directly (`json!` serializes each value through serde).
 fn plain(name: &str, value: &str) -> Value {
-    json!({"name": name, "value": value})
+    let mut entry = Map::new();
+    entry.insert("name".to_owned(), Value::String(name.to_owned()));
+    entry.insert("value".to_owned(), Value::String(value.to_owned()));
+    Value::Object(entry)
 }
 
 /// Adds `name` (or its chunks when the JSON is longer than [`MAX_ENV_CHUNK`]) to `env`.
-pub(crate) fn push_json_env(env: &mut Vec<Value>, name: &str, value: &Value) {
+fn push_json_env(env: &mut Vec<(String, String)>, name: &str, value: &Value) {
     let text = value.to_string();
-    if text.chars().count() <= MAX_ENV_CHUNK {
-        env.push(plain(name, &text));
+    // The byte length bounds the character count, so short values skip the count.
+    if text.len() <= MAX_ENV_CHUNK || text.chars().count() <= MAX_ENV_CHUNK {
+        env.push((name.to_owned(), text));
         return;
     }
-    let chars: Vec<char> = text.chars().collect();
-    for (i, chunk) in chars.chunks(MAX_ENV_CHUNK).enumerate() {
-        let chunk: String = chunk.iter().collect();
-        env.push(plain(&format!("{name}_{i}"), &chunk));
+    let mut rest = text.as_str();
+    let mut index = 0;
+    while !rest.is_empty() {
+        let end = rest
+            .char_indices()
+            .nth(MAX_ENV_CHUNK)
+            .map_or(rest.len(), |(at, _)| at);
+        let (chunk, tail) = rest.split_at(end);
+        env.push((format!("{name}_{index}"), chunk.to_owned()));
+        rest = tail;
+        index += 1;
     }
 }
 
@@ -61,7 +132,9 @@ pub(crate) fn wandb_env(
     inputs: &EnvInputs<'_>,
     include_run_id: bool,
 ) -> Vec<Value> {
-    let mut env = vec![plain("WANDB_BASE_URL", inputs.base_url)];
+    // Fourteen named variables at most, then the JSON ones.
+    let mut env = Vec::with_capacity(14 + inputs.json.len());
+    env.push(plain("WANDB_BASE_URL", inputs.base_url));
     if let ApiKeyEnv::FromSecret(secret) = &inputs.api_key {
         env.push(json!({"name": "WANDB_API_KEY",
             "valueFrom": {"secretKeyRef": {"name": secret, "key": "password"}}}));
@@ -98,42 +171,16 @@ pub(crate) fn wandb_env(
     if let Some(trace) = inputs.trace_id {
         env.push(plain("WANDB_LAUNCH_TRACE_ID", trace));
     }
-    push_json_values(&mut env, spec);
+    env.extend(inputs.json.config_entries());
+    env.extend(inputs.json.rest_entries());
     env
-}
-
-/// `WANDB_CONFIG`, `WANDB_LAUNCH_FILE_OVERRIDES` (both chunked when long) and `WANDB_ARTIFACTS`.
-fn push_json_values(env: &mut Vec<Value>, spec: &RunSpec) {
-    let config = spec
-        .overrides
-        .run_config
-        .clone()
-        .unwrap_or_else(|| Value::Object(Map::new()));
-    push_json_env(env, "WANDB_CONFIG", &config);
-    let files = spec
-        .overrides
-        .files
-        .clone()
-        .unwrap_or_else(|| Value::Object(Map::new()));
-    push_json_env(env, "WANDB_LAUNCH_FILE_OVERRIDES", &files);
-    let mut artifacts = Map::new();
-    if let Some(job) = &spec.job {
-        artifacts.insert("_wandb_job".to_owned(), Value::String(job.clone()));
-    }
-    if let Some(extra) = &spec.overrides.artifacts {
-        artifacts.extend(extra.clone());
-    }
-    env.push(plain(
-        "WANDB_ARTIFACTS",
-        &Value::Object(artifacts).to_string(),
-    ));
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn inputs() -> EnvInputs<'static> {
+    fn inputs(spec: &RunSpec) -> EnvInputs<'static> {
         EnvInputs {
             base_url: "https://api.wandb.ai",
             api_key: ApiKeyEnv::FromSecret("wandb-api-key-r1".into()),
@@ -142,6 +189,7 @@ mod tests {
             queue_name: Some("q"),
             queue_entity: Some("agent-ent"),
             trace_id: Some("rqi-1"),
+            json: JsonEnv::new(spec),
         }
     }
 
@@ -154,7 +202,7 @@ mod tests {
         let spec = RunSpec::from_value(json!({"entity": "e", "project": "p", "author": "ann",
             "_resume_count": 1, "job": "e/p/job:v1", "overrides": {"artifacts": {"a": "b"}}}))
         .unwrap();
-        let env = wandb_env(&spec, &inputs(), true);
+        let env = wandb_env(&spec, &inputs(&spec), true);
         assert!(names(&env).contains(&"WANDB_USERNAME"));
         assert!(names(&env).contains(&"WANDB_RESUME"));
         let artifacts = env.iter().find(|e| e["name"] == "WANDB_ARTIFACTS").unwrap();
@@ -163,7 +211,7 @@ mod tests {
         let spec = RunSpec::from_value(json!({"entity": "e", "project": "p", "author": "ann",
             "_wandb_api_key": "k"}))
         .unwrap();
-        let env = wandb_env(&spec, &inputs(), false);
+        let env = wandb_env(&spec, &inputs(&spec), false);
         assert!(!names(&env).contains(&"WANDB_USERNAME"));
         assert!(!names(&env).contains(&"WANDB_RUN_ID"));
         assert!(!names(&env).contains(&"WANDB_RESUME"));
@@ -174,7 +222,7 @@ mod tests {
         let spec = RunSpec::from_value(json!({"entity": "e", "project": "p", "author": "ann",
             "_wandb_api_key": ""}))
         .unwrap();
-        let env = wandb_env(&spec, &inputs(), true);
+        let env = wandb_env(&spec, &inputs(&spec), true);
         let username = env.iter().find(|e| e["name"] == "WANDB_USERNAME");
         assert_eq!(username.map(|e| &e["value"]), Some(&json!("ann")));
     }
@@ -185,7 +233,7 @@ mod tests {
         let spec = RunSpec::from_value(json!({"entity": "e", "project": "p",
             "overrides": {"run_config": {"blob": big}}}))
         .unwrap();
-        let env = wandb_env(&spec, &inputs(), true);
+        let env = wandb_env(&spec, &inputs(&spec), true);
         let chunks: Vec<_> = env
             .iter()
             .filter(|e| {

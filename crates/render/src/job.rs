@@ -35,9 +35,7 @@ pub(crate) fn render_job(
     tracker.record(&job, Layer::AgentDefault);
 
     if let Some(request) = plan.gpu {
-        let pod_spec = job
-            .pointer_mut("/spec/template/spec")
-            .ok_or_else(missing_pod_spec)?;
+        let pod_spec = pod_spec_mut(&mut job).ok_or_else(missing_pod_spec)?;
         apply_gpu(pod_spec, request, POD_SPEC)?;
         tracker.record(&job, Layer::GpuRequest);
     }
@@ -240,7 +238,12 @@ fn missing_pod_spec() -> rlaunch_model::RenderError {
 }
 
 fn job_pod_spec(job: &mut Value) -> Result<&mut Map<String, Value>> {
-    job.pointer_mut("/spec/template/spec")
+    pod_spec_mut(job)
         .and_then(Value::as_object_mut)
         .ok_or_else(missing_pod_spec)
+}
+
+/// `spec.template.spec`, looked up key by key (a JSON pointer allocates per segment).
+fn pod_spec_mut(job: &mut Value) -> Option<&mut Value> {
+    job.get_mut("spec")?.get_mut("template")?.get_mut("spec")
 }

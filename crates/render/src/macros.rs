@@ -11,21 +11,23 @@ use std::collections::BTreeMap;
 
 use serde_json::Value;
 
-/// Values of the named macros for one run.
-#[derive(Clone, Debug, Default)]
-pub(crate) struct MacroValues {
+use crate::walk::push_index;
+
+/// Values of the named macros for one run, borrowed from the run spec and context.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct MacroValues<'v> {
     /// `${project_name}`
-    pub(crate) project_name: Option<String>,
+    pub(crate) project_name: Option<&'v str>,
     /// `${entity_name}`
-    pub(crate) entity_name: Option<String>,
+    pub(crate) entity_name: Option<&'v str>,
     /// `${run_id}`
-    pub(crate) run_id: Option<String>,
+    pub(crate) run_id: Option<&'v str>,
     /// `${run_name}`
-    pub(crate) run_name: Option<String>,
+    pub(crate) run_name: Option<&'v str>,
     /// `${image_uri}`
-    pub(crate) image_uri: Option<String>,
+    pub(crate) image_uri: Option<&'v str>,
     /// `${author}`
-    pub(crate) author: Option<String>,
+    pub(crate) author: Option<&'v str>,
 }
 
 /// Expands macros in place, returning warnings (missing values, unknown macros).
@@ -37,35 +39,50 @@ pub(crate) struct MacroExpander<'a> {
 
 impl<'a> MacroExpander<'a> {
     /// An expander for one run.
-    pub(crate) fn new(values: &'a MacroValues, env: &'a BTreeMap<String, String>) -> Self {
+    pub(crate) fn new(values: MacroValues<'a>, env: &'a BTreeMap<String, String>) -> Self {
         Self {
             named: [
-                ("project_name", values.project_name.as_deref()),
-                ("entity_name", values.entity_name.as_deref()),
-                ("run_id", values.run_id.as_deref()),
-                ("run_name", values.run_name.as_deref()),
-                ("image_uri", values.image_uri.as_deref()),
-                ("author", values.author.as_deref()),
+                ("project_name", values.project_name),
+                ("entity_name", values.entity_name),
+                ("run_id", values.run_id),
+                ("run_name", values.run_name),
+                ("image_uri", values.image_uri),
+                ("author", values.author),
             ],
             env,
             warnings: Vec::new(),
         }
     }
 
-    /// Substitutes every string leaf of `value` (keys are left alone).
+    /// Substitutes every string leaf of `value` (keys are left alone). `path` names `value`
+    /// in warnings.
     pub(crate) fn expand_value(&mut self, value: &mut Value, path: &str) {
+        let mut path = path.to_owned();
+        self.expand_at(value, &mut path);
+    }
+
+    /// [`Self::expand_value`] with the path in a buffer that each level extends and truncates
+    /// back, so a walk allocates no path per node (paths are only read for warnings).
+    fn expand_at(&mut self, value: &mut Value, path: &mut String) {
         match value {
-            Value::String(text) if text.contains("${") => {
+            Value::String(text) if has_macro(text) => {
                 *text = self.expand_str(text, path);
             }
             Value::Array(items) => {
+                let len = path.len();
                 for (i, item) in items.iter_mut().enumerate() {
-                    self.expand_value(item, &format!("{path}[{i}]"));
+                    push_index(path, i);
+                    self.expand_at(item, path);
+                    path.truncate(len);
                 }
             }
             Value::Object(map) => {
+                let len = path.len();
                 for (key, item) in map.iter_mut() {
-                    self.expand_value(item, &format!("{path}.{key}"));
+                    path.push('.');
+                    path.push_str(key);
+                    self.expand_at(item, path);
+                    path.truncate(len);
                 }
             }
             _ => {}
@@ -130,19 +147,25 @@ impl<'a> MacroExpander<'a> {
     }
 }
 
+/// Whether `text` contains `${`, scanning bytes (a substring search sets up a searcher for
+/// every string leaf).
+fn has_macro(text: &str) -> bool {
+    text.as_bytes().windows(2).any(|pair| pair == b"${")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::json;
 
-    fn values() -> MacroValues {
+    fn values() -> MacroValues<'static> {
         MacroValues {
-            project_name: Some("proj".into()),
-            entity_name: Some("ent".into()),
-            run_id: Some("r1".into()),
+            project_name: Some("proj"),
+            entity_name: Some("ent"),
+            run_id: Some("r1"),
             run_name: None,
-            image_uri: Some("img:1".into()),
-            author: Some("ann".into()),
+            image_uri: Some("img:1"),
+            author: Some("ann"),
         }
     }
 
@@ -151,7 +174,7 @@ mod tests {
         let values = values();
         let mut env = BTreeMap::new();
         env.insert("REGION".to_owned(), "eu".to_owned());
-        let mut expander = MacroExpander::new(&values, &env);
+        let mut expander = MacroExpander::new(values, &env);
         let mut doc = json!({"a": "${image_uri}-${run_id}", "b": ["${REGION}", "${WANDB_API_KEY}"],
                              "${run_id}": "key untouched", "c": "${run-id} $${run_id} ${", "d": 3});
         expander.expand_value(&mut doc, "x");
@@ -169,7 +192,7 @@ mod tests {
     fn missing_named_value_is_empty_with_a_warning_not_none() {
         let values = values();
         let env = BTreeMap::new();
-        let mut expander = MacroExpander::new(&values, &env);
+        let mut expander = MacroExpander::new(values, &env);
         assert_eq!(expander.expand_str("name-${run_name}", "p"), "name-");
         let warnings = expander.into_warnings();
         assert!(warnings[0].starts_with("p: macro ${run_name} has no value"));

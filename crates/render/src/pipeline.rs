@@ -8,7 +8,7 @@ use rlaunch_model::{FieldError, RenderError, Result, RunSpec, json_kind, names};
 use crate::agent_keys::{Extras, take_agent_keys};
 use crate::context::RenderContext;
 use crate::custom::render_custom;
-use crate::env::{ApiKeyEnv, EnvInputs};
+use crate::env::{ApiKeyEnv, EnvInputs, JsonEnv};
 use crate::job::render_job;
 use crate::macros::{MacroExpander, MacroValues};
 use crate::output::{AgentKeys, Layer, Provenance, Rendered, RenderedObject};
@@ -34,9 +34,8 @@ pub fn render(
     let mut tracker = Tracker::new(ctx.explain);
     let mut warnings = Vec::new();
     let merged = merge_sections(spec, queue_config, &mut tracker, &mut warnings)?;
-    let image_uri = ctx.image_uri.clone().or_else(|| spec.docker_image.clone());
-    let (mut body, services) =
-        expand_macros(spec, ctx, image_uri.as_deref(), merged, &mut warnings);
+    let image_uri = ctx.image_uri.as_deref().or(spec.docker_image.as_deref());
+    let (mut body, services) = expand_macros(spec, ctx, image_uri, merged, &mut warnings);
     tracker.record(&body, Layer::Macro);
     let (agent_keys, extras) = check_body(spec, ctx, &mut body, &services)?;
     let namespace = resolve_namespace(&body, &extras, ctx)?;
@@ -46,7 +45,7 @@ pub fn render(
         spec,
         ctx,
         namespace: &namespace,
-        image_uri: image_uri.as_deref(),
+        image_uri,
         gpu: ctx.gpu.as_ref().or(extras.gpu.as_ref()),
         env: &env,
         extras: &extras,
@@ -130,14 +129,14 @@ fn expand_macros(
     warnings: &mut Vec<String>,
 ) -> (Value, Vec<(usize, Value)>) {
     let values = MacroValues {
-        project_name: Some(spec.project.clone()),
-        entity_name: Some(spec.entity.clone()),
-        run_id: Some(ctx.run_id.clone()),
-        run_name: spec.name.clone(),
-        image_uri: image_uri.map(str::to_owned),
-        author: spec.author.clone(),
+        project_name: Some(&spec.project),
+        entity_name: Some(&spec.entity),
+        run_id: Some(&ctx.run_id),
+        run_name: spec.name.as_deref(),
+        image_uri,
+        author: spec.author.as_deref(),
     };
-    let mut expander = MacroExpander::new(&values, &ctx.macro_env);
+    let mut expander = MacroExpander::new(values, &ctx.macro_env);
     expander.expand_value(&mut merged, K8S);
     let mut services = Vec::new();
     for (i, service) in spec.additional_services.iter().enumerate() {
@@ -189,7 +188,8 @@ fn check_body(
 /// Step 4: `metadata.namespace`, the legacy top-level `namespace`, then the context default.
 fn resolve_namespace(body: &Value, extras: &Extras, ctx: &RenderContext) -> Result<String> {
     let namespace = body
-        .pointer("/metadata/namespace")
+        .get("metadata")
+        .and_then(|metadata| metadata.get("namespace"))
         .and_then(Value::as_str)
         .filter(|ns| !ns.is_empty())
         .map(str::to_owned)
@@ -215,7 +215,8 @@ fn env_inputs<'a>(
         Some(object) => ApiKeyEnv::FromSecret(
             object
                 .manifest
-                .pointer("/metadata/name")
+                .get("metadata")
+                .and_then(|metadata| metadata.get("name"))
                 .and_then(Value::as_str)
                 .unwrap_or_default()
                 .to_owned(),
@@ -230,6 +231,7 @@ fn env_inputs<'a>(
         queue_name: ctx.queue_name.as_deref(),
         queue_entity: ctx.queue_entity.as_deref(),
         trace_id: ctx.run_queue_item_id.as_deref(),
+        json: JsonEnv::new(spec),
     }
 }
 

@@ -10,9 +10,11 @@
 
 use std::collections::BTreeSet;
 
-use serde_json::{Map, Value, json};
+use serde_json::{Map, Value};
 
 use rlaunch_model::FieldError;
+
+use crate::walk::{push_index, push_key};
 
 /// Why each refused key is dangerous, for the error message.
 fn reason(key: &str) -> &'static str {
@@ -53,18 +55,28 @@ fn non_blank(value: &Value) -> bool {
 /// Scans every object in `value` for refused keys; returns one error per refused field.
 pub(crate) fn scan(value: &Value, path: &str, allowed: &BTreeSet<String>) -> Vec<FieldError> {
     let mut errors = Vec::new();
-    scan_into(value, path, allowed, &mut errors);
+    let mut path = path.to_owned();
+    scan_into(value, &mut path, allowed, &mut errors);
     errors
 }
 
-fn scan_into(value: &Value, path: &str, allowed: &BTreeSet<String>, errors: &mut Vec<FieldError>) {
+/// One level of [`scan`]; `path` is a buffer each level extends and truncates back, so the
+/// walk allocates no path per node (paths are only read for errors).
+fn scan_into(
+    value: &Value,
+    path: &mut String,
+    allowed: &BTreeSet<String>,
+    errors: &mut Vec<FieldError>,
+) {
+    let len = path.len();
     match value {
         Value::Object(map) => {
             for (key, item) in map {
-                let item_path = format!("{path}.{key}");
+                path.push('.');
+                path.push_str(key);
                 if !allowed.contains(key) && refused(key, item) {
                     errors.push(FieldError::new(
-                        &item_path,
+                        path.as_str(),
                         format!("unsafe option `{key}` is not allowed: {}", reason(key)),
                         format!(
                             "remove it, or ask the agent admin to add `{key}` to `allowed_fields` in the agent config"
@@ -72,14 +84,17 @@ fn scan_into(value: &Value, path: &str, allowed: &BTreeSet<String>, errors: &mut
                     ));
                 }
                 if let ("annotations", Value::Object(annotations)) = (key.as_str(), item) {
-                    scan_annotations(annotations, &item_path, errors);
+                    scan_annotations(annotations, path, errors);
                 }
-                scan_into(item, &item_path, allowed, errors);
+                scan_into(item, path, allowed, errors);
+                path.truncate(len);
             }
         }
         Value::Array(items) => {
             for (i, item) in items.iter().enumerate() {
-                scan_into(item, &format!("{path}[{i}]"), allowed, errors);
+                push_index(path, i);
+                scan_into(item, path, allowed, errors);
+                path.truncate(len);
             }
         }
         _ => {}
@@ -104,11 +119,12 @@ fn refused(key: &str, value: &Value) -> bool {
 
 fn scan_annotations(annotations: &Map<String, Value>, path: &str, errors: &mut Vec<FieldError>) {
     for (key, value) in annotations {
-        let lower_key = key.to_ascii_lowercase();
         let unconfined = value
             .as_str()
-            .is_some_and(|v| v.to_ascii_lowercase().contains("unconfined"));
-        if (lower_key.contains("apparmor") || lower_key.contains("seccomp")) && unconfined {
+            .is_some_and(|v| contains_ignoring_case(v, "unconfined"));
+        let profile_key =
+            contains_ignoring_case(key, "apparmor") || contains_ignoring_case(key, "seccomp");
+        if profile_key && unconfined {
             errors.push(FieldError::new(
                 format!("{path}.{key}"),
                 "unsafe annotation: an unconfined AppArmor or seccomp profile is not allowed",
@@ -118,14 +134,26 @@ fn scan_annotations(annotations: &Map<String, Value>, path: &str, errors: &mut V
     }
 }
 
+/// Whether `text` contains `needle` (lower-case ASCII), ignoring ASCII case, without
+/// allocating a lower-cased copy.
+fn contains_ignoring_case(text: &str, needle: &str) -> bool {
+    text.as_bytes()
+        .windows(needle.len())
+        .any(|window| window.eq_ignore_ascii_case(needle.as_bytes()))
+}
+
 /// The container security context the agent forces: no privilege escalation, every
 /// capability dropped, the runtime's default seccomp profile.
 fn restricted_container_context() -> Value {
-    json!({
-        "allowPrivilegeEscalation": false,
-        "capabilities": {"drop": ["ALL"]},
-        "seccompProfile": {"type": "RuntimeDefault"}
-    })
+    // Built directly: `json!` serializes every value through serde, once per container.
+    let one = |key: &str, value: Value| Value::Object(Map::from_iter([(key.to_owned(), value)]));
+    let mut context = Map::new();
+    context.insert("allowPrivilegeEscalation".to_owned(), Value::Bool(false));
+    let drop_all = Value::Array(vec![Value::String("ALL".to_owned())]);
+    context.insert("capabilities".to_owned(), one("drop", drop_all));
+    let runtime_default = Value::String("RuntimeDefault".to_owned());
+    context.insert("seccompProfile".to_owned(), one("type", runtime_default));
+    Value::Object(context)
 }
 
 /// Hardens every container, initContainer and ephemeralContainer of every pod spec anywhere
@@ -138,24 +166,73 @@ fn restricted_container_context() -> Value {
 /// `drop: [ALL]`, and `allowPrivilegeEscalation: true` stays true. W&B's agent replaces the
 /// whole context, silently undoing what the admin allowed.
 pub(crate) fn force_security_context(value: &mut Value) {
+    force_security_context_and_visit(value, "", &mut |_, _| {});
+}
+
+/// [`force_security_context`], calling `f` on each pod spec (an object holding a `containers`
+/// list) once it is hardened, with its path under `root`, in the same walk: the checks that
+/// follow the hardening need not walk the workload again.
+pub(crate) fn force_security_context_and_visit(
+    value: &mut Value,
+    root: &str,
+    f: &mut impl FnMut(&Value, &str),
+) {
+    let mut path = root.to_owned();
+    harden_all(value, &mut path, f);
+}
+
+fn harden_all(value: &mut Value, path: &mut String, f: &mut impl FnMut(&Value, &str)) {
+    let len = path.len();
     match value {
         Value::Object(map) => {
-            for list in ["containers", "initContainers", "ephemeralContainers"] {
-                if let Some(Value::Array(containers)) = map.get_mut(list) {
-                    for container in containers.iter_mut().filter_map(Value::as_object_mut) {
-                        let context = container
-                            .entry("securityContext".to_owned())
-                            .or_insert(Value::Null);
-                        fill_unset(context, restricted_container_context());
-                    }
+            // One pass over the keys instead of a lookup per container list.
+            let mut pod_spec = false;
+            for (key, item) in map.iter_mut() {
+                let Value::Array(containers) = item else {
+                    continue;
+                };
+                match key.as_str() {
+                    "containers" => pod_spec = true,
+                    "initContainers" | "ephemeralContainers" => {}
+                    _ => continue,
+                }
+                for container in containers.iter_mut().filter_map(Value::as_object_mut) {
+                    harden(container);
                 }
             }
-            for item in map.values_mut() {
-                force_security_context(item);
+            if pod_spec {
+                f(value, path);
+            }
+            let Value::Object(map) = value else { return };
+            for (key, item) in map.iter_mut() {
+                if item.is_object() || item.is_array() {
+                    push_key(path, key);
+                    harden_all(item, path, f);
+                    path.truncate(len);
+                }
             }
         }
-        Value::Array(items) => items.iter_mut().for_each(force_security_context),
+        Value::Array(items) => {
+            for (i, item) in items.iter_mut().enumerate() {
+                if item.is_object() || item.is_array() {
+                    push_index(path, i);
+                    harden_all(item, path, f);
+                    path.truncate(len);
+                }
+            }
+        }
         _ => {}
+    }
+}
+
+/// One container: the restricted context when it has none, else what it leaves unset.
+fn harden(container: &mut Map<String, Value>) {
+    match container.get_mut("securityContext") {
+        None => {
+            container.insert("securityContext".to_owned(), restricted_container_context());
+        }
+        Some(context @ Value::Null) => *context = restricted_container_context(),
+        Some(context) => fill_unset(context, restricted_container_context()),
     }
 }
 
@@ -176,6 +253,7 @@ fn fill_unset(target: &mut Value, defaults: Value) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     #[test]
     fn each_refused_key_is_reported_with_its_path() {

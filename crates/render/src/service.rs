@@ -6,7 +6,7 @@ use serde_json::{Map, Value, json};
 use rlaunch_model::crd::known_plural;
 use rlaunch_model::{Result, labels, names};
 
-use crate::env::{ApiKeyEnv, push_json_env};
+use crate::env::ApiKeyEnv;
 use crate::output::{AgentKeys, ApiCoordinates, Layer, ObjectRole, Provenance, RenderedObject};
 use crate::provenance::Tracker;
 use crate::security;
@@ -125,16 +125,9 @@ fn name_service(object: &mut Map<String, Value>, path: &str, namespace: &str) ->
 
 /// `WANDB_CONFIG` and, when the run has a key Secret, `WANDB_API_KEY` on every container.
 fn add_env(config: &mut Value, plan: &Plan<'_>) {
-    let run_config = plan
-        .spec
-        .overrides
-        .run_config
-        .clone()
-        .unwrap_or_else(|| json!({}));
     for_each_pod_spec(config, &mut |pod_spec| {
         for container in containers_mut(pod_spec) {
-            let mut env = Vec::new();
-            push_json_env(&mut env, "WANDB_CONFIG", &run_config);
+            let mut env: Vec<Value> = plan.env.json.config_entries().collect();
             if let ApiKeyEnv::FromSecret(secret) = &plan.env.api_key {
                 env.push(json!({"name": "WANDB_API_KEY",
                     "valueFrom": {"secretKeyRef": {"name": secret, "key": "password"}}}));

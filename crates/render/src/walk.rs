@@ -44,16 +44,6 @@ pub(crate) fn for_each_pod_spec(value: &mut Value, f: &mut impl FnMut(&mut Map<S
     }
 }
 
-/// Calls `f` with every pod spec in `value` (an object holding a `containers` list) and its
-/// path, for messages that name the field. The path is only formatted for pod specs found.
-pub(crate) fn visit_pod_specs(value: &Value, path: &str, f: &mut impl FnMut(&Value, &str)) {
-    visit_objects(value, path, &mut |object, path| {
-        if object.get("containers").is_some_and(Value::is_array) {
-            f(object, &path());
-        }
-    });
-}
-
 /// Calls `f` with every object in `value` (itself included) and a function formatting its
 /// path, so paths are only built for the objects `f` reports.
 pub(crate) fn visit_objects(
@@ -129,9 +119,22 @@ pub(crate) fn object_entry<'a>(
     map: &'a mut Map<String, Value>,
     key: &str,
 ) -> Option<&'a mut Map<String, Value>> {
-    map.entry(key.to_owned())
-        .or_insert_with(|| Value::Object(Map::new()))
-        .as_object_mut()
+    entry_or(map, key, || Value::Object(Map::new())).as_object_mut()
+}
+
+/// The value at `key` in `map`, inserted from `default` when absent. Unlike
+/// `map.entry(key.to_owned())`, allocates the key only when it is inserted.
+pub(crate) fn entry_or<'a>(
+    map: &'a mut Map<String, Value>,
+    key: &str,
+    default: impl FnOnce() -> Value,
+) -> &'a mut Value {
+    if !map.contains_key(key) {
+        map.insert(key.to_owned(), default());
+    }
+    // Present: inserted above when it was not.
+    map.get_mut(key)
+        .unwrap_or_else(|| unreachable!("`{key}` was just inserted"))
 }
 
 /// Appends `items` to the list at `key`, creating it. Returns false if `key` holds a non-list.
@@ -140,10 +143,7 @@ pub(crate) fn append_list(
     key: &str,
     items: impl IntoIterator<Item = Value>,
 ) -> bool {
-    match map
-        .entry(key.to_owned())
-        .or_insert_with(|| Value::Array(Vec::new()))
-    {
+    match entry_or(map, key, || Value::Array(Vec::new())) {
         Value::Array(list) => {
             list.extend(items);
             true
@@ -161,27 +161,46 @@ pub(crate) fn set_label(object: &mut Map<String, Value>, key: &str, value: &str)
     set_metadata_entry(object, "labels", key, value);
 }
 
-/// Sets `annotations[key] = value` on the object's metadata.
-pub(crate) fn set_annotation(object: &mut Map<String, Value>, key: &str, value: &str) {
-    set_metadata_entry(object, "annotations", key, value);
+fn set_metadata_entry(object: &mut Map<String, Value>, field: &str, key: &str, value: &str) {
+    set_metadata_entries(object, field, [(key, value)]);
 }
 
-fn set_metadata_entry(object: &mut Map<String, Value>, field: &str, key: &str, value: &str) {
-    let metadata = object
-        .entry("metadata".to_owned())
-        .or_insert_with(|| Value::Object(Map::new()));
+/// Sets `labels[key] = value` for each pair, finding the labels map once.
+pub(crate) fn set_labels<'e>(
+    object: &mut Map<String, Value>,
+    entries: impl IntoIterator<Item = (&'e str, &'e str)>,
+) {
+    set_metadata_entries(object, "labels", entries);
+}
+
+/// Sets `annotations[key] = value` for each pair, finding the annotations map once.
+pub(crate) fn set_annotations<'e>(
+    object: &mut Map<String, Value>,
+    entries: impl IntoIterator<Item = (&'e str, &'e str)>,
+) {
+    set_metadata_entries(object, "annotations", entries);
+}
+
+/// `metadata.<field>[key] = value` for each pair; a non-object `metadata` or `<field>` is
+/// replaced by an object.
+fn set_metadata_entries<'e>(
+    object: &mut Map<String, Value>,
+    field: &str,
+    entries: impl IntoIterator<Item = (&'e str, &'e str)>,
+) {
+    let metadata = entry_or(object, "metadata", || Value::Object(Map::new()));
     if !metadata.is_object() {
         *metadata = Value::Object(Map::new());
     }
     if let Some(metadata) = metadata.as_object_mut() {
-        let entries = metadata
-            .entry(field.to_owned())
-            .or_insert_with(|| Value::Object(Map::new()));
-        if !entries.is_object() {
-            *entries = Value::Object(Map::new());
+        let map = entry_or(metadata, field, || Value::Object(Map::new()));
+        if !map.is_object() {
+            *map = Value::Object(Map::new());
         }
-        if let Some(entries) = entries.as_object_mut() {
-            entries.insert(key.to_owned(), Value::String(value.to_owned()));
+        if let Some(map) = map.as_object_mut() {
+            for (key, value) in entries {
+                *entry_or(map, key, || Value::Null) = Value::String(value.to_owned());
+            }
         }
     }
 }
@@ -195,6 +214,40 @@ pub(crate) fn join(path: &str, key: &str) -> String {
         (false, false) => format!("{path}.{key}"),
         (false, true) => format!("{path}.\"{key}\""),
     }
+}
+
+/// Appends `key` to `path` as [`join`] does, in place.
+pub(crate) fn push_key(path: &mut String, key: &str) {
+    let quoted = key.bytes().any(|b| matches!(b, b'.' | b'/' | b' '));
+    if !path.is_empty() {
+        path.push('.');
+    }
+    if quoted {
+        path.push('"');
+        path.push_str(key);
+        path.push('"');
+    } else {
+        path.push_str(key);
+    }
+}
+
+/// Appends `[i]` to `path`.
+pub(crate) fn push_index(path: &mut String, i: usize) {
+    // Digits by hand: `write!` goes through the formatting machinery on every node.
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    let mut rest = i;
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (rest % 10) as u8;
+        rest /= 10;
+        if rest == 0 {
+            break;
+        }
+    }
+    path.push('[');
+    digits[at..].iter().for_each(|&d| path.push(char::from(d)));
+    path.push(']');
 }
 
 /// POSIX shell quoting: safe words stay bare, anything else is single-quoted.
@@ -222,5 +275,25 @@ mod tests {
             join("metadata.labels", "wandb.ai/run-id"),
             "metadata.labels.\"wandb.ai/run-id\""
         );
+    }
+
+    #[test]
+    fn push_key_and_push_index_build_what_join_and_format_path_build() {
+        for (root, key) in [
+            ("", "a"),
+            ("", "a.b"),
+            ("x", "spec"),
+            ("x", "wandb.ai/run-id"),
+            ("x", "a b"),
+        ] {
+            let mut path = root.to_owned();
+            push_key(&mut path, key);
+            assert_eq!(path, join(root, key));
+        }
+        for i in [0, 7, 12, 1_000_000] {
+            let mut path = "x".to_owned();
+            push_index(&mut path, i);
+            assert_eq!(path, format_path("x", &[Step::Index(i)]));
+        }
     }
 }

@@ -13,7 +13,7 @@ use crate::env::EnvInputs;
 use crate::output::Layer;
 use crate::provenance::Tracker;
 use crate::security;
-use crate::walk::{self, for_each_pod_template, set_annotation, set_label};
+use crate::walk::{for_each_pod_template, set_annotations, set_labels};
 
 /// Path prefix used in messages about the Kubernetes section.
 pub(crate) const K8S: &str = "resource_args.kubernetes";
@@ -74,35 +74,49 @@ pub(crate) fn check_user_name(
 
 /// Labels and annotations every workload carries, on the object and its pod templates.
 pub(crate) fn label_workload(object: &mut Map<String, Value>, ctx: &RenderContext, spec: &RunSpec) {
-    set_pod_labels(object, ctx);
-    if let Some(rqi) = &ctx.run_queue_item_id {
-        set_annotation(object, labels::RUN_QUEUE_ITEM_ANNOTATION, rqi);
-    }
-    if let Some(queue) = &ctx.queue_name {
-        set_annotation(object, labels::QUEUE_ANNOTATION, queue);
-    }
-    set_annotation(object, labels::ENTITY_ANNOTATION, &spec.entity);
-    set_annotation(object, labels::PROJECT_ANNOTATION, &spec.project);
+    let pod_labels = PodLabels::new(ctx);
+    pod_labels.set(object);
+    let annotations = [
+        (ctx.run_queue_item_id.as_deref()).map(|rqi| (labels::RUN_QUEUE_ITEM_ANNOTATION, rqi)),
+        (ctx.queue_name.as_deref()).map(|queue| (labels::QUEUE_ANNOTATION, queue)),
+        Some((labels::ENTITY_ANNOTATION, spec.entity.as_str())),
+        Some((labels::PROJECT_ANNOTATION, spec.project.as_str())),
+    ];
+    set_annotations(object, annotations.into_iter().flatten());
     let mut value = Value::Object(std::mem::take(object));
-    for_each_pod_template(&mut value, &mut |template| set_pod_labels(template, ctx));
+    for_each_pod_template(&mut value, &mut |template| pod_labels.set(template));
     if let Value::Object(map) = value {
         *object = map;
     }
 }
 
-/// The labels the monitor selects on: run id, monitor, agent name and identity.
-fn set_pod_labels(object: &mut Map<String, Value>, ctx: &RenderContext) {
-    set_label(object, labels::RUN_ID, &names::label_value(&ctx.run_id));
-    set_label(object, labels::MONITOR, "true");
-    if let Some(agent) = &ctx.agent_name {
-        set_label(object, labels::AGENT, &names::label_value(agent));
+/// The labels the monitor selects on: run id, monitor, agent name and identity, made
+/// label-safe once per workload rather than once per pod template.
+struct PodLabels {
+    run_id: String,
+    agent: Option<String>,
+    identity: Option<String>,
+}
+
+impl PodLabels {
+    fn new(ctx: &RenderContext) -> Self {
+        Self {
+            run_id: names::label_value(&ctx.run_id),
+            agent: ctx.agent_name.as_deref().map(names::label_value),
+            identity: ctx.agent_identity.as_deref().map(names::label_value),
+        }
     }
-    if let Some(identity) = &ctx.agent_identity {
-        set_label(
-            object,
-            labels::AGENT_IDENTITY,
-            &names::label_value(identity),
-        );
+
+    fn set(&self, object: &mut Map<String, Value>) {
+        let entries = [
+            Some((labels::RUN_ID, self.run_id.as_str())),
+            Some((labels::MONITOR, "true")),
+            self.agent.as_deref().map(|agent| (labels::AGENT, agent)),
+            self.identity
+                .as_deref()
+                .map(|identity| (labels::AGENT_IDENTITY, identity)),
+        ];
+        set_labels(object, entries.into_iter().flatten());
     }
 }
 
@@ -129,27 +143,51 @@ pub(crate) fn finish_pods(
         code_mount::apply(workload, mount, plan.spec, &plan.ctx.base_url)?;
         tracker.record(workload, Layer::AgentDefault);
     }
-    security::force_security_context(workload);
-    tracker.record(workload, Layer::SecurityInjection);
-    validate_gpu_resources(workload)
-}
-
-/// Kubernetes' extended-resource rules (integer GPUs, in limits, requests equal to limits),
-/// checked on every pod spec so a bad queue config fails here rather than at the API server.
-fn validate_gpu_resources(workload: &Value) -> Result<()> {
     let mut problems = Vec::new();
-    walk::visit_pod_specs(workload, K8S, &mut |pod_spec, path| {
-        for error in rlaunch_gpu::validate_extended_resources(pod_spec, path) {
-            problems.push(FieldError::new(
-                error.field,
-                format!("container `{}`: {}", error.container, error.problem),
-                error.fix,
-            ));
-        }
+    security::force_security_context_and_visit(workload, K8S, &mut |pod_spec, path| {
+        validate_gpu_resources(pod_spec, path, &mut problems);
     });
+    tracker.record(workload, Layer::SecurityInjection);
     if problems.is_empty() {
         Ok(())
     } else {
         Err(RenderError::many(problems))
     }
+}
+
+/// Kubernetes' extended-resource rules (integer GPUs, in limits, requests equal to limits),
+/// checked on every pod spec so a bad queue config fails here rather than at the API server.
+fn validate_gpu_resources(pod_spec: &Value, path: &str, problems: &mut Vec<FieldError>) {
+    if !names_extended_resource(pod_spec) {
+        return;
+    }
+    for error in rlaunch_gpu::validate_extended_resources(pod_spec, path) {
+        problems.push(FieldError::new(
+            error.field,
+            format!("container `{}`: {}", error.container, error.problem),
+            error.fix,
+        ));
+    }
+}
+
+/// Whether any container or init container of `pod_spec` names an extended resource in its
+/// limits or requests: the others need no check, and no path formatted for one.
+fn names_extended_resource(pod_spec: &Value) -> bool {
+    let quantities = |container: &Value, section: &str| {
+        container
+            .get("resources")
+            .and_then(|resources| resources.get(section))
+            .and_then(Value::as_object)
+            .is_some_and(|q| q.keys().any(|r| rlaunch_gpu::is_extended_resource(r)))
+    };
+    ["containers", "initContainers"].iter().any(|list| {
+        pod_spec
+            .get(list)
+            .and_then(Value::as_array)
+            .is_some_and(|containers| {
+                containers
+                    .iter()
+                    .any(|c| quantities(c, "limits") || quantities(c, "requests"))
+            })
+    })
 }

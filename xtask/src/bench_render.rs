@@ -1,0 +1,235 @@
+//! `cargo xtask bench render [--compare-reference]`: the render engine's criterion bench
+//! (every example queue config × run spec, plus a large PyTorchJob), and optionally W&B's own
+//! manifest construction timed in-process on the same examples, with the ratio per example.
+//!
+//! The reference side runs `xtask/assets/reference_render_bench.py` in a venv holding W&B's
+//! agent (`wandb[launch]` and `kubernetes-asyncio`, pinned below), created once under
+//! `~/.cache/rlaunch/reference-venv`.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use anyhow::{Context, Result, bail};
+
+use crate::{cargo, step};
+
+/// The reference agent's packages, pinned so the figure is reproducible.
+const REFERENCE_PACKAGES: [&str; 2] = ["wandb[launch]==0.31.0", "kubernetes-asyncio==36.1.0"];
+const REFERENCE_WANDB_VERSION: &str = "0.31.0";
+
+/// Seconds the reference script spends on each case (per measurement).
+const REFERENCE_SECONDS: &str = "2";
+
+/// One case of the bench summary: our mean and best-batch time per render.
+struct Ours {
+    case: String,
+    micros: f64,
+    best: f64,
+}
+
+/// One case as the reference script reports it.
+enum Theirs {
+    Timed {
+        micros: f64,
+        best: f64,
+        micros_with_project: f64,
+    },
+    Refused(String),
+}
+
+/// Runs the bench; with `--compare-reference`, then the reference and the ratios.
+pub fn run(args: &[String]) -> Result<()> {
+    match args {
+        [] => step(
+            "bench render",
+            cargo().args(["bench", "-p", "rlaunch-render", "--bench", "render"]),
+        ),
+        [flag] if flag == "--compare-reference" => compare_reference(),
+        _ => bail!("usage: cargo xtask bench render [--compare-reference]"),
+    }
+}
+
+fn compare_reference() -> Result<()> {
+    let python = reference_python()?;
+    let ours = bench_ours()?;
+    let cases: Vec<&str> = ours
+        .iter()
+        .map(|o| o.case.as_str())
+        .filter(|case| case.contains('/'))
+        .collect();
+    eprintln!("==> reference: W&B's manifest construction, in-process");
+    let theirs = bench_reference(&python, &cases)?;
+    print_comparison(&ours, &theirs);
+    Ok(())
+}
+
+/// Runs the criterion bench, echoing its output, and reads its summary table.
+fn bench_ours() -> Result<Vec<Ours>> {
+    eprintln!("==> bench render");
+    let mut child = cargo()
+        .args(["bench", "-p", "rlaunch-render", "--bench", "render"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .context("cannot start cargo bench")?;
+    let stdout = child.stdout.take().context("cargo bench has no stdout")?;
+    let mut ours = Vec::new();
+    let mut in_summary = false;
+    for line in BufReader::new(stdout).lines() {
+        let line = line.context("cannot read cargo bench output")?;
+        println!("{line}");
+        if line.starts_with("case ") {
+            in_summary = true;
+        } else if in_summary && let Some(row) = summary_row(&line) {
+            ours.push(row);
+        }
+    }
+    let status = child.wait().context("cargo bench did not finish")?;
+    if !status.success() {
+        bail!("bench render failed ({status})");
+    }
+    if ours.is_empty() {
+        bail!("the bench printed no summary table (a `case µs/render …` header and rows)");
+    }
+    Ok(ours)
+}
+
+/// `<case> <µs/render> <best µs> <renders/s> <objects/s>`.
+fn summary_row(line: &str) -> Option<Ours> {
+    let fields: Vec<&str> = line.split_whitespace().collect();
+    let [case, micros, best, _, _] = fields.as_slice() else {
+        return None;
+    };
+    Some(Ours {
+        case: (*case).to_owned(),
+        micros: micros.parse().ok()?,
+        best: best.parse().ok()?,
+    })
+}
+
+/// The venv's python, creating the venv (once) when it is missing or holds another version.
+fn reference_python() -> Result<PathBuf> {
+    let home = std::env::var_os("HOME").context("HOME is not set; it locates the venv cache")?;
+    let venv = Path::new(&home).join(".cache/rlaunch/reference-venv");
+    let python = venv.join("bin/python");
+    if installed_version(&python).as_deref() == Some(REFERENCE_WANDB_VERSION) {
+        return Ok(python);
+    }
+    step(
+        "reference venv",
+        Command::new("python3").arg("-m").arg("venv").arg(&venv),
+    )?;
+    step(
+        "reference install (W&B's agent from PyPI)",
+        Command::new(&python)
+            .args(["-m", "pip", "install", "--quiet"])
+            .args(REFERENCE_PACKAGES),
+    )?;
+    match installed_version(&python) {
+        Some(version) if version == REFERENCE_WANDB_VERSION => Ok(python),
+        other => bail!(
+            "the venv at {} holds wandb {other:?}, not {REFERENCE_WANDB_VERSION}; delete it and rerun",
+            venv.display()
+        ),
+    }
+}
+
+fn installed_version(python: &Path) -> Option<String> {
+    let output = Command::new(python)
+        .args(["-c", "import wandb; print(wandb.__version__)"])
+        .stderr(Stdio::null())
+        .output()
+        .ok()?;
+    output
+        .status
+        .success()
+        .then(|| String::from_utf8_lossy(&output.stdout).trim().to_owned())
+}
+
+/// Runs the timing script on the example cases; one result per case it printed.
+fn bench_reference(python: &Path, cases: &[&str]) -> Result<Vec<(String, Theirs)>> {
+    let output = Command::new(python)
+        .arg("xtask/assets/reference_render_bench.py")
+        .arg("examples")
+        .arg(REFERENCE_SECONDS)
+        .args(cases)
+        .env("WANDB_SILENT", "true")
+        .stderr(Stdio::inherit())
+        .output()
+        .context("cannot start the reference timing script")?;
+    if !output.status.success() {
+        bail!("the reference timing script failed ({})", output.status);
+    }
+    let text = String::from_utf8_lossy(&output.stdout);
+    Ok(text.lines().filter_map(reference_row).collect())
+}
+
+/// `<case> <µs> <best µs> <µs with project> <objects>` or `<case> error <message>`.
+fn reference_row(line: &str) -> Option<(String, Theirs)> {
+    let (case, rest) = line.split_once(' ')?;
+    if let Some(message) = rest.strip_prefix("error ") {
+        return Some((case.to_owned(), Theirs::Refused(message.to_owned())));
+    }
+    let fields: Vec<f64> = rest
+        .split_whitespace()
+        .map(str::parse)
+        .collect::<Result<_, _>>()
+        .ok()?;
+    let [micros, best, micros_with_project, _objects] = fields.as_slice() else {
+        return None;
+    };
+    Some((
+        case.to_owned(),
+        Theirs::Timed {
+            micros: *micros,
+            best: *best,
+            micros_with_project: *micros_with_project,
+        },
+    ))
+}
+
+fn print_comparison(ours: &[Ours], theirs: &[(String, Theirs)]) {
+    println!(
+        "\n{:<36} {:>9} {:>9} {:>7} {:>9} {:>9} {:>7} {:>13} {:>7}",
+        "case",
+        "ours µs",
+        "W&B µs",
+        "ratio",
+        "ours best",
+        "W&B best",
+        "ratio",
+        "W&B+proj µs",
+        "ratio"
+    );
+    for (case, result) in theirs {
+        let Some(mine) = ours.iter().find(|o| &o.case == case) else {
+            continue;
+        };
+        match result {
+            Theirs::Timed {
+                micros,
+                best,
+                micros_with_project,
+            } => println!(
+                "{case:<36} {:>9.2} {micros:>9.1} {:>6.0}x {:>9.2} {best:>9.1} {:>6.0}x {micros_with_project:>13.1} {:>6.0}x",
+                mine.micros,
+                micros / mine.micros,
+                mine.best,
+                best / mine.best,
+                micros_with_project / mine.micros
+            ),
+            Theirs::Refused(message) => {
+                println!(
+                    "{case:<36} {:>9.2}   W&B's agent refuses it: {message}",
+                    mine.micros
+                )
+            }
+        }
+    }
+    println!(
+        "\nµs: mean per render; best: the fastest batch (least disturbed by other processes on a \
+         shared machine). W&B: its runner's manifest construction from a built LaunchProject; \
+         W&B+proj: with the LaunchProject built from the launch spec each time, as its agent \
+         does per queue item."
+    );
+}
