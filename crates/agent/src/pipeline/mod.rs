@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use rlaunch_builder::{BuildRequest, Built, JobSource};
 use rlaunch_gpu::Verdict;
-use rlaunch_k8s_runner::RunHandle;
+use rlaunch_k8s_runner::{RequeueRecord, RunHandle};
 use rlaunch_model::RunSpec;
 use rlaunch_render::{
     ApiKeyMode, CodeMount, CodeMountVariant, CodeSource, RenderContext, Rendered,
@@ -77,7 +77,8 @@ pub(crate) async fn run_item(
                 queue: queue.clone(),
                 run_id,
                 target: Some((item.run_spec.entity.clone(), item.run_spec.project.clone())),
-                spec: Some(item.run_spec.clone()),
+                requeue: Some(requeue_record(&item.run_spec)),
+                spec_key: item.run_spec.api_key.clone(),
                 created_at: Some(created_at),
             };
             watch_run(&ctx, &registration, watched, handle).await;
@@ -176,7 +177,7 @@ async fn launch(
     precheck(ctx, item, &rendered)
         .await
         .map_err(|m| failed(FailureStage::Agent, m))?;
-    let submitted = submit(ctx, &rendered)
+    let submitted = submit(ctx, &rendered, &requeue_record(spec))
         .await
         .map_err(|m| failed(FailureStage::Agent, m))?;
     ctx.metrics.pop_to_created(queue, popped_at.elapsed());
@@ -341,14 +342,30 @@ async fn precheck(ctx: &Context, item: &RunQueueItem, rendered: &Rendered) -> Re
     }
 }
 
+/// What a preemption requeue needs, kept on the workload so a restarted agent can still
+/// requeue an adopted run (the runner removes every secret from it).
+fn requeue_record(spec: &RunSpec) -> RequeueRecord {
+    RequeueRecord::new(
+        &serde_json::Value::Object(spec.as_raw().clone()),
+        u32::try_from(spec.resume_count).unwrap_or(u32::MAX),
+    )
+}
+
+/// Creates the workload with its requeue record, retrying transient errors.
 async fn submit(
     ctx: &Context,
     rendered: &Rendered,
+    requeue: &RequeueRecord,
 ) -> Result<rlaunch_k8s_runner::Submitted, String> {
     let mut attempt = 0;
     loop {
-        match ctx.runner.submit(rendered).await {
-            Ok(submitted) => return Ok(submitted),
+        match ctx.runner.submit_requeueable(rendered, requeue).await {
+            Ok(submitted) => {
+                if !submitted.requeue_kept && !submitted.adopted {
+                    tracing::warn!(workload = %submitted.handle.run().object(), "the run spec is too large to keep on the workload: after an agent restart a preemption of this run cannot be requeued");
+                }
+                return Ok(submitted);
+            }
             Err(error) if error.is_transient() && attempt < 4 => {
                 attempt += 1;
                 tracing::warn!(error = %error, attempt, "creating the workload failed; retrying");

@@ -4,8 +4,8 @@
 
 use std::time::{Duration, Instant};
 
-use rlaunch_k8s_runner::{RunHandle, RunState, RunStatus, WarningChange};
-use rlaunch_model::RunSpec;
+use rlaunch_k8s_runner::{RequeueRecord, RunHandle, RunState, RunStatus, WarningChange};
+use rlaunch_model::ApiKey;
 use rlaunch_wandb_api::{FailureStage, LAUNCH_PROJECT, PushRequest};
 use serde_json::Value;
 
@@ -18,10 +18,15 @@ pub(crate) struct Watched {
     pub item_id: String,
     pub queue: String,
     pub run_id: String,
-    /// Target entity and project of the run (unknown for some adopted runs).
+    /// Target entity and project of the run (unknown only for workloads created before
+    /// the runner recorded them).
     pub target: Option<(String, String)>,
-    /// The popped spec (unknown for adopted runs).
-    pub spec: Option<RunSpec>,
+    /// What a preemption requeue needs: from the popped spec, or for an adopted run the
+    /// record the submission kept on the workload.
+    pub requeue: Option<RequeueRecord>,
+    /// The run spec's own API key, redacted from reports (never kept on the cluster, so
+    /// unknown for adopted runs).
+    pub spec_key: Option<ApiKey>,
     /// When the workload was created by this process (unknown for adopted runs).
     pub created_at: Option<Instant>,
 }
@@ -185,7 +190,7 @@ async fn report_outcome(
     status: RunStatus,
     cancelled_by_stop: bool,
 ) {
-    let spec_key = watched.spec.as_ref().and_then(|s| s.api_key.as_ref());
+    let spec_key = watched.spec_key.as_ref();
     let failure = match status.state {
         RunState::Finished => match &watched.target {
             Some(target) if !initialised(ctx, target, &watched.run_id).await => {
@@ -255,17 +260,25 @@ async fn requeue(
     reason: &str,
     diagnostics: Option<rlaunch_k8s_runner::Diagnostics>,
 ) -> Option<ItemFailure> {
-    let Some(spec) = &watched.spec else {
+    let Some(record) = &watched.requeue else {
         return Some(ItemFailure {
             stage: FailureStage::Run,
             message: format!(
-                "the run was preempted while the agent was down ({reason}); push it again to resume"
+                "the run was preempted ({reason}) but its run spec was not kept on the workload (too large), so it cannot be requeued; push it again to resume"
             ),
             diagnostics,
         });
     };
-    let budget = u64::from(ctx.config.preemption_retries);
-    if spec.resume_count >= budget {
+    let Some(raw) = record.run_spec.as_object() else {
+        return Some(ItemFailure::new(
+            FailureStage::Run,
+            format!(
+                "the run was preempted ({reason}) and its kept run spec is not an object; push it again to resume"
+            ),
+        ));
+    };
+    let budget = ctx.config.preemption_retries;
+    if record.resume_count >= budget {
         return Some(ItemFailure {
             stage: FailureStage::Run,
             message: format!(
@@ -274,11 +287,11 @@ async fn requeue(
             diagnostics,
         });
     }
-    let mut raw = spec.as_raw().clone();
+    let mut raw = raw.clone();
     raw.insert("run_id".to_owned(), Value::String(watched.run_id.clone()));
     raw.insert(
         "_resume_count".to_owned(),
-        Value::from(spec.resume_count + 1),
+        Value::from(record.resume_count + 1),
     );
     raw.remove("sweep_id");
     let push = PushRequest {
