@@ -8,7 +8,7 @@
 //!   → adopt what this identity left in flight
 //!   → loop: heartbeat (launchAgent: stopPolling) · status · round-robin pop under max_jobs
 //!       → one task per item:
-//!         validate (before ack: secure mode, dry render, target namespaces)
+//!         validate (before ack: rlaunch_render::validate with secure mode, target namespaces)
 //!         → ack → resolve (image job or job artifact) → build (Builder trait; noop)
 //!         → render → pre-check (never fits fails in seconds) → submit (idempotent)
 //!         → monitor (warnings, stop from the UI → cancel once)

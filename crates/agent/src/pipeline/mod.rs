@@ -26,9 +26,6 @@ use crate::store::Phase;
 pub(crate) use monitor::{Watched, watch_run};
 use report::{ItemFailure, report_failure};
 
-/// Image put into the dry render made before ack for jobs whose image is not known yet.
-const VALIDATION_IMAGE: &str = "validation.invalid/placeholder:latest";
-
 /// The task of one popped item.
 pub(crate) async fn run_item(
     ctx: Arc<Context>,
@@ -174,6 +171,11 @@ async fn launch(
             format!("invalid queue config or run spec: {e}"),
         )
     })?;
+    if let Some(problem) =
+        validate::target_namespace(&rendered.namespace, &ctx.config.target_namespaces)
+    {
+        return Err(failed(FailureStage::Agent, problem));
+    }
     precheck(ctx, item, &rendered)
         .await
         .map_err(|m| failed(FailureStage::Agent, m))?;
@@ -196,8 +198,8 @@ async fn launch(
     Ok((run_id, submitted.handle, Instant::now()))
 }
 
-/// Before ack: secure mode, a dry render (every problem with its field path) and the
-/// target namespaces. A malformed queue config fails here, without a run.
+/// Before ack: [`rlaunch_render::validate`] (secure mode included) and the target
+/// namespaces. A malformed queue config fails here, without a run.
 fn validate(
     ctx: &Context,
     registration: &Registration,
@@ -205,38 +207,9 @@ fn validate(
     queue: &str,
     run_id: &str,
 ) -> Result<(), ItemFailure> {
-    let spec = &item.run_spec;
-    if ctx.config.secure_mode {
-        let problems = validate::secure_mode(spec);
-        if !problems.is_empty() {
-            return Err(ItemFailure::new(FailureStage::Agent, problems.join("; ")));
-        }
-    }
-    if spec.resource != "kubernetes" {
-        return Err(ItemFailure::new(
-            FailureStage::Agent,
-            format!(
-                "the run asks for resource `{}`, but this agent runs only `kubernetes` (push it to a Kubernetes queue)",
-                spec.resource
-            ),
-        ));
-    }
-    let mut render_ctx = render_context(ctx, registration, item, queue, run_id);
-    if spec.docker_image.is_none() {
-        render_ctx.image_uri = Some(VALIDATION_IMAGE.to_owned());
-    }
-    let rendered = rlaunch_render::render(spec, None, &render_ctx).map_err(|e| {
-        ItemFailure::new(
-            FailureStage::Agent,
-            format!("invalid queue config or run spec: {e}"),
-        )
-    })?;
-    if let Some(problem) =
-        validate::target_namespace(&rendered.namespace, &ctx.config.target_namespaces)
-    {
-        return Err(ItemFailure::new(FailureStage::Agent, problem));
-    }
-    Ok(())
+    let render_ctx = render_context(ctx, registration, item, queue, run_id);
+    validate::before_ack(&item.run_spec, &render_ctx, &ctx.config.target_namespaces)
+        .map_err(|problem| ItemFailure::new(FailureStage::Agent, problem))
 }
 
 fn render_context(
@@ -261,6 +234,7 @@ fn render_context(
     render_ctx.default_namespace = ctx.config.default_namespace.clone();
     render_ctx.macro_env = ctx.config.macro_env.clone();
     render_ctx.allowed_fields = ctx.config.allowed_fields.clone();
+    render_ctx.secure_mode = ctx.config.secure_mode;
     render_ctx
 }
 
