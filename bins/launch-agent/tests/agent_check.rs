@@ -173,8 +173,7 @@ async fn check_asks_the_api_server_for_every_rbac_rule_and_names_a_denied_verb()
     let (ok, text) = check(&fake, cluster.kubeconfig_path(), &config).await?;
     assert!(ok, "{text}");
     assert!(
-        text.contains(&format!("ok    rbac: all "))
-            && text.contains(&format!("allowed in {}", ns.name)),
+        text.contains("ok    rbac: all ") && text.contains(&format!("allowed in {}", ns.name)),
         "{text}"
     );
 
