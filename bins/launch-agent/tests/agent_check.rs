@@ -50,6 +50,7 @@ async fn role_without_job_delete(
         rule(&[""], &["pods", "events"], &["list", "watch"]),
         rule(&[""], &["pods/log"], &["get"]),
         rule(&[""], &["secrets"], &["create", "get", "update", "delete"]),
+        rule(&[""], &["configmaps"], &["create", "list", "delete"]),
     ];
     for (group, _kind, plural) in rlaunch_model::crd::KNOWN_PLURALS {
         rules.push(rule(&[group], &[plural], &workload));
@@ -173,7 +174,7 @@ async fn check_asks_the_api_server_for_every_rbac_rule_and_names_a_denied_verb()
     let (ok, text) = check(&fake, cluster.kubeconfig_path(), &config).await?;
     assert!(ok, "{text}");
     assert!(
-        text.contains("ok    rbac: all ") && text.contains(&format!("allowed in {}", ns.name)),
+        text.contains("ok    rbac: all ") && text.contains(&format!("are allowed in {}", ns.name)),
         "{text}"
     );
 

@@ -14,7 +14,11 @@ use tokio::task::JoinSet;
 
 use rlaunch_k8s_runner::{InFlightRun, WorkloadRole};
 
+use rlaunch_wandb_api::FailureStage;
+
 use crate::context::{Context, Registration};
+use crate::intent;
+use crate::pipeline::report::{ItemFailure, report_failure};
 use crate::pipeline::{Watched, watch_run};
 use crate::store::Phase;
 
@@ -39,10 +43,14 @@ pub(crate) async fn adopt(
     {
         Ok(runs) => runs,
         Err(error) => {
-            tracing::warn!(error = %error, "cannot list runs left in flight; none adopted");
+            tracing::warn!(error = %error, "cannot list runs left in flight; none adopted, launch intents left for the next start");
             return;
         }
     };
+    let adopted_items: Vec<String> = runs
+        .iter()
+        .filter_map(|r| r.run.run_queue_item_id.clone())
+        .collect();
     for in_flight in runs {
         if in_flight.run.role != WorkloadRole::Run {
             continue;
@@ -72,6 +80,49 @@ pub(crate) async fn adopt(
             watch_run(&ctx, &registration, watched, handle).await;
             ctx.store.remove(&item_id);
         });
+    }
+    recover_intents(ctx, registration, &adopted_items).await;
+}
+
+/// Launch intents whose item has a workload are done; the others were acked (or popped)
+/// by an agent that died before the create: failed with a clear message, then deleted.
+async fn recover_intents(ctx: &Context, registration: &Registration, adopted: &[String]) {
+    let client = ctx.runner.client();
+    let intents = match intent::list(
+        client,
+        &registration.identity,
+        &ctx.config.watched_namespaces(),
+    )
+    .await
+    {
+        Ok(intents) => intents,
+        Err(error) => {
+            tracing::warn!(error = %error, "cannot list launch intents; items acked before a crash are reported on a later start");
+            return;
+        }
+    };
+    for intent in intents {
+        if !adopted.contains(&intent.item_id) {
+            tracing::warn!(item = %intent.item_id, queue = %intent.queue, run_id = %intent.run_id, "an item was acked but its workload never created (the agent stopped in between); failing it");
+            let failure = ItemFailure::new(
+                FailureStage::Agent,
+                format!(
+                    "the agent stopped after acknowledging this item and before creating its workload (run {}): nothing was launched; push the run again",
+                    intent.run_id
+                ),
+            );
+            report_failure(
+                ctx,
+                registration,
+                &intent.item_id,
+                &intent.queue,
+                Some(&intent.run_id),
+                &failure,
+                None,
+            )
+            .await;
+        }
+        intent::forget(client, &intent.namespace, &intent.item_id).await;
     }
 }
 

@@ -15,6 +15,17 @@ use crate::config::{Config, JobSecrets};
 /// Where the missing permissions come from.
 const FIX: &str = "grant it to the agent's ServiceAccount: the Helm chart's Role (and its ClusterRole for cluster-wide rules) has every rule; with a hand-written Role, add the verb";
 
+/// What the agent itself (not the runner) calls: the launch intents of
+/// `crate::intent`. The chart's Role must grant it too.
+const AGENT_RULES: &[RbacRule] = &[RbacRule {
+    group: "",
+    resource: "configmaps",
+    verbs: &["create", "list", "delete"],
+    scope: RbacScope::Namespace,
+    need: RbacNeed::Always,
+    why: "record launch intents: one before each ack, and deleted once the workload exists, so an item acked before a crash is failed on restart, never forgotten",
+}];
+
 /// One permission to ask about.
 #[derive(Clone, Debug, PartialEq, Eq)]
 struct Ask {
@@ -108,6 +119,7 @@ pub(crate) async fn check_rbac(
 ) -> Vec<CheckLine> {
     let rules: Vec<RbacRule> = rlaunch_k8s_runner::rbac_rules()
         .into_iter()
+        .chain(AGENT_RULES.iter().cloned())
         .filter(|rule| applies(rule, config, served))
         .collect();
     let namespaces = config.watched_namespaces();
@@ -145,7 +157,7 @@ pub(crate) async fn check_rbac(
         lines.push(line(
             "rbac",
             Ok(format!(
-                "all {allowed} permissions of the runner's table allowed in {}",
+                "all {allowed} permissions the agent and its runner need are allowed in {}",
                 namespaces.join(", ")
             )),
         ));

@@ -66,9 +66,28 @@ pub(crate) async fn run_item(
         return;
     }
     tracing::info!(item = %item.id, queue, state = "validating", "item popped");
-    let launched = launch(&ctx, &registration, &item, &queue, popped_at).await;
+    let run_id = item.run_spec.run_id.clone().unwrap_or_else(generate_run_id);
+    let (intent_ns, launched) = match before_ack(&ctx, &registration, &item, &queue, &run_id).await
+    {
+        Ok(namespace) => {
+            let launched = launch(
+                &ctx,
+                registration.as_ref(),
+                &item,
+                &queue,
+                &run_id,
+                popped_at,
+            )
+            .await;
+            (Some(namespace), launched)
+        }
+        Err(failure) => (None, Err((None, failure))),
+    };
     match launched {
-        Ok((run_id, handle, created_at)) => {
+        Ok((handle, created_at)) => {
+            if let Some(namespace) = &intent_ns {
+                crate::intent::forget(ctx.runner.client(), namespace, &item.id).await;
+            }
             let watched = Watched {
                 item_id: item.id.clone(),
                 queue: queue.clone(),
@@ -91,10 +110,50 @@ pub(crate) async fn run_item(
                 item.run_spec.api_key.as_ref(),
             )
             .await;
+            if let Some(namespace) = &intent_ns {
+                crate::intent::forget(ctx.runner.client(), namespace, &item.id).await;
+            }
         }
     }
     ctx.store.remove(&item.id);
     ctx.metrics.set_jobs(&ctx.store.counts());
+}
+
+/// Validation, then the launch intent (see [`crate::intent`]): returns the run's namespace.
+async fn before_ack(
+    ctx: &Context,
+    registration: &Registration,
+    item: &RunQueueItem,
+    queue: &str,
+    run_id: &str,
+) -> Result<String, ItemFailure> {
+    let namespace = validate(ctx, registration, item, queue, run_id)?;
+    let intent = crate::intent::Intent {
+        namespace: namespace.clone(),
+        item_id: item.id.clone(),
+        run_id: run_id.to_owned(),
+        queue: queue.to_owned(),
+    };
+    crate::intent::record(ctx.runner.client(), &intent, &registration.identity)
+        .await
+        .map_err(|error| {
+            ItemFailure::new(
+                FailureStage::Agent,
+                format!(
+                    "cannot record the launch intent in namespace `{namespace}` ({error}): the agent needs create, list and delete on configmaps there (`launch-agent check` lists what is missing)"
+                ),
+            )
+        })?;
+    Ok(namespace)
+}
+
+/// Test-only fault hook ([`crate::intent::PAUSE_AFTER_ACK_ENV`]): stop after the ack until
+/// killed, so the crash test can kill the agent between ack and create.
+async fn test_pause_after_ack(item: &RunQueueItem) {
+    if std::env::var_os(crate::intent::PAUSE_AFTER_ACK_ENV).is_some_and(|v| v == "1") {
+        tracing::warn!(item = %item.id, "test hook: paused after the ack, before the create");
+        std::future::pending::<()>().await;
+    }
 }
 
 type Failed = (Option<String>, ItemFailure);
@@ -105,16 +164,17 @@ fn set_phase(ctx: &Context, item: &RunQueueItem, queue: &str, phase: Phase) {
     ctx.metrics.set_jobs(&ctx.store.counts());
 }
 
+/// Ack → resolve → build → render → pre-check → submit.
 async fn launch(
     ctx: &Context,
     registration: &Registration,
     item: &RunQueueItem,
     queue: &str,
+    run_id: &str,
     popped_at: Instant,
-) -> Result<(String, RunHandle, Instant), Failed> {
+) -> Result<(RunHandle, Instant), Failed> {
     let spec = &item.run_spec;
-    let run_id = spec.run_id.clone().unwrap_or_else(generate_run_id);
-    validate(ctx, registration, item, queue, &run_id).map_err(|f| (None, f))?;
+    let run_id = run_id.to_owned();
     let acked = a_few_times(ctx, "ackRunQueueItem", 3, || {
         ctx.wandb.ack_run_queue_item(&item.id, &run_id)
     })
@@ -129,6 +189,7 @@ async fn launch(
         ));
     }
     ctx.metrics.acked(queue);
+    test_pause_after_ack(item).await;
     let failed = |stage, message: String| (Some(run_id.clone()), ItemFailure::new(stage, message));
     set_phase(
         ctx,
@@ -195,18 +256,18 @@ async fn launch(
             state: "starting",
         },
     );
-    Ok((run_id, submitted.handle, Instant::now()))
+    Ok((submitted.handle, Instant::now()))
 }
 
 /// Before ack: [`rlaunch_render::validate`] (secure mode included) and the target
-/// namespaces. A malformed queue config fails here, without a run.
+/// namespaces. A malformed queue config fails here, without a run. Returns the namespace.
 fn validate(
     ctx: &Context,
     registration: &Registration,
     item: &RunQueueItem,
     queue: &str,
     run_id: &str,
-) -> Result<(), ItemFailure> {
+) -> Result<String, ItemFailure> {
     let render_ctx = render_context(ctx, registration, item, queue, run_id);
     validate::before_ack(&item.run_spec, &render_ctx, &ctx.config.target_namespaces)
         .map_err(|problem| ItemFailure::new(FailureStage::Agent, problem))

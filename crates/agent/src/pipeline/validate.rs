@@ -14,7 +14,7 @@ pub(crate) fn before_ack(
     spec: &RunSpec,
     render_ctx: &RenderContext,
     targets: &BTreeSet<String>,
-) -> Result<(), String> {
+) -> Result<String, String> {
     if spec.resource != "kubernetes" {
         return Err(format!(
             "the run asks for resource `{}`, but this agent runs only `kubernetes` (push it to a Kubernetes queue)",
@@ -26,7 +26,7 @@ pub(crate) fn before_ack(
     let namespace = namespace_of(spec, &render_ctx.default_namespace);
     match target_namespace(&namespace, targets) {
         Some(problem) => Err(problem),
-        None => Ok(()),
+        None => Ok(namespace),
     }
 }
 
@@ -96,7 +96,10 @@ mod tests {
         .unwrap();
         let mut open = secure_ctx();
         open.secure_mode = false;
-        assert_eq!(before_ack(&unlocked, &open, &BTreeSet::new()), Ok(()));
+        assert_eq!(
+            before_ack(&unlocked, &open, &BTreeSet::new()),
+            Ok("ml".to_owned())
+        );
         assert!(before_ack(&unlocked, &secure_ctx(), &BTreeSet::new()).is_err());
     }
 
@@ -120,11 +123,17 @@ mod tests {
             ))
             .unwrap()
         };
-        assert_eq!(before_ack(&spec("{}"), &secure_ctx(), &targets), Ok(()));
+        assert_eq!(
+            before_ack(&spec("{}"), &secure_ctx(), &targets),
+            Ok("ml".to_owned())
+        );
         let legacy = before_ack(&spec(r#"{"namespace":"other"}"#), &secure_ctx(), &targets);
         assert!(legacy.unwrap_err().contains("`other`"));
         let both = spec(r#"{"namespace":"other","metadata":{"namespace":"ml"}}"#);
-        assert_eq!(before_ack(&both, &secure_ctx(), &targets), Ok(()));
+        assert_eq!(
+            before_ack(&both, &secure_ctx(), &targets),
+            Ok("ml".to_owned())
+        );
     }
 
     #[test]
