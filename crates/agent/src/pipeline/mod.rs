@@ -5,6 +5,7 @@
 mod monitor;
 pub(crate) mod report;
 mod source;
+mod time_to_gpu;
 mod validate;
 
 use std::sync::Arc;

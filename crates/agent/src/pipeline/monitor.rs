@@ -10,6 +10,7 @@ use rlaunch_wandb_api::{FailureStage, LAUNCH_PROJECT, PushRequest};
 use serde_json::Value;
 
 use super::report::{ItemFailure, report_failure};
+use super::time_to_gpu::TimeToGpu;
 use crate::context::{Context, Registration};
 use crate::store::Phase;
 
@@ -51,18 +52,22 @@ pub(crate) async fn watch_run(
     let check_every = ctx.config.poll_interval.max(Duration::from_secs(1));
     let mut stop_check = tokio::time::interval(check_every);
     stop_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut clock = watched.created_at.map(TimeToGpu::created);
     let status = loop {
         forward_warnings(ctx, &watched, &mut handle).await;
         let status = handle.status();
+        for (step, elapsed) in clock
+            .as_mut()
+            .map(|c| c.observe(&status.state, Instant::now()))
+            .unwrap_or_default()
+        {
+            ctx.metrics.time_to_gpu(&watched.queue, step, elapsed);
+        }
         if status.state.is_terminal() {
             break status;
         }
         if status.state.name() != last_state {
             last_state = status.state.name();
-            if let (RunState::Running, Some(created_at)) = (&status.state, watched.created_at) {
-                ctx.metrics
-                    .created_to_running(&watched.queue, created_at.elapsed());
-            }
             tracing::info!(item = %watched.item_id, queue = %watched.queue, run_id = %watched.run_id, state = %status.state, "item state");
             ctx.store.set(
                 &watched.item_id,
