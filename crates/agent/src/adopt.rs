@@ -19,7 +19,7 @@ use rlaunch_wandb_api::FailureStage;
 use crate::context::{Context, Registration};
 use crate::intent;
 use crate::pipeline::report::{ItemFailure, report_failure};
-use crate::pipeline::{Watched, watch_run};
+use crate::pipeline::{PullSecret, Watched, watch_run};
 use crate::store::Phase;
 
 /// Queue label of adopted runs whose queue is not recorded on the workload (created
@@ -140,5 +140,6 @@ fn watched(item_id: &str, in_flight: &InFlightRun) -> Watched {
         requeue: in_flight.requeue.clone(),
         spec_key: None,
         created_at: None,
+        pull_secret: PullSecret::Unknown,
     }
 }

@@ -65,6 +65,7 @@ mod intent;
 mod logging;
 mod metrics;
 mod pipeline;
+mod pull_secret;
 mod queues;
 mod register;
 mod retry;

@@ -24,7 +24,7 @@ use crate::config::JobSecrets;
 use crate::context::{Context, Registration};
 use crate::retry::a_few_times;
 use crate::store::Phase;
-pub(crate) use monitor::{Watched, watch_run};
+pub(crate) use monitor::{PullSecret, Watched, watch_run};
 use report::{ItemFailure, report_failure};
 
 /// The task of one popped item.
@@ -85,7 +85,7 @@ pub(crate) async fn run_item(
         Err(failure) => (None, Err((None, failure))),
     };
     match launched {
-        Ok((handle, created_at)) => {
+        Ok((handle, created_at, pull_secret)) => {
             if let Some(namespace) = &intent_ns {
                 crate::intent::forget(ctx.runner.client(), namespace, &item.id).await;
             }
@@ -97,6 +97,7 @@ pub(crate) async fn run_item(
                 requeue: Some(requeue_record(&item.run_spec)),
                 spec_key: item.run_spec.api_key.clone(),
                 created_at: Some(created_at),
+                pull_secret,
             };
             watch_run(&ctx, &registration, watched, handle).await;
         }
@@ -173,7 +174,7 @@ async fn launch(
     queue: &str,
     run_id: &str,
     popped_at: Instant,
-) -> Result<(RunHandle, Instant), Failed> {
+) -> Result<(RunHandle, Instant, PullSecret), Failed> {
     let spec = &item.run_spec;
     let run_id = run_id.to_owned();
     let acked = a_few_times(ctx, "ackRunQueueItem", 3, || {
@@ -227,23 +228,48 @@ async fn launch(
     render_ctx.image_uri = Some(built.image().to_owned());
     render_ctx.job_entrypoint = resolved.entrypoint.clone();
     render_ctx.code_mount = code_mount(&resolved.source, &built, spec);
-    let rendered = rlaunch_render::render(spec, None, &render_ctx).map_err(|e| {
-        failed(
-            FailureStage::Agent,
-            format!("invalid queue config or run spec: {e}"),
-        )
-    })?;
+    let render = |render_ctx: &RenderContext| {
+        rlaunch_render::render(spec, None, render_ctx).map_err(|e| {
+            failed(
+                FailureStage::Agent,
+                format!("invalid queue config or run spec: {e}"),
+            )
+        })
+    };
+    let mut rendered = render(&render_ctx)?;
     if let Some(problem) =
         validate::target_namespace(&rendered.namespace, &ctx.config.target_namespaces)
     {
         return Err(failed(FailureStage::Agent, problem));
     }
-    precheck(ctx, item, &rendered)
+    let pull = pull_secret(ctx, registration, &built, &rendered.namespace, &run_id)
         .await
         .map_err(|m| failed(FailureStage::Agent, m))?;
-    let submitted = submit(ctx, &rendered, &requeue_record(spec))
-        .await
-        .map_err(|m| failed(FailureStage::Agent, m))?;
+    if let Some(name) = &pull {
+        render_ctx.pull_secret = Some(name.clone());
+        rendered = render(&render_ctx)?;
+    }
+    let created = async {
+        precheck(ctx, item, &rendered).await?;
+        submit(ctx, &rendered, &requeue_record(spec)).await
+    }
+    .await;
+    let submitted = match created {
+        Ok(submitted) => submitted,
+        Err(message) => {
+            if pull.is_some() {
+                let client = ctx.runner.client();
+                crate::pull_secret::remove(
+                    client,
+                    &rendered.namespace,
+                    &run_id,
+                    &registration.identity,
+                )
+                .await;
+            }
+            return Err(failed(FailureStage::Agent, message));
+        }
+    };
     ctx.metrics.pop_to_created(queue, popped_at.elapsed());
     let workload = submitted.handle.run().object();
     tracing::info!(item = %item.id, queue, run_id, workload, adopted = submitted.adopted, "workload created");
@@ -257,7 +283,39 @@ async fn launch(
             state: "starting",
         },
     );
-    Ok((submitted.handle, Instant::now()))
+    let pull = match pull {
+        Some(_) => PullSecret::Created,
+        None => PullSecret::None,
+    };
+    Ok((submitted.handle, Instant::now(), pull))
+}
+
+/// The run's image-pull Secret, when the builder says the image needs credentials.
+async fn pull_secret(
+    ctx: &Context,
+    registration: &Registration,
+    built: &Built,
+    namespace: &str,
+    run_id: &str,
+) -> Result<Option<String>, String> {
+    let credentials = ctx
+        .builder
+        .pull_credentials(built.image())
+        .await
+        .map_err(|e| {
+            format!(
+                "cannot get the registry credentials for {}: {e}",
+                built.image()
+            )
+        })?;
+    let Some(credentials) = credentials else {
+        return Ok(None);
+    };
+    let identity = &registration.identity;
+    let secret = crate::pull_secret::manifest(namespace, run_id, identity, &credentials);
+    crate::pull_secret::create(ctx.runner.client(), &secret, run_id, identity)
+        .await
+        .map(Some)
 }
 
 /// Before ack: [`rlaunch_render::validate`] (secure mode included) and the target

@@ -30,6 +30,19 @@ pub(crate) struct Watched {
     pub spec_key: Option<ApiKey>,
     /// When the workload was created by this process (unknown for adopted runs).
     pub created_at: Option<Instant>,
+    /// Whether the agent created an image-pull Secret for the run.
+    pub pull_secret: PullSecret,
+}
+
+/// The run's `regcred-<run id>` Secret, as far as this process knows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum PullSecret {
+    /// None was created.
+    None,
+    /// This process created it.
+    Created,
+    /// An adopted run: there may be one (deleted only if it carries the run's labels).
+    Unknown,
 }
 
 /// Whether a W&B stop request was seen and acted on.
@@ -106,6 +119,16 @@ pub(crate) async fn watch_run(
     )
     .await;
     remove_reported(ctx, &watched, &handle).await;
+    if watched.pull_secret != PullSecret::None {
+        let run = handle.run();
+        crate::pull_secret::remove(
+            ctx.runner.client(),
+            &run.namespace,
+            &watched.run_id,
+            &registration.identity,
+        )
+        .await;
+    }
 }
 
 /// Once the outcome is in W&B (with events and log tails for failures), the terminal
