@@ -2,8 +2,85 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
+use k8s_openapi::api::rbac::v1::{PolicyRule, Role, RoleBinding, RoleRef, Subject};
+use kube::api::{Api, ObjectMeta, PostParams};
+use kube::config::Kubeconfig;
 use rlaunch_wandb_fake::{FAKE_API_KEY, FAKE_ENTITY, FakeWandb, NewQueue};
 use tokio::process::Command;
+
+/// The testkit kubeconfig, impersonating `user` (the admin may impersonate anyone).
+fn impersonating(admin: &std::path::Path, user: &str, dir: &std::path::Path) -> std::path::PathBuf {
+    let mut kubeconfig = Kubeconfig::read_from(admin).unwrap();
+    for named in &mut kubeconfig.auth_infos {
+        if let Some(auth) = named.auth_info.as_mut() {
+            auth.impersonate = Some(user.to_owned());
+        }
+    }
+    let path = dir.join("impersonating.kubeconfig");
+    // JSON is YAML: every kubeconfig reader accepts it.
+    std::fs::write(&path, serde_json::to_string(&kubeconfig).unwrap()).unwrap();
+    path
+}
+
+fn rule(groups: &[&str], resources: &[&str], verbs: &[&str]) -> PolicyRule {
+    let strings = |items: &[&str]| Some(items.iter().map(|s| (*s).to_owned()).collect());
+    PolicyRule {
+        api_groups: strings(groups),
+        resources: strings(resources),
+        verbs: strings(verbs).unwrap_or_default(),
+        ..PolicyRule::default()
+    }
+}
+
+/// A Role with everything the agent needs in `namespace` except `delete` on Jobs, bound to
+/// `user`.
+async fn role_without_job_delete(
+    client: &kube::Client,
+    namespace: &str,
+    user: &str,
+) -> anyhow::Result<()> {
+    let meta = || ObjectMeta {
+        name: Some("agent-without-delete".to_owned()),
+        namespace: Some(namespace.to_owned()),
+        ..ObjectMeta::default()
+    };
+    let workload = ["create", "get", "list", "watch", "delete"];
+    let mut rules = vec![
+        rule(&["batch"], &["jobs"], &["create", "get", "list", "watch"]),
+        rule(&[""], &["pods", "events"], &["list", "watch"]),
+        rule(&[""], &["pods/log"], &["get"]),
+        rule(&[""], &["secrets"], &["create", "get", "update", "delete"]),
+        rule(&[""], &["configmaps"], &["create", "list", "delete"]),
+    ];
+    for (group, _kind, plural) in rlaunch_model::crd::KNOWN_PLURALS {
+        rules.push(rule(&[group], &[plural], &workload));
+    }
+    let role = Role {
+        metadata: meta(),
+        rules: Some(rules),
+    };
+    Api::<Role>::namespaced(client.clone(), namespace)
+        .create(&PostParams::default(), &role)
+        .await?;
+    let binding = RoleBinding {
+        metadata: meta(),
+        role_ref: RoleRef {
+            api_group: "rbac.authorization.k8s.io".to_owned(),
+            kind: "Role".to_owned(),
+            name: "agent-without-delete".to_owned(),
+        },
+        subjects: Some(vec![Subject {
+            api_group: Some("rbac.authorization.k8s.io".to_owned()),
+            kind: "User".to_owned(),
+            name: user.to_owned(),
+            ..Subject::default()
+        }]),
+    };
+    Api::<RoleBinding>::namespaced(client.clone(), namespace)
+        .create(&PostParams::default(), &binding)
+        .await?;
+    Ok(())
+}
 
 async fn check(
     fake: &FakeWandb,
@@ -77,6 +154,55 @@ async fn check_passes_on_a_good_config_and_names_what_is_broken() -> anyhow::Res
         text.trim(),
         "error: CONFIG: unknown key `max_job` (did you mean `max_jobs`?)"
     );
+    Ok(())
+}
+
+#[tokio::test]
+async fn check_asks_the_api_server_for_every_rbac_rule_and_names_a_denied_verb()
+-> anyhow::Result<()> {
+    let cluster = rlaunch_testkit::cluster().await?;
+    let client = cluster.client().await?;
+    let ns = cluster.namespace("agent-rbac").await?;
+    let fake = FakeWandb::start().await?;
+    fake.create_queue(NewQueue::new(FAKE_ENTITY, "gpu"))
+        .unwrap();
+    let config = format!(
+        "entity: {FAKE_ENTITY}\nqueues: [gpu]\ntarget_namespaces: [{0}]\ndefault_namespace: {0}\nprecheck: false\n",
+        ns.name
+    );
+
+    let (ok, text) = check(&fake, cluster.kubeconfig_path(), &config).await?;
+    assert!(ok, "{text}");
+    assert!(
+        text.contains("ok    rbac: all ") && text.contains(&format!("are allowed in {}", ns.name)),
+        "{text}"
+    );
+
+    let user = "agent-without-delete";
+    role_without_job_delete(&client, &ns.name, user).await?;
+    let dir = tempfile::tempdir()?;
+    let kubeconfig = impersonating(cluster.kubeconfig_path(), user, dir.path());
+    let (ok, text) = check(&fake, &kubeconfig, &config).await?;
+    assert!(!ok, "a denied verb fails the check:\n{text}");
+    let denied: Vec<&str> = text
+        .lines()
+        .filter(|l| l.starts_with("FAIL  rbac "))
+        .collect();
+    assert_eq!(denied.len(), 1, "only the missing verb is named:\n{text}");
+    assert!(
+        denied[0].starts_with(&format!(
+            "FAIL  rbac jobs.batch delete in namespace {}: denied",
+            ns.name
+        )),
+        "{text}"
+    );
+    assert!(denied[0].contains("cancel"), "says why: {text}");
+    assert!(
+        denied[0].contains("Helm chart's Role"),
+        "says the fix: {text}"
+    );
+    assert!(text.contains("ok    cluster: reachable"), "{text}");
+    ns.cleanup().await;
     Ok(())
 }
 

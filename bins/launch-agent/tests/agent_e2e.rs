@@ -149,10 +149,10 @@ async fn fifty_items_on_two_queues_finish_under_max_jobs_and_sigterm_exits_clean
         metrics.contains("rlaunch_agent_pop_to_created_seconds_count{queue=\"queue-b\"} 25"),
         "{metrics}"
     );
-    assert!(
-        metrics.contains("rlaunch_agent_created_to_running_seconds_count{queue=\"queue-a\"}"),
-        "{metrics}"
-    );
+    for step in ["created_to_scheduled", "scheduled_to_running"] {
+        let count = format!("rlaunch_agent_{step}_seconds_count{{queue=\"queue-a\"}}");
+        assert!(metrics.contains(&count), "time to GPU: {count}\n{metrics}");
+    }
     let (status, body) = agent.http_get(agent.health_port, "/readyz").await?;
     assert_eq!(status, 200, "{body}");
     let log = agent.log_text();

@@ -1,5 +1,6 @@
 //! A killed agent's runs are adopted by the next one with the same identity: they count
-//! against `max_jobs`, and outcomes reached while no agent ran are reported, once.
+//! against `max_jobs`, they are reported with their real queue, outcomes reached while no
+//! agent ran are reported once, and a run preempted while no agent ran is requeued once.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
@@ -50,37 +51,42 @@ async fn a_restarted_agent_adopts_counts_and_reports_what_it_left() -> anyhow::R
     let slow = json!({annotations::OUTCOME: outcome::SUCCEED, annotations::RUN_SECONDS: "8"});
     let oom = json!({annotations::OUTCOME: outcome::OOM, annotations::RUN_SECONDS: "1"});
     fake.create_queue(queue("slow", &ns.name, slow)).unwrap();
+    let spot = json!({annotations::OUTCOME: outcome::PREEMPTED, annotations::RUN_SECONDS: "1"});
     fake.create_queue(queue("oom", &ns.name, oom)).unwrap();
+    fake.create_queue(queue("spot", &ns.name, spot)).unwrap();
     let slow_item = fake.push_item(image_item("slow", "restart")).unwrap();
     let oom_item = fake.push_item(image_item("oom", "restart")).unwrap();
+    let spot_item = fake.push_item(image_item("spot", "restart")).unwrap();
     let _sdk = simulate_wandb_init(fake.clone());
     let config = |max_jobs: i64| {
         format!(
-            "entity: {FAKE_ENTITY}\nqueues: [slow, oom]\nmax_jobs: {max_jobs}\npoll_interval: 0.3\ninit_check_timeout: 5\ntarget_namespaces: [{}]\nidentity: restart-{}\n",
+            "entity: {FAKE_ENTITY}\nqueues: [slow, oom, spot]\nmax_jobs: {max_jobs}\npoll_interval: 0.3\ninit_check_timeout: 5\nretries: {{preemption: 1}}\ntarget_namespaces: [{}]\nidentity: restart-{}\n",
             ns.name, ns.name
         )
     };
 
-    // The first agent creates both workloads, then dies without a word.
-    let mut first = AgentProcess::start(&fake, cluster.kubeconfig_path(), &config(2)).await?;
-    eventually("both workloads to exist", WAIT, || async {
+    // The first agent creates the three workloads, then dies without a word.
+    let mut first = AgentProcess::start(&fake, cluster.kubeconfig_path(), &config(3)).await?;
+    eventually("the three workloads to exist", WAIT, || async {
         let claimed = fake
             .items()
             .iter()
             .filter(|i| i.state == ItemState::Claimed)
             .count();
-        Ok((claimed == 2 && jobs(&client, &ns.name).await? == 2).then_some(()))
+        Ok((claimed == 3 && jobs(&client, &ns.name).await? == 3).then_some(()))
     })
     .await?;
     first.signal("KILL")?;
     first.child.wait().await?;
-    eventually("the OOM Job to fail while no agent runs", WAIT, || async {
-        Ok((active_jobs(&client, &ns.name).await? <= 1).then_some(()))
-    })
+    eventually(
+        "the OOM and preempted Jobs to fail while no agent runs",
+        WAIT,
+        || async { Ok((active_jobs(&client, &ns.name).await? <= 1).then_some(())) },
+    )
     .await?;
     let third = fake.push_item(image_item("slow", "restart")).unwrap();
 
-    // The second agent (max_jobs 1) adopts both: the running one holds the only slot.
+    // The second agent (max_jobs 1) adopts all three: the running one holds the only slot.
     let max_active = Arc::new(AtomicUsize::new(0));
     let sampler = {
         let (client, namespace, max_active) = (client.clone(), ns.name.clone(), max_active.clone());
@@ -97,11 +103,11 @@ async fn a_restarted_agent_adopts_counts_and_reports_what_it_left() -> anyhow::R
     let metrics = ready(&second).await?;
     assert_eq!(
         adopted(&metrics),
-        Some(2),
+        Some(3),
         "{metrics}\n{}",
         second.log_text()
     );
-    let outcome = eventually("all three items to end", WAIT, || async {
+    let outcome = eventually("every item to end", WAIT, || async {
         let items = fake.items();
         let oom_failed = items
             .iter()
@@ -109,9 +115,13 @@ async fn a_restarted_agent_adopts_counts_and_reports_what_it_left() -> anyhow::R
         let third_claimed = items
             .iter()
             .any(|i| i.id == third && i.state == ItemState::Claimed);
+        // The requeued attempt of the preempted run is preempted again: over the budget.
+        let resumed_failed = items
+            .iter()
+            .any(|i| i.run_spec["_resume_count"] == 1 && i.state == ItemState::Failed);
         let idle =
             active_jobs(&client, &ns.name).await? == 0 && jobs(&client, &ns.name).await? == 0;
-        Ok((oom_failed && third_claimed && idle).then_some(items))
+        Ok((oom_failed && third_claimed && resumed_failed && idle).then_some(items))
     })
     .await;
     sampler.abort();
@@ -144,6 +154,29 @@ async fn a_restarted_agent_adopts_counts_and_reports_what_it_left() -> anyhow::R
             .failure
             .is_none()
     );
+    // Preempted while no agent ran: requeued once, under the same run id, with resume.
+    let spot_original = items.iter().find(|i| i.id == spot_item).unwrap();
+    assert!(
+        spot_original.failure.is_none(),
+        "the preempted run is requeued, not failed: {spot_original:?}"
+    );
+    let attempts: Vec<_> = items
+        .iter()
+        .filter(|i| i.associated_run_id == spot_original.associated_run_id)
+        .collect();
+    assert_eq!(attempts.len(), 2, "requeued exactly once: {attempts:#?}");
+    let resumed = attempts.iter().find(|i| i.id != spot_item).unwrap();
+    assert_eq!(resumed.run_spec["_resume_count"], 1);
+    assert_eq!(resumed.queue, "spot", "requeued to the run's own queue");
+    // Adopted runs are reported under their real queue, not a placeholder.
+    let metrics = second.http_get(second.metrics_port, "/metrics").await?.1;
+    for line in [
+        "rlaunch_agent_items_failed_total{queue=\"oom\",stage=\"run\"} 1",
+        "rlaunch_agent_items_requeued_total{queue=\"spot\"} 1",
+    ] {
+        assert!(metrics.contains(line), "{line} missing from\n{metrics}");
+    }
+    assert!(!metrics.contains("unknown queue"), "{metrics}");
     second.signal("TERM")?;
     assert!(second.child.wait().await?.success());
 

@@ -69,6 +69,18 @@ impl Agent {
         }
     }
 
+    /// Replaces the image builder (the default is the noop builder), e.g. with one that
+    /// pushes to a private registry and returns pull credentials. Call before [`Agent::run`].
+    pub fn with_builder(mut self, builder: Arc<dyn rlaunch_builder::Builder>) -> Self {
+        match Arc::get_mut(&mut self.ctx) {
+            Some(ctx) => ctx.builder = builder,
+            None => {
+                tracing::warn!("the agent's context is shared already; the builder is not replaced")
+            }
+        }
+        self
+    }
+
     /// The shared context (metrics, health, store), e.g. to serve them elsewhere.
     pub fn context(&self) -> &Arc<Context> {
         &self.ctx

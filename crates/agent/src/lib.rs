@@ -5,13 +5,17 @@
 //!
 //! ```text
 //! register (queues by name → ids, createLaunchAgent, team check, stable identity)
-//!   → adopt what this identity left in flight
+//!   → adopt what this identity left in flight (runs with their queue, target and requeue
+//!     record; image builds never), fail items acked but never launched (launch intents)
 //!   → loop: heartbeat (launchAgent: stopPolling) · status · round-robin pop under max_jobs
 //!       → one task per item:
-//!         validate (before ack: secure mode, dry render, target namespaces)
-//!         → ack → resolve (image job or job artifact) → build (Builder trait; noop)
-//!         → render → pre-check (never fits fails in seconds) → submit (idempotent)
-//!         → monitor (warnings, stop from the UI → cancel once)
+//!         validate (before ack: rlaunch_render::validate with secure mode, target namespaces)
+//!         → launch intent (a labelled ConfigMap) → ack → resolve (image job or job
+//!           artifact) → build (Builder trait; noop)
+//!         → render → pre-check (never fits fails in seconds) → submit (idempotent, with
+//!           the requeue record) → intent deleted
+//!         → monitor (warnings, stop from the UI → cancel once; time to GPU:
+//!           pop→created, created→scheduled, scheduled→running)
 //!         → slot freed when the workload is terminal → report (finished? check on the
 //!           run's own entity/project, failRunQueueItem with stage and error file,
 //!           preemption → requeue with resume)
@@ -20,7 +24,8 @@
 //!
 //! Main types: [`Config`] (one typed config: file, env, flags), [`Agent`] (the loop),
 //! [`Cli`]/[`Flags`] (clap), [`Metrics`], [`Health`], [`Store`] (items in flight with
-//! their [`Phase`]), [`check()`] (the `check` subcommand).
+//! their [`Phase`]), [`check()`] (the `check` subcommand). [`INTENT_LABEL`] marks launch
+//! intents; [`PAUSE_AFTER_ACK_ENV`] is a test-only fault hook.
 //!
 //! **Invariants:** this is the only crate that composes the W&B client, the Kubernetes
 //! runner and the builders. No error of one item ends the process; W&B errors in the loop
@@ -38,6 +43,13 @@
 //!    events and log tails, not a traceback.
 //! 6. Validation happens before ack, so a bad queue config fails its item without a run.
 //! 7. A stop from the W&B UI cancels once, not on every tick.
+//! 8. An item acked before a crash is never forgotten: a launch intent, written before the
+//!    ack and deleted once the workload exists, makes the next start fail it with a clear
+//!    message (see the `intent` module: W&B offers no query for "items this agent acked").
+//! 9. A run preempted while no agent ran is still requeued with resume: the run spec
+//!    (without secrets) and resume count live on the workload.
+//! 10. `check` asks the API server (SelfSubjectAccessReview) for every permission the
+//!     runner's RBAC table and the agent's launch intents need, per watched namespace.
 #![doc = include_str!("../README.md")]
 
 mod adopt;
@@ -49,9 +61,11 @@ mod controller;
 mod error;
 mod health;
 mod identity;
+mod intent;
 mod logging;
 mod metrics;
 mod pipeline;
+mod pull_secret;
 mod queues;
 mod register;
 mod retry;
@@ -68,6 +82,7 @@ pub use controller::Agent;
 pub use error::{ConfigError, Error, Result};
 pub use health::{Health, Readiness};
 pub use identity::identity;
+pub use intent::{INTENT_LABEL, PAUSE_AFTER_ACK_ENV};
 pub use logging::init_logging;
 pub use metrics::Metrics;
 pub use queues::{QueueRef, QueueRing};

@@ -41,6 +41,15 @@ fn latency_histogram() -> Histogram {
     Histogram::new(exponential_buckets(0.05, 2.0, 14))
 }
 
+/// A step of time to GPU after the workload's creation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum GpuStep {
+    /// Created → admitted (out of `queued`).
+    CreatedToScheduled,
+    /// Admitted → first pod running.
+    ScheduledToRunning,
+}
+
 /// The agent's metrics. Cheap to clone.
 #[derive(Clone)]
 pub struct Metrics {
@@ -56,7 +65,8 @@ struct Inner {
     adopted: Counter,
     jobs: Family<StateLabels, Gauge>,
     pop_to_created: HistogramFamily,
-    created_to_running: HistogramFamily,
+    created_to_scheduled: HistogramFamily,
+    scheduled_to_running: HistogramFamily,
     api_errors: Family<ApiErrorLabels, Counter>,
 }
 
@@ -83,7 +93,8 @@ impl Metrics {
         let adopted = Counter::default();
         let jobs = Family::<StateLabels, Gauge>::default();
         let pop_to_created: HistogramFamily = Family::new_with_constructor(latency_histogram);
-        let created_to_running: HistogramFamily = Family::new_with_constructor(latency_histogram);
+        let created_to_scheduled: HistogramFamily = Family::new_with_constructor(latency_histogram);
+        let scheduled_to_running: HistogramFamily = Family::new_with_constructor(latency_histogram);
         let api_errors = Family::<ApiErrorLabels, Counter>::default();
         registry.register("items_popped", "Run queue items popped", popped.clone());
         registry.register("items_acked", "Run queue items acknowledged", acked.clone());
@@ -109,9 +120,14 @@ impl Metrics {
             pop_to_created.clone(),
         );
         registry.register(
-            "created_to_running_seconds",
-            "From the workload created to its first pod running (scheduling, image pull, start)",
-            created_to_running.clone(),
+            "created_to_scheduled_seconds",
+            "Time to GPU, from the workload created to its admission: the end of `queued` (Kueue, Volcano, a suspended workload), about zero when nothing holds it",
+            created_to_scheduled.clone(),
+        );
+        registry.register(
+            "scheduled_to_running_seconds",
+            "Time to GPU, from admission to the first pod running (pod scheduling, image pull, container start)",
+            scheduled_to_running.clone(),
         );
         registry.register(
             "api_errors",
@@ -128,7 +144,8 @@ impl Metrics {
                 adopted,
                 jobs,
                 pop_to_created,
-                created_to_running,
+                created_to_scheduled,
+                scheduled_to_running,
                 api_errors,
             }),
         }
@@ -193,10 +210,13 @@ impl Metrics {
             .observe(elapsed.as_secs_f64());
     }
 
-    /// Created → running latency of an item of `queue`.
-    pub fn created_to_running(&self, queue: &str, elapsed: Duration) {
-        self.inner
-            .created_to_running
+    /// One time-to-GPU step of a run of `queue` (after pop → created).
+    pub(crate) fn time_to_gpu(&self, queue: &str, step: GpuStep, elapsed: Duration) {
+        let family = match step {
+            GpuStep::CreatedToScheduled => &self.inner.created_to_scheduled,
+            GpuStep::ScheduledToRunning => &self.inner.scheduled_to_running,
+        };
+        family
             .get_or_create(&Self::queue(queue))
             .observe(elapsed.as_secs_f64());
     }
@@ -231,6 +251,8 @@ mod tests {
         metrics.failed("gpu", "agent");
         metrics.api_error("popFromRunQueue", "server_unavailable");
         metrics.pop_to_created("gpu", Duration::from_millis(300));
+        metrics.time_to_gpu("gpu", GpuStep::CreatedToScheduled, Duration::from_secs(4));
+        metrics.time_to_gpu("gpu", GpuStep::ScheduledToRunning, Duration::from_secs(2));
         metrics.set_jobs(&[("running", 2)]);
         let text = metrics.encode();
         assert!(
@@ -246,6 +268,10 @@ mod tests {
             text.contains("rlaunch_agent_pop_to_created_seconds_count{queue=\"gpu\"} 1"),
             "{text}"
         );
+        for step in ["created_to_scheduled", "scheduled_to_running"] {
+            let line = format!("rlaunch_agent_{step}_seconds_count{{queue=\"gpu\"}} 1");
+            assert!(text.contains(&line), "{line}: {text}");
+        }
         assert!(
             text.contains("rlaunch_agent_jobs{state=\"running\"} 2"),
             "{text}"

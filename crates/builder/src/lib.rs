@@ -14,7 +14,7 @@
 //!
 //! **Invariant:** this crate never talks to W&B; everything about the run comes in through
 //! [`BuildRequest`]. Main types: [`Builder`], [`BuildRequest`], [`JobSource`], [`Built`],
-//! [`NoopBuilder`], [`Error`].
+//! [`NoopBuilder`], [`PullCredentials`], [`Error`].
 #![doc = include_str!("../README.md")]
 
 mod noop;
@@ -64,6 +64,28 @@ impl Error {
     }
 }
 
+/// Credentials to pull a built image from a private registry. The agent turns them into
+/// the run's image-pull Secret (`regcred-<run id>`). `Debug` never shows the password.
+#[derive(Clone, PartialEq, Eq)]
+pub struct PullCredentials {
+    /// Registry host as image references name it (`123.dkr.ecr.us-east-1.amazonaws.com`).
+    pub registry: String,
+    /// User name (`AWS`, `oauth2accesstoken`, ...).
+    pub username: String,
+    /// Password or short-lived token.
+    pub password: String,
+}
+
+impl std::fmt::Debug for PullCredentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PullCredentials")
+            .field("registry", &self.registry)
+            .field("username", &self.username)
+            .field("password", &"<redacted>")
+            .finish()
+    }
+}
+
 /// Something that turns a [`BuildRequest`] into an image to run.
 ///
 /// Implementations must be safe to call twice for the same run (a restarted agent may build
@@ -74,4 +96,42 @@ pub trait Builder: Send + Sync {
 
     /// Resolve or build the image for one run.
     fn build<'a>(&'a self, request: &'a BuildRequest) -> BoxFuture<'a, Result<Built>>;
+
+    /// Credentials the run needs to pull `image` (a builder pushing to a private registry
+    /// returns them); `None` (the default, and the noop builder's answer) means the
+    /// cluster pulls it as it is.
+    fn pull_credentials<'a>(
+        &'a self,
+        image: &'a str,
+    ) -> BoxFuture<'a, Result<Option<PullCredentials>>> {
+        let _ = image;
+        Box::pin(async { Ok(None) })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pull_credentials_never_show_the_password() {
+        let credentials = PullCredentials {
+            registry: "r.example".to_owned(),
+            username: "AWS".to_owned(),
+            password: "s3cret".to_owned(),
+        };
+        let text = format!("{credentials:?}");
+        assert!(
+            !text.contains("s3cret") && text.contains("r.example"),
+            "{text}"
+        );
+    }
+
+    #[tokio::test]
+    async fn the_noop_builder_needs_no_pull_credentials() {
+        assert_eq!(
+            NoopBuilder.pull_credentials("trainer:1").await.unwrap(),
+            None
+        );
+    }
 }

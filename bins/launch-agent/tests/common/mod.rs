@@ -90,6 +90,17 @@ impl AgentProcess {
         config_yaml: &str,
         api_key: &str,
     ) -> anyhow::Result<Self> {
+        Self::start_with_env(fake, kubeconfig, config_yaml, api_key, &[]).await
+    }
+
+    /// Like [`AgentProcess::start_with_key`] with extra environment variables.
+    pub async fn start_with_env(
+        fake: &FakeWandb,
+        kubeconfig: &std::path::Path,
+        config_yaml: &str,
+        api_key: &str,
+        extra_env: &[(&str, &str)],
+    ) -> anyhow::Result<Self> {
         let dir = tempfile::tempdir()?;
         let health_port = free_port();
         let metrics_port = free_port();
@@ -112,6 +123,7 @@ impl AgentProcess {
             .env("WANDB_BASE_URL", &fake.base_url)
             .env("KUBECONFIG", kubeconfig)
             .env("RUST_LOG", "info")
+            .envs(extra_env.iter().copied())
             .stdout(Stdio::null())
             .stderr(log_file)
             .kill_on_drop(true)

@@ -5,6 +5,7 @@
 mod monitor;
 pub(crate) mod report;
 mod source;
+mod time_to_gpu;
 mod validate;
 
 use std::sync::Arc;
@@ -12,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use rlaunch_builder::{BuildRequest, Built, JobSource};
 use rlaunch_gpu::Verdict;
-use rlaunch_k8s_runner::RunHandle;
+use rlaunch_k8s_runner::{RequeueRecord, RunHandle};
 use rlaunch_model::RunSpec;
 use rlaunch_render::{
     ApiKeyMode, CodeMount, CodeMountVariant, CodeSource, RenderContext, Rendered,
@@ -23,11 +24,8 @@ use crate::config::JobSecrets;
 use crate::context::{Context, Registration};
 use crate::retry::a_few_times;
 use crate::store::Phase;
-pub(crate) use monitor::{Watched, watch_run};
+pub(crate) use monitor::{PullSecret, Watched, watch_run};
 use report::{ItemFailure, report_failure};
-
-/// Image put into the dry render made before ack for jobs whose image is not known yet.
-const VALIDATION_IMAGE: &str = "validation.invalid/placeholder:latest";
 
 /// The task of one popped item.
 pub(crate) async fn run_item(
@@ -69,16 +67,37 @@ pub(crate) async fn run_item(
         return;
     }
     tracing::info!(item = %item.id, queue, state = "validating", "item popped");
-    let launched = launch(&ctx, &registration, &item, &queue, popped_at).await;
+    let run_id = item.run_spec.run_id.clone().unwrap_or_else(generate_run_id);
+    let (intent_ns, launched) = match before_ack(&ctx, &registration, &item, &queue, &run_id).await
+    {
+        Ok(namespace) => {
+            let launched = launch(
+                &ctx,
+                registration.as_ref(),
+                &item,
+                &queue,
+                &run_id,
+                popped_at,
+            )
+            .await;
+            (Some(namespace), launched)
+        }
+        Err(failure) => (None, Err((None, failure))),
+    };
     match launched {
-        Ok((run_id, handle, created_at)) => {
+        Ok((handle, created_at, pull_secret)) => {
+            if let Some(namespace) = &intent_ns {
+                crate::intent::forget(ctx.runner.client(), namespace, &item.id).await;
+            }
             let watched = Watched {
                 item_id: item.id.clone(),
                 queue: queue.clone(),
                 run_id,
                 target: Some((item.run_spec.entity.clone(), item.run_spec.project.clone())),
-                spec: Some(item.run_spec.clone()),
+                requeue: Some(requeue_record(&item.run_spec)),
+                spec_key: item.run_spec.api_key.clone(),
                 created_at: Some(created_at),
+                pull_secret,
             };
             watch_run(&ctx, &registration, watched, handle).await;
         }
@@ -93,10 +112,50 @@ pub(crate) async fn run_item(
                 item.run_spec.api_key.as_ref(),
             )
             .await;
+            if let Some(namespace) = &intent_ns {
+                crate::intent::forget(ctx.runner.client(), namespace, &item.id).await;
+            }
         }
     }
     ctx.store.remove(&item.id);
     ctx.metrics.set_jobs(&ctx.store.counts());
+}
+
+/// Validation, then the launch intent (see [`crate::intent`]): returns the run's namespace.
+async fn before_ack(
+    ctx: &Context,
+    registration: &Registration,
+    item: &RunQueueItem,
+    queue: &str,
+    run_id: &str,
+) -> Result<String, ItemFailure> {
+    let namespace = validate(ctx, registration, item, queue, run_id)?;
+    let intent = crate::intent::Intent {
+        namespace: namespace.clone(),
+        item_id: item.id.clone(),
+        run_id: run_id.to_owned(),
+        queue: queue.to_owned(),
+    };
+    crate::intent::record(ctx.runner.client(), &intent, &registration.identity)
+        .await
+        .map_err(|error| {
+            ItemFailure::new(
+                FailureStage::Agent,
+                format!(
+                    "cannot record the launch intent in namespace `{namespace}` ({error}): the agent needs create, list and delete on configmaps there (`launch-agent check` lists what is missing)"
+                ),
+            )
+        })?;
+    Ok(namespace)
+}
+
+/// Test-only fault hook ([`crate::intent::PAUSE_AFTER_ACK_ENV`]): stop after the ack until
+/// killed, so the crash test can kill the agent between ack and create.
+async fn test_pause_after_ack(item: &RunQueueItem) {
+    if std::env::var_os(crate::intent::PAUSE_AFTER_ACK_ENV).is_some_and(|v| v == "1") {
+        tracing::warn!(item = %item.id, "test hook: paused after the ack, before the create");
+        std::future::pending::<()>().await;
+    }
 }
 
 type Failed = (Option<String>, ItemFailure);
@@ -107,16 +166,17 @@ fn set_phase(ctx: &Context, item: &RunQueueItem, queue: &str, phase: Phase) {
     ctx.metrics.set_jobs(&ctx.store.counts());
 }
 
+/// Ack → resolve → build → render → pre-check → submit.
 async fn launch(
     ctx: &Context,
     registration: &Registration,
     item: &RunQueueItem,
     queue: &str,
+    run_id: &str,
     popped_at: Instant,
-) -> Result<(String, RunHandle, Instant), Failed> {
+) -> Result<(RunHandle, Instant, PullSecret), Failed> {
     let spec = &item.run_spec;
-    let run_id = spec.run_id.clone().unwrap_or_else(generate_run_id);
-    validate(ctx, registration, item, queue, &run_id).map_err(|f| (None, f))?;
+    let run_id = run_id.to_owned();
     let acked = a_few_times(ctx, "ackRunQueueItem", 3, || {
         ctx.wandb.ack_run_queue_item(&item.id, &run_id)
     })
@@ -131,6 +191,7 @@ async fn launch(
         ));
     }
     ctx.metrics.acked(queue);
+    test_pause_after_ack(item).await;
     let failed = |stage, message: String| (Some(run_id.clone()), ItemFailure::new(stage, message));
     set_phase(
         ctx,
@@ -167,18 +228,48 @@ async fn launch(
     render_ctx.image_uri = Some(built.image().to_owned());
     render_ctx.job_entrypoint = resolved.entrypoint.clone();
     render_ctx.code_mount = code_mount(&resolved.source, &built, spec);
-    let rendered = rlaunch_render::render(spec, None, &render_ctx).map_err(|e| {
-        failed(
-            FailureStage::Agent,
-            format!("invalid queue config or run spec: {e}"),
-        )
-    })?;
-    precheck(ctx, item, &rendered)
+    let render = |render_ctx: &RenderContext| {
+        rlaunch_render::render(spec, None, render_ctx).map_err(|e| {
+            failed(
+                FailureStage::Agent,
+                format!("invalid queue config or run spec: {e}"),
+            )
+        })
+    };
+    let mut rendered = render(&render_ctx)?;
+    if let Some(problem) =
+        validate::target_namespace(&rendered.namespace, &ctx.config.target_namespaces)
+    {
+        return Err(failed(FailureStage::Agent, problem));
+    }
+    let pull = pull_secret(ctx, registration, &built, &rendered.namespace, &run_id)
         .await
         .map_err(|m| failed(FailureStage::Agent, m))?;
-    let submitted = submit(ctx, &rendered)
-        .await
-        .map_err(|m| failed(FailureStage::Agent, m))?;
+    if let Some(name) = &pull {
+        render_ctx.pull_secret = Some(name.clone());
+        rendered = render(&render_ctx)?;
+    }
+    let created = async {
+        precheck(ctx, item, &rendered).await?;
+        submit(ctx, &rendered, &requeue_record(spec)).await
+    }
+    .await;
+    let submitted = match created {
+        Ok(submitted) => submitted,
+        Err(message) => {
+            if pull.is_some() {
+                let client = ctx.runner.client();
+                crate::pull_secret::remove(
+                    client,
+                    &rendered.namespace,
+                    &run_id,
+                    &registration.identity,
+                )
+                .await;
+            }
+            return Err(failed(FailureStage::Agent, message));
+        }
+    };
     ctx.metrics.pop_to_created(queue, popped_at.elapsed());
     let workload = submitted.handle.run().object();
     tracing::info!(item = %item.id, queue, run_id, workload, adopted = submitted.adopted, "workload created");
@@ -192,50 +283,53 @@ async fn launch(
             state: "starting",
         },
     );
-    Ok((run_id, submitted.handle, Instant::now()))
+    let pull = match pull {
+        Some(_) => PullSecret::Created,
+        None => PullSecret::None,
+    };
+    Ok((submitted.handle, Instant::now(), pull))
 }
 
-/// Before ack: secure mode, a dry render (every problem with its field path) and the
-/// target namespaces. A malformed queue config fails here, without a run.
+/// The run's image-pull Secret, when the builder says the image needs credentials.
+async fn pull_secret(
+    ctx: &Context,
+    registration: &Registration,
+    built: &Built,
+    namespace: &str,
+    run_id: &str,
+) -> Result<Option<String>, String> {
+    let credentials = ctx
+        .builder
+        .pull_credentials(built.image())
+        .await
+        .map_err(|e| {
+            format!(
+                "cannot get the registry credentials for {}: {e}",
+                built.image()
+            )
+        })?;
+    let Some(credentials) = credentials else {
+        return Ok(None);
+    };
+    let identity = &registration.identity;
+    let secret = crate::pull_secret::manifest(namespace, run_id, identity, &credentials);
+    crate::pull_secret::create(ctx.runner.client(), &secret, run_id, identity)
+        .await
+        .map(Some)
+}
+
+/// Before ack: [`rlaunch_render::validate`] (secure mode included) and the target
+/// namespaces. A malformed queue config fails here, without a run. Returns the namespace.
 fn validate(
     ctx: &Context,
     registration: &Registration,
     item: &RunQueueItem,
     queue: &str,
     run_id: &str,
-) -> Result<(), ItemFailure> {
-    let spec = &item.run_spec;
-    if ctx.config.secure_mode {
-        let problems = validate::secure_mode(spec);
-        if !problems.is_empty() {
-            return Err(ItemFailure::new(FailureStage::Agent, problems.join("; ")));
-        }
-    }
-    if spec.resource != "kubernetes" {
-        return Err(ItemFailure::new(
-            FailureStage::Agent,
-            format!(
-                "the run asks for resource `{}`, but this agent runs only `kubernetes` (push it to a Kubernetes queue)",
-                spec.resource
-            ),
-        ));
-    }
-    let mut render_ctx = render_context(ctx, registration, item, queue, run_id);
-    if spec.docker_image.is_none() {
-        render_ctx.image_uri = Some(VALIDATION_IMAGE.to_owned());
-    }
-    let rendered = rlaunch_render::render(spec, None, &render_ctx).map_err(|e| {
-        ItemFailure::new(
-            FailureStage::Agent,
-            format!("invalid queue config or run spec: {e}"),
-        )
-    })?;
-    if let Some(problem) =
-        validate::target_namespace(&rendered.namespace, &ctx.config.target_namespaces)
-    {
-        return Err(ItemFailure::new(FailureStage::Agent, problem));
-    }
-    Ok(())
+) -> Result<String, ItemFailure> {
+    let render_ctx = render_context(ctx, registration, item, queue, run_id);
+    validate::before_ack(&item.run_spec, &render_ctx, &ctx.config.target_namespaces)
+        .map_err(|problem| ItemFailure::new(FailureStage::Agent, problem))
 }
 
 fn render_context(
@@ -260,6 +354,7 @@ fn render_context(
     render_ctx.default_namespace = ctx.config.default_namespace.clone();
     render_ctx.macro_env = ctx.config.macro_env.clone();
     render_ctx.allowed_fields = ctx.config.allowed_fields.clone();
+    render_ctx.secure_mode = ctx.config.secure_mode;
     render_ctx
 }
 
@@ -341,14 +436,30 @@ async fn precheck(ctx: &Context, item: &RunQueueItem, rendered: &Rendered) -> Re
     }
 }
 
+/// What a preemption requeue needs, kept on the workload so a restarted agent can still
+/// requeue an adopted run (the runner removes every secret from it).
+fn requeue_record(spec: &RunSpec) -> RequeueRecord {
+    RequeueRecord::new(
+        &serde_json::Value::Object(spec.as_raw().clone()),
+        u32::try_from(spec.resume_count).unwrap_or(u32::MAX),
+    )
+}
+
+/// Creates the workload with its requeue record, retrying transient errors.
 async fn submit(
     ctx: &Context,
     rendered: &Rendered,
+    requeue: &RequeueRecord,
 ) -> Result<rlaunch_k8s_runner::Submitted, String> {
     let mut attempt = 0;
     loop {
-        match ctx.runner.submit(rendered).await {
-            Ok(submitted) => return Ok(submitted),
+        match ctx.runner.submit_requeueable(rendered, requeue).await {
+            Ok(submitted) => {
+                if !submitted.requeue_kept && !submitted.adopted {
+                    tracing::warn!(workload = %submitted.handle.run().object(), "the run spec is too large to keep on the workload: after an agent restart a preemption of this run cannot be requeued");
+                }
+                return Ok(submitted);
+            }
             Err(error) if error.is_transient() && attempt < 4 => {
                 attempt += 1;
                 tracing::warn!(error = %error, attempt, "creating the workload failed; retrying");

@@ -4,12 +4,13 @@
 
 use std::time::{Duration, Instant};
 
-use rlaunch_k8s_runner::{RunHandle, RunState, RunStatus, WarningChange};
-use rlaunch_model::RunSpec;
+use rlaunch_k8s_runner::{RequeueRecord, RunHandle, RunState, RunStatus, WarningChange};
+use rlaunch_model::ApiKey;
 use rlaunch_wandb_api::{FailureStage, LAUNCH_PROJECT, PushRequest};
 use serde_json::Value;
 
 use super::report::{ItemFailure, report_failure};
+use super::time_to_gpu::TimeToGpu;
 use crate::context::{Context, Registration};
 use crate::store::Phase;
 
@@ -18,12 +19,30 @@ pub(crate) struct Watched {
     pub item_id: String,
     pub queue: String,
     pub run_id: String,
-    /// Target entity and project of the run (unknown for some adopted runs).
+    /// Target entity and project of the run (unknown only for workloads created before
+    /// the runner recorded them).
     pub target: Option<(String, String)>,
-    /// The popped spec (unknown for adopted runs).
-    pub spec: Option<RunSpec>,
+    /// What a preemption requeue needs: from the popped spec, or for an adopted run the
+    /// record the submission kept on the workload.
+    pub requeue: Option<RequeueRecord>,
+    /// The run spec's own API key, redacted from reports (never kept on the cluster, so
+    /// unknown for adopted runs).
+    pub spec_key: Option<ApiKey>,
     /// When the workload was created by this process (unknown for adopted runs).
     pub created_at: Option<Instant>,
+    /// Whether the agent created an image-pull Secret for the run.
+    pub pull_secret: PullSecret,
+}
+
+/// The run's `regcred-<run id>` Secret, as far as this process knows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum PullSecret {
+    /// None was created.
+    None,
+    /// This process created it.
+    Created,
+    /// An adopted run: there may be one (deleted only if it carries the run's labels).
+    Unknown,
 }
 
 /// Whether a W&B stop request was seen and acted on.
@@ -46,18 +65,22 @@ pub(crate) async fn watch_run(
     let check_every = ctx.config.poll_interval.max(Duration::from_secs(1));
     let mut stop_check = tokio::time::interval(check_every);
     stop_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut clock = watched.created_at.map(TimeToGpu::created);
     let status = loop {
         forward_warnings(ctx, &watched, &mut handle).await;
         let status = handle.status();
+        for (step, elapsed) in clock
+            .as_mut()
+            .map(|c| c.observe(&status.state, Instant::now()))
+            .unwrap_or_default()
+        {
+            ctx.metrics.time_to_gpu(&watched.queue, step, elapsed);
+        }
         if status.state.is_terminal() {
             break status;
         }
         if status.state.name() != last_state {
             last_state = status.state.name();
-            if let (RunState::Running, Some(created_at)) = (&status.state, watched.created_at) {
-                ctx.metrics
-                    .created_to_running(&watched.queue, created_at.elapsed());
-            }
             tracing::info!(item = %watched.item_id, queue = %watched.queue, run_id = %watched.run_id, state = %status.state, "item state");
             ctx.store.set(
                 &watched.item_id,
@@ -96,6 +119,16 @@ pub(crate) async fn watch_run(
     )
     .await;
     remove_reported(ctx, &watched, &handle).await;
+    if watched.pull_secret != PullSecret::None {
+        let run = handle.run();
+        crate::pull_secret::remove(
+            ctx.runner.client(),
+            &run.namespace,
+            &watched.run_id,
+            &registration.identity,
+        )
+        .await;
+    }
 }
 
 /// Once the outcome is in W&B (with events and log tails for failures), the terminal
@@ -185,7 +218,7 @@ async fn report_outcome(
     status: RunStatus,
     cancelled_by_stop: bool,
 ) {
-    let spec_key = watched.spec.as_ref().and_then(|s| s.api_key.as_ref());
+    let spec_key = watched.spec_key.as_ref();
     let failure = match status.state {
         RunState::Finished => match &watched.target {
             Some(target) if !initialised(ctx, target, &watched.run_id).await => {
@@ -255,17 +288,25 @@ async fn requeue(
     reason: &str,
     diagnostics: Option<rlaunch_k8s_runner::Diagnostics>,
 ) -> Option<ItemFailure> {
-    let Some(spec) = &watched.spec else {
+    let Some(record) = &watched.requeue else {
         return Some(ItemFailure {
             stage: FailureStage::Run,
             message: format!(
-                "the run was preempted while the agent was down ({reason}); push it again to resume"
+                "the run was preempted ({reason}) but its run spec was not kept on the workload (too large), so it cannot be requeued; push it again to resume"
             ),
             diagnostics,
         });
     };
-    let budget = u64::from(ctx.config.preemption_retries);
-    if spec.resume_count >= budget {
+    let Some(raw) = record.run_spec.as_object() else {
+        return Some(ItemFailure::new(
+            FailureStage::Run,
+            format!(
+                "the run was preempted ({reason}) and its kept run spec is not an object; push it again to resume"
+            ),
+        ));
+    };
+    let budget = ctx.config.preemption_retries;
+    if record.resume_count >= budget {
         return Some(ItemFailure {
             stage: FailureStage::Run,
             message: format!(
@@ -274,11 +315,11 @@ async fn requeue(
             diagnostics,
         });
     }
-    let mut raw = spec.as_raw().clone();
+    let mut raw = raw.clone();
     raw.insert("run_id".to_owned(), Value::String(watched.run_id.clone()));
     raw.insert(
         "_resume_count".to_owned(),
-        Value::from(spec.resume_count + 1),
+        Value::from(record.resume_count + 1),
     );
     raw.remove("sweep_id");
     let push = PushRequest {

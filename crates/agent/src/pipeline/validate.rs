@@ -1,47 +1,51 @@
-//! Checks made before an item is acked (pure): secure mode and the target namespaces.
+//! Checks made before an item is acked (pure): the render crate's own validation (every
+//! check of a render, secure mode included, each problem with its field path) and the
+//! agent's target namespaces.
 
 use std::collections::BTreeSet;
 
 use rlaunch_model::RunSpec;
+use rlaunch_render::RenderContext;
 use serde_json::Value;
 
-/// Secure mode: no host namespaces, init containers or container commands in the pod
-/// spec, and no entrypoint override. Returns every violation.
-pub(crate) fn secure_mode(spec: &RunSpec) -> Vec<String> {
-    let mut problems = Vec::new();
-    let pod = spec
-        .resource_args
-        .get("kubernetes")
-        .and_then(|k| k.pointer("/spec/template/spec"));
-    if let Some(Value::Object(pod)) = pod {
-        for key in ["hostPID", "hostIPC", "hostNetwork", "initContainers"] {
-            if pod.contains_key(key) {
-                problems.push(format!(
-                    "resource_args.kubernetes.spec.template.spec.{key}: the agent runs in secure mode and locks this key; remove it from the queue config or run spec"
-                ));
-            }
-        }
-        if let Some(Value::Array(containers)) = pod.get("containers") {
-            for (i, container) in containers.iter().enumerate() {
-                if container.get("command").is_some() {
-                    problems.push(format!(
-                        "resource_args.kubernetes.spec.template.spec.containers[{i}].command: the agent runs in secure mode and locks container commands; remove it"
-                    ));
-                }
-            }
-        }
+/// Every problem that would make the item fail after the ack, found before it.
+/// `render_ctx.secure_mode` decides whether secure mode is checked.
+pub(crate) fn before_ack(
+    spec: &RunSpec,
+    render_ctx: &RenderContext,
+    targets: &BTreeSet<String>,
+) -> Result<String, String> {
+    if spec.resource != "kubernetes" {
+        return Err(format!(
+            "the run asks for resource `{}`, but this agent runs only `kubernetes` (push it to a Kubernetes queue)",
+            spec.resource
+        ));
     }
-    if spec
-        .overrides
-        .entry_point
-        .as_ref()
-        .is_some_and(|entry| !entry.is_empty())
-    {
-        problems.push(
-            "overrides.entry_point: the agent runs in secure mode and does not accept entrypoint overrides; push the job without one".to_owned(),
-        );
+    rlaunch_render::validate(spec, None, render_ctx)
+        .map_err(|e| format!("invalid queue config or run spec: {e}"))?;
+    let namespace = namespace_of(spec, &render_ctx.default_namespace);
+    match target_namespace(&namespace, targets) {
+        Some(problem) => Err(problem),
+        None => Ok(namespace),
     }
-    problems
+}
+
+/// The namespace the render will choose: `metadata.namespace` of the Kubernetes section
+/// (the queue config is already merged into it), the legacy top-level `namespace`, then the
+/// agent's default — the render's own order. (`rlaunch_render::validate` does not return
+/// it; the rendered namespace is checked again after the ack.)
+fn namespace_of(spec: &RunSpec, default: &str) -> String {
+    let section = spec.resource_args.get("kubernetes");
+    let named = |pointer: &str| {
+        section
+            .and_then(|s| s.pointer(pointer))
+            .and_then(Value::as_str)
+            .filter(|ns| !ns.is_empty())
+            .map(str::to_owned)
+    };
+    named("/metadata/namespace")
+        .or_else(|| named("/namespace"))
+        .unwrap_or_else(|| default.to_owned())
 }
 
 /// `Some(problem)` when `namespace` is not one the agent may use.
@@ -59,8 +63,15 @@ pub(crate) fn target_namespace(namespace: &str, targets: &BTreeSet<String>) -> O
 mod tests {
     use super::*;
 
+    fn secure_ctx() -> RenderContext {
+        let mut ctx = RenderContext::new("run1");
+        ctx.secure_mode = true;
+        ctx.default_namespace = "ml".to_owned();
+        ctx
+    }
+
     #[test]
-    fn secure_mode_names_every_locked_key() {
+    fn secure_mode_names_every_locked_field_path() {
         let spec = RunSpec::from_json(
             r#"{"entity":"e","project":"p","resource":"kubernetes",
                 "overrides":{"entry_point":["python","x.py"]},
@@ -68,11 +79,61 @@ mod tests {
                     "hostNetwork":true,"containers":[{"command":["sh"]}]}}}}}}"#,
         )
         .unwrap();
-        let problems = secure_mode(&spec);
-        assert_eq!(problems.len(), 3, "{problems:?}");
-        assert!(problems[0].contains("hostNetwork"));
-        assert!(problems[1].contains("containers[0].command"));
-        assert!(problems[2].contains("overrides.entry_point"));
+        let problem = before_ack(&spec, &secure_ctx(), &BTreeSet::new()).unwrap_err();
+        for path in [
+            "runSpec.overrides.entry_point",
+            "spec.template.spec.hostNetwork",
+            "spec.template.spec.containers[0].command",
+        ] {
+            assert!(problem.contains(path), "{path} missing: {problem}");
+        }
+        let unlocked = RunSpec::from_json(
+            r#"{"entity":"e","project":"p","resource":"kubernetes",
+                "overrides":{"entry_point":["python","x.py"]},
+                "resource_args":{"kubernetes":{"spec":{"template":{"spec":{
+                    "containers":[{"command":["sh"]}]}}}}}}"#,
+        )
+        .unwrap();
+        let mut open = secure_ctx();
+        open.secure_mode = false;
+        assert_eq!(
+            before_ack(&unlocked, &open, &BTreeSet::new()),
+            Ok("ml".to_owned())
+        );
+        assert!(before_ack(&unlocked, &secure_ctx(), &BTreeSet::new()).is_err());
+    }
+
+    #[test]
+    fn a_malformed_queue_config_fails_with_its_field() {
+        let spec = RunSpec::from_json(
+            r#"{"entity":"e","project":"p","resource":"kubernetes",
+                "resource_args":{"kubernetes":{"metadata":{"name":"Not_A_Name"}}}}"#,
+        )
+        .unwrap();
+        let problem = before_ack(&spec, &secure_ctx(), &BTreeSet::new()).unwrap_err();
+        assert!(problem.contains("metadata.name"), "{problem}");
+    }
+
+    #[test]
+    fn the_namespace_follows_the_renders_order_and_is_checked() {
+        let targets: BTreeSet<String> = ["ml".to_owned()].into();
+        let spec = |k8s: &str| {
+            RunSpec::from_json(&format!(
+                r#"{{"entity":"e","project":"p","resource":"kubernetes","resource_args":{{"kubernetes":{k8s}}}}}"#
+            ))
+            .unwrap()
+        };
+        assert_eq!(
+            before_ack(&spec("{}"), &secure_ctx(), &targets),
+            Ok("ml".to_owned())
+        );
+        let legacy = before_ack(&spec(r#"{"namespace":"other"}"#), &secure_ctx(), &targets);
+        assert!(legacy.unwrap_err().contains("`other`"));
+        let both = spec(r#"{"namespace":"other","metadata":{"namespace":"ml"}}"#);
+        assert_eq!(
+            before_ack(&both, &secure_ctx(), &targets),
+            Ok("ml".to_owned())
+        );
     }
 
     #[test]

@@ -1,4 +1,7 @@
-//! `launch-agent check`: config, credentials, queues and cluster access, as a report.
+//! `launch-agent check`: config, credentials, queues and cluster access (reachability and
+//! every RBAC rule of the runner's table, per watched namespace), as a report.
+
+mod rbac;
 
 use rlaunch_k8s_runner::{Runner, RunnerConfig};
 use rlaunch_model::ApiKey;
@@ -34,7 +37,7 @@ pub async fn check(config: &Config, api_key: ApiKey) -> Vec<CheckLine> {
         }
         Ok(client) => check_wandb(config, &client, &mut lines).await,
     };
-    lines.push(check_cluster(config, entity.as_deref()).await);
+    lines.extend(check_cluster(config, entity.as_deref()).await);
     lines
 }
 
@@ -90,12 +93,24 @@ async fn check_wandb(
     Some(entity)
 }
 
-async fn check_cluster(config: &Config, entity: Option<&str>) -> CheckLine {
+async fn check_cluster(config: &Config, entity: Option<&str>) -> Vec<CheckLine> {
     let client = match kube::Client::try_default().await {
         Ok(client) => client,
-        Err(error) => return line("cluster", Err(format!("no Kubernetes client: {error}"))),
+        Err(error) => {
+            return vec![line(
+                "cluster",
+                Err(format!("no Kubernetes client: {error}")),
+            )];
+        }
     };
-    let runner = Runner::new(client, RunnerConfig::default());
+    let runner = Runner::new(client.clone(), RunnerConfig::default());
+    let served = runner.served_custom_kinds().await;
+    let mut lines = vec![reachable(config, entity, &runner).await];
+    lines.extend(rbac::check_rbac(&client, config, &served).await);
+    lines
+}
+
+async fn reachable(config: &Config, entity: Option<&str>, runner: &Runner) -> CheckLine {
     let identity = identity(config, entity.unwrap_or("unknown"));
     match runner
         .list_in_flight(&identity, &config.watched_namespaces(), &[])
