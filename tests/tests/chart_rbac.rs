@@ -1,6 +1,7 @@
 //! The chart's RBAC data file is generated from the runner's RBAC table
-//! (`rlaunch_k8s_runner::rbac_rules()`), so the Roles the chart grants are exactly the calls
-//! the runner makes. This test is the generator: it renders the file from the table and
+//! (`rlaunch_k8s_runner::rbac_rules()`) and the agent's own rules
+//! (`rlaunch_agent::AGENT_RBAC_RULES`), so the Roles the chart grants are exactly the calls
+//! the agent makes. This test is the generator: it renders the file from the table and
 //! fails when the committed file differs; `RLAUNCH_REGENERATE=1 cargo test -p rlaunch-tests
 //! --test chart_rbac` writes it (never in CI).
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests may panic on broken fixtures
@@ -12,7 +13,8 @@ use rlaunch_k8s_runner::{RbacRule, rbac_rules};
 const HEADER: &str = "\
 # Every Kubernetes API call the launch agent's Kubernetes runner makes, as data. The chart's
 # Roles (and the opt-in ClusterRole) are built from this list; nothing else grants the agent
-# rights in a target namespace. GENERATED from `rlaunch_k8s_runner::rbac_rules()` by
+# rights in a target namespace. GENERATED from `rlaunch_k8s_runner::rbac_rules()` and
+# `rlaunch_agent::AGENT_RBAC_RULES` by
 # `RLAUNCH_REGENERATE=1 cargo test -p rlaunch-tests --test chart_rbac`; do not edit by hand
 # (group \"\" is the core group).
 #
@@ -42,9 +44,15 @@ fn rule_yaml(rule: &RbacRule) -> String {
     )
 }
 
+fn all_rules() -> Vec<RbacRule> {
+    let mut rules = rbac_rules();
+    rules.extend(rlaunch_agent::AGENT_RBAC_RULES.iter().cloned());
+    rules
+}
+
 fn generated() -> String {
     let mut out = HEADER.to_owned();
-    for rule in rbac_rules() {
+    for rule in all_rules() {
         out.push_str(&rule_yaml(&rule));
     }
     out
@@ -67,7 +75,7 @@ fn the_charts_rbac_file_is_generated_from_the_runners_table() {
         );
     }
     panic!(
-        "{} differs from rlaunch_k8s_runner::rbac_rules(): run `RLAUNCH_REGENERATE=1 cargo test -p rlaunch-tests --test chart_rbac` and commit the result",
+        "{} differs from the runner's and the agent's RBAC rules: run `RLAUNCH_REGENERATE=1 cargo test -p rlaunch-tests --test chart_rbac` and commit the result",
         path.display()
     );
 }
@@ -77,8 +85,8 @@ fn every_rule_parses_back_with_its_fields() {
     let parsed: serde_json::Value =
         serde_yaml_ng::from_str(&generated()).expect("the generated file is YAML");
     let rules = parsed["rules"].as_array().expect("a rules list");
-    assert_eq!(rules.len(), rbac_rules().len());
-    for (yaml, rule) in rules.iter().zip(rbac_rules()) {
+    assert_eq!(rules.len(), all_rules().len());
+    for (yaml, rule) in rules.iter().zip(all_rules()) {
         assert_eq!(yaml["group"], rule.group);
         assert_eq!(yaml["resource"], rule.resource);
         assert_eq!(yaml["verbs"], serde_json::json!(rule.verbs));

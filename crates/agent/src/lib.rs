@@ -72,7 +72,7 @@ mod retry;
 mod shutdown;
 mod store;
 
-pub use check::{CheckLine, check};
+pub use check::{AGENT_RBAC_RULES, CheckLine, check};
 pub use cli::{Cli, Command, Flags, LogFormat};
 pub use config::{
     ApiKeySource, BuilderChoice, CodePvc, Config, DEFAULT_CONFIG_PATH, JobLimit, JobSecrets, load,

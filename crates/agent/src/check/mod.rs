@@ -3,6 +3,8 @@
 
 mod rbac;
 
+pub use rbac::AGENT_RBAC_RULES;
+
 use rlaunch_k8s_runner::{Runner, RunnerConfig};
 use rlaunch_model::ApiKey;
 use rlaunch_wandb_api::{Client, ClientConfig, LAUNCH_PROJECT};

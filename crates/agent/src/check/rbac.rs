@@ -15,9 +15,9 @@ use crate::config::{Config, JobSecrets};
 /// Where the missing permissions come from.
 const FIX: &str = "grant it to the agent's ServiceAccount: the Helm chart's Role (and its ClusterRole for cluster-wide rules) has every rule; with a hand-written Role, add the verb";
 
-/// What the agent itself (not the runner) calls: the launch intents of
-/// `crate::intent`. The chart's Role must grant it too.
-const AGENT_RULES: &[RbacRule] = &[RbacRule {
+/// What the agent itself (not the runner) calls: the launch intents (ConfigMaps) of
+/// the agent. The Helm chart's RBAC data file is generated from these and the runner's table.
+pub const AGENT_RBAC_RULES: &[RbacRule] = &[RbacRule {
     group: "",
     resource: "configmaps",
     verbs: &["create", "list", "delete"],
@@ -119,7 +119,7 @@ pub(crate) async fn check_rbac(
 ) -> Vec<CheckLine> {
     let rules: Vec<RbacRule> = rlaunch_k8s_runner::rbac_rules()
         .into_iter()
-        .chain(AGENT_RULES.iter().cloned())
+        .chain(AGENT_RBAC_RULES.iter().cloned())
         .filter(|rule| applies(rule, config, served))
         .collect();
     let namespaces = config.watched_namespaces();
