@@ -24,7 +24,7 @@ use k8s_openapi::api::core::v1::{
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 
 use crate::Result;
-use crate::precheck::{Amounts, add_into, amounts, format_amount, max_into, pod_requests};
+use crate::amounts::{Amounts, add_into, amounts, format_amount, max_into, pod_requests};
 
 type Resources = BTreeMap<String, Quantity>;
 

@@ -84,6 +84,7 @@
 #![doc = include_str!("../README.md")]
 
 mod admission;
+mod amounts;
 mod error;
 mod labels;
 mod precheck;
@@ -95,9 +96,10 @@ mod validate;
 #[cfg(test)]
 mod fixtures;
 
+pub use amounts::pod_requests;
 pub use error::{Error, Result};
 pub use labels::{GpuProduct, LABEL_VALUES, LabelFamily, LabelValue, Vendor, memory_threshold_mib};
-pub use precheck::{PreCheck, Verdict, matches_node_affinity, pod_requests, precheck, tolerates};
+pub use precheck::{PreCheck, Verdict, matches_node_affinity, precheck, tolerates};
 pub use quantity::QuantityValue;
 pub use render::{
     FamilyChoice, RenderOptions, SHM_VOLUME_NAME, VOLCANO_GROUP_ANNOTATION, VOLCANO_SCHEDULER,

@@ -6,7 +6,9 @@ use rlaunch_gpu::GpuRequest;
 use rlaunch_model::{FieldError, json_kind};
 
 use crate::output::AgentKeys;
-use crate::workload::K8S;
+
+/// Path prefix used in messages about the Kubernetes section.
+pub(crate) const K8S: &str = "resource_args.kubernetes";
 
 /// Keys the agent reads from `resource_args.kubernetes` and removes before submission.
 ///

@@ -15,8 +15,9 @@ use crate::provenance::Tracker;
 use crate::security;
 use crate::walk::{for_each_pod_template, set_annotations, set_labels};
 
-/// Path prefix used in messages about the Kubernetes section.
-pub(crate) const K8S: &str = "resource_args.kubernetes";
+/// Path prefix used in messages about the Kubernetes section (defined where the section is
+/// first read).
+pub(crate) use crate::agent_keys::K8S;
 
 /// What the workload steps read, resolved by the first steps of the render.
 pub(crate) struct Plan<'a> {

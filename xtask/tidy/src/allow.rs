@@ -28,18 +28,13 @@ impl std::fmt::Display for Allowed {
     }
 }
 
+#[cfg(test)]
 const fn allow(rule: Rule, krate: &'static str, key: &'static str) -> Allowed {
     Allowed { rule, krate, key }
 }
 
-/// Today's violations. Remove entries as their crates are fixed; never add one.
-pub(crate) const ALLOWED: &[Allowed] = &[
-    // rlaunch-gpu: the admission check (quotas, limit ranges) and the scheduler pre-check
-    // share types through each other; they move to a shared module.
-    allow(Rule::ModuleCycle, "rlaunch-gpu", "admission,precheck"),
-    // rlaunch-render: the agent-key placement and the workload steps call each other.
-    allow(Rule::ModuleCycle, "rlaunch-render", "agent_keys,workload"),
-];
+/// Tolerated violations: none today. Entries may only be removed; never add one.
+pub(crate) const ALLOWED: &[Allowed] = &[];
 
 /// Splits `findings` into (not allowed, allowed) and returns the allow-list entries that
 /// matched nothing.
