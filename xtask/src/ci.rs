@@ -11,6 +11,7 @@
 //! 7. `test`: every test of the workspace, doc tests included; insta never writes snapshots.
 //! 8. `publish dry-run`: `cargo publish --workspace --dry-run` of the embeddable crates.
 
+use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -95,7 +96,38 @@ fn run(t: &mut Timings) -> Result<()> {
                 .env("CI", "true"),
         )
     })?;
-    t.step("publish dry-run", || status(&mut publish_dry_run()))
+    t.step("publish dry-run", || {
+        forget_packaged_builds()?;
+        status(&mut publish_dry_run())
+    })
+}
+
+/// The target dir of the publish dry-run: its own, so its builds (dependencies resolved
+/// from the packaged crates) never mix with the workspace's.
+fn publish_target_dir() -> PathBuf {
+    let base =
+        std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| PathBuf::from("target"), PathBuf::from);
+    base.join("publish-check")
+}
+
+/// Cargo verifies a packaged crate against its packaged siblings as if they came from a
+/// registry, and a registry crate of the same version is never rebuilt: a sibling changed
+/// since the last dry-run would be checked against its old build. Forgetting the builds of
+/// our own crates (their fingerprints) makes every dry-run check the sources as they are;
+/// third-party dependencies stay cached.
+fn forget_packaged_builds() -> Result<()> {
+    let fingerprints = publish_target_dir().join("debug/.fingerprint");
+    let Ok(entries) = std::fs::read_dir(&fingerprints) else {
+        return Ok(()); // first run: nothing cached
+    };
+    for entry in entries {
+        let entry = entry.with_context(|| format!("cannot list {}", fingerprints.display()))?;
+        if entry.file_name().to_string_lossy().starts_with("rlaunch") {
+            std::fs::remove_dir_all(entry.path())
+                .with_context(|| format!("cannot remove {}", entry.path().display()))?;
+        }
+    }
+    Ok(())
 }
 
 /// `cargo publish --workspace --dry-run` of the embeddable crates: packages each one (so a
@@ -103,7 +135,9 @@ fn run(t: &mut Timings) -> Result<()> {
 /// packaged, then stops before uploading.
 pub fn publish_dry_run() -> Command {
     let mut command = cargo();
-    command.args(["publish", "--workspace", "--dry-run", "--allow-dirty"]);
+    command
+        .args(["publish", "--workspace", "--dry-run", "--allow-dirty"])
+        .env("CARGO_TARGET_DIR", publish_target_dir());
     for name in NOT_PUBLISHED {
         command.args(["--exclude", name]);
     }
