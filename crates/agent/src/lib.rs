@@ -62,6 +62,7 @@ mod error;
 mod health;
 mod identity;
 mod intent;
+mod leader;
 mod logging;
 mod metrics;
 mod pipeline;
@@ -75,7 +76,8 @@ mod store;
 pub use check::{AGENT_RBAC_RULES, CheckLine, check};
 pub use cli::{Cli, Command, Flags, LogFormat};
 pub use config::{
-    ApiKeySource, BuilderChoice, CodePvc, Config, DEFAULT_CONFIG_PATH, JobLimit, JobSecrets, load,
+    ApiKeySource, BuilderChoice, CodePvc, Config, DEFAULT_CONFIG_PATH, JobLimit, JobSecrets,
+    LeaderElection, LeaseSettings, load,
 };
 pub use context::{Context, Registration};
 pub use controller::Agent;
