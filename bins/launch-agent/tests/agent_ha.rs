@@ -219,3 +219,56 @@ async fn the_standby_takes_over_a_killed_leader_without_doubling_anything() -> a
     ns.cleanup().await;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_that_loses_its_lease_stops_silently_and_exits_non_zero() -> anyhow::Result<()> {
+    use k8s_openapi::api::coordination::v1::Lease;
+    use kube::api::{Patch, PatchParams};
+
+    let cluster = rlaunch_testkit::cluster().await?;
+    let client = cluster.client().await?;
+    let ns = cluster.namespace("agent-ha-lost").await?;
+    let fake = Arc::new(FakeWandb::start().await?);
+    let run = json!({annotations::OUTCOME: outcome::SUCCEED, annotations::RUN_SECONDS: "60"});
+    fake.create_queue(queue("q", &ns.name, run)).unwrap();
+    let config = format!(
+        "entity: {FAKE_ENTITY}\nqueues: [q]\npoll_interval: 0.3\ntarget_namespaces: [{ns}]\nidentity: lost-{ns}\nleader_election: true\nlease_name: the-lease\nlease_namespace: {ns}\nlease_duration_seconds: 4\nrenew_deadline_seconds: 3\nretry_period_seconds: 1\n",
+        ns = ns.name
+    );
+    let mut agent = AgentProcess::start(&fake, cluster.kubeconfig_path(), &config).await?;
+    eventually("the agent to lead", WAIT, || async {
+        Ok(readyz(&agent).await.filter(|b| b.contains("polling")))
+    })
+    .await?;
+    let leases: Api<Lease> = Api::namespaced(client.clone(), &ns.name);
+    let now = serde_json::to_value(k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime(
+        k8s_openapi::jiff::Timestamp::now(),
+    ))?;
+    let steal = json!({"spec": {
+        "holderIdentity": "another-replica",
+        "leaseDurationSeconds": 600,
+        "acquireTime": now,
+        "renewTime": now,
+    }});
+    leases
+        .patch("the-lease", &PatchParams::default(), &Patch::Merge(&steal))
+        .await?;
+    let status = agent.child.wait().await?;
+    let log = agent.log_text();
+    assert!(
+        !status.success(),
+        "exits non-zero to restart as a standby\n{log}"
+    );
+    assert!(log.contains("lost the Lease"), "{log}");
+    let statuses = fake
+        .agents()
+        .iter()
+        .flat_map(|a| a.status_history.clone())
+        .collect::<Vec<_>>();
+    assert!(
+        !statuses.iter().any(|s| s == "KILLED"),
+        "a replica that lost the Lease sends nothing more: {statuses:?}"
+    );
+    ns.cleanup().await;
+    Ok(())
+}
