@@ -102,4 +102,22 @@ pub struct Flags {
     /// Log format.
     #[arg(long, global = true, value_enum, value_name = "FORMAT")]
     pub log_format: Option<LogFormat>,
+    /// Hold a Lease before polling, so several replicas can run (`LAUNCH_AGENT_LEADER_ELECTION`).
+    #[arg(long, global = true)]
+    pub leader_election: bool,
+    /// Lease name (`LAUNCH_AGENT_LEASE_NAME`; default derived from the identity).
+    #[arg(long, global = true, value_name = "NAME")]
+    pub lease_name: Option<String>,
+    /// Lease namespace (`LAUNCH_AGENT_LEASE_NAMESPACE`; default `POD_NAMESPACE`).
+    #[arg(long, global = true, value_name = "NAMESPACE")]
+    pub lease_namespace: Option<String>,
+    /// Lease duration in seconds (`LAUNCH_AGENT_LEASE_DURATION_SECONDS`; default 15).
+    #[arg(long, global = true, value_name = "SECONDS")]
+    pub lease_duration: Option<u64>,
+    /// Seconds the leader retries a failing renewal (`LAUNCH_AGENT_RENEW_DEADLINE_SECONDS`; 10).
+    #[arg(long, global = true, value_name = "SECONDS")]
+    pub renew_deadline: Option<u64>,
+    /// Seconds between renewals and tries (`LAUNCH_AGENT_RETRY_PERIOD_SECONDS`; default 2).
+    #[arg(long, global = true, value_name = "SECONDS")]
+    pub retry_period: Option<u64>,
 }

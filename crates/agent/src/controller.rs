@@ -10,10 +10,11 @@ use rlaunch_model::ApiKey;
 use rlaunch_wandb_api::{AgentStatus, Client, ClientConfig, LAUNCH_PROJECT};
 use tokio::task::JoinSet;
 
-use crate::config::Config;
+use crate::config::{Config, LeaderElection, LeaseSettings};
 use crate::context::{Context, Registration};
 use crate::error::Error;
 use crate::health::{Health, Readiness};
+use crate::leader::Election;
 use crate::metrics::Metrics;
 use crate::queues::QueueRing;
 use crate::retry::is_auth;
@@ -103,19 +104,99 @@ impl Agent {
         if let Some(pvc) = &ctx.config.code_pvc {
             tracing::warn!(claim = %pvc.claim_name, "the code PVC is not used yet: code jobs fetch their code with an init container");
         }
-        let Some(registration) = crate::register::register(&ctx, &mut shutdown).await? else {
-            return Ok(shutdown.reason().unwrap_or(StopReason::Signal));
+        let mut election = match &ctx.config.leader_election {
+            LeaderElection::Off => None,
+            LeaderElection::On(settings) => {
+                let Some(election) = stand_by(&ctx, settings, &mut shutdown).await? else {
+                    return Ok(shutdown.reason().unwrap_or(StopReason::Signal));
+                };
+                Some(election)
+            }
         };
-        let registration = Arc::new(registration);
-        let mut tasks = JoinSet::new();
-        crate::adopt::adopt(&ctx, &registration, &mut tasks).await;
-        ctx.health.set(Readiness::Polling {
-            agent_name: registration.agent_name.clone(),
-        });
-        let reason = poll_loop(&ctx, &registration, &mut tasks, &mut shutdown).await;
-        stop(&ctx, &registration, tasks, reason).await;
-        Ok(reason)
+        let outcome = lead(&ctx, election.as_mut(), &mut shutdown).await;
+        if let Some(election) = election {
+            match outcome {
+                Err(Error::LeadershipLost { .. }) => {}
+                _ => election.release().await,
+            }
+        }
+        outcome
     }
+}
+
+/// Waits (ready, as a standby) until this replica holds the Lease. `None` on shutdown.
+async fn stand_by(
+    ctx: &Context,
+    settings: &LeaseSettings,
+    shutdown: &mut Shutdown,
+) -> Result<Option<Election>, Error> {
+    let mut election = crate::leader::start(&ctx.config, settings).await?;
+    ctx.health.set(Readiness::Standby {
+        lease: election.lease.name.clone(),
+    });
+    tokio::select! {
+        _ = shutdown.wait() => {
+            election.release().await;
+            Ok(None)
+        }
+        leading = election.leading() => {
+            if leading {
+                Ok(Some(election))
+            } else {
+                Err(lost(&election))
+            }
+        }
+    }
+}
+
+fn lost(election: &Election) -> Error {
+    Error::LeadershipLost {
+        namespace: election.lease.namespace.clone(),
+        name: election.lease.name.clone(),
+    }
+}
+
+/// Registers, adopts and polls; with an election, only while this replica leads.
+async fn lead(
+    ctx: &Arc<Context>,
+    election: Option<&mut Election>,
+    shutdown: &mut Shutdown,
+) -> Result<StopReason, Error> {
+    let Some(election) = election else {
+        return work(ctx, shutdown, &mut JoinSet::new()).await;
+    };
+    let mut tasks = JoinSet::new();
+    let outcome = tokio::select! {
+        biased;
+        () = election.lost() => Err(lost(election)),
+        outcome = work(ctx, shutdown, &mut tasks) => outcome,
+    };
+    if outcome.is_err() {
+        // Leadership lost: cancel every item task before it acks, submits or reports
+        // anything more; workloads stay for the new leader to adopt.
+        ctx.health.set(Readiness::Stopping);
+        tasks.abort_all();
+        while tasks.join_next().await.is_some() {}
+    }
+    outcome
+}
+
+async fn work(
+    ctx: &Arc<Context>,
+    shutdown: &mut Shutdown,
+    tasks: &mut JoinSet<()>,
+) -> Result<StopReason, Error> {
+    let Some(registration) = crate::register::register(ctx, shutdown).await? else {
+        return Ok(shutdown.reason().unwrap_or(StopReason::Signal));
+    };
+    let registration = Arc::new(registration);
+    crate::adopt::adopt(ctx, &registration, tasks).await;
+    ctx.health.set(Readiness::Polling {
+        agent_name: registration.agent_name.clone(),
+    });
+    let reason = poll_loop(ctx, &registration, tasks, shutdown).await;
+    stop(ctx, &registration, std::mem::take(tasks), reason).await;
+    Ok(reason)
 }
 
 struct Loop {

@@ -125,4 +125,27 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// The Lease for leader election cannot be read or created.
+    #[error(
+        "cannot use the Lease {namespace}/{name} for leader election: {source} (the agent needs create on leases and get/watch/update/patch on this one in coordination.k8s.io; run `launch-agent check`)"
+    )]
+    Lease {
+        /// Lease namespace.
+        namespace: String,
+        /// Lease name.
+        name: String,
+        /// Why.
+        #[source]
+        source: kube_lease_manager::LeaseManagerError,
+    },
+    /// This replica lost the Lease: it stopped at once and exits so it restarts as a standby.
+    #[error(
+        "lost the Lease {namespace}/{name} (renewal failed or another replica holds it): stopped without a word to W&B; workloads are left for the new leader; restarting as a standby"
+    )]
+    LeadershipLost {
+        /// Lease namespace.
+        namespace: String,
+        /// Lease name.
+        name: String,
+    },
 }

@@ -28,6 +28,12 @@ pub enum Readiness {
         /// The error, without secrets.
         reason: String,
     },
+    /// Leader election is on and another replica holds the Lease: this one waits, ready
+    /// (a standby that failed readiness would stall every rolling update).
+    Standby {
+        /// The Lease it waits for.
+        lease: String,
+    },
     /// Shutting down.
     Stopping,
 }
@@ -76,6 +82,10 @@ async fn readyz(State(health): State<Health>) -> (StatusCode, String) {
         Readiness::Unauthorized { reason } => (
             StatusCode::SERVICE_UNAVAILABLE,
             format!("not polling: {reason}\n"),
+        ),
+        Readiness::Standby { lease } => (
+            StatusCode::OK,
+            format!("standby: waiting to hold the Lease {lease}\n"),
         ),
         Readiness::Stopping => (StatusCode::SERVICE_UNAVAILABLE, "stopping\n".to_owned()),
     }

@@ -4,7 +4,8 @@
 //! # The pipeline
 //!
 //! ```text
-//! register (queues by name → ids, createLaunchAgent, team check, stable identity)
+//! [leader election on: wait, ready as `standby`, until this replica holds the Lease]
+//!   → register (queues by name → ids, createLaunchAgent, team check, stable identity)
 //!   → adopt what this identity left in flight (runs with their queue, target and requeue
 //!     record; image builds never), fail items acked but never launched (launch intents)
 //!   → loop: heartbeat (launchAgent: stopPolling) · status · round-robin pop under max_jobs
@@ -19,8 +20,33 @@
 //!         → slot freed when the workload is terminal → report (finished? check on the
 //!           run's own entity/project, failRunQueueItem with stage and error file,
 //!           preemption → requeue with resume)
-//!   → SIGTERM/SIGINT or stopPolling: stop popping, KILLED, leave workloads for adoption
+//!   → SIGTERM/SIGINT or stopPolling: stop popping, KILLED, leave workloads for adoption,
+//!     release the Lease
+//!   → Lease lost (renewal failed or taken): cancel every item task at once, send nothing,
+//!     leave workloads, exit non-zero (restart as a standby)
 //! ```
+//!
+//! # Several replicas
+//!
+//! With `leader_election` (`LAUNCH_AGENT_LEADER_ELECTION=true`, set by the Helm chart when
+//! `replicaCount > 1`) each replica competes for one `coordination.k8s.io` Lease, using
+//! `kube-lease-manager`: it is maintained, built on the same `kube`/`k8s-openapi` as the
+//! rest of the agent with no TLS stack of its own, takes the Lease with server-side apply
+//! (two holders are impossible), and needs only create plus get/patch on the one Lease,
+//! which is all the chart grants (no list, no delete). Only the holder registers, adopts
+//! and polls; the standby's `/readyz` answers 200 `standby: …`, because a standby that
+//! failed readiness would block every rolling update (new pods never become ready while the
+//! old leader holds the Lease). A new leader adopts the identity's runs like a restarted
+//! agent, so takeover needs nothing new: within one lease duration after the leader dies,
+//! its workloads are adopted and reported once. A leader whose renewal fails (its client
+//! times out after the renew deadline, so a hung call fails too) aborts its item tasks
+//! before they ack, submit or report anything more and exits non-zero: a fresh standby is
+//! simpler and safer than a process that tries to step down and back up in place. The
+//! settings are [`LeaderElection`] and [`LeaseSettings`]: `lease_name` (default
+//! `launch-agent-<identity>`), `lease_namespace` (default `POD_NAMESPACE`, else `default`),
+//! `POD_NAME` as the holder (default the hostname), and `lease_duration_seconds` (15),
+//! `renew_deadline_seconds` (10), `retry_period_seconds` (2), also as `LAUNCH_AGENT_*`
+//! variables and flags. The leader renews every retry period.
 //!
 //! Main types: [`Config`] (one typed config: file, env, flags), [`Agent`] (the loop),
 //! [`Cli`]/[`Flags`] (clap), [`Metrics`], [`Health`], [`Store`] (items in flight with
@@ -50,6 +76,8 @@
 //!    (without secrets) and resume count live on the workload.
 //! 10. `check` asks the API server (SelfSubjectAccessReview) for every permission the
 //!     runner's RBAC table and the agent's launch intents need, per watched namespace.
+//! 11. `replicas > 1` is safe: the Lease holder alone polls and reports, a standby takes
+//!     over within one lease duration and adopts (W&B's agent has no leader election).
 #![doc = include_str!("../README.md")]
 
 mod adopt;
@@ -62,6 +90,7 @@ mod error;
 mod health;
 mod identity;
 mod intent;
+mod leader;
 mod logging;
 mod metrics;
 mod pipeline;
@@ -75,7 +104,8 @@ mod store;
 pub use check::{AGENT_RBAC_RULES, CheckLine, check};
 pub use cli::{Cli, Command, Flags, LogFormat};
 pub use config::{
-    ApiKeySource, BuilderChoice, CodePvc, Config, DEFAULT_CONFIG_PATH, JobLimit, JobSecrets, load,
+    ApiKeySource, BuilderChoice, CodePvc, Config, DEFAULT_CONFIG_PATH, JobLimit, JobSecrets,
+    LeaderElection, LeaseSettings, load,
 };
 pub use context::{Context, Registration};
 pub use controller::Agent;

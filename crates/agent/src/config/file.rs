@@ -40,6 +40,12 @@ pub(crate) const OWN_KEYS: &[&str] = &[
     "shutdown_grace",
     "retries",
     "precheck",
+    "leader_election",
+    "lease_name",
+    "lease_namespace",
+    "lease_duration_seconds",
+    "renew_deadline_seconds",
+    "retry_period_seconds",
 ];
 
 /// Keys of the `builder` block.

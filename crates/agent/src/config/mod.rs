@@ -10,6 +10,7 @@
 //! `WANDB_LAUNCH_MAX_JOBS` is a message, not a crash.
 
 mod file;
+mod lease;
 mod load;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -19,6 +20,7 @@ use std::time::Duration;
 
 use serde_json::Value as Json;
 
+pub use lease::{LeaderElection, LeaseSettings};
 pub use load::{DEFAULT_CONFIG_PATH, load};
 
 use crate::cli::{Flags, LogFormat};
@@ -156,6 +158,8 @@ pub struct Config {
     pub code_pvc: Option<CodePvc>,
     /// Log format.
     pub log_format: LogFormat,
+    /// Lease-based leader election for `replicas > 1`.
+    pub leader_election: LeaderElection,
     /// The env values of `allowed_macros` that are set.
     pub macro_env: BTreeMap<String, String>,
 }
@@ -192,6 +196,7 @@ impl Config {
         let mut config = layer.base()?;
         layer.apply_env(&mut config)?;
         apply_flags(&mut config, flags)?;
+        config.leader_election = lease::resolve(parsed.as_ref(), env, flags)?;
         config.macro_env = config
             .allowed_macros
             .iter()
@@ -296,6 +301,7 @@ fn default_config() -> Config {
         pod_namespace: None,
         code_pvc: None,
         log_format: LogFormat::Human,
+        leader_election: LeaderElection::Off,
         macro_env: BTreeMap::new(),
     }
 }

@@ -357,3 +357,75 @@ fn agent_config_sent_to_wandb_has_no_cloud_blocks_or_keys() {
     assert!(!sent.contains("us-east-1"));
     assert!(sent.contains("\"max_jobs\":1"));
 }
+
+#[test]
+fn leader_election_keys_env_and_flags() {
+    let off = ok("queues: [a]\n");
+    assert_eq!(off.leader_election, crate::LeaderElection::Off);
+    let file = "queues: [a]\nleader_election: true\nlease_name: from-file\nlease_duration_seconds: 30\nrenew_deadline_seconds: 20\nretry_period_seconds: 5\n";
+    let on = resolve(
+        file,
+        &[("POD_NAMESPACE", "wandb"), ("POD_NAME", "agent-0")],
+        &Flags::default(),
+    )
+    .unwrap();
+    let crate::LeaderElection::On(lease) = on.leader_election else {
+        panic!("leader election should be on");
+    };
+    assert_eq!(lease.name.as_deref(), Some("from-file"));
+    assert_eq!(lease.namespace, "wandb");
+    assert_eq!(lease.holder.as_deref(), Some("agent-0"));
+    assert_eq!(lease.duration, Duration::from_secs(30));
+    assert_eq!(lease.renew_deadline, Duration::from_secs(20));
+    assert_eq!(lease.retry_period, Duration::from_secs(5));
+
+    let env_on = resolve(
+        "queues: [a]\n",
+        &[
+            ("LAUNCH_AGENT_LEADER_ELECTION", "true"),
+            ("LAUNCH_AGENT_LEASE_NAMESPACE", "leases"),
+        ],
+        &Flags::default(),
+    )
+    .unwrap();
+    let crate::LeaderElection::On(lease) = env_on.leader_election else {
+        panic!("LAUNCH_AGENT_LEADER_ELECTION=true turns it on");
+    };
+    assert_eq!((lease.name, lease.namespace.as_str()), (None, "leases"));
+    assert_eq!(
+        (lease.duration, lease.renew_deadline, lease.retry_period),
+        (
+            Duration::from_secs(15),
+            Duration::from_secs(10),
+            Duration::from_secs(2)
+        )
+    );
+
+    let bad = resolve(
+        "queues: [a]\n",
+        &[("LAUNCH_AGENT_LEADER_ELECTION", "maybe")],
+        &Flags::default(),
+    )
+    .unwrap_err();
+    assert!(
+        bad.to_string().contains("LAUNCH_AGENT_LEADER_ELECTION"),
+        "{bad}"
+    );
+    let order = resolve(
+        "queues: [a]\nrenew_deadline_seconds: 20\n",
+        &[],
+        &Flags::default(),
+    )
+    .unwrap_err();
+    assert!(
+        order
+            .to_string()
+            .contains("renew deadline < lease duration"),
+        "{order}"
+    );
+    let typo = resolve("queues: [a]\nlease_duration: 15\n", &[], &Flags::default()).unwrap_err();
+    assert!(
+        typo.to_string().contains("lease_duration_seconds"),
+        "{typo}"
+    );
+}
