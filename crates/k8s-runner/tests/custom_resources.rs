@@ -6,17 +6,10 @@
 
 mod common;
 
-use common::{JobRun, config, rendered, wait_status, wait_terminal};
+use common::{JobRun, config, rendered, setup, wait_status, wait_terminal};
 use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams};
 use rlaunch_k8s_runner::{Error, RunHandle, RunState, Runner};
 use serde_json::{Value, json};
-
-async fn setup(prefix: &str) -> anyhow::Result<(kube::Client, rlaunch_testkit::TestNamespace)> {
-    let cluster = rlaunch_testkit::cluster().await?;
-    let client = cluster.client().await?;
-    let namespace = cluster.namespace(prefix).await?;
-    Ok((client, namespace))
-}
 
 fn run(namespace: &str, run_id: &str) -> JobRun {
     let mut run = JobRun::new(namespace, run_id);

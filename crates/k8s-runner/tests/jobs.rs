@@ -6,7 +6,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{JobRun, config, wait_none, wait_object, wait_status, wait_terminal};
+use common::{JobRun, config, setup, wait_none, wait_object, wait_status, wait_terminal};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{Pod, Secret};
 use kube::api::{Api, ListParams, PostParams};
@@ -17,13 +17,6 @@ use rlaunch_k8s_runner::{
 };
 use rlaunch_model::labels;
 use rlaunch_testkit::annotations::{self, outcome};
-
-async fn setup(prefix: &str) -> anyhow::Result<(kube::Client, rlaunch_testkit::TestNamespace)> {
-    let cluster = rlaunch_testkit::cluster().await?;
-    let client = cluster.client().await?;
-    let namespace = cluster.namespace(prefix).await?;
-    Ok((client, namespace))
-}
 
 async fn count<K>(client: &kube::Client, namespace: &str, selector: &str) -> anyhow::Result<usize>
 where

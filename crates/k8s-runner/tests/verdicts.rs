@@ -8,16 +8,9 @@ mod common;
 
 use std::time::Duration;
 
-use common::{JobRun, config, wait_status, wait_terminal};
+use common::{JobRun, config, setup, wait_status, wait_terminal};
 use rlaunch_k8s_runner::{FailureCause, RunState, Runner, RunnerConfig, TrackerConfig};
 use rlaunch_testkit::annotations::{self, outcome};
-
-async fn setup(prefix: &str) -> anyhow::Result<(kube::Client, rlaunch_testkit::TestNamespace)> {
-    let cluster = rlaunch_testkit::cluster().await?;
-    let client = cluster.client().await?;
-    let namespace = cluster.namespace(prefix).await?;
-    Ok((client, namespace))
-}
 
 /// A preemption requeue keeps the run id: the old attempt's evicted pod must not make the
 /// new attempt's real failure look like a preemption, nor feed its diagnostics.

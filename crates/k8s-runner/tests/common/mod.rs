@@ -17,6 +17,14 @@ pub const DEADLINE: Duration = Duration::from_secs(180);
 pub const IDENTITY: &str = "runner-tests";
 
 /// Runner settings for tests: short grace periods, fast ticks.
+/// The test cluster's client and a fresh namespace named after `prefix`.
+pub async fn setup(prefix: &str) -> anyhow::Result<(kube::Client, rlaunch_testkit::TestNamespace)> {
+    let cluster = rlaunch_testkit::cluster().await?;
+    let client = cluster.client().await?;
+    let namespace = cluster.namespace(prefix).await?;
+    Ok((client, namespace))
+}
+
 pub fn config() -> RunnerConfig {
     RunnerConfig {
         tracker: TrackerConfig {
