@@ -115,7 +115,7 @@ pub fn ensure_built() -> Result<Binaries> {
     result
 }
 
-fn go_env(cmd: &mut Command) {
+pub(crate) fn go_env(cmd: &mut Command) {
     let go = cache_root().join("go");
     cmd.env("GOPATH", &go)
         .env("GOMODCACHE", go.join("pkg").join("mod"))
@@ -127,7 +127,7 @@ fn go_env(cmd: &mut Command) {
         .env_remove("GOBIN");
 }
 
-fn check_go() -> Result<String> {
+pub(crate) fn check_go() -> Result<String> {
     let mut cmd = Command::new("go");
     cmd.args(["env", "GOVERSION"]);
     go_env(&mut cmd);
@@ -150,7 +150,7 @@ fn check_go() -> Result<String> {
     }
 }
 
-fn tail_of(path: &Path, max: usize) -> String {
+pub(crate) fn tail_of(path: &Path, max: usize) -> String {
     let Ok(mut f) = fs::File::open(path) else {
         return String::from("(no log)");
     };

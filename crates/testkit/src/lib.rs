@@ -54,6 +54,7 @@ pub mod annotations;
 pub mod binaries;
 pub mod control_plane;
 mod pki;
+pub mod servers;
 pub mod versions;
 
 use std::path::{Path, PathBuf};

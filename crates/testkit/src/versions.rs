@@ -17,6 +17,9 @@ pub const KWOK: &str = "v0.8.0";
 pub const ETCD: &str = "3.7.2";
 /// Oldest Go toolchain that builds every pin (kwok v0.8.0 declares `go 1.26.0`).
 pub const GO_MIN_MINOR: u32 = 26;
+/// `github.com/google/go-containerregistry` tag of the test OCI registry and `crane`
+/// ([`crate::servers::Registry`]; lock files in `assets/go/registry/`).
+pub const GO_CONTAINERREGISTRY: &str = "v0.22.1";
 /// Bump when the build recipe changes in a way that needs fresh binaries.
 pub const RECIPE: u32 = 1;
 
