@@ -32,21 +32,22 @@ fn rule(groups: &[&str], resources: &[&str], verbs: &[&str]) -> PolicyRule {
     }
 }
 
-/// A Role with everything the agent needs in `namespace` except `delete` on Jobs, bound to
-/// `user`.
-async fn role_without_job_delete(
+/// A Role with what the agent needs in `namespace`, Jobs limited to `job_verbs` and no
+/// Lease, bound to `user` (the Role is named after the user).
+async fn agent_role(
     client: &kube::Client,
     namespace: &str,
     user: &str,
+    job_verbs: &[&str],
 ) -> anyhow::Result<()> {
     let meta = || ObjectMeta {
-        name: Some("agent-without-delete".to_owned()),
+        name: Some(user.to_owned()),
         namespace: Some(namespace.to_owned()),
         ..ObjectMeta::default()
     };
     let workload = ["create", "get", "list", "watch", "delete"];
     let mut rules = vec![
-        rule(&["batch"], &["jobs"], &["create", "get", "list", "watch"]),
+        rule(&["batch"], &["jobs"], job_verbs),
         rule(&[""], &["pods", "events"], &["list", "watch"]),
         rule(&[""], &["pods/log"], &["get"]),
         rule(&[""], &["secrets"], &["create", "get", "update", "delete"]),
@@ -67,7 +68,7 @@ async fn role_without_job_delete(
         role_ref: RoleRef {
             api_group: "rbac.authorization.k8s.io".to_owned(),
             kind: "Role".to_owned(),
-            name: "agent-without-delete".to_owned(),
+            name: user.to_owned(),
         },
         subjects: Some(vec![Subject {
             api_group: Some("rbac.authorization.k8s.io".to_owned()),
@@ -179,7 +180,7 @@ async fn check_asks_the_api_server_for_every_rbac_rule_and_names_a_denied_verb()
     );
 
     let user = "agent-without-delete";
-    role_without_job_delete(&client, &ns.name, user).await?;
+    agent_role(&client, &ns.name, user, &["create", "get", "list", "watch"]).await?;
     let dir = tempfile::tempdir()?;
     let kubeconfig = impersonating(cluster.kubeconfig_path(), user, dir.path());
     let (ok, text) = check(&fake, &kubeconfig, &config).await?;
@@ -202,6 +203,58 @@ async fn check_asks_the_api_server_for_every_rbac_rule_and_names_a_denied_verb()
         "says the fix: {text}"
     );
     assert!(text.contains("ok    cluster: reachable"), "{text}");
+    ns.cleanup().await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn with_leader_election_check_asks_for_the_lease_and_names_what_is_missing()
+-> anyhow::Result<()> {
+    let cluster = rlaunch_testkit::cluster().await?;
+    let client = cluster.client().await?;
+    let ns = cluster.namespace("agent-lease-rbac").await?;
+    let fake = FakeWandb::start().await?;
+    fake.create_queue(NewQueue::new(FAKE_ENTITY, "gpu"))
+        .unwrap();
+    let config = format!(
+        "entity: {FAKE_ENTITY}\nqueues: [gpu]\ntarget_namespaces: [{0}]\ndefault_namespace: {0}\nprecheck: false\nleader_election: true\nlease_name: the-lease\nlease_namespace: {0}\n",
+        ns.name
+    );
+    let (ok, text) = check(&fake, cluster.kubeconfig_path(), &config).await?;
+    assert!(ok, "{text}");
+    assert!(text.contains("ok    rbac: all "), "{text}");
+
+    let user = "agent-without-lease";
+    let all_job_verbs = ["create", "get", "list", "watch", "delete"];
+    agent_role(&client, &ns.name, user, &all_job_verbs).await?;
+    let dir = tempfile::tempdir()?;
+    let kubeconfig = impersonating(cluster.kubeconfig_path(), user, dir.path());
+    let (ok, text) = check(&fake, &kubeconfig, &config).await?;
+    assert!(!ok, "a missing Lease permission fails the check:\n{text}");
+    let denied: Vec<&str> = text
+        .lines()
+        .filter(|l| l.starts_with("FAIL  rbac "))
+        .collect();
+    let lease = |verb: &str, object: &str| {
+        format!(
+            "FAIL  rbac leases.coordination.k8s.io {verb}{object} in namespace {}: denied",
+            ns.name
+        )
+    };
+    let expected = [
+        lease("create", ""),
+        lease("get", " of the-lease"),
+        lease("patch", " of the-lease"),
+    ];
+    assert_eq!(
+        denied.len(),
+        expected.len(),
+        "only the Lease is named:\n{text}"
+    );
+    for (line, prefix) in denied.iter().zip(&expected) {
+        assert!(line.starts_with(prefix.as_str()), "{prefix}\n{text}");
+        assert!(line.contains("leader-election Lease"), "says why: {text}");
+    }
     ns.cleanup().await;
     Ok(())
 }

@@ -25,8 +25,12 @@ async fn fifty_items_on_two_queues_finish_under_max_jobs_and_sigterm_exits_clean
     let succeed = json!({annotations::OUTCOME: outcome::SUCCEED, annotations::RUN_SECONDS: "2"});
     fake.create_queue(queue("queue-a", &ns.name, succeed.clone()))
         .unwrap();
-    fake.create_queue(queue("queue-b", &ns.name, succeed))
-        .unwrap();
+    // queue-b's runs each take one GPU, for the GPU-seconds metric.
+    let mut gpu_queue = queue("queue-b", &ns.name, succeed);
+    gpu_queue.config["resource_args"]["kubernetes"]["spec"]["template"]["spec"] = json!({
+        "containers": [{"name": "main", "resources": {"limits": {"nvidia.com/gpu": "1"}}}]
+    });
+    fake.create_queue(gpu_queue).unwrap();
     let mut bad = queue("queue-bad", &ns.name, json!({}));
     bad.config["resource_args"]["kubernetes"]["spec"]["template"]["spec"] =
         json!({"hostNetwork": true});
@@ -149,10 +153,35 @@ async fn fifty_items_on_two_queues_finish_under_max_jobs_and_sigterm_exits_clean
         metrics.contains("rlaunch_agent_pop_to_created_seconds_count{queue=\"queue-b\"} 25"),
         "{metrics}"
     );
-    for step in ["created_to_scheduled", "scheduled_to_running"] {
+    for step in [
+        "queue_wait",
+        "pop_to_created",
+        "created_to_scheduled",
+        "scheduled_to_running",
+    ] {
         let count = format!("rlaunch_agent_{step}_seconds_count{{queue=\"queue-a\"}}");
         assert!(metrics.contains(&count), "time to GPU: {count}\n{metrics}");
     }
+    assert!(
+        metrics.contains("rlaunch_agent_queue_wait_seconds_count{queue=\"queue-b\"} 25"),
+        "{metrics}"
+    );
+    let gpu_seconds = metrics
+        .lines()
+        .find_map(|line| {
+            line.strip_prefix(&format!(
+                "rlaunch_agent_gpu_seconds_total{{queue=\"queue-b\",entity=\"{FAKE_ENTITY}\"}} "
+            ))
+        })
+        .and_then(|value| value.parse::<f64>().ok());
+    assert!(
+        gpu_seconds.is_some_and(|s| s > 0.0),
+        "the GPU queue's runs used GPU-seconds: {gpu_seconds:?}\n{metrics}"
+    );
+    assert!(
+        !metrics.contains("rlaunch_agent_gpu_seconds_total{queue=\"queue-a\""),
+        "queue-a's runs request no GPU\n{metrics}"
+    );
     let (status, body) = agent.http_get(agent.health_port, "/readyz").await?;
     assert_eq!(status, 200, "{body}");
     let log = agent.log_text();

@@ -36,13 +36,33 @@ async fn every_failure_class_is_reported_with_its_stage_and_cause() -> anyhow::R
     let huge_item = fake.push_item(image_item("huge", "failures")).unwrap();
     let no_init_item = fake.push_item(image_item("ok", "never-init")).unwrap();
     let ok_item = fake.push_item(image_item("ok", "failures")).unwrap();
+    // A job that needs a Dockerfile built, with the no-op builder: a `build` failure.
+    fake.add_artifact(rlaunch_wandb_fake::NewArtifact {
+        entity: FAKE_ENTITY.to_owned(),
+        project: "failures".to_owned(),
+        name: "job-dockerfile".to_owned(),
+        aliases: Vec::new(),
+        files: std::collections::BTreeMap::from([(
+            "wandb-job.json".to_owned(),
+            json!({"source_type": "repo", "source": {"git": {"remote": "https://git.example/r.git", "commit": "abc"}, "dockerfile": "Dockerfile.train", "entrypoint": ["python", "train.py"]}}).to_string(),
+        )]),
+    });
+    let mut build = image_item("ok", "failures");
+    build.run_spec = json!({"entity": FAKE_ENTITY, "project": "failures", "job": format!("{FAKE_ENTITY}/failures/job-dockerfile:latest")});
+    let build_item = fake.push_item(build).unwrap();
     let _sdk = simulate_wandb_init(fake.clone());
     let config = format!(
         "entity: {FAKE_ENTITY}\nqueues: [oom, exit, huge, ok]\nmax_jobs: -1\npoll_interval: 0.3\ninit_check_timeout: 3\ntarget_namespaces: [{}]\nidentity: failures-{}\n",
         ns.name, ns.name
     );
     let mut agent = AgentProcess::start(&fake, cluster.kubeconfig_path(), &config).await?;
-    let failing = [&oom_item, &exit_item, &huge_item, &no_init_item];
+    let failing = [
+        &oom_item,
+        &exit_item,
+        &huge_item,
+        &no_init_item,
+        &build_item,
+    ];
     let done = eventually(
         "every failing item to be failed",
         Duration::from_secs(240),
@@ -95,6 +115,19 @@ async fn every_failure_class_is_reported_with_its_stage_and_cause() -> anyhow::R
         "{}",
         no_init.message
     );
+    let build = failure(&build_item);
+    assert_eq!(build.stage, "build");
+    assert!(
+        build.message.contains("Dockerfile.train") && build.message.contains("builder"),
+        "{}",
+        build.message
+    );
+    // User errors are never retried: one ack each, nothing requeued.
+    for id in [&oom_item, &exit_item] {
+        let item = items.iter().find(|i| &i.id == id).unwrap();
+        assert_eq!(item.ack_attempts, 1, "{item:#?}");
+    }
+    assert_eq!(items.len(), 6, "nothing was requeued: {items:#?}");
     let files = fake.files();
     let oom_file = files
         .iter()

@@ -6,64 +6,19 @@
 
 mod common;
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::sync::{Arc, Mutex};
+use std::collections::BTreeSet;
+use std::sync::Arc;
 use std::time::Duration;
 
-use common::{AgentProcess, eventually, image_item, queue, simulate_wandb_init};
-use k8s_openapi::api::batch::v1::Job;
-use kube::api::{Api, ListParams};
+use common::{
+    AgentProcess, eventually, image_item, jobs_by_item, queue, record_jobs, simulate_wandb_init,
+};
 use rlaunch_testkit::annotations::{self, outcome};
 use rlaunch_wandb_fake::{FAKE_API_KEY, FAKE_ENTITY, FakeWandb, ItemState};
 use serde_json::json;
 
 const WAIT: Duration = Duration::from_secs(180);
 const ITEMS: usize = 6;
-
-/// Job uids per `rlaunch.dev/run-queue-item` annotation, as listed now.
-async fn jobs_by_item(client: &kube::Client, ns: &str) -> anyhow::Result<Jobs> {
-    let api: Api<Job> = Api::namespaced(client.clone(), ns);
-    let mut by_item = Jobs::new();
-    for job in api.list(&ListParams::default()).await?.items {
-        let item = job
-            .metadata
-            .annotations
-            .as_ref()
-            .and_then(|a| a.get("rlaunch.dev/run-queue-item"))
-            .cloned()
-            .unwrap_or_default();
-        by_item
-            .entry(item)
-            .or_default()
-            .insert(job.metadata.uid.unwrap_or_default());
-    }
-    Ok(by_item)
-}
-
-type Jobs = BTreeMap<String, BTreeSet<String>>;
-
-/// Every Job ever seen, per item: the agent deletes a Job once it is reported.
-fn record_jobs(
-    client: kube::Client,
-    ns: String,
-) -> (Arc<Mutex<Jobs>>, tokio::task::JoinHandle<()>) {
-    let seen = Arc::new(Mutex::new(Jobs::new()));
-    let task = {
-        let seen = seen.clone();
-        tokio::spawn(async move {
-            loop {
-                if let Ok(now) = jobs_by_item(&client, &ns).await {
-                    let mut seen = seen.lock().unwrap();
-                    for (item, uids) in now {
-                        seen.entry(item).or_default().extend(uids);
-                    }
-                }
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        })
-    };
-    (seen, task)
-}
 
 /// Agent ids that popped, from the fake's journal.
 fn poppers(fake: &FakeWandb) -> BTreeSet<String> {

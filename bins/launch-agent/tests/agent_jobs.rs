@@ -110,3 +110,106 @@ async fn image_and_code_jobs_are_resolved_from_their_artifacts() -> anyhow::Resu
     ns.cleanup().await;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_the_code_pvc_a_code_job_is_staged_on_the_claim_and_mounts_it() -> anyhow::Result<()> {
+    let cluster = rlaunch_testkit::cluster().await?;
+    let client = cluster.client().await?;
+    let ns = cluster.namespace("agent-code-pvc").await?;
+    let fake = Arc::new(FakeWandb::start().await?);
+    let run = json!({annotations::OUTCOME: outcome::RUN_FOREVER});
+    fake.create_queue(queue("jobs", &ns.name, run)).unwrap();
+    let code_id = fake.add_artifact(NewArtifact {
+        entity: FAKE_ENTITY.to_owned(),
+        project: "jobs".to_owned(),
+        name: "source-code".to_owned(),
+        aliases: Vec::new(),
+        files: BTreeMap::from([("src/main.py".to_owned(), "print('hi')\n".to_owned())]),
+    });
+    let mut job = artifact(
+        "job-staged",
+        json!({"source_type": "artifact", "source": {"artifact": format!("wandb-artifact://_id/{code_id}"), "entrypoint": ["python", "src/main.py"]}}),
+    );
+    job.files.insert(
+        "requirements.frozen.txt".to_owned(),
+        "numpy==2.0\n".to_owned(),
+    );
+    fake.add_artifact(job);
+    fake.push_item(job_item(&format!("{FAKE_ENTITY}/jobs/job-staged:latest")))
+        .unwrap();
+    let _sdk = simulate_wandb_init(fake.clone());
+    let mount = tempfile::tempdir()?;
+    let config = format!(
+        "entity: {FAKE_ENTITY}\nqueues: [jobs]\npoll_interval: 0.3\nprecheck: false\ntarget_namespaces: [{0}]\nidentity: pvc-{0}\n",
+        ns.name
+    );
+    let mount_path = mount.path().display().to_string();
+    let mut agent = AgentProcess::start_with_env(
+        &fake,
+        cluster.kubeconfig_path(),
+        &config,
+        rlaunch_wandb_fake::FAKE_API_KEY,
+        &[
+            ("WANDB_LAUNCH_CODE_PVC_NAME", "launch-code"),
+            ("WANDB_LAUNCH_CODE_PVC_MOUNT_PATH", &mount_path),
+        ],
+    )
+    .await?;
+    let api: Api<Job> = Api::namespaced(client.clone(), &ns.name);
+    let found = eventually("the staged job's Job", Duration::from_secs(180), || async {
+        Ok(api
+            .list(&ListParams::default())
+            .await?
+            .items
+            .into_iter()
+            .next())
+    })
+    .await;
+    let job = match found {
+        Ok(job) => job,
+        Err(error) => panic!("{error}\n{:#?}\n{}", fake.items(), agent.log_text()),
+    };
+    let pod = job.spec.unwrap().template.spec.unwrap();
+    let volume = pod
+        .volumes
+        .unwrap_or_default()
+        .into_iter()
+        .find(|v| v.name == "wandb-source-code-volume")
+        .expect("the code volume");
+    assert_eq!(
+        volume.persistent_volume_claim.map(|c| c.claim_name),
+        Some("launch-code".to_owned()),
+        "the code volume is the claim"
+    );
+    assert!(
+        pod.init_containers.unwrap_or_default().is_empty(),
+        "no init container fetches the code"
+    );
+    let mounted = pod.containers[0]
+        .volume_mounts
+        .clone()
+        .unwrap_or_default()
+        .into_iter()
+        .find(|m| m.name == "wandb-source-code-volume")
+        .expect("the code mount");
+    assert_eq!(mounted.mount_path, "/mnt/wandb");
+    assert_eq!(mounted.sub_path.as_deref(), Some("job-staged:v0"));
+    let staged = mount.path().join("job-staged:v0");
+    assert_eq!(
+        std::fs::read_to_string(staged.join("src/main.py"))?,
+        "print('hi')\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(staged.join(".job/requirements.frozen.txt"))?,
+        "numpy==2.0\n"
+    );
+    assert!(
+        fake.items().iter().all(|i| i.failure.is_none()),
+        "{:#?}",
+        fake.items()
+    );
+    agent.signal("TERM")?;
+    assert!(agent.child.wait().await?.success());
+    ns.cleanup().await;
+    Ok(())
+}

@@ -11,7 +11,7 @@ use common::{AgentProcess, eventually, image_item, queue, simulate_wandb_init};
 use k8s_openapi::api::batch::v1::Job;
 use kube::api::{Api, ListParams};
 use rlaunch_testkit::annotations::{self, outcome};
-use rlaunch_wandb_fake::{FAKE_ENTITY, FakeWandb, ItemState};
+use rlaunch_wandb_fake::{FAKE_ENTITY, FakeWandb, ItemState, NewItem};
 use serde_json::json;
 
 const WAIT: Duration = Duration::from_secs(180);
@@ -96,7 +96,15 @@ async fn a_preempted_run_is_requeued_with_resume_until_the_budget_is_spent() -> 
         json!({annotations::OUTCOME: outcome::PREEMPTED, annotations::RUN_SECONDS: "1"});
     fake.create_queue(queue("spot", &ns.name, preempted))
         .unwrap();
-    let first = fake.push_item(image_item("spot", "preempt")).unwrap();
+    let first = fake
+        .push_item_with_template_variables(
+            NewItem {
+                priority: Some(0),
+                ..image_item("spot", "preempt")
+            },
+            json!({"gpu_type": "a100"}),
+        )
+        .unwrap();
     let _sdk = simulate_wandb_init(fake.clone());
     let config = format!(
         "entity: {FAKE_ENTITY}\nqueues: [spot]\npoll_interval: 0.3\nretries: {{preemption: 1}}\ntarget_namespaces: [{}]\nidentity: preempt-{}\n",
@@ -148,6 +156,11 @@ async fn a_preempted_run_is_requeued_with_resume_until_the_budget_is_spent() -> 
         "same run id: the run resumes"
     );
     assert_eq!(second.run_spec["_resume_count"], 1);
+    assert_eq!(
+        (second.priority, &second.template_variables),
+        (0, &Some(json!({"gpu_type": "a100"}))),
+        "the requeued item keeps the original's priority and template variables"
+    );
     let failure = second.failure.as_ref().unwrap();
     assert_eq!(failure.stage, "run");
     assert!(

@@ -101,9 +101,6 @@ impl Agent {
         )
         .await?;
         tracing::info!(%health_addr, %metrics_addr, "serving /livez, /readyz and /metrics");
-        if let Some(pvc) = &ctx.config.code_pvc {
-            tracing::warn!(claim = %pvc.claim_name, "the code PVC is not used yet: code jobs fetch their code with an init container");
-        }
         let mut election = match &ctx.config.leader_election {
             LeaderElection::Off => None,
             LeaderElection::On(settings) => {

@@ -7,6 +7,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use prometheus_client::encoding::EncodeLabelSet;
+use std::sync::atomic::AtomicU64;
+
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -25,6 +27,12 @@ struct FailedLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct GpuLabels {
+    queue: String,
+    entity: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct StateLabels {
     state: String,
 }
@@ -39,6 +47,11 @@ type HistogramFamily = Family<QueueLabels, Histogram, fn() -> Histogram>;
 
 fn latency_histogram() -> Histogram {
     Histogram::new(exponential_buckets(0.05, 2.0, 14))
+}
+
+/// 1 s to about 9 h: items may wait in a queue for hours.
+fn queue_wait_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(1.0, 2.0, 16))
 }
 
 /// A step of time to GPU after the workload's creation.
@@ -64,10 +77,12 @@ struct Inner {
     requeued: Family<QueueLabels, Counter>,
     adopted: Counter,
     jobs: Family<StateLabels, Gauge>,
+    queue_wait: HistogramFamily,
     pop_to_created: HistogramFamily,
     created_to_scheduled: HistogramFamily,
     scheduled_to_running: HistogramFamily,
     api_errors: Family<ApiErrorLabels, Counter>,
+    gpu_seconds: Family<GpuLabels, Counter<f64, AtomicU64>>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -92,10 +107,12 @@ impl Metrics {
         let requeued = Family::<QueueLabels, Counter>::default();
         let adopted = Counter::default();
         let jobs = Family::<StateLabels, Gauge>::default();
+        let queue_wait: HistogramFamily = Family::new_with_constructor(queue_wait_histogram);
         let pop_to_created: HistogramFamily = Family::new_with_constructor(latency_histogram);
         let created_to_scheduled: HistogramFamily = Family::new_with_constructor(latency_histogram);
         let scheduled_to_running: HistogramFamily = Family::new_with_constructor(latency_histogram);
         let api_errors = Family::<ApiErrorLabels, Counter>::default();
+        let gpu_seconds = Family::<GpuLabels, Counter<f64, AtomicU64>>::default();
         registry.register("items_popped", "Run queue items popped", popped.clone());
         registry.register("items_acked", "Run queue items acknowledged", acked.clone());
         registry.register(
@@ -114,6 +131,11 @@ impl Metrics {
             adopted.clone(),
         );
         registry.register("jobs", "Items in flight, by state", jobs.clone());
+        registry.register(
+            "queue_wait_seconds",
+            "Time to GPU, from the item pushed to W&B to its pop (W&B's clock against ours; needs a server that tells an item's creation time)",
+            queue_wait.clone(),
+        );
         registry.register(
             "pop_to_created_seconds",
             "From pop to the workload created in the cluster",
@@ -134,6 +156,11 @@ impl Metrics {
             "Failed W&B API calls, by operation and error kind",
             api_errors.clone(),
         );
+        registry.register(
+            "gpu_seconds",
+            "GPU time used: seconds a run was seen running times the GPUs its workload requests, by queue and the run's entity",
+            gpu_seconds.clone(),
+        );
         Self {
             inner: Arc::new(Inner {
                 registry,
@@ -143,10 +170,12 @@ impl Metrics {
                 requeued,
                 adopted,
                 jobs,
+                queue_wait,
                 pop_to_created,
                 created_to_scheduled,
                 scheduled_to_running,
                 api_errors,
+                gpu_seconds,
             }),
         }
     }
@@ -202,6 +231,26 @@ impl Metrics {
         }
     }
 
+    /// How long an item of `queue` waited in W&B before its pop.
+    pub fn queue_wait(&self, queue: &str, waited: Duration) {
+        self.inner
+            .queue_wait
+            .get_or_create(&Self::queue(queue))
+            .observe(waited.as_secs_f64());
+    }
+
+    /// GPU-seconds used by a run of `queue` in `entity`.
+    pub fn gpu_seconds(&self, queue: &str, entity: &str, seconds: f64) {
+        let labels = GpuLabels {
+            queue: queue.to_owned(),
+            entity: entity.to_owned(),
+        };
+        self.inner
+            .gpu_seconds
+            .get_or_create(&labels)
+            .inc_by(seconds);
+    }
+
     /// Pop → created latency of an item of `queue`.
     pub fn pop_to_created(&self, queue: &str, elapsed: Duration) {
         self.inner
@@ -250,7 +299,10 @@ mod tests {
         metrics.popped("gpu");
         metrics.failed("gpu", "agent");
         metrics.api_error("popFromRunQueue", "server_unavailable");
+        metrics.queue_wait("gpu", Duration::from_secs(90));
         metrics.pop_to_created("gpu", Duration::from_millis(300));
+        metrics.gpu_seconds("gpu", "team-a", 30.0);
+        metrics.gpu_seconds("gpu", "team-a", 12.5);
         metrics.time_to_gpu("gpu", GpuStep::CreatedToScheduled, Duration::from_secs(4));
         metrics.time_to_gpu("gpu", GpuStep::ScheduledToRunning, Duration::from_secs(2));
         metrics.set_jobs(&[("running", 2)]);
@@ -268,7 +320,24 @@ mod tests {
             text.contains("rlaunch_agent_pop_to_created_seconds_count{queue=\"gpu\"} 1"),
             "{text}"
         );
-        for step in ["created_to_scheduled", "scheduled_to_running"] {
+        assert!(
+            text.contains("rlaunch_agent_gpu_seconds_total{queue=\"gpu\",entity=\"team-a\"} 42.5"),
+            "{text}"
+        );
+        assert!(
+            text.contains("rlaunch_agent_queue_wait_seconds_bucket{le=\"64.0\",queue=\"gpu\"} 0"),
+            "{text}"
+        );
+        assert!(
+            text.contains("rlaunch_agent_queue_wait_seconds_bucket{le=\"128.0\",queue=\"gpu\"} 1"),
+            "{text}"
+        );
+        for step in [
+            "queue_wait",
+            "pop_to_created",
+            "created_to_scheduled",
+            "scheduled_to_running",
+        ] {
             let line = format!("rlaunch_agent_{step}_seconds_count{{queue=\"gpu\"}} 1");
             assert!(text.contains(&line), "{line}: {text}");
         }

@@ -25,6 +25,12 @@ pub struct RequeueRecord {
     pub run_spec: Value,
     /// How many times the run was already resumed after a preemption.
     pub resume_count: u32,
+    /// The item's priority, when the server told it (kept so the requeued item keeps it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub priority: Option<i64>,
+    /// The item's template variable values, when the server told them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub template_variables: Option<Value>,
 }
 
 impl RequeueRecord {
@@ -35,6 +41,8 @@ impl RequeueRecord {
         RequeueRecord {
             run_spec,
             resume_count,
+            priority: None,
+            template_variables: None,
         }
     }
 
@@ -77,5 +85,18 @@ mod tests {
         assert_eq!(RequeueRecord::from_annotation(Some(&text)), Some(record));
         let big = RequeueRecord::new(&json!({"blob": "x".repeat(MAX_REQUEUE_BYTES)}), 0);
         assert_eq!(big.to_annotation(), None);
+    }
+
+    #[test]
+    fn priority_and_template_variables_round_trip_and_old_records_still_read() {
+        let mut record = RequeueRecord::new(&json!({"entity": "e"}), 1);
+        record.priority = Some(0);
+        record.template_variables = Some(json!({"gpus": 2}));
+        let text = record.to_annotation().unwrap();
+        assert_eq!(RequeueRecord::from_annotation(Some(&text)), Some(record));
+        let old = r#"{"runSpec":{"entity":"e"},"resumeCount":3}"#.to_owned();
+        let read = RequeueRecord::from_annotation(Some(&old)).unwrap();
+        assert_eq!((read.resume_count, read.priority), (3, None));
+        assert_eq!(read.template_variables, None);
     }
 }

@@ -112,7 +112,7 @@ impl Client {
         paths: &[&str],
     ) -> Result<Vec<(String, Vec<u8>)>> {
         let names: Vec<String> = paths.iter().map(|path| (*path).to_owned()).collect();
-        let urls = self.artifact_files(&artifact.id, names).await?;
+        let urls = self.artifact_files(&artifact.id, Some(names)).await?;
         let mut out = Vec::with_capacity(paths.len());
         for path in paths {
             let url = urls
@@ -125,6 +125,26 @@ impl Client {
                 })?;
             let contents = self.download("downloadArtifactFile", &url).await?;
             out.push(((*path).to_owned(), contents));
+        }
+        Ok(out)
+    }
+
+    /// Every file of the artifact with id `artifact_id` (a code artifact referenced as
+    /// `wandb-artifact://_id/<id>`), as (path, contents), sorted by path.
+    pub async fn download_artifact_by_id(
+        &self,
+        artifact_id: &str,
+    ) -> Result<Vec<(String, Vec<u8>)>> {
+        let mut urls = self.artifact_files(artifact_id, None).await?;
+        urls.sort();
+        let mut out = Vec::with_capacity(urls.len());
+        for (path, url) in urls {
+            let url = url.ok_or_else(|| Error::InvalidManifest {
+                name: artifact_id.to_owned(),
+                reason: format!("no download URL for {path}"),
+            })?;
+            let contents = self.download("downloadArtifactFile", &url).await?;
+            out.push((path, contents));
         }
         Ok(out)
     }

@@ -47,7 +47,8 @@ pub use files::RunFile;
 pub use transport::Client;
 pub use types::{
     AgentStatus, Artifact, ArtifactEntry, FailureStage, LaunchAgent, NewLaunchAgent, PoppedItem,
-    PushRequest, PushedItem, QueueAccess, RunQueue, RunQueueItem, Viewer,
+    PushRequest, PushedItem, QueueAccess, QueueItemInfo, RunQueue, RunQueueItem, Viewer,
+    parse_timestamp,
 };
 
 /// The schema the operations are written against (also used by the fake server).

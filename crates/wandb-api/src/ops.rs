@@ -10,7 +10,7 @@ use crate::error::{Error, Result};
 use crate::transport::{Client, Sender};
 use crate::types::{
     AgentStatus, FailureStage, NewLaunchAgent, PoppedItem, PushRequest, PushedItem, QueueAccess,
-    RunQueue, RunQueueItem,
+    QueueItemInfo, RunQueue, RunQueueItem,
 };
 
 // Custom scalars of `schema.graphql`, named as graphql_client's Rust normalization expects.
@@ -70,6 +70,7 @@ operation!(
 );
 operation!(RunStoppedStatus, "graphql/RunStoppedStatus.graphql");
 operation!(RunState, "graphql/RunState.graphql");
+operation!(RunQueueItemInfo, "graphql/RunQueueItemInfo.graphql");
 operation!(PushToRunQueueByName, "graphql/pushToRunQueueByName.graphql");
 operation!(UpsertBucket, "graphql/UpsertBucket.graphql");
 operation!(CreateRunFiles, "graphql/CreateRunFiles.graphql");
@@ -412,6 +413,46 @@ impl Client {
             .and_then(|run| run.state))
     }
 
+    /// `RunQueueItemInfo`: item `item_id` of `entity/project/queue`: its state, the run id
+    /// it was acked with, when it was pushed, its priority and template variables. `None` when the server does not know the item;
+    /// a field the server leaves out (or sends unreadable) is `None`.
+    pub async fn run_queue_item_info(
+        &self,
+        entity: &str,
+        project: &str,
+        queue: &str,
+        item_id: &str,
+    ) -> Result<Option<QueueItemInfo>> {
+        let variables = run_queue_item_info::Variables {
+            entity: entity.to_owned(),
+            project: project.to_owned(),
+            queue_name: queue.to_owned(),
+            item_id: item_id.to_owned(),
+        };
+        let data = self
+            .graphql::<RunQueueItemInfo>(Sender::LaunchApi, variables)
+            .await?;
+        let Some(item) = data
+            .project
+            .and_then(|project| project.run_queue)
+            .and_then(|queue| queue.run_queue_item)
+        else {
+            return Ok(None);
+        };
+        Ok(Some(QueueItemInfo {
+            state: item.state,
+            associated_run_id: item.associated_run_id,
+            created_at: item
+                .created_at
+                .as_deref()
+                .and_then(crate::types::parse_timestamp),
+            priority: item.priority,
+            template_variables: item
+                .template_variable_values
+                .and_then(|text| serde_json::from_str(&text).ok()),
+        }))
+    }
+
     /// `pushToRunQueueByName`: enqueues a spec. `None` means the server did not find (or
     /// let us use) the queue.
     pub async fn push_to_run_queue_by_name(
@@ -537,11 +578,11 @@ impl Client {
     pub(crate) async fn artifact_files(
         &self,
         artifact_id: &str,
-        names: Vec<String>,
+        names: Option<Vec<String>>,
     ) -> Result<Vec<(String, Option<String>)>> {
         let variables = artifact_files::Variables {
             id: artifact_id.to_owned(),
-            names: Some(names),
+            names,
         };
         let data = self
             .graphql::<ArtifactFiles>(Sender::LaunchApi, variables)

@@ -117,6 +117,74 @@ pub struct RunQueueItem {
     pub run_spec: rlaunch_model::RunSpec,
 }
 
+/// What the server says about a queued item besides its spec (`RunQueueItemInfo`).
+/// Every field is optional: servers differ in what they expose.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct QueueItemInfo {
+    /// `PENDING`, `LEASED`, `CLAIMED`, `FAILED`, … as the server names it.
+    pub state: Option<String>,
+    /// The run id given at ack (`runName`), once acked.
+    pub associated_run_id: Option<String>,
+    /// When the item was pushed.
+    pub created_at: Option<std::time::SystemTime>,
+    /// Its priority, 0 (critical) ..= 3 (low).
+    pub priority: Option<i64>,
+    /// The template variable values it was pushed with.
+    pub template_variables: Option<Value>,
+}
+
+/// Reads an ISO 8601 / RFC 3339 timestamp (`2024-05-01T10:00:00`, with optional fraction
+/// and `Z` or `±HH:MM`; no offset means UTC, as W&B sends them). `None` if malformed.
+pub fn parse_timestamp(text: &str) -> Option<std::time::SystemTime> {
+    let (date, time) = text.trim().split_once(['T', ' '])?;
+    let mut ymd = date.splitn(3, '-').map(str::parse::<i64>);
+    let (year, month, day) = (ymd.next()?.ok()?, ymd.next()?.ok()?, ymd.next()?.ok()?);
+    let (clock, offset_secs) = split_offset(time)?;
+    let (hms, fraction) = clock.split_once('.').unwrap_or((clock, ""));
+    let mut parts = hms.splitn(3, ':').map(str::parse::<i64>);
+    let (h, m, s) = (
+        parts.next()?.ok()?,
+        parts.next()?.ok()?,
+        parts.next()?.ok()?,
+    );
+    let valid = (1..=12).contains(&month) && (1..=31).contains(&day) && h < 24 && m < 60 && s < 61;
+    if !valid || !fraction.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let nanos = format!("{fraction:0<9}").get(..9)?.parse::<u32>().ok()?;
+    let secs = days_from_civil(year, month, day) * 86_400 + h * 3600 + m * 60 + s - offset_secs;
+    let secs = u64::try_from(secs).ok()?;
+    Some(std::time::UNIX_EPOCH + std::time::Duration::new(secs, nanos))
+}
+
+/// `HH:MM:SS[.f]` and the offset in seconds east of UTC.
+fn split_offset(time: &str) -> Option<(&str, i64)> {
+    if let Some(clock) = time.strip_suffix(['Z', 'z']) {
+        return Some((clock, 0));
+    }
+    match time.rfind(['+', '-']) {
+        Some(at) => {
+            let (clock, offset) = time.split_at(at);
+            let sign = if offset.starts_with('-') { -1 } else { 1 };
+            let (oh, om) = offset[1..].split_once(':').unwrap_or((&offset[1..], "0"));
+            let minutes = oh.parse::<i64>().ok()? * 60 + om.parse::<i64>().ok()?;
+            Some((clock, sign * minutes * 60))
+        }
+        None => Some((time, 0)),
+    }
+}
+
+/// Days since 1970-01-01 (Howard Hinnant's algorithm).
+fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
+    let year = if month <= 2 { year - 1 } else { year };
+    let era = year.div_euclid(400);
+    let yoe = year.rem_euclid(400);
+    let mp = (month + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
 /// The result of a successful `popFromRunQueue` that returned an item.
 ///
 /// A malformed spec is not an error of the call: the item is leased to this agent and must
@@ -229,4 +297,30 @@ pub struct Artifact {
     pub version_index: Option<i64>,
     /// Files listed in the manifest, sorted by path.
     pub entries: Vec<ArtifactEntry>,
+}
+
+#[cfg(test)]
+mod timestamp_tests {
+    use std::time::{Duration, UNIX_EPOCH};
+
+    use super::parse_timestamp;
+
+    #[test]
+    fn timestamps_with_and_without_offsets_and_fractions() {
+        let at = |secs: u64, nanos: u32| Some(UNIX_EPOCH + Duration::new(secs, nanos));
+        assert_eq!(parse_timestamp("1970-01-01T00:00:00Z"), at(0, 0));
+        assert_eq!(parse_timestamp("2024-05-01T10:00:00"), at(1_714_557_600, 0));
+        assert_eq!(
+            parse_timestamp("2024-05-01T10:00:00.25Z"),
+            at(1_714_557_600, 250_000_000)
+        );
+        assert_eq!(
+            parse_timestamp("2024-05-01T12:30:00+02:30"),
+            at(1_714_557_600, 0)
+        );
+        assert_eq!(parse_timestamp("2000-02-29T00:00:00Z"), at(951_782_400, 0));
+        for bad in ["", "yesterday", "2024-13-01T00:00:00Z", "2024-05-01T10:00"] {
+            assert_eq!(parse_timestamp(bad), None, "{bad}");
+        }
+    }
 }

@@ -438,6 +438,49 @@ async fn push_by_name_returns_the_merged_spec_as_json() {
 }
 
 #[tokio::test]
+async fn item_info_tells_state_run_id_creation_priority_and_template_variables() {
+    let (fake, client) = start().await;
+    let before = std::time::SystemTime::now() - Duration::from_secs(2);
+    let id = fake
+        .push_item_with_template_variables(
+            rlaunch_wandb_fake::NewItem {
+                priority: Some(0),
+                ..rlaunch_wandb_fake::NewItem::new(FAKE_ENTITY, QUEUE, image_spec())
+            },
+            json!({"gpus": 2}),
+        )
+        .unwrap();
+    let info = client
+        .run_queue_item_info(FAKE_ENTITY, PROJECT, QUEUE, &id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(info.state.as_deref(), Some("PENDING"));
+    assert_eq!(info.associated_run_id, None);
+    assert_eq!(info.priority, Some(0));
+    assert_eq!(info.template_variables, Some(json!({"gpus": 2})));
+    let created = info.created_at.unwrap();
+    assert!(created >= before && created <= std::time::SystemTime::now() + Duration::from_secs(2));
+    client
+        .pop_from_run_queue(FAKE_ENTITY, PROJECT, QUEUE, None)
+        .await
+        .unwrap();
+    client.ack_run_queue_item(&id, "run1").await.unwrap();
+    let info = client
+        .run_queue_item_info(FAKE_ENTITY, PROJECT, QUEUE, &id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(info.state.as_deref(), Some("CLAIMED"));
+    assert_eq!(info.associated_run_id.as_deref(), Some("run1"));
+    let missing = client
+        .run_queue_item_info(FAKE_ENTITY, PROJECT, "no-such-queue", &id)
+        .await
+        .unwrap();
+    assert_eq!(missing, None);
+}
+
+#[tokio::test]
 async fn malformed_run_spec_comes_back_with_its_id() {
     let (fake, client) = start().await;
     let no_entity = push(
@@ -522,6 +565,10 @@ async fn job_artifact_files_can_be_fetched() {
         .unwrap();
     assert_eq!(downloaded.len(), 1);
     assert!(String::from_utf8_lossy(&downloaded[0].1).contains("busybox:1.36"));
+    let everything = client.download_artifact_by_id(&artifact.id).await.unwrap();
+    let paths: Vec<&str> = everything.iter().map(|(p, _)| p.as_str()).collect();
+    assert_eq!(paths, ["requirements.frozen.txt", "wandb-job.json"]);
+    assert_eq!(everything[0].1, b"numpy==2.0\n");
 
     let missing = client
         .artifact(FAKE_ENTITY, "launch-test", "job-nope:latest")

@@ -54,5 +54,5 @@ async fn query_texts_and_variables_are_pinned() {
             .is_none(),
         "filePaths must be left out when there are no files"
     );
-    assert_eq!(seen.len(), 18, "every operation is covered: {seen:?}");
+    assert_eq!(seen.len(), 19, "every operation is covered: {seen:?}");
 }

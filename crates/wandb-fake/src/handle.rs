@@ -123,6 +123,20 @@ impl FakeWandb {
         Ok(id)
     }
 
+    /// Pushes an item with template variable values (as the UI does for a queue with
+    /// template variables); returns its id.
+    pub fn push_item_with_template_variables(
+        &self,
+        item: NewItem,
+        template_variables: serde_json::Value,
+    ) -> Result<String, FakeError> {
+        let (id, _) = self
+            .store
+            .write()
+            .push(item, Some(template_variables), ItemOrigin::Admin)?;
+        Ok(id)
+    }
+
     /// All items, in push order.
     pub fn items(&self) -> Vec<ItemView> {
         self.store.read().item_views()

@@ -42,6 +42,8 @@
 //!   can push a malformed spec. Pushes over GraphQL (`pushToRunQueueByName`, e.g. an agent
 //!   requeueing a preempted run) keep their priority and template variables and are marked
 //!   [`ItemOrigin::Graphql`].
+//!   `project { runQueue(name) { runQueueItem(id) } }` answers an item's `createdAt` (its
+//!   push, wall clock, seconds), priority and template variables.
 //! - **Runs:** an ack creates the run `runName` in the spec's `entity`/`project` in state
 //!   [`FakeConfig::acked_run_state`] (`pending` unless a test says otherwise; per project
 //!   with [`FakeConfig::acked_run_states`]) if it does not exist; `RunState` and `RunStoppedStatus` read it; tests change it with

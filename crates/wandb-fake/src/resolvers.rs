@@ -35,6 +35,8 @@ pub(crate) fn resolve(
         ("Query", "launchAgent") => launch_agent,
         ("Query", "artifact") => artifact_by_id,
         ("Project", "run") => project_run,
+        ("Project", "runQueue") => project_run_queue,
+        ("RunQueue", "runQueueItem") => run_queue_item,
         ("Project", "artifact") => project_artifact,
         ("Artifact", "files") => artifact_files,
         ("Mutation", "createRunQueue") => create_run_queue,
@@ -192,6 +194,45 @@ fn project_run(store: &mut Store, call: &Call<'_>) -> FakeResult<Value> {
         .runs
         .get(&key)
         .map(|run| json!({"id": run.id, "name": name, "state": run.state, "stopped": run.stopped}))
+        .unwrap_or(Value::Null))
+}
+
+fn project_run_queue(store: &mut Store, call: &Call<'_>) -> FakeResult<Value> {
+    let Some((entity, project)) = parent_project(call) else {
+        return Ok(Value::Null);
+    };
+    let name = arg(call, "name").unwrap_or_default();
+    Ok(store
+        .queues
+        .iter()
+        .find(|q| q.entity == entity && q.project == project && q.name == name)
+        .map(|q| json!({"id": q.id, "name": q.name, "createdBy": q.created_by, "access": q.access}))
+        .unwrap_or(Value::Null))
+}
+
+/// An item of the parent queue: when it was pushed, its priority and template variables.
+fn run_queue_item(store: &mut Store, call: &Call<'_>) -> FakeResult<Value> {
+    let queue_id = call
+        .parent
+        .and_then(|q| q.get("id"))
+        .and_then(Value::as_str);
+    let id = arg(call, "id").unwrap_or_default();
+    let now = tokio::time::Instant::now();
+    Ok(store
+        .items
+        .iter()
+        .find(|item| item.id == id && Some(store.queues[item.queue].id.as_str()) == queue_id)
+        .map(|item| {
+            let view = store.item_view(item, now);
+            json!({
+                "id": view.id,
+                "state": view.state,
+                "associatedRunId": view.associated_run_id,
+                "createdAt": item.created_at,
+                "priority": view.priority,
+                "templateVariableValues": view.template_variables.as_ref().map(Value::to_string),
+            })
+        })
         .unwrap_or(Value::Null))
 }
 

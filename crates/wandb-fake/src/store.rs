@@ -43,6 +43,8 @@ pub(crate) struct ItemRec {
     pub spec: Value,
     pub priority: i64,
     pub template_variables: Option<Value>,
+    /// RFC 3339, when it was pushed.
+    pub created_at: String,
     pub origin: ItemOrigin,
     pub state: ItemState,
     pub lease_until: Option<Instant>,
@@ -281,6 +283,7 @@ impl Store {
             spec: spec.clone(),
             priority: item.priority.unwrap_or(2),
             template_variables,
+            created_at: now_rfc3339(),
             origin,
             state: ItemState::Pending,
             lease_until: None,

@@ -2,9 +2,11 @@
 
 #![allow(dead_code)]
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::path::PathBuf;
 use std::process::Stdio;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
@@ -239,4 +241,51 @@ pub async fn active_jobs(client: &kube::Client, namespace: &str) -> anyhow::Resu
                 })
         })
         .count())
+}
+
+/// Job uids per `rlaunch.dev/run-queue-item` annotation.
+pub type Jobs = BTreeMap<String, BTreeSet<String>>;
+
+/// Job uids per `rlaunch.dev/run-queue-item` annotation, as listed now.
+pub async fn jobs_by_item(client: &kube::Client, ns: &str) -> anyhow::Result<Jobs> {
+    let api: Api<Job> = Api::namespaced(client.clone(), ns);
+    let mut by_item = Jobs::new();
+    for job in api.list(&ListParams::default()).await?.items {
+        let item = job
+            .metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get("rlaunch.dev/run-queue-item"))
+            .cloned()
+            .unwrap_or_default();
+        by_item
+            .entry(item)
+            .or_default()
+            .insert(job.metadata.uid.unwrap_or_default());
+    }
+    Ok(by_item)
+}
+
+/// Every Job ever seen, per item (sampled every 50 ms): the agent deletes a Job once it
+/// is reported.
+pub fn record_jobs(
+    client: kube::Client,
+    ns: String,
+) -> (Arc<Mutex<Jobs>>, tokio::task::JoinHandle<()>) {
+    let seen = Arc::new(Mutex::new(Jobs::new()));
+    let task = {
+        let seen = seen.clone();
+        tokio::spawn(async move {
+            loop {
+                if let Ok(now) = jobs_by_item(&client, &ns).await {
+                    let mut seen = seen.lock().unwrap();
+                    for (item, uids) in now {
+                        seen.entry(item).or_default().extend(uids);
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        })
+    };
+    (seen, task)
 }

@@ -1,6 +1,7 @@
 //! The RBAC part of `launch-agent check`: every rule of the runner's table that applies to
 //! this config, asked of the API server as one `SelfSubjectAccessReview` per verb, resource
-//! and namespace — the API server's own answer for the credentials the agent runs with.
+//! and namespace — the API server's own answer for the credentials the agent runs with —
+//! and, with leader election on, the Lease in the agent's own namespace.
 
 use k8s_openapi::api::authorization::v1::{
     ResourceAttributes, SelfSubjectAccessReview, SelfSubjectAccessReviewSpec,
@@ -10,7 +11,7 @@ use rlaunch_k8s_runner::{RbacNeed, RbacRule, RbacScope};
 use rlaunch_render::ApiCoordinates;
 
 use super::{CheckLine, line};
-use crate::config::{Config, JobSecrets};
+use crate::config::{Config, JobSecrets, LeaderElection};
 
 /// Where the missing permissions come from.
 const FIX: &str = "grant it to the agent's ServiceAccount: the Helm chart's Role (and its ClusterRole for cluster-wide rules) has every rule; with a hand-written Role, add the verb";
@@ -34,6 +35,8 @@ struct Ask {
     verb: &'static str,
     /// `None` for a cluster-wide rule.
     namespace: Option<String>,
+    /// One object by name (`resourceNames`), or `None` for any.
+    name: Option<String>,
     why: &'static str,
 }
 
@@ -44,9 +47,13 @@ impl Ask {
         } else {
             format!("{}.{}", self.resource, self.group)
         };
+        let object = match &self.name {
+            Some(name) => format!(" of {name}"),
+            None => String::new(),
+        };
         match &self.namespace {
-            Some(ns) => format!("{resource} {} in namespace {ns}", self.verb),
-            None => format!("{resource} {} (cluster-wide)", self.verb),
+            Some(ns) => format!("{resource} {}{object} in namespace {ns}", self.verb),
+            None => format!("{resource} {}{object} (cluster-wide)", self.verb),
         }
     }
 }
@@ -81,12 +88,47 @@ fn asks(rules: &[RbacRule], namespaces: &[String]) -> Vec<Ask> {
                     resource: rule.resource,
                     verb,
                     namespace: namespace.clone(),
+                    name: None,
                     why: rule.why,
                 });
             }
         }
     }
     asks
+}
+
+/// Why the agent needs the Lease.
+const LEASE_WHY: &str =
+    "hold the leader-election Lease (leader_election is on): only its holder polls and reports";
+
+/// With leader election on, the calls the election makes (pure): `create` of a Lease in
+/// the Lease's namespace, `get` and `patch` (server-side apply) of the one Lease. The
+/// chart grants exactly these (plus `watch` and `update` on the named Lease). Not in
+/// [`AGENT_RBAC_RULES`]: they are not per target namespace, and the chart adds them only
+/// when it runs several replicas.
+fn lease_asks(config: &Config) -> Vec<Ask> {
+    let LeaderElection::On(settings) = &config.leader_election else {
+        return Vec::new();
+    };
+    let name = settings
+        .name
+        .clone()
+        .unwrap_or_else(|| crate::leader::default_lease_name(config));
+    [
+        ("create", None),
+        ("get", Some(name.clone())),
+        ("patch", Some(name)),
+    ]
+    .into_iter()
+    .map(|(verb, name)| Ask {
+        group: "coordination.k8s.io",
+        resource: "leases",
+        verb,
+        namespace: Some(settings.namespace.clone()),
+        name,
+        why: LEASE_WHY,
+    })
+    .collect()
 }
 
 fn review(ask: &Ask) -> SelfSubjectAccessReview {
@@ -102,6 +144,7 @@ fn review(ask: &Ask) -> SelfSubjectAccessReview {
                 subresource,
                 verb: Some(ask.verb.to_owned()),
                 namespace: ask.namespace.clone(),
+                name: ask.name.clone(),
                 ..ResourceAttributes::default()
             }),
             ..SelfSubjectAccessReviewSpec::default()
@@ -126,7 +169,10 @@ pub(crate) async fn check_rbac(
     let api: Api<SelfSubjectAccessReview> = Api::all(client.clone());
     let mut lines = Vec::new();
     let mut allowed = 0;
-    for ask in asks(&rules, &namespaces) {
+    for ask in asks(&rules, &namespaces)
+        .into_iter()
+        .chain(lease_asks(config))
+    {
         let what = format!("rbac {}", ask.label());
         match api.create(&PostParams::default(), &review(&ask)).await {
             Ok(answer) if answer.status.as_ref().is_some_and(|s| s.allowed) => allowed += 1,
@@ -224,10 +270,40 @@ mod tests {
             resource: "pods/log",
             verb: "get",
             namespace: Some("a".to_owned()),
+            name: None,
             why: "",
         });
         let attributes = log.spec.resource_attributes.unwrap();
         assert_eq!(attributes.resource.as_deref(), Some("pods"));
         assert_eq!(attributes.subresource.as_deref(), Some("log"));
+    }
+
+    #[test]
+    fn the_lease_is_asked_about_only_with_leader_election_and_by_name() {
+        let flags = Flags {
+            queues: vec!["q".to_owned()],
+            ..Flags::default()
+        };
+        let mut config = Config::resolve(None, &BTreeMap::new(), &flags).unwrap();
+        assert_eq!(lease_asks(&config), []);
+        let env = BTreeMap::from([
+            ("LAUNCH_AGENT_LEADER_ELECTION".to_owned(), "true".to_owned()),
+            ("LAUNCH_AGENT_LEASE_NAME".to_owned(), "the-lease".to_owned()),
+            ("POD_NAMESPACE".to_owned(), "agents".to_owned()),
+        ]);
+        config = Config::resolve(None, &env, &flags).unwrap();
+        let labels: Vec<String> = lease_asks(&config).iter().map(Ask::label).collect();
+        assert_eq!(
+            labels,
+            [
+                "leases.coordination.k8s.io create in namespace agents",
+                "leases.coordination.k8s.io get of the-lease in namespace agents",
+                "leases.coordination.k8s.io patch of the-lease in namespace agents",
+            ]
+        );
+        let get = review(&lease_asks(&config)[1]);
+        let attributes = get.spec.resource_attributes.unwrap();
+        assert_eq!(attributes.name.as_deref(), Some("the-lease"));
+        assert_eq!(attributes.group.as_deref(), Some("coordination.k8s.io"));
     }
 }

@@ -2,6 +2,7 @@
 //! submit → monitor → report. Every step is safe to run again: the workload name is
 //! derived from the item id, so a repeated submit adopts the existing workload.
 
+mod code_pvc;
 mod monitor;
 pub(crate) mod report;
 mod source;
@@ -9,7 +10,7 @@ mod time_to_gpu;
 mod validate;
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use rlaunch_builder::{BuildRequest, Built, JobSource};
 use rlaunch_gpu::Verdict;
@@ -18,7 +19,7 @@ use rlaunch_model::RunSpec;
 use rlaunch_render::{
     ApiKeyMode, CodeMount, CodeMountVariant, CodeSource, RenderContext, Rendered,
 };
-use rlaunch_wandb_api::{FailureStage, PoppedItem, RunQueueItem};
+use rlaunch_wandb_api::{FailureStage, LAUNCH_PROJECT, PoppedItem, QueueItemInfo, RunQueueItem};
 
 use crate::config::JobSecrets;
 use crate::context::{Context, Registration};
@@ -36,6 +37,7 @@ pub(crate) async fn run_item(
     popped_at: Instant,
 ) {
     ctx.metrics.popped(&queue);
+    let popped_wall = SystemTime::now();
     let item = match popped {
         PoppedItem::Malformed { id, error, .. } => {
             tracing::warn!(item = %id, queue, "popped an item whose run spec is malformed");
@@ -68,73 +70,182 @@ pub(crate) async fn run_item(
     }
     tracing::info!(item = %item.id, queue, state = "validating", "item popped");
     let run_id = item.run_spec.run_id.clone().unwrap_or_else(generate_run_id);
-    let (intent_ns, launched) = match before_ack(&ctx, &registration, &item, &queue, &run_id).await
-    {
+    let info = item_info(&ctx, &registration, &item.id, &queue, popped_wall).await;
+    let requeue = requeue_record(&item.run_spec, &info);
+    let item_ref = ItemRef {
+        item: &item,
+        queue: &queue,
+        run_id: &run_id,
+        requeue: &requeue,
+    };
+    let (intent_ns, launched) = match before_ack(&ctx, &registration, item_ref).await {
         Ok(namespace) => {
-            let launched = launch(
-                &ctx,
-                registration.as_ref(),
-                &item,
-                &queue,
-                &run_id,
-                popped_at,
-            )
-            .await;
+            let launched = match ack(&ctx, item_ref).await {
+                Ok(()) => launch(&ctx, registration.as_ref(), item_ref, Some(popped_at)).await,
+                Err(failed) => Err(failed),
+            };
             (Some(namespace), launched)
         }
         Err(failure) => (None, Err((None, failure))),
     };
+    follow(&ctx, &registration, item_ref, intent_ns, launched).await;
+    ctx.store.remove(&item.id);
+    ctx.metrics.set_jobs(&ctx.store.counts());
+}
+
+/// The task of an item an agent acked before it stopped, found by its launch intent:
+/// the rest of the launch under the same run id, from resolve on.
+pub(crate) async fn resume_item(
+    ctx: Arc<Context>,
+    registration: Arc<Registration>,
+    resumed: Resumed,
+) {
+    let Resumed {
+        item,
+        queue,
+        run_id,
+        requeue,
+        namespace,
+    } = resumed;
+    let phase = Phase::Preparing {
+        run_id: run_id.clone(),
+    };
+    let scheduler = item.run_spec.is_scheduler();
+    if !ctx.store.insert(&item.id, &queue, scheduler, phase) {
+        return;
+    }
+    tracing::info!(item = %item.id, queue, run_id, "resuming the launch of an item acked before the agent stopped");
+    let item_ref = ItemRef {
+        item: &item,
+        queue: &queue,
+        run_id: &run_id,
+        requeue: &requeue,
+    };
+    let launched = launch(&ctx, registration.as_ref(), item_ref, None).await;
+    follow(&ctx, &registration, item_ref, Some(namespace), launched).await;
+    ctx.store.remove(&item.id);
+    ctx.metrics.set_jobs(&ctx.store.counts());
+}
+
+/// An acked item whose launch is resumed (see [`resume_item`]).
+pub(crate) struct Resumed {
+    pub item: RunQueueItem,
+    pub queue: String,
+    pub run_id: String,
+    pub requeue: RequeueRecord,
+    /// Namespace of its launch intent.
+    pub namespace: String,
+}
+
+/// After the launch: watch the workload to its end, or report why there is none; the
+/// launch intent goes either way.
+async fn follow(
+    ctx: &Context,
+    registration: &Registration,
+    item_ref: ItemRef<'_>,
+    intent_ns: Option<String>,
+    launched: Result<Launched, Failed>,
+) {
+    let ItemRef {
+        item,
+        queue,
+        run_id,
+        requeue,
+    } = item_ref;
+    let forget_intent = || async {
+        if let Some(namespace) = &intent_ns {
+            crate::intent::forget(ctx.runner.client(), namespace, &item.id).await;
+        }
+    };
     match launched {
-        Ok((handle, created_at, pull_secret)) => {
-            if let Some(namespace) = &intent_ns {
-                crate::intent::forget(ctx.runner.client(), namespace, &item.id).await;
-            }
+        Ok(launched) => {
+            forget_intent().await;
             let watched = Watched {
                 item_id: item.id.clone(),
-                queue: queue.clone(),
-                run_id,
+                queue: queue.to_owned(),
+                run_id: run_id.to_owned(),
                 target: Some((item.run_spec.entity.clone(), item.run_spec.project.clone())),
-                requeue: Some(requeue_record(&item.run_spec)),
+                requeue: Some(requeue.clone()),
                 spec_key: item.run_spec.api_key.clone(),
-                created_at: Some(created_at),
-                pull_secret,
+                created_at: Some(launched.created_at),
+                pull_secret: launched.pull_secret,
+                gpus: launched.gpus,
             };
-            watch_run(&ctx, &registration, watched, handle).await;
+            watch_run(ctx, registration, watched, launched.handle).await;
         }
         Err((run_id, failure)) => {
             report_failure(
-                &ctx,
-                &registration,
+                ctx,
+                registration,
                 &item.id,
-                &queue,
+                queue,
                 run_id.as_deref(),
                 &failure,
                 item.run_spec.api_key.as_ref(),
             )
             .await;
-            if let Some(namespace) = &intent_ns {
-                crate::intent::forget(ctx.runner.client(), namespace, &item.id).await;
-            }
+            forget_intent().await;
         }
     }
-    ctx.store.remove(&item.id);
-    ctx.metrics.set_jobs(&ctx.store.counts());
+}
+
+/// What the server says about the item, and its queue wait on the metrics. Best effort:
+/// a server without these fields only costs the metric and the requeue's priority.
+async fn item_info(
+    ctx: &Context,
+    registration: &Registration,
+    item_id: &str,
+    queue: &str,
+    popped_wall: SystemTime,
+) -> QueueItemInfo {
+    let info = ctx
+        .wandb
+        .run_queue_item_info(&registration.entity, LAUNCH_PROJECT, queue, item_id)
+        .await;
+    let info = match info {
+        Ok(info) => info.unwrap_or_default(),
+        Err(error) => {
+            ctx.metrics.api_error("RunQueueItemInfo", error.kind());
+            tracing::debug!(item = item_id, error = %error, "cannot read the item's creation time and priority");
+            QueueItemInfo::default()
+        }
+    };
+    if let Some(created) = info.created_at {
+        // W&B's clock against ours: a skew that puts the push after the pop counts as 0.
+        let waited = popped_wall.duration_since(created).unwrap_or_default();
+        ctx.metrics.queue_wait(queue, waited);
+    }
+    info
+}
+
+/// The popped item and what the launch carries along.
+#[derive(Clone, Copy)]
+struct ItemRef<'a> {
+    item: &'a RunQueueItem,
+    queue: &'a str,
+    run_id: &'a str,
+    requeue: &'a RequeueRecord,
 }
 
 /// Validation, then the launch intent (see [`crate::intent`]): returns the run's namespace.
 async fn before_ack(
     ctx: &Context,
     registration: &Registration,
-    item: &RunQueueItem,
-    queue: &str,
-    run_id: &str,
+    item_ref: ItemRef<'_>,
 ) -> Result<String, ItemFailure> {
+    let ItemRef {
+        item,
+        queue,
+        run_id,
+        requeue,
+    } = item_ref;
     let namespace = validate(ctx, registration, item, queue, run_id)?;
     let intent = crate::intent::Intent {
         namespace: namespace.clone(),
         item_id: item.id.clone(),
         run_id: run_id.to_owned(),
         queue: queue.to_owned(),
+        launch: crate::intent::Launch::of(requeue, item.run_spec.api_key.is_some()),
     };
     crate::intent::record(ctx.runner.client(), &intent, &registration.identity)
         .await
@@ -166,19 +277,25 @@ fn set_phase(ctx: &Context, item: &RunQueueItem, queue: &str, phase: Phase) {
     ctx.metrics.set_jobs(&ctx.store.counts());
 }
 
-/// Ack → resolve → build → render → pre-check → submit.
-async fn launch(
-    ctx: &Context,
-    registration: &Registration,
-    item: &RunQueueItem,
-    queue: &str,
-    run_id: &str,
-    popped_at: Instant,
-) -> Result<(RunHandle, Instant, PullSecret), Failed> {
-    let spec = &item.run_spec;
-    let run_id = run_id.to_owned();
+/// A created workload.
+struct Launched {
+    handle: RunHandle,
+    created_at: Instant,
+    pull_secret: PullSecret,
+    /// GPUs the workload requests.
+    gpus: u32,
+}
+
+/// The ack, under the run id the launch will use.
+async fn ack(ctx: &Context, item_ref: ItemRef<'_>) -> Result<(), Failed> {
+    let ItemRef {
+        item,
+        queue,
+        run_id,
+        ..
+    } = item_ref;
     let acked = a_few_times(ctx, "ackRunQueueItem", 3, || {
-        ctx.wandb.ack_run_queue_item(&item.id, &run_id)
+        ctx.wandb.ack_run_queue_item(&item.id, run_id)
     })
     .await;
     if let Err(error) = acked {
@@ -192,6 +309,25 @@ async fn launch(
     }
     ctx.metrics.acked(queue);
     test_pause_after_ack(item).await;
+    Ok(())
+}
+
+/// Resolve → build → render → pre-check → submit, after the ack. `popped_at` is `None`
+/// for a resumed launch (its pop → created time is unknown).
+async fn launch(
+    ctx: &Context,
+    registration: &Registration,
+    item_ref: ItemRef<'_>,
+    popped_at: Option<Instant>,
+) -> Result<Launched, Failed> {
+    let ItemRef {
+        item,
+        queue,
+        run_id,
+        requeue,
+    } = item_ref;
+    let spec = &item.run_spec;
+    let run_id = run_id.to_owned();
     let failed = |stage, message: String| (Some(run_id.clone()), ItemFailure::new(stage, message));
     set_phase(
         ctx,
@@ -227,7 +363,10 @@ async fn launch(
     let mut render_ctx = render_context(ctx, registration, item, queue, &run_id);
     render_ctx.image_uri = Some(built.image().to_owned());
     render_ctx.job_entrypoint = resolved.entrypoint.clone();
-    render_ctx.code_mount = code_mount(&resolved.source, &built, spec);
+    let staged = staged_code(ctx, &resolved.source, &built, spec)
+        .await
+        .map_err(|m| failed(FailureStage::Agent, m))?;
+    render_ctx.code_mount = code_mount(&resolved.source, &built, spec, staged);
     let render = |render_ctx: &RenderContext| {
         rlaunch_render::render(spec, None, render_ctx).map_err(|e| {
             failed(
@@ -251,7 +390,7 @@ async fn launch(
     }
     let created = async {
         precheck(ctx, item, &rendered).await?;
-        submit(ctx, &rendered, &requeue_record(spec)).await
+        submit(ctx, &rendered, requeue).await
     }
     .await;
     let submitted = match created {
@@ -270,7 +409,9 @@ async fn launch(
             return Err(failed(FailureStage::Agent, message));
         }
     };
-    ctx.metrics.pop_to_created(queue, popped_at.elapsed());
+    if let Some(popped_at) = popped_at {
+        ctx.metrics.pop_to_created(queue, popped_at.elapsed());
+    }
     let workload = submitted.handle.run().object();
     tracing::info!(item = %item.id, queue, run_id, workload, adopted = submitted.adopted, "workload created");
     set_phase(
@@ -287,7 +428,26 @@ async fn launch(
         Some(_) => PullSecret::Created,
         None => PullSecret::None,
     };
-    Ok((submitted.handle, Instant::now(), pull))
+    let gpus = rendered
+        .workload()
+        .map_or(0, |workload| gpus_requested(&workload.manifest));
+    Ok(Launched {
+        handle: submitted.handle,
+        created_at: Instant::now(),
+        pull_secret: pull,
+        gpus,
+    })
+}
+
+/// GPUs a workload requests: every pod of every replica, any vendor's GPU resource (pure).
+fn gpus_requested(manifest: &serde_json::Value) -> u32 {
+    rlaunch_k8s_runner::workload_pod_specs(manifest)
+        .iter()
+        .filter_map(|pod| rlaunch_gpu::pod_requests(pod).ok())
+        .flat_map(|requests| requests.into_iter())
+        .filter(|(resource, _)| rlaunch_gpu::Vendor::of_resource(resource).is_some())
+        .map(|(_, amount)| u32::try_from(amount).unwrap_or(0))
+        .fold(0u32, u32::saturating_add)
 }
 
 /// The run's image-pull Secret, when the builder says the image needs credentials.
@@ -366,7 +526,31 @@ fn base_image_override(spec: &RunSpec) -> Option<String> {
         .map(str::to_owned)
 }
 
-fn code_mount(source: &JobSource, built: &Built, spec: &RunSpec) -> Option<CodeMount> {
+/// With the code PVC configured, a code artifact job's files are copied onto the claim:
+/// its claim name and sub path. `None` for every other case.
+async fn staged_code(
+    ctx: &Context,
+    source: &JobSource,
+    built: &Built,
+    spec: &RunSpec,
+) -> Result<Option<(String, String)>, String> {
+    let (Some(pvc), Built::BaseImage { .. }, JobSource::Artifact { artifact, .. }, Some(job)) =
+        (&ctx.config.code_pvc, built, source, &spec.job)
+    else {
+        return Ok(None);
+    };
+    let sub_path = code_pvc::stage(ctx, pvc, artifact, job).await?;
+    Ok(Some((pvc.claim_name.clone(), sub_path)))
+}
+
+/// The code mount of a base-image job (pure): the claim's sub path when the code was
+/// `staged` on the code PVC, else an emptyDir its init container fills.
+fn code_mount(
+    source: &JobSource,
+    built: &Built,
+    spec: &RunSpec,
+    staged: Option<(String, String)>,
+) -> Option<CodeMount> {
     let Built::BaseImage {
         install_dependencies,
         ..
@@ -382,12 +566,19 @@ fn code_mount(source: &JobSource, built: &Built, spec: &RunSpec) -> Option<CodeM
             commit: commit.clone(),
         },
     };
-    Some(CodeMount {
-        variant: CodeMountVariant::EmptyDir {
+    let variant = match staged {
+        Some((claim_name, sub_path)) => CodeMountVariant::Pvc {
+            claim_name,
+            sub_path,
+        },
+        None => CodeMountVariant::EmptyDir {
             source: code,
             job_artifact: spec.job.clone(),
             init_image: rlaunch_render::DEFAULT_CODE_INIT_IMAGE.to_owned(),
         },
+    };
+    Some(CodeMount {
+        variant,
         install_dependencies: *install_dependencies,
     })
 }
@@ -437,12 +628,16 @@ async fn precheck(ctx: &Context, item: &RunQueueItem, rendered: &Rendered) -> Re
 }
 
 /// What a preemption requeue needs, kept on the workload so a restarted agent can still
-/// requeue an adopted run (the runner removes every secret from it).
-fn requeue_record(spec: &RunSpec) -> RequeueRecord {
-    RequeueRecord::new(
+/// requeue an adopted run (the runner removes every secret from it): the spec as popped,
+/// and the item's priority and template variables when the server told them.
+fn requeue_record(spec: &RunSpec, info: &QueueItemInfo) -> RequeueRecord {
+    let mut record = RequeueRecord::new(
         &serde_json::Value::Object(spec.as_raw().clone()),
         u32::try_from(spec.resume_count).unwrap_or(u32::MAX),
-    )
+    );
+    record.priority = info.priority;
+    record.template_variables = info.template_variables.clone();
+    record
 }
 
 /// Creates the workload with its requeue record, retrying transient errors.
@@ -520,7 +715,7 @@ mod tests {
             install_dependencies: true,
         };
         let run = spec(r#"{"entity":"e","project":"p","job":"e/p/job:v1"}"#);
-        let mount = code_mount(&code, &built, &run).unwrap();
+        let mount = code_mount(&code, &built, &run, None).unwrap();
         assert!(mount.install_dependencies);
         let CodeMountVariant::EmptyDir {
             source,
@@ -539,7 +734,19 @@ mod tests {
         );
         assert_eq!(job_artifact.as_deref(), Some("e/p/job:v1"));
         let image = JobSource::Image { image: "x".into() };
-        assert_eq!(code_mount(&image, &Built::Image("x".into()), &run), None);
+        assert_eq!(
+            code_mount(&image, &Built::Image("x".into()), &run, None),
+            None
+        );
+        let staged = Some(("code".to_owned(), "job:v1".to_owned()));
+        let pvc = code_mount(&code, &built, &run, staged).unwrap();
+        assert_eq!(
+            pvc.variant,
+            CodeMountVariant::Pvc {
+                claim_name: "code".into(),
+                sub_path: "job:v1".into()
+            }
+        );
     }
 
     #[test]
@@ -552,6 +759,46 @@ mod tests {
             base_image_override(&spec(r#"{"entity":"e","project":"p"}"#)),
             None
         );
+    }
+
+    #[test]
+    fn gpus_are_counted_over_every_replica_and_vendor() {
+        let manifest = serde_json::json!({
+            "kind": "PyTorchJob",
+            "spec": {"pytorchReplicaSpecs": {
+                "Master": {"replicas": 1, "template": {"spec": {"containers": [
+                    {"name": "m", "resources": {"limits": {"nvidia.com/gpu": "2", "cpu": "4"}}}
+                ]}}},
+                "Worker": {"replicas": 3, "template": {"spec": {"containers": [
+                    {"name": "w", "resources": {"limits": {"amd.com/gpu": "1"}}},
+                    {"name": "side", "resources": {"limits": {"memory": "1Gi"}}}
+                ]}}}
+            }}
+        });
+        assert_eq!(gpus_requested(&manifest), 5);
+        let cpu_only = serde_json::json!({"kind": "Job", "spec": {"template": {"spec": {
+            "containers": [{"name": "c", "resources": {"limits": {"cpu": "1"}}}]
+        }}}});
+        assert_eq!(gpus_requested(&cpu_only), 0);
+    }
+
+    #[test]
+    fn the_requeue_record_keeps_the_items_priority_and_template_variables() {
+        let run = spec(r#"{"entity":"e","project":"p","_wandb_api_key":"secret"}"#);
+        let info = QueueItemInfo {
+            priority: Some(0),
+            template_variables: Some(serde_json::json!({"gpus": 2})),
+            ..QueueItemInfo::default()
+        };
+        let record = requeue_record(&run, &info);
+        assert_eq!(record.priority, Some(0));
+        assert_eq!(
+            record.template_variables,
+            Some(serde_json::json!({"gpus": 2}))
+        );
+        assert!(record.run_spec.get("_wandb_api_key").is_none());
+        let unknown = requeue_record(&run, &QueueItemInfo::default());
+        assert_eq!((unknown.priority, unknown.template_variables), (None, None));
     }
 
     #[test]

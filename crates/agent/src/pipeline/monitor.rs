@@ -10,7 +10,7 @@ use rlaunch_wandb_api::{FailureStage, LAUNCH_PROJECT, PushRequest};
 use serde_json::Value;
 
 use super::report::{ItemFailure, report_failure};
-use super::time_to_gpu::TimeToGpu;
+use super::time_to_gpu::{GpuUse, TimeToGpu};
 use crate::context::{Context, Registration};
 use crate::store::Phase;
 
@@ -32,6 +32,9 @@ pub(crate) struct Watched {
     pub created_at: Option<Instant>,
     /// Whether the agent created an image-pull Secret for the run.
     pub pull_secret: PullSecret,
+    /// GPUs the workload requests, for the GPU-seconds metric (0 for adopted runs: their
+    /// manifest is not at hand, so they are not counted).
+    pub gpus: u32,
 }
 
 /// The run's `regcred-<run id>` Secret, as far as this process knows.
@@ -66,16 +69,19 @@ pub(crate) async fn watch_run(
     let mut stop_check = tokio::time::interval(check_every);
     stop_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut clock = watched.created_at.map(TimeToGpu::created);
+    let mut gpu_use = GpuUse::new(watched.gpus);
     let status = loop {
         forward_warnings(ctx, &watched, &mut handle).await;
         let status = handle.status();
+        let now = Instant::now();
         for (step, elapsed) in clock
             .as_mut()
-            .map(|c| c.observe(&status.state, Instant::now()))
+            .map(|c| c.observe(&status.state, now))
             .unwrap_or_default()
         {
             ctx.metrics.time_to_gpu(&watched.queue, step, elapsed);
         }
+        record_gpu_use(ctx, &watched, gpu_use.observe(&status.state, now));
         if status.state.is_terminal() {
             break status;
         }
@@ -128,6 +134,16 @@ pub(crate) async fn watch_run(
             &registration.identity,
         )
         .await;
+    }
+}
+
+fn record_gpu_use(ctx: &Context, watched: &Watched, seconds: f64) {
+    if seconds > 0.0 {
+        let entity = watched
+            .target
+            .as_ref()
+            .map_or("", |(entity, _)| entity.as_str());
+        ctx.metrics.gpu_seconds(&watched.queue, entity, seconds);
     }
 }
 
@@ -248,6 +264,10 @@ async fn report_outcome(
         RunState::Starting | RunState::Queued { .. } | RunState::Running => None,
     };
     if let Some(failure) = failure {
+        if watched.created_at.is_none() && already_failed(ctx, registration, watched).await {
+            tracing::info!(item = %watched.item_id, run_id = %watched.run_id, "the adopted run's failure is already in W&B (reported before a restart); not reporting it twice");
+            return;
+        }
         report_failure(
             ctx,
             registration,
@@ -258,6 +278,27 @@ async fn report_outcome(
             spec_key,
         )
         .await;
+    }
+}
+
+/// For an adopted run: whether W&B already has the item failed — the previous process
+/// reported it and was stopped before it removed the workload. Unknown counts as no.
+async fn already_failed(ctx: &Context, registration: &Registration, watched: &Watched) -> bool {
+    let info = ctx
+        .wandb
+        .run_queue_item_info(
+            &registration.entity,
+            LAUNCH_PROJECT,
+            &watched.queue,
+            &watched.item_id,
+        )
+        .await;
+    match info {
+        Ok(info) => info.and_then(|i| i.state).as_deref() == Some("FAILED"),
+        Err(error) => {
+            ctx.metrics.api_error("RunQueueItemInfo", error.kind());
+            false
+        }
     }
 }
 
@@ -327,8 +368,8 @@ async fn requeue(
         project: LAUNCH_PROJECT.to_owned(),
         queue: watched.queue.clone(),
         run_spec: Value::Object(raw),
-        priority: None,
-        template_variables: None,
+        priority: record.priority,
+        template_variables: record.template_variables.clone(),
     };
     match ctx.wandb.push_to_run_queue_by_name(&push).await {
         Ok(Some(pushed)) => {

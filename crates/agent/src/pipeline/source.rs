@@ -50,7 +50,7 @@ pub(crate) async fn resolve(ctx: &Context, spec: &RunSpec) -> Result<Resolved, S
     parse_job(job, &bytes)
 }
 
-fn split_job(job: &str) -> Option<(&str, &str, &str)> {
+pub(crate) fn split_job(job: &str) -> Option<(&str, &str, &str)> {
     let mut parts = job.splitn(3, '/');
     let (entity, project, name) = (parts.next()?, parts.next()?, parts.next()?);
     (!entity.is_empty() && !project.is_empty() && !name.is_empty())

@@ -1,4 +1,5 @@
-//! Time to GPU after the create, from the runner's state changes (pure: instants are given).
+//! Time to GPU after the create, and GPU-seconds while running, from the runner's state
+//! changes (pure: instants are given).
 //!
 //! The runner's states are `starting`, `queued` (held by a queueing system) and `running`;
 //! they do not separate "pod bound to a node" from "container started". So *scheduled*
@@ -50,9 +51,53 @@ impl TimeToGpu {
     }
 }
 
+/// GPU-seconds of a run: the GPUs it requests times the time it is seen running, handed
+/// out at every observation so a long run shows on the metric before it ends.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(crate) struct GpuUse {
+    gpus: u32,
+    running_since: Option<Instant>,
+}
+
+impl GpuUse {
+    /// A run whose workload requests `gpus`.
+    pub fn new(gpus: u32) -> Self {
+        Self {
+            gpus,
+            running_since: None,
+        }
+    }
+
+    /// GPU-seconds used since the last observation, seeing `state` at `now`.
+    pub fn observe(&mut self, state: &RunState, now: Instant) -> f64 {
+        let used = self.running_since.take().map_or(0.0, |since| {
+            now.saturating_duration_since(since).as_secs_f64() * f64::from(self.gpus)
+        });
+        if matches!(state, RunState::Running) {
+            self.running_since = Some(now);
+        }
+        used
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn gpu_seconds_count_only_running_time_times_the_gpus() {
+        let t0 = Instant::now();
+        let s = Duration::from_secs;
+        let mut used = GpuUse::new(4);
+        assert_eq!(used.observe(&RunState::Starting, t0), 0.0);
+        assert_eq!(used.observe(&RunState::Running, t0 + s(10)), 0.0);
+        assert_eq!(used.observe(&RunState::Running, t0 + s(15)), 20.0);
+        assert_eq!(used.observe(&RunState::Finished, t0 + s(20)), 20.0);
+        assert_eq!(used.observe(&RunState::Finished, t0 + s(99)), 0.0);
+        let mut none = GpuUse::new(0);
+        assert_eq!(none.observe(&RunState::Running, t0), 0.0);
+        assert_eq!(none.observe(&RunState::Finished, t0 + s(9)), 0.0);
+    }
 
     fn queued() -> RunState {
         RunState::Queued {

@@ -110,6 +110,9 @@ pub async fn exercise(fake: &FakeWandb, client: &Client) {
         .await;
     let _ = client.ack_run_queue_item(&item_id, "rezuv9bt").await;
     let _ = client
+        .run_queue_item_info(FAKE_ENTITY, PROJECT, QUEUE, &item_id)
+        .await;
+    let _ = client
         .update_run_queue_item_warning(&item_id, FailureStage::Kubernetes, "pod pending", &[])
         .await;
     let _ = client
