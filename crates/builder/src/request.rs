@@ -44,6 +44,45 @@ pub struct BuildRequest {
     /// `resource_args.<resource>.builder.base_image` of the run spec, if set: wins over the
     /// job's base image.
     pub base_image_override: Option<String>,
+    /// What a building builder needs beyond the source (the no-op builder ignores it).
+    pub details: JobDetails,
+}
+
+/// The parts of a job that shape a built image. Everything here goes into the image tag
+/// through the generated Dockerfile or the context, and nothing here comes from the host
+/// the agent runs on, so the same job gives the same tag on every agent.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct JobDetails {
+    /// The job's entrypoint (`["python", "train.py"]`): the generated image's `ENTRYPOINT`.
+    pub entrypoint: Option<Vec<String>>,
+    /// The job's Python version (`runtime` in `wandb-job.json`, `3.10` or `3.10.4`); the
+    /// generated Dockerfile uses [`crate::DEFAULT_PYTHON_VERSION`] without it.
+    pub python_version: Option<String>,
+    /// `overrides.dockerfile` of the run spec: wins over the job's Dockerfile.
+    pub dockerfile_override: Option<String>,
+    /// The job's `diff.patch` (uncommitted changes of a git job), applied after checkout.
+    pub diff_patch: Option<String>,
+    /// Credentials for cloning a private git repository.
+    pub git_credentials: Option<GitCredentials>,
+}
+
+/// HTTP credentials for a git remote (a user name and a token). `Debug` never shows the
+/// token, and the builder hands it to git through its environment, never its arguments.
+#[derive(Clone, PartialEq, Eq)]
+pub struct GitCredentials {
+    /// User name (`x-access-token`, `oauth2`, ...).
+    pub username: String,
+    /// Token or password.
+    pub password: String,
+}
+
+impl std::fmt::Debug for GitCredentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GitCredentials")
+            .field("username", &self.username)
+            .field("password", &"<redacted>")
+            .finish()
+    }
 }
 
 /// What the workload runs.

@@ -346,6 +346,7 @@ async fn launch(
         project: spec.project.clone(),
         source: resolved.source.clone(),
         base_image_override: base_image_override(spec),
+        details: Default::default(),
     };
     let built = ctx
         .builder
