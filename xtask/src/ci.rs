@@ -87,6 +87,7 @@ fn run(t: &mut Timings) -> Result<()> {
     t.step("doc", doc)?;
     // Build (or find cached) the control plane first, so its progress is visible and a
     // build failure is reported as such rather than as failing cluster tests.
+    t.step("setup", crate::setup::main)?;
     t.step("cluster build", || cluster::main(&["build".to_owned()]))?;
     t.step("test", || {
         status(

@@ -13,7 +13,7 @@ use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use rlaunch_testkit::binaries;
-use rlaunch_testkit::control_plane::{self, ControlPlane, StartOptions, Supervision};
+use rlaunch_testkit::control_plane::{self, ControlPlane, NodeSet, StartOptions, Supervision};
 
 const USAGE: &str = "usage: cargo xtask cluster <build | up [--nodes FILE] | down | status>";
 
@@ -50,6 +50,8 @@ fn build() -> Result<()> {
     for name in binaries::BINARIES {
         println!("{}", bins.path(name).display());
     }
+    let kubelet = rlaunch_testkit::node::ensure_kubelet().context("building the kubelet")?;
+    println!("{}", kubelet.display());
     Ok(())
 }
 
@@ -71,6 +73,7 @@ fn up(args: &[String]) -> Result<()> {
         state_dir: dir.clone(),
         supervision: Supervision::Detached,
         nodes_yaml,
+        nodes: NodeSet::Kwok,
     }));
     match result {
         Ok(plane) => {

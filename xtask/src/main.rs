@@ -2,6 +2,7 @@
 //!
 //! - `ci`: formatting, tidy, clippy and rustdoc with `-D warnings`, every test, and a
 //!   `cargo publish --dry-run` of the embeddable crates; prints the time of each step.
+//! - `setup`: installs what the real test node needs (Debian packages, as root; idempotent).
 //! - `cluster build|up|down`: the local Kubernetes control plane built from source.
 //! - `bench render [--compare-reference]`: renders and objects per second of the render
 //!   engine, per example; with `--compare-reference`, W&B's own manifest construction timed
@@ -14,6 +15,7 @@ mod bench_render;
 mod ci;
 mod cluster;
 mod demo;
+mod setup;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -28,13 +30,14 @@ fn main() -> Result<()> {
     match args.first().map(String::as_str) {
         Some("ci") => ci::main(),
         Some("cluster") => cluster::main(&args[1..]),
+        Some("setup") => setup::main(),
         Some("bench") => bench(&args[1..]),
         Some("tidy") => tidy(&root),
         Some("doc") => ci::doc(),
         Some("demo") => demo(),
         _ => {
             eprintln!(
-                "usage: cargo xtask <ci | cluster build|up|down | bench render [--compare-reference] | tidy | doc | demo>"
+                "usage: cargo xtask <ci | setup | cluster build|up|down | bench render [--compare-reference] | tidy | doc | demo>"
             );
             bail!("unknown or missing command")
         }

@@ -195,7 +195,7 @@ fn run_logged(what: &str, mut cmd: Command, log: &Path) -> Result<()> {
     }
 }
 
-fn version_ldflags() -> String {
+pub(crate) fn version_ldflags() -> String {
     let mut flags = String::from("-s -w");
     for pkg in [
         "k8s.io/component-base/version",
@@ -216,7 +216,7 @@ fn write(path: &Path, text: &str) -> Result<()> {
     fs::write(path, text).map_err(io_err("cannot write", path))
 }
 
-fn version_gate(bin: &Path, args: &[&str], expect: &str) -> Result<()> {
+pub(crate) fn version_gate(bin: &Path, args: &[&str], expect: &str) -> Result<()> {
     let out = Command::new(bin)
         .args(args)
         .output()

@@ -18,6 +18,7 @@ use kube::api::{Api, Patch, PatchParams, PostParams};
 use serde::{Deserialize, Serialize};
 
 use crate::binaries::{self, Binaries};
+use crate::node::{NodeOptions, RealNode};
 use crate::pki;
 use crate::{Error, Result};
 
@@ -66,6 +67,20 @@ pub struct StartOptions {
     pub supervision: Supervision,
     /// Multi-document YAML of Nodes; `None` means [`DEFAULT_NODES`].
     pub nodes_yaml: Option<String>,
+    /// Whether a real node joins the kwok nodes.
+    pub nodes: NodeSet,
+}
+
+/// Which nodes a cluster has.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum NodeSet {
+    /// Only the kwok nodes (starts in seconds, needs nothing from the machine).
+    #[default]
+    Kwok,
+    /// The kwok nodes and a real one ([`crate::node`]): kubelet, containerd and runc
+    /// running real containers; needs root and the packages of `cargo xtask setup`.
+    /// kwok then manages only the nodes annotated `kwok.x-k8s.io/node: fake`.
+    WithRealNode,
 }
 
 /// Written to `<state_dir>/cluster.json`: what `down` and `up` need to know.
@@ -101,6 +116,7 @@ pub struct ControlPlane {
     procs: Mutex<Vec<Proc>>,
     // Held open for the life of the process; EOF tells the watchdog to tear down.
     _watchdog: Option<(Child, ChildStdin)>,
+    real_node: Option<RealNode>,
 }
 
 impl std::fmt::Debug for ControlPlane {
@@ -133,7 +149,7 @@ pub fn log_tail(path: &Path, max: usize) -> String {
 /// free by binding it, and all are held at once so they are distinct.
 const PORT_RANGE: std::ops::Range<u16> = 20_000..32_000;
 
-fn free_ports(n: usize) -> Result<Vec<u16>> {
+pub(crate) fn free_ports(n: usize) -> Result<Vec<u16>> {
     use std::hash::{BuildHasher, Hasher};
     let mut listeners = Vec::with_capacity(n);
     let mut ports = Vec::with_capacity(n);
@@ -358,11 +374,18 @@ impl Prepared {
         self.component_args(self.ports.scheduler, "scheduler-certs")
     }
 
-    fn kwok_args(&self) -> Vec<String> {
+    fn kwok_args(&self, nodes: NodeSet) -> Vec<String> {
+        let managed = match nodes {
+            NodeSet::Kwok => "--manage-all-nodes=true",
+            // Never the real node: only the fake ones (every node of `assets/nodes.yaml`).
+            NodeSet::WithRealNode => {
+                "--manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake"
+            }
+        };
         vec![
             format!("--kubeconfig={}", self.kubeconfig.display()),
             format!("--config={}", self.kwok_config.display()),
-            "--manage-all-nodes=true".into(),
+            managed.into(),
             "--cidr=10.244.0.0/16".into(),
             "--node-ip=10.240.0.1".into(),
             "--node-lease-duration-seconds=40".into(),
@@ -418,7 +441,7 @@ impl ControlPlane {
             .map_err(|e| Error::Internal(format!("build task panicked: {e}")))??;
         let prepared = Prepared::write(&opts.state_dir)?;
         let watchdog = spawn_watchdog(opts.supervision, &prepared.dir)?;
-        let cp = ControlPlane {
+        let mut cp = ControlPlane {
             state_dir: prepared.dir.clone(),
             kubeconfig: prepared.kubeconfig.clone(),
             server: prepared.server.clone(),
@@ -429,6 +452,7 @@ impl ControlPlane {
                 .and_then(|(c, _)| i32::try_from(c.id()).ok()),
             procs: Mutex::new(Vec::new()),
             _watchdog: watchdog,
+            real_node: None,
         };
         cp.start_etcd(&prepared).await?;
         say(&format!("testkit cluster: etcd ready ({:.1}s)", elapsed()));
@@ -438,8 +462,18 @@ impl ControlPlane {
             cp.server,
             elapsed()
         ));
-        cp.start_controllers(&prepared).await?;
+        cp.start_controllers(&prepared, opts.nodes).await?;
         let nodes = cp.settle(opts.nodes_yaml.as_deref()).await?;
+        if opts.nodes == NodeSet::WithRealNode {
+            cp.real_node = Some(
+                RealNode::start(NodeOptions {
+                    dir: node_dir(&opts.state_dir, opts.supervision),
+                    kubeconfig: cp.kubeconfig.clone(),
+                    supervision: opts.supervision,
+                })
+                .await?,
+            );
+        }
         say(&format!(
             "testkit cluster: ready with {nodes} nodes in {:.1}s (state dir {})",
             elapsed(),
@@ -464,13 +498,13 @@ impl ControlPlane {
 
     /// Step 3: kube-controller-manager, kube-scheduler and kwok; records the PIDs in the
     /// state file, then waits for the two health endpoints.
-    async fn start_controllers(&self, prepared: &Prepared) -> Result<()> {
+    async fn start_controllers(&self, prepared: &Prepared, nodes: NodeSet) -> Result<()> {
         self.spawn(
             "kube-controller-manager",
             prepared.controller_manager_args(),
         )?;
         self.spawn("kube-scheduler", prepared.scheduler_args())?;
-        self.spawn("kwok", prepared.kwok_args())?;
+        self.spawn("kwok", prepared.kwok_args(nodes))?;
         self.write_state()?;
         let kcm = format!("https://127.0.0.1:{}", prepared.ports.controller_manager);
         self.wait_ready("kube-controller-manager", || {
@@ -652,9 +686,31 @@ impl ControlPlane {
         self.wait_apiserver().await
     }
 
+    /// The real node, if started with [`NodeSet::WithRealNode`].
+    pub fn real_node(&self) -> Option<&RealNode> {
+        self.real_node.as_ref()
+    }
+
     /// Whether this plane's processes die with the starting process.
     pub fn supervision(&self) -> Supervision {
         self.supervision
+    }
+}
+
+/// Where the real node of a cluster lives: next to a detached cluster's state dir (so
+/// `down` finds it), else a fresh directory on disk (not `/dev/shm`: containerd's
+/// snapshots and the kubelet's volumes go there).
+pub fn node_dir(state_dir: &Path, supervision: Supervision) -> PathBuf {
+    match supervision {
+        Supervision::Detached => state_dir
+            .parent()
+            .map_or_else(|| PathBuf::from("/var/tmp"), Path::to_owned)
+            .join("rlaunch-node"),
+        Supervision::DieWithParent => PathBuf::from("/var/tmp").join(format!(
+            "rlaunch-node-{}-{}",
+            std::process::id(),
+            crate::unique_suffix()
+        )),
     }
 }
 

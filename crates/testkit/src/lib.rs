@@ -53,6 +53,7 @@
 pub mod annotations;
 pub mod binaries;
 pub mod control_plane;
+pub mod node;
 mod pki;
 pub mod servers;
 pub mod versions;
@@ -65,7 +66,7 @@ use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
 use kube::api::{Api, DeleteParams, ObjectMeta, PostParams};
 use tokio::sync::OnceCell;
 
-use control_plane::{ControlPlane, StartOptions, Supervision};
+use control_plane::{ControlPlane, NodeSet, StartOptions, Supervision};
 
 /// Label put on every namespace made by [`TestCluster::namespace`].
 pub const NAMESPACE_LABEL: &str = "testkit.rlaunch.dev/namespace";
@@ -159,6 +160,14 @@ pub enum Error {
         /// Last lines of the log.
         tail: String,
     },
+    /// The machine lacks something the real node needs.
+    #[error("the real test node cannot start: {problem}; {fix}")]
+    NodeHost {
+        /// What is missing or wrong.
+        problem: String,
+        /// What to do.
+        fix: String,
+    },
     /// Waiting for a cluster object timed out.
     #[error("timed out after {secs}s waiting for {what}")]
     Timeout {
@@ -221,6 +230,10 @@ pub struct TestCluster {
 static ATTACHED: OnceCell<std::result::Result<TestCluster, String>> = OnceCell::const_new();
 /// The cluster this process started (at most one per process).
 static STARTED: OnceCell<std::result::Result<TestCluster, String>> = OnceCell::const_new();
+/// The cluster with a real node this process started (at most one per process).
+static STARTED_REAL: OnceCell<std::result::Result<TestCluster, String>> = OnceCell::const_new();
+/// The cluster `KUBECONFIG` names, checked to have a real node.
+static ATTACHED_REAL: OnceCell<std::result::Result<TestCluster, String>> = OnceCell::const_new();
 
 /// The cluster of this test process: attached via `KUBECONFIG` if set, otherwise started
 /// (and built if needed) on first use and torn down when the process exits.
@@ -235,7 +248,25 @@ pub async fn cluster() -> Result<&'static TestCluster> {
 /// restart or stop components, which must never disturb a cluster other tests share.
 /// Without `KUBECONFIG` it is the same cluster [`cluster()`] returns.
 pub async fn private_cluster() -> Result<&'static TestCluster> {
-    shared(&STARTED, start()).await
+    shared(&STARTED, start(NodeSet::Kwok)).await
+}
+
+/// A cluster with a real node ([`node`]) beside the kwok nodes: the one `KUBECONFIG`
+/// names if set (it must have been started with `cargo xtask cluster up --real-node`),
+/// otherwise one this process starts (needs root and `cargo xtask setup`; about 10 s on a
+/// warm cache). Use it only in tests that need real containers: its pods must tolerate
+/// the node's taint ([`node::toleration`], [`node::node_selector`]).
+pub async fn real_node_cluster() -> Result<&'static TestCluster> {
+    match kubeconfig_from_env() {
+        Some(kubeconfig) => shared(&ATTACHED_REAL, attach_real(kubeconfig)).await,
+        None => shared(&STARTED_REAL, start(NodeSet::WithRealNode)).await,
+    }
+}
+
+async fn attach_real(kubeconfig: PathBuf) -> Result<TestCluster> {
+    let cluster = TestCluster::attach(&kubeconfig).await?;
+    cluster.real_node().await?;
+    Ok(cluster)
 }
 
 async fn shared(
@@ -265,7 +296,7 @@ fn error_chain(e: &dyn std::error::Error) -> String {
 }
 
 /// Starts a private cluster in a temp dir (under `/dev/shm` when it exists).
-async fn start() -> Result<TestCluster> {
+async fn start(nodes: NodeSet) -> Result<TestCluster> {
     let base = if Path::new("/dev/shm").is_dir() {
         PathBuf::from("/dev/shm")
     } else {
@@ -280,6 +311,7 @@ async fn start() -> Result<TestCluster> {
         state_dir,
         supervision: Supervision::DieWithParent,
         nodes_yaml: None,
+        nodes,
     })
     .await?;
     Ok(TestCluster {
@@ -288,7 +320,7 @@ async fn start() -> Result<TestCluster> {
     })
 }
 
-fn unique_suffix() -> String {
+pub(crate) fn unique_suffix() -> String {
     static COUNTER: AtomicU32 = AtomicU32::new(0);
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
     let nanos = SystemTime::now()
@@ -393,6 +425,34 @@ impl TestCluster {
         Ok(TestNamespace { name, client })
     }
 
+    /// How tests reach the cluster's real node (from the ConfigMap
+    /// `kube-system/rlaunch-testkit-real-node` it publishes); an error saying how to start
+    /// one if the cluster has none.
+    pub async fn real_node(&self) -> Result<RealNodeInfo> {
+        let client = self.client().await?;
+        let api: Api<k8s_openapi::api::core::v1::ConfigMap> =
+            Api::namespaced(client, "kube-system");
+        let cm = api
+            .get_opt(node::INFO_CONFIG_MAP)
+            .await
+            .map_err(|source| Error::Kube {
+                step: format!("reading kube-system/{}", node::INFO_CONFIG_MAP),
+                source,
+            })?;
+        let data = cm.and_then(|cm| cm.data).ok_or_else(|| {
+            Error::Unsupported(format!(
+                "the cluster of {} has no real node; start one with `cargo xtask cluster up --real-node` or unset KUBECONFIG",
+                self.kubeconfig.display()
+            ))
+        })?;
+        let get = |key: &str| data.get(key).cloned().unwrap_or_default();
+        Ok(RealNodeInfo {
+            node: get("node"),
+            registry_url: get("registry"),
+            host_ip: get("hostIP"),
+        })
+    }
+
     /// Stops kube-apiserver and starts it again on the same port and etcd; returns once it
     /// is ready. Only for clusters this process started ([`private_cluster()`]); an
     /// attached cluster refuses with [`Error::Unsupported`].
@@ -405,6 +465,17 @@ impl TestCluster {
             )),
         }
     }
+}
+
+/// The real node of a cluster, as tests see it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RealNodeInfo {
+    /// The node's name ([`node::NODE_NAME`]).
+    pub node: String,
+    /// `http://127.0.0.1:<port>`: the registry behind `rlaunch.test/…` image names.
+    pub registry_url: String,
+    /// The node's IP, which its pods reach (servers for pods bind here or on `0.0.0.0`).
+    pub host_ip: String,
 }
 
 /// A namespace for one test; delete it with [`TestNamespace::cleanup`].

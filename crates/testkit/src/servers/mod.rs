@@ -27,7 +27,7 @@
 //! Cold build times, measured on 2 cores with a warm Go module cache and an empty GOCACHE:
 //! registry + crane 62 s.
 
-mod build;
+pub(crate) mod build;
 mod process;
 mod registry;
 
