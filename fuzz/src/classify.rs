@@ -42,7 +42,11 @@ pub fn run(data: &[u8]) {
 
 fn workload(group: &str, version: &str, kind: &str, mut value: Value) {
     if let Some(map) = value.as_object_mut() {
-        let api_version = if group.is_empty() { version.to_owned() } else { format!("{group}/{version}") };
+        let api_version = if group.is_empty() {
+            version.to_owned()
+        } else {
+            format!("{group}/{version}")
+        };
         map.insert("apiVersion".into(), api_version.into());
         map.insert("kind".into(), kind.into());
     }
@@ -58,7 +62,11 @@ fn workload(group: &str, version: &str, kind: &str, mut value: Value) {
     if group == "batch" {
         // The monitor and adoption read a Job the same way the typed classification does.
         if let Ok(job) = serde_json::from_value::<Job>(value.clone()) {
-            assert_eq!(signal, classify_job(&job), "two readings of one Job disagree");
+            assert_eq!(
+                signal,
+                classify_job(&job),
+                "two readings of one Job disagree"
+            );
             check_job(&job, &signal);
         }
     } else {
@@ -71,9 +79,15 @@ fn workload(group: &str, version: &str, kind: &str, mut value: Value) {
 
 /// A Job is finished or failed only when a condition says so.
 fn check_job(job: &Job, signal: &WorkloadSignal) {
-    let conditions = job.status.as_ref().and_then(|s| s.conditions.as_deref()).unwrap_or(&[]);
+    let conditions = job
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.as_deref())
+        .unwrap_or(&[]);
     let says = |types: &[&str]| {
-        conditions.iter().any(|c| c.status == "True" && types.contains(&c.type_.as_str()))
+        conditions
+            .iter()
+            .any(|c| c.status == "True" && types.contains(&c.type_.as_str()))
     };
     match signal {
         WorkloadSignal::Finished => assert!(says(&["Complete", "SuccessCriteriaMet"])),
@@ -91,17 +105,26 @@ fn pod(value: Value) {
         .status
         .iter()
         .flat_map(|s| {
-            s.init_container_statuses.iter().flatten().chain(s.container_statuses.iter().flatten())
+            s.init_container_statuses
+                .iter()
+                .flatten()
+                .chain(s.container_statuses.iter().flatten())
         })
         .map(|cs| cs.name.as_str())
         .collect();
     if let Some(blocked) = &facts.blocked {
         let key = blocked.key();
         let container = key.split_once('/').map_or("", |(_, c)| c);
-        assert!(names.contains(&container), "blocked {key:?} names no container of the pod");
+        assert!(
+            names.contains(&container),
+            "blocked {key:?} names no container of the pod"
+        );
     }
     if facts.terminated_failure.is_some() {
-        assert!(!names.is_empty(), "a terminated failure without a container status");
+        assert!(
+            !names.is_empty(),
+            "a terminated failure without a container status"
+        );
     }
     let _ = facts.is_running();
 }
@@ -109,5 +132,8 @@ fn pod(value: Value) {
 fn failed_create(message: &str) {
     let (reason, refusal) = classify_failed_create(message);
     assert!(["ExceededQuota", "LimitRange", "FailedCreate"].contains(&reason));
-    assert!(message.contains(&refusal), "{refusal:?} is not part of {message:?}");
+    assert!(
+        message.contains(&refusal),
+        "{refusal:?} is not part of {message:?}"
+    );
 }

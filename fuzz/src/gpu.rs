@@ -26,16 +26,25 @@ fn request(text: &str) {
     let canonical = request.to_string();
     let again = GpuRequest::parse(&canonical)
         .unwrap_or_else(|error| panic!("{text:?} printed as {canonical:?}, which fails: {error}"));
-    assert_eq!(again, request, "{text:?} -> {canonical:?} parses to another request");
+    assert_eq!(
+        again, request,
+        "{text:?} -> {canonical:?} parses to another request"
+    );
     assert!(request.count() >= 1, "{text:?} asks for no GPU");
     if let Some(shm) = request.shm_size() {
-        assert!(request.shm_quantity().is_some(), "shm {shm:?} accepted but not a quantity");
+        assert!(
+            request.shm_quantity().is_some(),
+            "shm {shm:?} accepted but not a quantity"
+        );
     }
     // Applying an accepted request to a plain pod yields a pod Kubernetes accepts.
     let mut pod = json!({"containers": [{"name": "main", "image": "img:1"}]});
     if apply_gpu_request(&mut pod, &request, &RenderOptions::default()).is_ok() {
         let problems = rlaunch_gpu::validate_extended_resources(&pod, "spec");
-        assert!(problems.is_empty(), "{text:?} renders a pod Kubernetes refuses: {problems:?}");
+        assert!(
+            problems.is_empty(),
+            "{text:?} renders a pod Kubernetes refuses: {problems:?}"
+        );
     }
 }
 
@@ -46,10 +55,21 @@ fn quantity(text: &str) {
     let canonical = value.to_string();
     let again = QuantityValue::parse(&canonical)
         .unwrap_or_else(|error| panic!("{text:?} printed as {canonical:?}, which fails: {error}"));
-    assert_eq!(again, value, "{text:?} -> {canonical:?} parses to another amount");
+    assert_eq!(
+        again, value,
+        "{text:?} -> {canonical:?} parses to another amount"
+    );
     // Rounding up never loses an amount.
-    assert!(value.value() * 1_000_000_000 >= value.nanos(), "{text:?}: value() rounds down");
-    assert!(value.milli_value() * 1_000_000 >= value.nanos(), "{text:?}: milli_value() rounds down");
+    let units = value.value().checked_mul(1_000_000_000);
+    assert!(
+        units.is_none_or(|units| units >= value.nanos()),
+        "{text:?}: value() rounds down"
+    );
+    let millis = value.milli_value().checked_mul(1_000_000);
+    assert!(
+        millis.is_none_or(|millis| millis >= value.nanos()),
+        "{text:?}: milli_value() rounds down"
+    );
 }
 
 fn pod_spec(text: &str) {

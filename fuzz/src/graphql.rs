@@ -23,13 +23,23 @@ pub fn run(data: &[u8]) {
         Ok(Decoded::Data | Decoded::Empty) => {}
         Err(error) => {
             let text = format!("{error} {error:?}");
-            assert!(!text.contains(AGENT_KEY), "an error repeats the API key: {text}");
+            assert!(
+                !text.contains(AGENT_KEY),
+                "an error repeats the API key: {text}"
+            );
             let _ = (error.is_transient(), error.kind());
         }
     }
     let message = failed_answer_message(body, &key);
-    assert!(!message.contains(AGENT_KEY), "a failed answer's message repeats the key: {message}");
-    assert!(message.chars().count() <= 513, "message not shortened: {} chars", message.len());
+    assert!(
+        !message.contains(AGENT_KEY),
+        "a failed answer's message repeats the key: {message}"
+    );
+    assert!(
+        message.chars().count() <= 513,
+        "message not shortened: {} chars",
+        message.len()
+    );
     let first_line = String::from_utf8_lossy(body);
     let first_line = first_line.lines().next().unwrap_or_default();
     let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
@@ -42,7 +52,11 @@ fn popped(item: &PoppedItem, body: &[u8]) {
         panic!("decoded a body that is not JSON");
     };
     let payload = &value["data"]["popFromRunQueue"];
-    assert_eq!(Some(item.id()), payload["runQueueItemId"].as_str(), "the item id changed");
+    assert_eq!(
+        Some(item.id()),
+        payload["runQueueItemId"].as_str(),
+        "the item id changed"
+    );
     let spec = match &payload["runSpec"] {
         Value::String(text) => serde_json::from_str(text).unwrap_or(Value::Null),
         other => other.clone(),
@@ -58,9 +72,15 @@ fn popped(item: &PoppedItem, body: &[u8]) {
         return;
     }
     let shown = format!("{item:?}");
-    assert!(!shown.contains(run_key), "the popped item shows the run's key: {shown}");
+    assert!(
+        !shown.contains(run_key),
+        "the popped item shows the run's key: {shown}"
+    );
     if let PoppedItem::Malformed { error, .. } = item {
         let text = error.to_string();
-        assert!(!text.contains(run_key), "the spec error shows the run's key: {text}");
+        assert!(
+            !text.contains(run_key),
+            "the spec error shows the run's key: {text}"
+        );
     }
 }

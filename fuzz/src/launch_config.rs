@@ -58,11 +58,17 @@ pub fn run(data: &[u8]) {
         Ok(config) => check_config(&config, &vars),
         Err(error) => {
             let message = error.to_string();
-            assert!(!message.contains(AGENT_KEY), "an error shows the API key: {message}");
+            assert!(
+                !message.contains(AGENT_KEY),
+                "an error shows the API key: {message}"
+            );
             let named = message.contains(&path.display().to_string())
                 || message.starts_with("environment variable ")
                 || message.starts_with("flag ");
-            assert!(named, "the error names neither the file, a variable nor a flag: {message}");
+            assert!(
+                named,
+                "the error names neither the file, a variable nor a flag: {message}"
+            );
         }
     }
 }
@@ -70,14 +76,33 @@ pub fn run(data: &[u8]) {
 fn check_config(config: &Config, vars: &BTreeMap<String, String>) {
     // Only allow-listed variables reach the render, with their values.
     for (name, value) in &config.macro_env {
-        assert!(config.allowed_macros.contains(name), "macro {name} is not allow-listed");
-        assert_eq!(vars.get(name), Some(value), "macro {name} has another value");
+        assert!(
+            config.allowed_macros.contains(name),
+            "macro {name} is not allow-listed"
+        );
+        assert_eq!(
+            vars.get(name),
+            Some(value),
+            "macro {name} has another value"
+        );
     }
-    assert!(!config.macro_env.contains_key("WANDB_API_KEY") || config.allowed_macros.contains("WANDB_API_KEY"));
+    assert!(
+        !config.macro_env.contains_key("WANDB_API_KEY")
+            || config.allowed_macros.contains("WANDB_API_KEY")
+    );
     let sent = config.agent_config_json().to_string();
-    assert!(!sent.contains(AGENT_KEY), "the config sent to W&B holds the key: {sent}");
+    assert!(
+        !sent.contains(AGENT_KEY),
+        "the config sent to W&B holds the key: {sent}"
+    );
     let namespaces = config.watched_namespaces();
-    assert!(namespaces.contains(&config.default_namespace), "{namespaces:?}");
+    assert!(
+        namespaces.contains(&config.default_namespace),
+        "{namespaces:?}"
+    );
     let shown = format!("{config:?}");
-    assert!(!shown.contains(AGENT_KEY), "the config shows the key: {shown}");
+    assert!(
+        !shown.contains(AGENT_KEY),
+        "the config shows the key: {shown}"
+    );
 }

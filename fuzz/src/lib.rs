@@ -1,9 +1,12 @@
 //! The properties the fuzz targets check, one module per target. Each `run` takes the raw
 //! fuzz input and panics (a crash to libFuzzer) when a property fails.
 
+#[cfg(feature = "classify")]
 pub mod classify;
 pub mod gpu;
+#[cfg(feature = "graphql")]
 pub mod graphql;
+#[cfg(feature = "launch_config")]
 pub mod launch_config;
 pub mod render;
 

@@ -114,13 +114,20 @@ pub fn check_error(error: &RenderError) {
             PATH_ROOTS.iter().any(|root| path.starts_with(root)),
             "error path {path:?} names no field of the input ({problem})"
         );
-        assert!(!problem.problem.trim().is_empty(), "no problem text: {problem}");
+        assert!(
+            !problem.problem.trim().is_empty(),
+            "no problem text: {problem}"
+        );
         assert!(!problem.fix.trim().is_empty(), "no fix: {problem}");
     }
 }
 
 fn check_rendered(input: &Input<'_>, spec: &RunSpec, rendered: &Rendered) {
-    assert!(is_dns_label(&rendered.namespace), "namespace {:?}", rendered.namespace);
+    assert!(
+        is_dns_label(&rendered.namespace),
+        "namespace {:?}",
+        rendered.namespace
+    );
     assert!(rendered.workload().is_some(), "a render without a workload");
     let run_label = label_value(&input.ctx.run_id);
     for object in &rendered.objects {
@@ -132,9 +139,17 @@ fn check_rendered(input: &Input<'_>, spec: &RunSpec, rendered: &Rendered) {
         let shared = matches!(object.role, ObjectRole::ApiKeySecret { shared: true });
         let labels = &object.manifest["metadata"]["labels"];
         if shared {
-            assert_eq!(labels[labels::CREATED_BY], labels::CREATED_BY_VALUE, "{text}");
+            assert_eq!(
+                labels[labels::CREATED_BY],
+                labels::CREATED_BY_VALUE,
+                "{text}"
+            );
         } else {
-            assert_eq!(labels[labels::RUN_ID], run_label.as_str(), "run label missing: {text}");
+            assert_eq!(
+                labels[labels::RUN_ID],
+                run_label.as_str(),
+                "run label missing: {text}"
+            );
         }
     }
     if let Some(workload) = rendered.workload() {
@@ -211,8 +226,15 @@ fn check_api_key(input: &Input<'_>, spec: &RunSpec, rendered: &Rendered) {
         if let ObjectRole::ApiKeySecret { .. } = object.role {
             secrets += 1;
             if let Some(key) = &effective {
-                let stored = object.manifest.pointer("/data/password").and_then(Value::as_str);
-                assert_eq!(stored, Some(encode(key).as_str()), "the Secret does not hold the key");
+                let stored = object
+                    .manifest
+                    .pointer("/data/password")
+                    .and_then(Value::as_str);
+                assert_eq!(
+                    stored,
+                    Some(encode(key).as_str()),
+                    "the Secret does not hold the key"
+                );
                 let mut rest = object.manifest.clone();
                 if let Some(data) = rest.get_mut("data") {
                     *data = Value::Null;
@@ -260,7 +282,13 @@ fn written_elsewhere(input: &Input<'_>, key: &str) -> bool {
     let elsewhere = format!("{spec}\n{queue}");
     let norm = |text: &str| -> String {
         text.chars()
-            .map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '-' })
+            .map(|c| {
+                if c.is_ascii_alphanumeric() {
+                    c.to_ascii_lowercase()
+                } else {
+                    '-'
+                }
+            })
             .collect()
     };
     mentions(&elsewhere, key) || norm(&elsewhere).contains(&norm(key))
@@ -289,7 +317,10 @@ fn check_env(input: &Input<'_>, rendered: &Rendered) {
         }
         if !value_written && !written(&asked) {
             let text = object.manifest.to_string();
-            assert!(!text.contains(ALLOWED_MACRO.1), "macro value without `{asked}`: {text}");
+            assert!(
+                !text.contains(ALLOWED_MACRO.1),
+                "macro value without `{asked}`: {text}"
+            );
         }
     }
 }
@@ -300,7 +331,10 @@ fn env_names(value: &Value, out: &mut Vec<String>) {
             if let Some(Value::Array(env)) = map.get("env")
                 && map.contains_key("image")
             {
-                out.extend(env.iter().filter_map(|e| e["name"].as_str().map(str::to_owned)));
+                out.extend(
+                    env.iter()
+                        .filter_map(|e| e["name"].as_str().map(str::to_owned)),
+                );
             }
             map.values().for_each(|v| env_names(v, out));
         }

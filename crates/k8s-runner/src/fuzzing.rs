@@ -10,7 +10,10 @@ pub use crate::classify::{
 
 /// What the monitor and adoption conclude from a workload object read from the API server
 /// as JSON, or `None` when the JSON is not an object the client could have read.
-pub fn classify_object(api: &rlaunch_render::ApiCoordinates, object: Value) -> Option<WorkloadSignal> {
+pub fn classify_object(
+    api: &rlaunch_render::ApiCoordinates,
+    object: Value,
+) -> Option<WorkloadSignal> {
     let object: kube::api::DynamicObject = serde_json::from_value(object).ok()?;
     Some(crate::classify::classify_workload(api, &object))
 }
