@@ -302,26 +302,48 @@ fn encode(key: &str) -> String {
 /// another variable of the agent's environment; an allow-listed macro's value appears only
 /// where the input asked for it.
 fn check_env(input: &Input<'_>, rendered: &Rendered) {
-    let queue_text = input.queue_config.map(Value::to_string).unwrap_or_default();
-    let written = |name: &str| input.spec_text.contains(name) || queue_text.contains(name);
+    let mut strings = Vec::new();
+    let spec: Value = serde_json::from_str(input.spec_text).unwrap_or(Value::Null);
+    input_strings(&spec, &mut strings);
+    if let Some(queue) = input.queue_config {
+        input_strings(queue, &mut strings);
+    }
+    let written = |text: &str| strings.iter().any(|s| s.contains(text));
     let asked = format!("${{{}}}", ALLOWED_MACRO.0);
-    let value_written = written(ALLOWED_MACRO.1);
+    let value_may_appear = written(ALLOWED_MACRO.1) || written(&asked);
+    // A name written with a macro (`${run_id}`) is expanded; it is still the input's.
+    let has_macros = written("${");
     for object in &rendered.objects {
         let mut names = Vec::new();
         env_names(&object.manifest, &mut names);
         for name in names {
             assert!(
-                name.starts_with("WANDB_") || written(&name),
+                name.starts_with("WANDB_") || strings.contains(&name) || has_macros,
                 "env var {name:?} was neither written in the input nor set by the agent"
             );
         }
-        if !value_written && !written(&asked) {
+        if !value_may_appear {
             let text = object.manifest.to_string();
             assert!(
                 !text.contains(ALLOWED_MACRO.1),
                 "macro value without `{asked}`: {text}"
             );
         }
+    }
+}
+
+/// Every key and string value of `value`.
+fn input_strings(value: &Value, out: &mut Vec<String>) {
+    match value {
+        Value::String(text) => out.push(text.clone()),
+        Value::Object(map) => {
+            for (key, value) in map {
+                out.push(key.clone());
+                input_strings(value, out);
+            }
+        }
+        Value::Array(items) => items.iter().for_each(|v| input_strings(v, out)),
+        _ => {}
     }
 }
 
