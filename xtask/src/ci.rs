@@ -10,6 +10,7 @@
 //! 6. `cluster build`: the test control plane, built or found in the cache.
 //! 7. `test`: every test of the workspace, doc tests included; insta never writes snapshots.
 //! 8. `publish dry-run`: `cargo publish --workspace --dry-run` of the embeddable crates.
+//! 9. `fuzz`: every fuzz target of `fuzz/` for [`FUZZ_SECONDS`] each (`cargo xtask fuzz`).
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -35,6 +36,10 @@ pub const NOT_PUBLISHED: &[&str] = &[
 /// and writing `[`render()`]` fixes it. The list can only shrink: a crate here whose docs
 /// are clean fails the step until it is removed.
 const DOC_WARNINGS_PENDING: &[&str] = &[];
+
+/// Seconds each fuzz target runs in CI: a short pass that keeps the warm corpus growing
+/// (the corpus lives in the cached target dir) and catches a crash a change brings in.
+pub const FUZZ_SECONDS: u64 = 30;
 
 /// Names and durations of the steps run so far.
 #[derive(Default)]
@@ -100,6 +105,11 @@ fn run(t: &mut Timings) -> Result<()> {
     t.step("publish dry-run", || {
         forget_packaged_builds()?;
         status(&mut publish_dry_run())
+    })?;
+    t.step("fuzz", || {
+        let outcomes = crate::fuzz::run(crate::fuzz::TARGETS, FUZZ_SECONDS)?;
+        crate::fuzz::print_table(&outcomes);
+        Ok(())
     })
 }
 

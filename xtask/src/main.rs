@@ -10,11 +10,14 @@
 //! - `tidy`: the architecture rules of ARCHITECTURE.md (the `rlaunch-tidy` crate), checked.
 //! - `doc`: the crate docs as `ci` checks them (`-D warnings`).
 //! - `demo`: the README's first command.
+//! - `fuzz [TARGET] [--seconds N]`: the libFuzzer targets of `fuzz/`, built on the stable
+//!   toolchain, each run for N seconds (default 60); prints executions per target.
 
 mod bench_render;
 mod ci;
 mod cluster;
 mod demo;
+mod fuzz;
 mod setup;
 
 use std::path::{Path, PathBuf};
@@ -35,9 +38,10 @@ fn main() -> Result<()> {
         Some("tidy") => tidy(&root),
         Some("doc") => ci::doc(),
         Some("demo") => demo(),
+        Some("fuzz") => fuzz::main(&args[1..]),
         _ => {
             eprintln!(
-                "usage: cargo xtask <ci | setup | cluster build|up|down | bench render [--compare-reference] | tidy | doc | demo>"
+                "usage: cargo xtask <ci | setup | cluster build|up|down | bench render [--compare-reference] | tidy | doc | demo | fuzz [TARGET] [--seconds N]>"
             );
             bail!("unknown or missing command")
         }

@@ -138,6 +138,9 @@ mod classify;
 mod cleanup;
 mod diagnostics;
 mod error;
+/// Entry points for the fuzz targets in `fuzz/`; not part of the API.
+#[doc(hidden)]
+pub mod fuzzing;
 mod monitor;
 mod precheck;
 mod rbac;

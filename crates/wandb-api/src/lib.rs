@@ -37,6 +37,9 @@
 mod config;
 mod error;
 mod files;
+/// Entry points for the fuzz targets in `fuzz/`; not part of the API.
+#[doc(hidden)]
+pub mod fuzzing;
 mod ops;
 mod transport;
 mod types;

@@ -502,7 +502,7 @@ fn default_headers(config: &ClientConfig) -> Result<HeaderMap> {
 
 /// The message of a failed HTTP answer: `errors[].message` when the body is GraphQL JSON
 /// (joined as `[a; b]` when several), else the body text, shortened and redacted.
-fn error_message(body: &[u8], key: &rlaunch_model::ApiKey) -> String {
+pub(crate) fn error_message(body: &[u8], key: &rlaunch_model::ApiKey) -> String {
     let text = String::from_utf8_lossy(body);
     let message = match serde_json::from_slice::<Value>(body) {
         Ok(value) => match graphql_error_messages(&value) {
@@ -556,7 +556,7 @@ fn graphql_error_messages(value: &Value) -> Option<Vec<String>> {
     )
 }
 
-fn decode_graphql<T: DeserializeOwned>(
+pub(crate) fn decode_graphql<T: DeserializeOwned>(
     operation: &'static str,
     body: &[u8],
     key: &rlaunch_model::ApiKey,
