@@ -48,7 +48,7 @@ async fn an_item_acked_before_a_crash_is_launched_on_restart_not_forgotten() -> 
     let keyed = fake.push_item(keyed).unwrap();
     let _sdk = simulate_wandb_init(fake.clone());
     let config = format!(
-        "entity: {FAKE_ENTITY}\nqueues: [q]\npoll_interval: 0.3\ninit_check_timeout: 5\ntarget_namespaces: [{0}]\ndefault_namespace: {0}\nidentity: crash-{0}\n",
+        "entity: {FAKE_ENTITY}\nqueues: [q]\nmax_jobs: 2\npoll_interval: 0.3\ninit_check_timeout: 5\ntarget_namespaces: [{0}]\ndefault_namespace: {0}\nidentity: crash-{0}\n",
         ns.name
     );
 

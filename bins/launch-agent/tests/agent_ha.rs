@@ -13,6 +13,7 @@ use std::time::Duration;
 use common::{
     AgentProcess, eventually, image_item, jobs_by_item, queue, record_jobs, simulate_wandb_init,
 };
+use kube::api::Api;
 use rlaunch_testkit::annotations::{self, outcome};
 use rlaunch_wandb_fake::{FAKE_API_KEY, FAKE_ENTITY, FakeWandb, ItemState};
 use serde_json::json;

@@ -1,8 +1,8 @@
 //! `kill -9` of the agent at seeded points of a burst of 20 launches, each followed by a
 //! restart: every item ends with exactly one workload and exactly one terminal report.
 //!
-//! The kill points are events, not wall time: right after the k-th ack the fake saw, right
-//! after the k-th Job appeared, right after the k-th failure report. The seed is fixed
+//! The kill points are events, not wall time: right after the next ack the fake sees, the
+//! next Job to appear, or the next failure report. The seed is fixed
 //! (`RLAUNCH_KILL_SEED` overrides it) and printed with the plan, so a failure replays.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
@@ -37,30 +37,28 @@ impl SplitMix {
     }
 }
 
-/// Where to kill: right after the event count of its kind grows by `by` in this life.
+/// Where to kill: right after the next event of its kind in this life.
 #[derive(Clone, Copy, Debug)]
 enum KillPoint {
-    Acks { by: usize },
-    JobsCreated { by: usize },
-    FailureReports { by: usize },
+    Ack,
+    JobCreated,
+    FailureReport,
 }
 
-/// Ten points; increments of 1–2 so every point is reachable within the burst (20 acks,
-/// 20 Jobs), failure reports (5 OOM items) at most three times.
+/// Ten points. With `max_jobs: 1` a life between two kills uses about one item (a kill
+/// right after an ack leaves that item for the next life), a failure report up to four
+/// (every fourth item OOMs), so at most two of those keep all ten inside the burst.
 fn plan(seed: u64) -> Vec<KillPoint> {
     let mut rng = SplitMix(seed);
     let mut reports = 0;
     (0..KILLS)
-        .map(|_| {
-            let by = 1 + (rng.next() % 2) as usize;
-            match rng.next() % 3 {
-                0 => KillPoint::Acks { by },
-                2 if reports < 3 => {
-                    reports += 1;
-                    KillPoint::FailureReports { by: 1 }
-                }
-                _ => KillPoint::JobsCreated { by },
+        .map(|_| match rng.next() % 3 {
+            0 => KillPoint::Ack,
+            2 if reports < 2 => {
+                reports += 1;
+                KillPoint::FailureReport
             }
+            _ => KillPoint::JobCreated,
         })
         .collect()
 }
@@ -77,11 +75,18 @@ fn counts(fake: &FakeWandb, jobs: &Jobs) -> (usize, usize, usize) {
     (acks, created, reports)
 }
 
-/// Every item done: OOM items failed, the others claimed without failure, and every Job
-/// reported and removed.
-fn all_done(items: &[ItemView], ours: &BTreeSet<String>, oom: &BTreeSet<String>) -> bool {
+/// Every item done: it had a workload, OOM items failed, the others claimed without
+/// failure (the caller also waits for every Job to be reported and removed).
+fn all_done(
+    items: &[ItemView],
+    ours: &BTreeSet<String>,
+    oom: &BTreeSet<String>,
+    jobs: &Jobs,
+) -> bool {
     items.iter().filter(|i| ours.contains(&i.id)).all(|i| {
-        if oom.contains(&i.id) {
+        if !jobs.contains_key(&i.id) {
+            false
+        } else if oom.contains(&i.id) {
             i.state == ItemState::Failed
         } else {
             i.state == ItemState::Claimed && i.failure.is_none()
@@ -127,7 +132,7 @@ async fn kill_9_at_ten_seeded_points_loses_and_doubles_nothing() -> anyhow::Resu
     let _sdk = simulate_wandb_init(fake.clone());
     let (seen_jobs, recorder) = record_jobs(client.clone(), ns.name.clone());
     let config = format!(
-        "entity: {FAKE_ENTITY}\nqueues: [ok, oom]\nmax_jobs: 5\npoll_interval: 0.2\ninit_check_timeout: 5\ntarget_namespaces: [{0}]\ndefault_namespace: {0}\nidentity: kill9-{0}\n",
+        "entity: {FAKE_ENTITY}\nqueues: [ok, oom]\nmax_jobs: 1\npoll_interval: 0.2\ninit_check_timeout: 5\ntarget_namespaces: [{0}]\ndefault_namespace: {0}\nidentity: kill9-{0}\n",
         ns.name
     );
 
@@ -143,9 +148,9 @@ async fn kill_9_at_ten_seeded_points_loses_and_doubles_nothing() -> anyhow::Resu
             );
             let now = counts(&fake, &seen_jobs.lock().unwrap());
             Ok(match point {
-                KillPoint::Acks { by } => now.0 >= start.0 + by,
-                KillPoint::JobsCreated { by } => now.1 >= start.1 + by,
-                KillPoint::FailureReports { by } => now.2 >= start.2 + by,
+                KillPoint::Ack => now.0 > start.0,
+                KillPoint::JobCreated => now.1 > start.1,
+                KillPoint::FailureReport => now.2 > start.2,
             }
             .then_some(now))
         })
@@ -170,7 +175,8 @@ async fn kill_9_at_ten_seeded_points_loses_and_doubles_nothing() -> anyhow::Resu
         let items = fake.items();
         let no_jobs = common::active_jobs(&client, &ns.name).await? == 0
             && common::jobs_by_item(&client, &ns.name).await?.is_empty();
-        Ok((no_jobs && all_done(&items, &ours, &oom_items)).then_some(items))
+        let done = all_done(&items, &ours, &oom_items, &seen_jobs.lock().unwrap());
+        Ok((no_jobs && done).then_some(items))
     })
     .await;
     recorder.abort();
