@@ -20,6 +20,12 @@ pub const GO_MIN_MINOR: u32 = 26;
 /// `github.com/google/go-containerregistry` tag of the test OCI registry and `crane`
 /// ([`crate::servers::Registry`]; lock files in `assets/go/registry/`).
 pub const GO_CONTAINERREGISTRY: &str = "v0.22.1";
+/// moto (PyPI), whose server mode is the S3 test server.
+pub const MOTO: &str = "5.2.5";
+/// Azurite (npm), Microsoft's Azure Storage emulator.
+pub const AZURITE: &str = "3.37.0";
+/// fake-gcs-server (Go module proxy), the GCS test server.
+pub const FAKE_GCS_SERVER: &str = "v1.56.1";
 /// Bump when the build recipe changes in a way that needs fresh binaries.
 pub const RECIPE: u32 = 1;
 

@@ -1,5 +1,7 @@
 //! Real servers for integration tests, built once and started per test: an OCI registry
-//! (go-containerregistry's `registry`, with `crane` to push images into it).
+//! (go-containerregistry's `registry`, with `crane` to push images into it) and object
+//! stores for build contexts: S3 ([`S3Server`], moto), Azure Blob ([`Azurite`]) and GCS
+//! ([`FakeGcs`], fake-gcs-server).
 //!
 //! Each server is built from a registry package (Go module proxy, npm, PyPI, crates.io)
 //! into `$HOME/.cache/rlaunch/servers/<name>-<version>-r<recipe>/` the first time a test
@@ -25,12 +27,15 @@
 //! ```
 //!
 //! Cold build times, measured on 2 cores with a warm Go module cache and an empty GOCACHE:
-//! registry + crane 62 s.
+//! registry + crane 62 s; fake-gcs-server about 4 min; moto (pip) and Azurite (npm) install
+//! in under a minute.
 
 pub(crate) mod build;
+mod object_stores;
 mod process;
 mod registry;
 
+pub use object_stores::{AZURITE_ACCOUNT, AZURITE_KEY, Azurite, FakeGcs, S3Server};
 pub use process::{ServerProcess, free_port};
 pub use registry::{ImageFile, PushedImage, Registry, TestImage};
 
