@@ -333,6 +333,8 @@ impl Prepared {
             "--service-cluster-ip-range=10.96.0.0/16".into(),
             "--endpoint-reconciler-type=none".into(),
             "--allow-privileged=true".into(),
+            // The real node's name does not resolve; its InternalIP does (logs, exec).
+            "--kubelet-preferred-address-types=InternalIP".into(),
             format!("--cert-dir={}", self.path("apiserver-certs")),
             "--profiling=false".into(),
             "--v=1".into(),

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, LogParams, PostParams};
 use kube::runtime::wait::await_condition;
@@ -31,13 +31,11 @@ fn busybox_pod(name: &str, script: &str) -> Result<Pod> {
     }))?)
 }
 
+/// The pod reached a terminal phase (the kubelet writes the container's termination first).
 fn terminated(pod: Option<&Pod>) -> bool {
     pod.and_then(|p| p.status.as_ref())
-        .and_then(|s| s.container_statuses.as_ref())
-        .is_some_and(|cs| {
-            cs.iter()
-                .any(|c| c.state.as_ref().is_some_and(|s| s.terminated.is_some()))
-        })
+        .and_then(|s| s.phase.as_deref())
+        .is_some_and(|phase| phase == "Succeeded" || phase == "Failed")
 }
 
 #[tokio::test]
@@ -55,13 +53,20 @@ async fn a_busybox_pod_runs_for_real_and_reports_its_exit_code_and_log() -> Resu
         )?,
     )
     .await?;
-    let pod = tokio::time::timeout(
+    let waited = tokio::time::timeout(
         DEADLINE,
         await_condition(pods.clone(), "exit-three", terminated),
     )
-    .await
-    .context("the pod did not terminate in time")??
-    .context("the pod vanished")?;
+    .await;
+    let Ok(pod) = waited else {
+        let pod = pods.get("exit-three").await?;
+        bail!(
+            "the pod did not terminate within {DEADLINE:?}: {:?}\n{}",
+            pod.status,
+            info.log_tails(40)
+        );
+    };
+    let pod = pod?.context("the pod vanished")?;
     let status = pod.status.clone().unwrap_or_default();
     assert_eq!(status.phase.as_deref(), Some("Failed"));
     assert_eq!(

@@ -47,7 +47,7 @@ use config::{KubeletPorts, Layout, Net};
 /// The real node's name.
 pub const NODE_NAME: &str = "real-node-0";
 /// The ConfigMap (in `kube-system`) that tells tests attaching through `KUBECONFIG` about
-/// the node: `node`, `registry` (the URL images are pushed to), `mirror`.
+/// the node: `node`, `registry` (the URL images are pushed to), `mirror`, `hostIP`, `dir`.
 pub const INFO_CONFIG_MAP: &str = "rlaunch-testkit-real-node";
 const TEARDOWN: &str = include_str!("../../assets/node/teardown.sh");
 const STATE_FILE: &str = "node.json";
@@ -376,6 +376,7 @@ impl RealNode {
                     ("registry".to_owned(), self.registry.url()),
                     ("mirror".to_owned(), MIRROR_HOST.to_owned()),
                     ("hostIP".to_owned(), self.net.gateway()),
+                    ("dir".to_owned(), self.layout.dir.display().to_string()),
                 ]
                 .into(),
             ),
