@@ -148,7 +148,10 @@ impl RealNode {
         let kubelet = tokio::task::spawn_blocking(build::ensure_kubelet)
             .await
             .map_err(|e| Error::Internal(format!("kubelet build task: {e}")))??;
-        let registry = Registry::start().await?;
+        let registry = match opts.supervision {
+            Supervision::DieWithParent => Registry::start().await?,
+            Supervision::Detached => Registry::start_detached(&opts.dir.join("registry")).await?,
+        };
         images::push_base_images(&registry, &tools.busybox).await?;
         say(&format!(
             "registry with base images at {} ({:.1}s)",
@@ -233,7 +236,12 @@ impl RealNode {
         let state = NodeState {
             cgroup_root: cgroup_root.to_owned(),
             bridge: self.net.bridge(),
-            pids: self.lock_procs().iter().map(|(_, c)| c.id()).collect(),
+            pids: self
+                .lock_procs()
+                .iter()
+                .map(|(_, c)| c.id())
+                .chain([self.registry.process().pid()])
+                .collect(),
         };
         let text = serde_json::to_string_pretty(&state)
             .map_err(|e| Error::Internal(format!("cannot serialise the node state: {e}")))?;
