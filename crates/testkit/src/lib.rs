@@ -56,6 +56,7 @@ pub mod control_plane;
 pub mod node;
 mod pki;
 pub mod servers;
+mod support;
 pub mod versions;
 
 use std::path::{Path, PathBuf};
@@ -491,7 +492,7 @@ impl RealNodeInfo {
                 format!(
                     "--- {} ---\n{}",
                     path.display(),
-                    control_plane::log_tail(&path, lines)
+                    support::log_tail(&path, lines)
                 )
             })
             .collect::<Vec<_>>()

@@ -39,8 +39,8 @@ use serde::{Deserialize, Serialize};
 pub use build::ensure_kubelet;
 pub use config::{MIRROR_HOST, NODE_LABEL, NODE_TAINT};
 
-use crate::control_plane::{Supervision, client_from_kubeconfig, free_ports, log_tail};
 use crate::servers::Registry;
+use crate::support::{Supervision, client_from_kubeconfig, free_ports, log_tail};
 use crate::{Error, Result, io_err};
 use config::{KubeletPorts, Layout, Net};
 
