@@ -3,8 +3,10 @@
 //!
 //! - `build`: build (or find cached) etcd, kube-apiserver, kube-controller-manager,
 //!   kube-scheduler and kwok for the versions pinned in `rlaunch_testkit::versions`.
-//! - `up [--nodes FILE]`: start a cluster in `$HOME/.cache/rlaunch/run/cluster` that keeps
-//!   running after this command exits; prints `export KUBECONFIG=…`.
+//! - `up [--nodes FILE] [--real-node]`: start a cluster in `$HOME/.cache/rlaunch/run/cluster`
+//!   that keeps running after this command exits; prints `export KUBECONFIG=…`. With
+//!   `--real-node`, a real node (kubelet + containerd + runc, `rlaunch_testkit::node`) joins
+//!   the kwok nodes, in `$HOME/.cache/rlaunch/run/rlaunch-node` (needs root and `cargo xtask setup`).
 //! - `down`: stop exactly the processes `up` started and remove the state dir.
 //! - `status`: say whether a cluster is running.
 
@@ -12,10 +14,11 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
-use rlaunch_testkit::binaries;
 use rlaunch_testkit::control_plane::{self, ControlPlane, NodeSet, StartOptions, Supervision};
+use rlaunch_testkit::{binaries, node};
 
-const USAGE: &str = "usage: cargo xtask cluster <build | up [--nodes FILE] | down | status>";
+const USAGE: &str =
+    "usage: cargo xtask cluster <build | up [--nodes FILE] [--real-node] | down | status>";
 
 /// Entry point of `cargo xtask cluster`.
 pub fn main(args: &[String]) -> Result<()> {
@@ -56,7 +59,7 @@ fn build() -> Result<()> {
 }
 
 fn up(args: &[String]) -> Result<()> {
-    let nodes_yaml = parse_up_args(args)?;
+    let (nodes_yaml, nodes) = parse_up_args(args)?;
     let dir = state_dir();
     refuse_if_running(&dir)?;
     if dir.exists() {
@@ -73,7 +76,7 @@ fn up(args: &[String]) -> Result<()> {
         state_dir: dir.clone(),
         supervision: Supervision::Detached,
         nodes_yaml,
-        nodes: NodeSet::Kwok,
+        nodes,
     }));
     match result {
         Ok(plane) => {
@@ -88,15 +91,17 @@ fn up(args: &[String]) -> Result<()> {
         }
         Err(e) => {
             // Do not leave half a cluster behind.
+            let _ = node::down(&node_dir());
             let _ = control_plane::down(&dir);
             Err(anyhow::Error::new(e).context("cluster up failed (partial cluster stopped)"))
         }
     }
 }
 
-/// `[--nodes FILE]`: the node list to create instead of the default one.
-fn parse_up_args(args: &[String]) -> Result<Option<String>> {
+/// `[--nodes FILE]`: the node list to create instead of the default one; `[--real-node]`.
+fn parse_up_args(args: &[String]) -> Result<(Option<String>, NodeSet)> {
     let mut nodes_yaml = None;
+    let mut nodes = NodeSet::Kwok;
     let mut rest = args.iter();
     while let Some(arg) = rest.next() {
         match arg.as_str() {
@@ -106,13 +111,14 @@ fn parse_up_args(args: &[String]) -> Result<Option<String>> {
                     .with_context(|| format!("cannot read the node list {file}"))?;
                 nodes_yaml = Some(text);
             }
+            "--real-node" => nodes = NodeSet::WithRealNode,
             other => {
                 eprintln!("{USAGE}");
                 bail!("unknown argument {other:?} to `cluster up`")
             }
         }
     }
-    Ok(nodes_yaml)
+    Ok((nodes_yaml, nodes))
 }
 
 /// Fails, saying how to use or stop it, if a cluster of `dir` is still running.
@@ -137,7 +143,15 @@ fn refuse_if_running(dir: &std::path::Path) -> Result<()> {
     )
 }
 
+fn node_dir() -> PathBuf {
+    control_plane::node_dir(&state_dir(), Supervision::Detached)
+}
+
 fn down() -> Result<()> {
+    let node = node_dir();
+    if node::down(&node).context("stopping the real node")? {
+        eprintln!("stopped the real node; removed {}", node.display());
+    }
     let dir = state_dir();
     if !dir.exists() {
         eprintln!(

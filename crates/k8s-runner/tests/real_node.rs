@@ -40,7 +40,13 @@ async fn setup(prefix: &str) -> anyhow::Result<(kube::Client, rlaunch_testkit::T
 
 fn failure(status: &RunStatus) -> &rlaunch_k8s_runner::Failure {
     match &status.state {
-        RunState::Failed(failure) => failure,
+        RunState::Failed(failure) => {
+            eprintln!(
+                "classified: {:?}\nmessage: {}",
+                failure.cause, failure.message
+            );
+            failure
+        }
         other => panic!("expected failed, got {other:?} ({status:?})"),
     }
 }
@@ -50,7 +56,7 @@ async fn a_container_that_exits_zero_finishes_and_its_log_reads_back() -> anyhow
     let (client, ns) = setup("real-ok").await?;
     let runner = Runner::new(client, config());
     let run = JobRun::new(&ns.name, "realok01");
-    let script = "echo step 1; echo step 2 >&2; echo done";
+    let script = "echo step 1; echo step 2; echo done";
     let submitted = runner
         .submit(&real(&run, &busybox(), script, "64Mi"))
         .await?;
@@ -95,7 +101,12 @@ async fn exit_three_fails_with_the_real_exit_code_and_the_last_log_lines() -> an
         .iter()
         .find(|l| l.container == "main")
         .expect("main's log");
-    assert_eq!(log.tail, "line 1\nline 2\nline 3\nbad input\n");
+    // stdout and stderr reach the CRI log through separate pipes: their relative order
+    // is not kept, the order within each stream is.
+    let stdout: Vec<&str> = log.tail.lines().filter(|l| l.starts_with("line")).collect();
+    assert_eq!(stdout, ["line 1", "line 2", "line 3"], "{}", log.tail);
+    assert!(log.tail.lines().any(|l| l == "bad input"), "{}", log.tail);
+    assert_eq!(log.tail.lines().count(), 4, "{}", log.tail);
     ns.cleanup().await;
     Ok(())
 }

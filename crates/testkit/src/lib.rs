@@ -56,6 +56,7 @@ pub mod control_plane;
 pub mod node;
 mod pki;
 pub mod servers;
+mod support;
 pub mod versions;
 
 use std::path::{Path, PathBuf};
@@ -450,6 +451,7 @@ impl TestCluster {
             node: get("node"),
             registry_url: get("registry"),
             host_ip: get("hostIP"),
+            dir: PathBuf::from(get("dir")),
         })
     }
 
@@ -476,6 +478,26 @@ pub struct RealNodeInfo {
     pub registry_url: String,
     /// The node's IP, which its pods reach (servers for pods bind here or on `0.0.0.0`).
     pub host_ip: String,
+    /// The node's directory: `logs/{kubelet,containerd}.log`, container logs in `pod-logs/`.
+    pub dir: PathBuf,
+}
+
+impl RealNodeInfo {
+    /// The last `lines` lines of the kubelet's and containerd's logs, for failure messages.
+    pub fn log_tails(&self, lines: usize) -> String {
+        ["kubelet", "containerd"]
+            .iter()
+            .map(|name| {
+                let path = self.dir.join("logs").join(format!("{name}.log"));
+                format!(
+                    "--- {} ---\n{}",
+                    path.display(),
+                    support::log_tail(&path, lines)
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
 }
 
 /// A namespace for one test; delete it with [`TestNamespace::cleanup`].

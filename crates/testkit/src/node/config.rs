@@ -130,6 +130,9 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
 [plugins."io.containerd.grpc.v1.cri"]
   sandbox_image = "{sandbox_image}"
   netns_mounts_under_state_dir = true
+  # Lowering oom_score_adj needs CAP_SYS_RESOURCE, which sandboxed machines (this one)
+  # drop: runc would fail with "can't get final child's PID from pipe: EOF".
+  restrict_oom_score_adj = true
   [plugins."io.containerd.grpc.v1.cri".containerd]
     snapshotter = "overlayfs"
     default_runtime_name = "runc"

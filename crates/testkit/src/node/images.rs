@@ -12,6 +12,12 @@ use super::config::MIRROR_HOST;
 pub const PAUSE: &str = "pause:1";
 /// busybox with `/bin/sh`: give it a `command`.
 pub const BUSYBOX: &str = "busybox:1";
+/// busybox plus `/bin/trainer` (`assets/node/trainer.sh`, the entrypoint): calls the W&B
+/// server of `WANDB_BASE_URL` as `wandb.init` does (`upsertBucket`), prints
+/// `TRAINER_STEPS` log lines, then allocates past its memory limit (`TRAINER_ALLOCATE=1`)
+/// or exits with `TRAINER_EXIT_CODE`.
+pub const TRAINER: &str = "trainer:1";
+const TRAINER_SCRIPT: &str = include_str!("../../assets/node/trainer.sh");
 
 /// `rlaunch.test/<name:tag>`: how pods name an image of the node's registry.
 pub fn reference(name_and_tag: &str) -> String {
@@ -25,7 +31,7 @@ fn busybox_image(repository: &str, tag: &str, busybox: &[u8]) -> TestImage {
         .with_file(ImageFile::executable("bin/sh", busybox.to_vec()))
 }
 
-/// Pushes [`PAUSE`] and [`BUSYBOX`].
+/// Pushes [`PAUSE`], [`BUSYBOX`] and [`TRAINER`].
 pub async fn push_base_images(registry: &Registry, busybox: &Path) -> Result<()> {
     let bytes = std::fs::read(busybox).map_err(io_err("cannot read busybox", busybox))?;
     let pause = busybox_image("pause", "1", &bytes).with_entrypoint([
@@ -37,5 +43,9 @@ pub async fn push_base_images(registry: &Registry, busybox: &Path) -> Result<()>
     registry
         .push_image(&busybox_image("busybox", "1", &bytes))
         .await?;
+    let trainer = busybox_image("trainer", "1", &bytes)
+        .with_file(ImageFile::executable("bin/trainer", TRAINER_SCRIPT))
+        .with_entrypoint(["/bin/sh", "/bin/trainer"]);
+    registry.push_image(&trainer).await?;
     Ok(())
 }

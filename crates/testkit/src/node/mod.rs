@@ -39,15 +39,15 @@ use serde::{Deserialize, Serialize};
 pub use build::ensure_kubelet;
 pub use config::{MIRROR_HOST, NODE_LABEL, NODE_TAINT};
 
-use crate::control_plane::{Supervision, client_from_kubeconfig, free_ports, log_tail};
 use crate::servers::Registry;
+use crate::support::{Supervision, client_from_kubeconfig, free_ports, log_tail};
 use crate::{Error, Result, io_err};
 use config::{KubeletPorts, Layout, Net};
 
 /// The real node's name.
 pub const NODE_NAME: &str = "real-node-0";
 /// The ConfigMap (in `kube-system`) that tells tests attaching through `KUBECONFIG` about
-/// the node: `node`, `registry` (the URL images are pushed to), `mirror`.
+/// the node: `node`, `registry` (the URL images are pushed to), `mirror`, `hostIP`, `dir`.
 pub const INFO_CONFIG_MAP: &str = "rlaunch-testkit-real-node";
 const TEARDOWN: &str = include_str!("../../assets/node/teardown.sh");
 const STATE_FILE: &str = "node.json";
@@ -148,7 +148,10 @@ impl RealNode {
         let kubelet = tokio::task::spawn_blocking(build::ensure_kubelet)
             .await
             .map_err(|e| Error::Internal(format!("kubelet build task: {e}")))??;
-        let registry = Registry::start().await?;
+        let registry = match opts.supervision {
+            Supervision::DieWithParent => Registry::start().await?,
+            Supervision::Detached => Registry::start_detached(&opts.dir.join("registry")).await?,
+        };
         images::push_base_images(&registry, &tools.busybox).await?;
         say(&format!(
             "registry with base images at {} ({:.1}s)",
@@ -233,7 +236,12 @@ impl RealNode {
         let state = NodeState {
             cgroup_root: cgroup_root.to_owned(),
             bridge: self.net.bridge(),
-            pids: self.lock_procs().iter().map(|(_, c)| c.id()).collect(),
+            pids: self
+                .lock_procs()
+                .iter()
+                .map(|(_, c)| c.id())
+                .chain([self.registry.process().pid()])
+                .collect(),
         };
         let text = serde_json::to_string_pretty(&state)
             .map_err(|e| Error::Internal(format!("cannot serialise the node state: {e}")))?;
@@ -376,6 +384,7 @@ impl RealNode {
                     ("registry".to_owned(), self.registry.url()),
                     ("mirror".to_owned(), MIRROR_HOST.to_owned()),
                     ("hostIP".to_owned(), self.net.gateway()),
+                    ("dir".to_owned(), self.layout.dir.display().to_string()),
                 ]
                 .into(),
             ),

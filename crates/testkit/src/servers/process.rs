@@ -27,7 +27,18 @@ pub struct ServerProcess {
     name: String,
     dir: PathBuf,
     child: Child,
-    _watchdog: (Child, ChildStdin),
+    watchdog: Watchdog,
+}
+
+/// Who ends the server.
+enum Watchdog {
+    /// The watchdog, when the handle drops or the process exits.
+    Owned {
+        /// Held open; its end tells the watchdog to kill the server.
+        _pipe: (Child, ChildStdin),
+    },
+    /// Nobody: it outlives this process (`cargo xtask cluster up`); stop it by its pid.
+    Detached,
 }
 
 impl std::fmt::Debug for ServerProcess {
@@ -106,8 +117,49 @@ impl ServerProcess {
             name: name.to_owned(),
             dir,
             child,
-            _watchdog: watchdog,
+            watchdog: Watchdog::Owned { _pipe: watchdog },
         })
+    }
+
+    /// Starts `binary args…` in its own process group with `dir` (created) as its working
+    /// directory, outliving this process: nothing kills it, the caller records
+    /// [`ServerProcess::pid`] and stops it.
+    pub fn spawn_detached(
+        name: &str,
+        binary: &Path,
+        args: &[&OsStr],
+        dir: &Path,
+    ) -> Result<ServerProcess> {
+        fs::create_dir_all(dir).map_err(io_err("cannot create the server directory", dir))?;
+        let log = dir.join("server.log");
+        let file = fs::File::create(&log).map_err(io_err("cannot create the log", &log))?;
+        let file2 = file
+            .try_clone()
+            .map_err(io_err("cannot open the log", &log))?;
+        let child = Command::new(binary)
+            .args(args)
+            .current_dir(dir)
+            .stdin(Stdio::null())
+            .stdout(file)
+            .stderr(file2)
+            .process_group(0)
+            .spawn()
+            .map_err(|source| Error::Spawn {
+                component: name.to_owned(),
+                binary: binary.to_owned(),
+                source,
+            })?;
+        Ok(ServerProcess {
+            name: name.to_owned(),
+            dir: dir.to_owned(),
+            child,
+            watchdog: Watchdog::Detached,
+        })
+    }
+
+    /// The server's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// The state directory (removed when the server stops).
@@ -175,6 +227,9 @@ impl ServerProcess {
 
 impl Drop for ServerProcess {
     fn drop(&mut self) {
+        if matches!(self.watchdog, Watchdog::Detached) {
+            return;
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
         // Dropping the watchdog's stdin makes it remove the directory and exit.

@@ -48,12 +48,25 @@ impl Registry {
     /// Builds the registry and `crane` if the cache is cold (about a minute), then starts a
     /// fresh registry on a free loopback port.
     pub async fn start() -> Result<Registry> {
+        Registry::start_in(None).await
+    }
+
+    /// As [`Registry::start`], but the registry outlives this process (for `cargo xtask
+    /// cluster up`), with its log in `dir`; stop it by [`ServerProcess::pid`].
+    pub async fn start_detached(dir: &Path) -> Result<Registry> {
+        Registry::start_in(Some(dir)).await
+    }
+
+    async fn start_in(detached: Option<&Path>) -> Result<Registry> {
         let dir = tokio::task::spawn_blocking(|| build::ensure(&recipe()))
             .await
             .map_err(|e| Error::Internal(format!("registry build task: {e}")))??;
         let binary = dir.join("bin").join("registry");
         let args: [&OsStr; 2] = ["-port".as_ref(), "0".as_ref()];
-        let mut process = ServerProcess::spawn("registry", &binary, &args, |_, _| {})?;
+        let mut process = match detached {
+            Some(state) => ServerProcess::spawn_detached("registry", &binary, &args, state)?,
+            None => ServerProcess::spawn("registry", &binary, &args, |_, _| {})?,
+        };
         // It logs `serving on port N` once it listens.
         let port = process
             .wait_until(30, |p| {
