@@ -130,9 +130,13 @@ fn check_rendered(input: &Input<'_>, spec: &RunSpec, rendered: &Rendered) {
     );
     assert!(rendered.workload().is_some(), "a render without a workload");
     let run_label = label_value(&input.ctx.run_id);
-    for object in &rendered.objects {
-        check_names(object, &rendered.namespace);
-        let text = object.manifest.to_string();
+    let texts: Vec<String> = rendered
+        .objects
+        .iter()
+        .map(|o| o.manifest.to_string())
+        .collect();
+    for (object, text) in rendered.objects.iter().zip(&texts) {
+        check_names(object, &rendered.namespace, text);
         for (key, value) in our_labels(&object.manifest) {
             assert!(is_label_value(&value), "label {key}={value:?} in {text}");
         }
@@ -155,13 +159,12 @@ fn check_rendered(input: &Input<'_>, spec: &RunSpec, rendered: &Rendered) {
     if let Some(workload) = rendered.workload() {
         check_pod_labels(&workload.manifest, &run_label);
     }
-    check_api_key(input, spec, rendered);
-    check_env(input, rendered);
+    check_api_key(input, spec, rendered, &texts);
+    check_env(input, rendered, &texts);
 }
 
-fn check_names(object: &rlaunch_render::RenderedObject, namespace: &str) {
+fn check_names(object: &rlaunch_render::RenderedObject, namespace: &str, text: &str) {
     let metadata = &object.manifest["metadata"];
-    let text = object.manifest.to_string();
     assert_eq!(metadata["namespace"].as_str(), Some(namespace), "{text}");
     match metadata["name"].as_str() {
         Some(name) => {
@@ -188,7 +191,7 @@ fn check_pod_labels(value: &Value, run_label: &str) {
     match value {
         Value::Object(map) => {
             if let Some(template) = map.get("template")
-                && template.pointer("/spec/containers").is_some()
+                && template.pointer("/spec/containers").is_some_and(Value::is_array)
             {
                 let label = template.pointer("/metadata/labels/wandb.ai~1run-id");
                 assert_eq!(
@@ -206,7 +209,7 @@ fn check_pod_labels(value: &Value, run_label: &str) {
 
 /// The key reaches the cluster only as the Secret's `data.password`: no other object holds
 /// it, neither as text nor base64-encoded. Without an agent key, no object holds any key.
-fn check_api_key(input: &Input<'_>, spec: &RunSpec, rendered: &Rendered) {
+fn check_api_key(input: &Input<'_>, spec: &RunSpec, rendered: &Rendered, texts: &[String]) {
     let agent_key = match &input.ctx.api_key {
         ApiKeyMode::Agent(key) => Some(key.expose().to_owned()),
         ApiKeyMode::Placeholder | ApiKeyMode::None => None,
@@ -215,14 +218,17 @@ fn check_api_key(input: &Input<'_>, spec: &RunSpec, rendered: &Rendered) {
     let mut keys: Vec<String> = agent_key.iter().chain(spec_key.iter()).cloned().collect();
     // A key the input also writes elsewhere (or one so short it is everywhere) is the user's
     // text, not a leak.
-    keys.retain(|key| key.len() >= 8 && !written_elsewhere(input, key));
+    keys.retain(|key| key.len() >= 8);
+    if !keys.is_empty() {
+        let elsewhere = Elsewhere::new(input);
+        keys.retain(|key| !elsewhere.mentions(key));
+    }
     let effective = match &input.ctx.api_key {
         ApiKeyMode::Agent(_) => spec_key.or(agent_key).filter(|key| !key.is_empty()),
         ApiKeyMode::Placeholder | ApiKeyMode::None => None,
     };
     let mut secrets = 0;
-    for object in &rendered.objects {
-        let text = object.manifest.to_string();
+    for (object, text) in rendered.objects.iter().zip(texts) {
         if let ObjectRole::ApiKeySecret { .. } = object.role {
             secrets += 1;
             if let Some(key) = &effective {
@@ -243,7 +249,7 @@ fn check_api_key(input: &Input<'_>, spec: &RunSpec, rendered: &Rendered) {
                 continue;
             }
         }
-        assert_no_key(&text, &keys, &format!("a {}", object.api.kind));
+        assert_no_key(text, &keys, &object.api.kind);
     }
     let expected = usize::from(match &input.ctx.api_key {
         ApiKeyMode::Agent(_) => effective.is_some(),
@@ -271,27 +277,41 @@ fn mentions(text: &str, key: &str) -> bool {
         || text.contains(url_safe.trim_end_matches('='))
 }
 
-/// Whether the input writes `key` somewhere besides the key field, perhaps in a form the
-/// render normalises into a name or a label (lower case, other characters as `-`).
-fn written_elsewhere(input: &Input<'_>, key: &str) -> bool {
-    let mut spec: Value = serde_json::from_str(input.spec_text).unwrap_or(Value::Null);
-    if let Some(map) = spec.as_object_mut() {
-        map.remove(API_KEY_FIELD);
+/// The input besides the key field, as JSON text and normalised the way the render makes
+/// names and labels (lower case, other characters as `-`): a key the input also writes
+/// there is the user's text, not a leak.
+struct Elsewhere {
+    text: String,
+    normalised: String,
+}
+
+impl Elsewhere {
+    fn new(input: &Input<'_>) -> Self {
+        let mut spec: Value = serde_json::from_str(input.spec_text).unwrap_or(Value::Null);
+        if let Some(map) = spec.as_object_mut() {
+            map.remove(API_KEY_FIELD);
+        }
+        let queue = input.queue_config.map(Value::to_string).unwrap_or_default();
+        let text = format!("{spec}\n{queue}");
+        let normalised = normalise(&text);
+        Self { text, normalised }
     }
-    let queue = input.queue_config.map(Value::to_string).unwrap_or_default();
-    let elsewhere = format!("{spec}\n{queue}");
-    let norm = |text: &str| -> String {
-        text.chars()
-            .map(|c| {
-                if c.is_ascii_alphanumeric() {
-                    c.to_ascii_lowercase()
-                } else {
-                    '-'
-                }
-            })
-            .collect()
-    };
-    mentions(&elsewhere, key) || norm(&elsewhere).contains(&norm(key))
+
+    fn mentions(&self, key: &str) -> bool {
+        mentions(&self.text, key) || self.normalised.contains(&normalise(key))
+    }
+}
+
+fn normalise(text: &str) -> String {
+    text.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '-'
+            }
+        })
+        .collect()
 }
 
 fn encode(key: &str) -> String {
@@ -301,7 +321,7 @@ fn encode(key: &str) -> String {
 /// Containers get the env vars the input wrote and the `WANDB_*` ones the agent sets, never
 /// another variable of the agent's environment; an allow-listed macro's value appears only
 /// where the input asked for it.
-fn check_env(input: &Input<'_>, rendered: &Rendered) {
+fn check_env(input: &Input<'_>, rendered: &Rendered, texts: &[String]) {
     let mut strings = Vec::new();
     let spec: Value = serde_json::from_str(input.spec_text).unwrap_or(Value::Null);
     input_strings(&spec, &mut strings);
@@ -313,7 +333,7 @@ fn check_env(input: &Input<'_>, rendered: &Rendered) {
     let value_may_appear = written(ALLOWED_MACRO.1) || written(&asked);
     // A name written with a macro (`${run_id}`) is expanded; it is still the input's.
     let has_macros = written("${");
-    for object in &rendered.objects {
+    for (object, text) in rendered.objects.iter().zip(texts) {
         let mut names = Vec::new();
         env_names(&object.manifest, &mut names);
         for name in names {
@@ -323,7 +343,6 @@ fn check_env(input: &Input<'_>, rendered: &Rendered) {
             );
         }
         if !value_may_appear {
-            let text = object.manifest.to_string();
             assert!(
                 !text.contains(ALLOWED_MACRO.1),
                 "macro value without `{asked}`: {text}"

@@ -583,9 +583,12 @@ pub(crate) fn decode_graphql<T: DeserializeOwned>(
             reason: "no `data` and no `errors` in the response".to_owned(),
         });
     }
+    // serde quotes the offending value, which may be the key a broken server echoes.
     serde_json::from_value(data).map_err(|e| Error::InvalidResponse {
         operation,
-        reason: format!("`data` does not match the operation: {e}"),
+        reason: shorten(&key.redact_in(&format!(
+            "`data` does not match the operation: {e}"
+        ))),
     })
 }
 
@@ -629,5 +632,20 @@ mod tests {
             error_message(b"plain secret-key-0123456789", &key),
             "plain [redacted]"
         );
+    }
+
+    #[test]
+    fn an_answer_of_the_wrong_shape_never_repeats_the_key() {
+        // Found by the `graphql` fuzz target: serde's message quotes the value it could
+        // not read, and a broken server may echo the key in any field.
+        let key = rlaunch_model::ApiKey::new("secret-key-0123456789");
+        let body = br#"{"data": {"ackRunQueueItem": {"success": "secret-key-0123456789"}}}"#;
+        type Ack = <crate::ops::AckRunQueueItem as GraphQLQuery>::ResponseData;
+        let Err(error) = decode_graphql::<Ack>("ackRunQueueItem", body, &key) else {
+            panic!("a string is not a boolean");
+        };
+        let shown = format!("{error} {error:?}");
+        assert!(!shown.contains("secret-key"), "{shown}");
+        assert!(shown.contains("[redacted]"), "{shown}");
     }
 }
