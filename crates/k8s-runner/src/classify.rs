@@ -477,10 +477,22 @@ fn terminated_failure(
                 });
             }
             if terminated.exit_code != 0 && exit.is_none() {
-                exit = Some(FailureCause::ExitCode {
-                    pod: pod_name.to_owned(),
-                    container: cs.name.clone(),
-                    code: terminated.exit_code,
+                // A container that failed again after restarting is a crash loop, whether or
+                // not the kubelet had put it into CrashLoopBackOff yet: a Job with
+                // `restartPolicy: OnFailure` fails on the terminated state of the last
+                // restart, which is what the real kubelet shows at that moment.
+                exit = Some(if cs.restart_count > 0 {
+                    FailureCause::CrashLoop {
+                        pod: pod_name.to_owned(),
+                        container: cs.name.clone(),
+                        last_exit_code: Some(terminated.exit_code),
+                    }
+                } else {
+                    FailureCause::ExitCode {
+                        pod: pod_name.to_owned(),
+                        container: cs.name.clone(),
+                        code: terminated.exit_code,
+                    }
                 });
             }
         }
@@ -754,6 +766,33 @@ mod tests {
                 .build(),
         );
         assert_eq!(ok.terminated_failure, None);
+    }
+
+    #[test]
+    fn a_failure_after_restarts_is_a_crash_loop_with_its_exit_code() {
+        // What the real kubelet shows when a `restartPolicy: OnFailure` Job gives up: the
+        // last restart's terminated state, no CrashLoopBackOff waiting state.
+        let facts = classify_pod(
+            &pod("p")
+                .phase("Running")
+                .terminated("Error", 1)
+                .restarts(2)
+                .build(),
+        );
+        assert_eq!(
+            facts.terminated_failure,
+            Some(FailureCause::CrashLoop {
+                pod: "p".into(),
+                container: "main".into(),
+                last_exit_code: Some(1)
+            })
+        );
+        assert_eq!(facts.blocked, None);
+        let oom = classify_pod(&pod("p").terminated("OOMKilled", 137).restarts(2).build());
+        assert!(matches!(
+            oom.terminated_failure,
+            Some(FailureCause::OomKilled { .. })
+        ));
     }
 
     #[test]

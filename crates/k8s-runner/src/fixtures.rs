@@ -67,6 +67,17 @@ impl PodBuilder {
         )
     }
 
+    /// Sets `restartCount` of the last container status.
+    pub fn restarts(mut self, count: i32) -> Self {
+        if let Some(last) = self.value["status"]["containerStatuses"]
+            .as_array_mut()
+            .and_then(|statuses| statuses.last_mut())
+        {
+            last["restartCount"] = json!(count);
+        }
+        self
+    }
+
     pub fn build(self) -> Pod {
         serde_json::from_value(self.value).unwrap()
     }

@@ -160,3 +160,27 @@ async fn an_image_missing_from_the_registry_fails_as_an_image_pull_naming_it() -
     ns.cleanup().await;
     Ok(())
 }
+
+#[tokio::test]
+async fn a_crash_looping_container_is_classified_from_the_kubelets_real_back_off()
+-> anyhow::Result<()> {
+    let (client, ns) = setup("real-crash").await?;
+    let runner = Runner::new(client, config());
+    let mut run = JobRun::new(&ns.name, "realcra1");
+    run.restart_policy = "OnFailure";
+    run.backoff_limit = 2;
+    let script = "echo crashing; exit 1";
+    let mut handle = runner
+        .submit(&real(&run, &busybox(), script, "64Mi"))
+        .await?
+        .handle;
+    let status = wait_terminal(&mut handle).await?;
+    let failure = failure(&status);
+    assert!(
+        matches!(&failure.cause, FailureCause::CrashLoop { container, last_exit_code: Some(1), .. }
+            if container == "main"),
+        "{failure:?}"
+    );
+    ns.cleanup().await;
+    Ok(())
+}

@@ -30,6 +30,11 @@
 //! - Failures to build or start are errors that name the step and show the last log
 //!   lines; tests should propagate them (`?`) and fail, never skip.
 //!
+//! - [`real_node_cluster()`] adds a real node ([`node`]: kubelet + containerd + runc) for
+//!   tests that need real containers; it needs root and `cargo xtask setup`, and starts in
+//!   about 2 s more on a warm cache (cold: the kubelet build, 16 s once the control plane's
+//!   GOCACHE is warm).
+//!
 //! The same machinery backs `cargo xtask cluster build|up|down|status` (a long-lived
 //! cluster in `$HOME/.cache/rlaunch/run/cluster`; `up` prints `export KUBECONFIG=…`).
 //!
