@@ -51,7 +51,12 @@ impl Agent {
             .start_timeout
             .unwrap_or(Duration::from_secs(100 * 365 * 24 * 3600));
         let runner = Runner::new(kube, runner_config);
-        Ok(Self::with_parts(config, api_key, wandb, runner))
+        let builder = crate::kaniko::configured(&config, &runner, &wandb).await?;
+        let agent = Self::with_parts(config, api_key, wandb, runner);
+        Ok(match builder {
+            Some(builder) => agent.with_builder(builder),
+            None => agent,
+        })
     }
 
     /// An agent from ready-made parts (for embedding and tests).

@@ -87,6 +87,9 @@ pub enum Error {
     /// The configuration cannot be used.
     #[error(transparent)]
     Config(#[from] ConfigError),
+    /// The configured image builder cannot be used (its context store, destination…).
+    #[error("the image builder cannot start: {0}")]
+    Builder(#[source] rlaunch_builder::Error),
     /// The W&B client could not be built.
     #[error("cannot set up the W&B client")]
     WandbClient(#[source] rlaunch_wandb_api::Error),

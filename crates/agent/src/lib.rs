@@ -90,6 +90,7 @@ mod error;
 mod health;
 mod identity;
 mod intent;
+mod kaniko;
 mod leader;
 mod logging;
 mod metrics;
@@ -105,7 +106,7 @@ pub use check::{AGENT_RBAC_RULES, CheckLine, check};
 pub use cli::{Cli, Command, Flags, LogFormat};
 pub use config::{
     ApiKeySource, BuilderChoice, CodePvc, Config, DEFAULT_CONFIG_PATH, JobLimit, JobSecrets,
-    LeaderElection, LeaseSettings, load,
+    KanikoOptions, LeaderElection, LeaseSettings, load,
 };
 pub use context::{Context, Registration};
 pub use controller::Agent;

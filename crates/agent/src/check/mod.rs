@@ -32,15 +32,26 @@ pub async fn check(config: &Config, api_key: ApiKey) -> Vec<CheckLine> {
     }];
     let mut client_config = ClientConfig::new(config.base_url.clone(), api_key);
     client_config.extra_ca_file = config.extra_ca_file.clone();
-    let entity = match Client::new(client_config) {
+    let (entity, wandb) = match Client::new(client_config) {
         Err(error) => {
             lines.push(line("W&B client", Err(error.to_string())));
-            None
+            (None, None)
         }
-        Ok(client) => check_wandb(config, &client, &mut lines).await,
+        Ok(client) => (check_wandb(config, &client, &mut lines).await, Some(client)),
     };
     lines.extend(check_cluster(config, entity.as_deref()).await);
+    lines.extend(check_builder(config, wandb).await);
     lines
+}
+
+/// The builder's destination and context store (a bad bucket is named here).
+async fn check_builder(config: &Config, wandb: Option<Client>) -> Option<CheckLine> {
+    let (Some(wandb), Ok(kube)) = (wandb, kube::Client::try_default().await) else {
+        return None;
+    };
+    let runner = Runner::new(kube, RunnerConfig::default());
+    let result = crate::kaniko::check_line(config, &runner, &wandb).await?;
+    Some(line("builder", result))
 }
 
 fn line(what: &str, result: Result<String, String>) -> CheckLine {

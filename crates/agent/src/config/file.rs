@@ -98,7 +98,12 @@ impl<'a> ConfigFile<'a> {
         let known: Vec<&str> = REFERENCE_KEYS.iter().chain(OWN_KEYS).copied().collect();
         check_keys(path, "", &map, &known)?;
         if let Some(Value::Mapping(builder)) = map.get("builder") {
-            check_keys(path, "builder.", builder, BUILDER_KEYS)?;
+            let known: Vec<&str> = BUILDER_KEYS
+                .iter()
+                .chain(super::kaniko::OWN_BUILDER_KEYS)
+                .copied()
+                .collect();
+            check_keys(path, "builder.", builder, &known)?;
         }
         if let Some(Value::Mapping(retries)) = map.get("retries") {
             check_keys(path, "retries.", retries, RETRY_KEYS)?;

@@ -10,6 +10,7 @@
 //! `WANDB_LAUNCH_MAX_JOBS` is a message, not a crash.
 
 mod file;
+mod kaniko;
 mod lease;
 mod load;
 
@@ -20,6 +21,7 @@ use std::time::Duration;
 
 use serde_json::Value as Json;
 
+pub use kaniko::KanikoOptions;
 pub use lease::{LeaderElection, LeaseSettings};
 pub use load::{DEFAULT_CONFIG_PATH, load};
 
@@ -60,6 +62,8 @@ pub enum BuilderChoice {
     /// No builder: image jobs run their image, code jobs a base image with the code
     /// mounted at run time.
     Noop,
+    /// In-cluster builds with Kaniko.
+    Kaniko(Box<KanikoOptions>),
 }
 
 /// Whether the agent creates a per-run API-key Secret.
@@ -644,13 +648,17 @@ fn builder(file: &ConfigFile<'_>) -> Result<BuilderChoice, ConfigError> {
     };
     match block.get("type").and_then(|t| t.as_str()) {
         Some("noop") => Ok(BuilderChoice::Noop),
-        Some(kind @ ("kaniko" | "docker")) => Err(invalid(
-            format!("`{kind}` is not available in this version of the agent"),
-            "use `type: noop` and push image jobs, or use a release with the Kaniko builder",
+        Some("kaniko") => Ok(BuilderChoice::Kaniko(Box::new(kaniko::options(
+            file.path, block,
+        )?))),
+        Some("docker") => Err(invalid(
+            "`docker` is not available: the agent runs in a cluster without a Docker daemon"
+                .to_owned(),
+            "use `type: kaniko`, or `type: noop` and push image jobs",
         )),
         Some(other) => Err(invalid(
             format!("unknown builder type `{other}`"),
-            "write `noop` (or `kaniko` once available)",
+            "write `noop` or `kaniko`",
         )),
         None => Err(invalid(
             "is missing: a non-empty builder block needs a type".to_owned(),

@@ -281,7 +281,7 @@ fn env_lists_and_macro_values() {
 }
 
 #[test]
-fn builders_other_than_noop_are_refused_for_now() {
+fn kaniko_needs_a_destination_and_docker_is_refused() {
     let error = resolve(
         "queues: [a]\nbuilder: {type: kaniko}\n",
         &[],
@@ -289,9 +289,21 @@ fn builders_other_than_noop_are_refused_for_now() {
     )
     .unwrap_err();
     assert!(
-        error
-            .to_string()
-            .contains("`builder.type` `kaniko` is not available"),
+        error.to_string().contains("`builder.destination` is empty"),
+        "{error}"
+    );
+    let kaniko = ok(
+        "queues: [a]\nbuilder: {type: kaniko, destination: r.example/team/x, build-context-store: s3://ctx}\n",
+    );
+    assert!(matches!(kaniko.builder, BuilderChoice::Kaniko(_)));
+    let error = resolve(
+        "queues: [a]\nbuilder: {type: docker}\n",
+        &[],
+        &Flags::default(),
+    )
+    .unwrap_err();
+    assert!(
+        error.to_string().contains("without a Docker daemon"),
         "{error}"
     );
     let error = resolve(

@@ -346,7 +346,10 @@ async fn launch(
         project: spec.project.clone(),
         source: resolved.source.clone(),
         base_image_override: base_image_override(spec),
-        details: Default::default(),
+        details: rlaunch_builder::JobDetails {
+            entrypoint: resolved.entrypoint.clone(),
+            ..Default::default()
+        },
     };
     let built = ctx
         .builder
