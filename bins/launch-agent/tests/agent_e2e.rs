@@ -28,7 +28,8 @@ async fn fifty_items_on_two_queues_finish_under_max_jobs_and_sigterm_exits_clean
     // queue-b's runs each take one GPU, for the GPU-seconds metric.
     let mut gpu_queue = queue("queue-b", &ns.name, succeed);
     gpu_queue.config["resource_args"]["kubernetes"]["spec"]["template"]["spec"] = json!({
-        "containers": [{"name": "main", "resources": {"limits": {"nvidia.com/gpu": "1"}}}]
+        "containers": [{"name": "main", "resources": {"limits": {"nvidia.com/gpu": "1"}}}],
+        "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
     });
     fake.create_queue(gpu_queue).unwrap();
     let mut bad = queue("queue-bad", &ns.name, json!({}));

@@ -179,6 +179,87 @@ async fn a_preempted_run_is_requeued_with_resume_until_the_budget_is_spent() -> 
     Ok(())
 }
 
+/// Evicts (Eviction API: `DisruptionTarget` `EvictionByEvictionAPI`) the running pod of
+/// the first attempt: the run is requeued under the same run id and the second attempt,
+/// on a queue whose pods succeed, finishes; the old attempt's pod never fails the new one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_evicted_run_is_requeued_and_finishes_on_the_second_attempt() -> anyhow::Result<()> {
+    use k8s_openapi::api::core::v1::Pod;
+    let cluster = rlaunch_testkit::cluster().await?;
+    let client = cluster.client().await?;
+    let ns = cluster.namespace("agent-evict").await?;
+    let fake = Arc::new(FakeWandb::start().await?);
+    let ok = json!({annotations::OUTCOME: outcome::SUCCEED, annotations::RUN_SECONDS: "6"});
+    fake.create_queue(queue("spot", &ns.name, ok)).unwrap();
+    let first = fake.push_item(image_item("spot", "evict")).unwrap();
+    let _sdk = simulate_wandb_init(fake.clone());
+    let config = format!(
+        "entity: {FAKE_ENTITY}\nqueues: [spot]\npoll_interval: 0.3\ninit_check_timeout: 5\ntarget_namespaces: [{0}]\nidentity: evict-{0}\n",
+        ns.name
+    );
+    let (seen, recorder) = common::record_jobs(client.clone(), ns.name.clone());
+    let mut agent = AgentProcess::start(&fake, cluster.kubeconfig_path(), &config).await?;
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns.name);
+    let running = eventually("the first attempt's pod running", WAIT, || async {
+        let list = pods.list(&ListParams::default()).await?.items;
+        Ok(list
+            .into_iter()
+            .find(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running")))
+    })
+    .await?;
+    let first_job = jobs(&client, &ns.name).await?[0].metadata.uid.clone();
+    pods.evict(
+        running.metadata.name.as_deref().unwrap(),
+        &kube::api::EvictParams::default(),
+    )
+    .await?;
+    let done = eventually("the second attempt to finish", WAIT, || async {
+        let items = fake.items();
+        let second = items.iter().find(|i| i.id != first).cloned();
+        let finished = match &second {
+            Some(second) => {
+                let ran = seen.lock().unwrap().contains_key(&second.id);
+                ran && second.state == ItemState::Claimed
+                    && jobs(&client, &ns.name).await?.is_empty()
+            }
+            None => false,
+        };
+        Ok(finished.then_some(items))
+    })
+    .await;
+    let items = match done {
+        Ok(items) => items,
+        Err(error) => panic!("{error}\n{:#?}\n{}", fake.items(), agent.log_text()),
+    };
+    let original = items.iter().find(|i| i.id == first).unwrap();
+    let second = items.iter().find(|i| i.id != first).unwrap();
+    assert!(
+        original.failure.is_none(),
+        "requeued, not failed: {original:#?}"
+    );
+    assert!(
+        second.failure.is_none(),
+        "the second attempt finished: {second:#?}"
+    );
+    assert_eq!(second.associated_run_id, original.associated_run_id);
+    assert_eq!(second.run_spec["_resume_count"], 1);
+    assert_eq!(items.len(), 2, "requeued once: {items:#?}");
+    recorder.abort();
+    let seen = seen.lock().unwrap().clone();
+    assert_eq!(seen.get(&first).map(|uids| uids.len()), Some(1), "{seen:?}");
+    assert_eq!(
+        seen.get(&second.id).map(|uids| uids.len()),
+        Some(1),
+        "{seen:?}"
+    );
+    assert_ne!(seen.get(&first), seen.get(&second.id), "a new workload");
+    assert!(first_job.is_some());
+    agent.signal("TERM")?;
+    assert!(agent.child.wait().await?.success());
+    ns.cleanup().await;
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_storm_of_503s_never_ends_the_agent_and_the_queue_drains_after() -> anyhow::Result<()> {
     let cluster = rlaunch_testkit::cluster().await?;

@@ -126,37 +126,50 @@ async fn recover_intents(
             ctx.metrics.api_error("RunQueueItemInfo", error.kind());
             None
         });
-        match settle(&intent, info.as_ref()) {
-            Settle::Resume(item, requeue) => {
-                let resumed = Resumed {
-                    item: *item,
-                    queue: intent.queue.clone(),
-                    run_id: intent.run_id.clone(),
-                    requeue: *requeue,
-                    namespace: intent.namespace.clone(),
-                };
-                // The task deletes the intent once the workload exists or the item failed.
-                tasks.spawn(resume_item(ctx.clone(), registration.clone(), resumed));
-            }
-            Settle::Forget(why) => {
-                tracing::info!(item = %intent.item_id, queue = %intent.queue, run_id = %intent.run_id, why, "launch intent without a workload dropped");
-                intent::forget(client, &intent.namespace, &intent.item_id).await;
-            }
-            Settle::Fail(message) => {
-                tracing::warn!(item = %intent.item_id, queue = %intent.queue, run_id = %intent.run_id, reason = %message, "an item was acked but its workload never created; failing it");
-                let failure = ItemFailure::new(FailureStage::Agent, message);
-                report_failure(
-                    ctx,
-                    registration,
-                    &intent.item_id,
-                    &intent.queue,
-                    Some(&intent.run_id),
-                    &failure,
-                    None,
-                )
-                .await;
-                intent::forget(client, &intent.namespace, &intent.item_id).await;
-            }
+        let settled = settle(&intent, info.as_ref());
+        apply(ctx, registration, intent, settled, tasks).await;
+    }
+}
+
+/// Carries out what [`settle`] decided for `intent`.
+async fn apply(
+    ctx: &Arc<Context>,
+    registration: &Arc<Registration>,
+    intent: Intent,
+    settled: Settle,
+    tasks: &mut JoinSet<()>,
+) {
+    let client = ctx.runner.client();
+    match settled {
+        Settle::Resume(item, requeue) => {
+            let resumed = Resumed {
+                item: *item,
+                queue: intent.queue.clone(),
+                run_id: intent.run_id.clone(),
+                requeue: *requeue,
+                namespace: intent.namespace.clone(),
+            };
+            // The task deletes the intent once the workload exists or the item failed.
+            tasks.spawn(resume_item(ctx.clone(), registration.clone(), resumed));
+        }
+        Settle::Forget(why) => {
+            tracing::info!(item = %intent.item_id, queue = %intent.queue, run_id = %intent.run_id, why, "launch intent without a workload dropped");
+            intent::forget(client, &intent.namespace, &intent.item_id).await;
+        }
+        Settle::Fail(message) => {
+            tracing::warn!(item = %intent.item_id, queue = %intent.queue, run_id = %intent.run_id, reason = %message, "an item was acked but its workload never created; failing it");
+            let failure = ItemFailure::new(FailureStage::Agent, message);
+            report_failure(
+                ctx,
+                registration,
+                &intent.item_id,
+                &intent.queue,
+                Some(&intent.run_id),
+                &failure,
+                None,
+            )
+            .await;
+            intent::forget(client, &intent.namespace, &intent.item_id).await;
         }
     }
 }
