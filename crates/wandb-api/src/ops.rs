@@ -71,6 +71,7 @@ operation!(
 operation!(RunStoppedStatus, "graphql/RunStoppedStatus.graphql");
 operation!(RunState, "graphql/RunState.graphql");
 operation!(RunQueueItemInfo, "graphql/RunQueueItemInfo.graphql");
+operation!(RunQueueItemState, "graphql/RunQueueItemState.graphql");
 operation!(PushToRunQueueByName, "graphql/pushToRunQueueByName.graphql");
 operation!(UpsertBucket, "graphql/UpsertBucket.graphql");
 operation!(CreateRunFiles, "graphql/CreateRunFiles.graphql");
@@ -414,9 +415,31 @@ impl Client {
     }
 
     /// `RunQueueItemInfo`: item `item_id` of `entity/project/queue`: its state, the run id
-    /// it was acked with, when it was pushed, its priority and template variables. `None` when the server does not know the item;
-    /// a field the server leaves out (or sends unreadable) is `None`.
+    /// it was acked with, when it was pushed, its priority and template variables. `None`
+    /// when the server does not know the item; a field the server leaves out (or sends
+    /// unreadable) is `None`.
+    ///
+    /// Only `id`, `state` and `associatedRunId` are fields W&B's own client reads from a
+    /// queue item (`GetRunQueueItem`); the others are asked for too, and a server that
+    /// refuses the query for them (a GraphQL or HTTP 4xx rejection) is asked again for those
+    /// three alone (`RunQueueItemState`), so the state an agent needs to resume a launch
+    /// never depends on the optional fields.
     pub async fn run_queue_item_info(
+        &self,
+        entity: &str,
+        project: &str,
+        queue: &str,
+        item_id: &str,
+    ) -> Result<Option<QueueItemInfo>> {
+        match self.item_info_full(entity, project, queue, item_id).await {
+            Err(Error::GraphQl { .. } | Error::Rejected { .. }) => {
+                self.item_state_only(entity, project, queue, item_id).await
+            }
+            other => other,
+        }
+    }
+
+    async fn item_info_full(
         &self,
         entity: &str,
         project: &str,
@@ -451,6 +474,34 @@ impl Client {
                 .template_variable_values
                 .and_then(|text| serde_json::from_str(&text).ok()),
         }))
+    }
+
+    /// `RunQueueItemState`: the fields every W&B server serves, the rest left `None`.
+    async fn item_state_only(
+        &self,
+        entity: &str,
+        project: &str,
+        queue: &str,
+        item_id: &str,
+    ) -> Result<Option<QueueItemInfo>> {
+        let variables = run_queue_item_state::Variables {
+            entity: entity.to_owned(),
+            project: project.to_owned(),
+            queue_name: queue.to_owned(),
+            item_id: item_id.to_owned(),
+        };
+        let data = self
+            .graphql::<RunQueueItemState>(Sender::LaunchApi, variables)
+            .await?;
+        Ok(data
+            .project
+            .and_then(|project| project.run_queue)
+            .and_then(|queue| queue.run_queue_item)
+            .map(|item| QueueItemInfo {
+                state: item.state,
+                associated_run_id: item.associated_run_id,
+                ..QueueItemInfo::default()
+            }))
     }
 
     /// `pushToRunQueueByName`: enqueues a spec. `None` means the server did not find (or

@@ -480,6 +480,38 @@ async fn item_info_tells_state_run_id_creation_priority_and_template_variables()
     assert_eq!(missing, None);
 }
 
+/// A server that refuses the optional fields (`createdAt`, `priority`,
+/// `templateVariableValues`) still tells the state and run id: the client asks again for
+/// the fields W&B's own client reads.
+#[tokio::test]
+async fn item_info_falls_back_to_state_when_the_optional_fields_are_refused() {
+    let (fake, client) = start().await;
+    let id = push(&fake, image_spec(), Some(1));
+    client
+        .pop_from_run_queue(FAKE_ENTITY, PROJECT, QUEUE, None)
+        .await
+        .unwrap();
+    client.ack_run_queue_item(&id, "run7").await.unwrap();
+    fake.inject_fault(rlaunch_wandb_fake::Fault {
+        operation: "RunQueueItemInfo".to_owned(),
+        graphql_error: Some("Cannot query field \"priority\" on type \"RunQueueItem\"".to_owned()),
+        ..rlaunch_wandb_fake::Fault::default()
+    });
+    let info = client
+        .run_queue_item_info(FAKE_ENTITY, PROJECT, QUEUE, &id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(info.state.as_deref(), Some("CLAIMED"));
+    assert_eq!(info.associated_run_id.as_deref(), Some("run7"));
+    assert_eq!((info.priority, info.created_at), (None, None));
+    assert_eq!(info.template_variables, None);
+    let fallback = fake.journal_of("RunQueueItemState");
+    assert_eq!(fallback.len(), 1, "one fallback request");
+    assert!(fallback[0].errors.is_empty(), "{:?}", fallback[0].errors);
+    assert!(!fallback[0].query.contains("priority"));
+}
+
 #[tokio::test]
 async fn malformed_run_spec_comes_back_with_its_id() {
     let (fake, client) = start().await;
