@@ -586,9 +586,7 @@ pub(crate) fn decode_graphql<T: DeserializeOwned>(
     // serde quotes the offending value, which may be the key a broken server echoes.
     serde_json::from_value(data).map_err(|e| Error::InvalidResponse {
         operation,
-        reason: shorten(&key.redact_in(&format!(
-            "`data` does not match the operation: {e}"
-        ))),
+        reason: shorten(&key.redact_in(&format!("`data` does not match the operation: {e}"))),
     })
 }
 
