@@ -190,6 +190,12 @@ fn fuzz_one(dirs: &Dirs, target: &str, seconds: u64) -> Result<Outcome> {
     let artifacts = dirs.dir("artifacts", target)?;
     let mut seeds = vec![PathBuf::from("fuzz/seeds").join(target)];
     if target == "render" {
+        let derived = dirs.base.join("derived-seeds").join(target);
+        // Written fresh, so a removed example leaves no stale seed behind.
+        if derived.exists() {
+            std::fs::remove_dir_all(&derived)
+                .with_context(|| format!("cannot clear {}", derived.display()))?;
+        }
         seeds.push(render_seeds(&dirs.dir("derived-seeds", target)?)?);
     }
     let log_path = dirs.base.join(format!("{target}.log"));

@@ -233,6 +233,15 @@ impl Config {
                 path: self.source.clone(),
             });
         }
+        // `${WANDB_API_KEY}` in a queue config would copy the agent's key into pod specs
+        // in plain text (and the config's Debug into logs); runs get it from the Secret.
+        if let Some(name) = self.allowed_macros.iter().find(|n| *n == "WANDB_API_KEY") {
+            return Err(self.invalid(
+                "allowed_macros",
+                format!("lists `{name}`, the agent's API key"),
+                "remove it: every run already gets the key from its API-key Secret",
+            ));
+        }
         if !self.target_namespaces.is_empty()
             && !self.target_namespaces.contains(&self.default_namespace)
         {

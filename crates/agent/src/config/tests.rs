@@ -441,3 +441,18 @@ fn leader_election_keys_env_and_flags() {
         "{typo}"
     );
 }
+
+#[test]
+fn the_api_key_is_never_a_macro() {
+    // Found by the `launch_config` fuzz target: an allow-listed `WANDB_API_KEY` put the
+    // agent's key in `macro_env`, hence in `Config`'s Debug and in any pod spec asking.
+    let error = resolve(
+        "queues: [a]\nallowed_macros: [TEAM, WANDB_API_KEY]\n",
+        &[("WANDB_API_KEY", "secret-key-0123456789")],
+        &Flags::default(),
+    )
+    .unwrap_err();
+    let text = error.to_string();
+    assert!(text.contains("allowed_macros"), "{text}");
+    assert!(!text.contains("secret-key"), "{text}");
+}
