@@ -122,23 +122,52 @@ fn publish_target_dir() -> PathBuf {
 }
 
 /// Cargo verifies a packaged crate against its packaged siblings as if they came from a
-/// registry, and a registry crate of the same version is never rebuilt: a sibling changed
-/// since the last dry-run would be checked against its old build. Forgetting the builds of
-/// our own crates (their fingerprints) makes every dry-run check the sources as they are;
-/// third-party dependencies stay cached.
+/// registry (the dry-run's `tmp-registry`), and a registry crate of the same version is
+/// neither unpacked again nor rebuilt: a sibling changed since the last dry-run would be
+/// checked against its old sources and build. Forgetting both — the builds of our own crates
+/// (their fingerprints) and their unpacked sources under `$CARGO_HOME/registry/src` outside
+/// crates.io's folder — makes every dry-run check the sources as they are; third-party
+/// dependencies stay cached.
 fn forget_packaged_builds() -> Result<()> {
-    let fingerprints = publish_target_dir().join("debug/.fingerprint");
-    let Ok(entries) = std::fs::read_dir(&fingerprints) else {
-        return Ok(()); // first run: nothing cached
+    remove_ours_in(&publish_target_dir().join("debug/.fingerprint"))?;
+    let sources = cargo_home().join("registry/src");
+    let Ok(registries) = std::fs::read_dir(&sources) else {
+        return Ok(()); // nothing unpacked yet
+    };
+    for registry in registries {
+        let registry = registry.with_context(|| format!("cannot list {}", sources.display()))?;
+        if !registry
+            .file_name()
+            .to_string_lossy()
+            .starts_with("index.crates.io")
+        {
+            remove_ours_in(&registry.path())?;
+        }
+    }
+    Ok(())
+}
+
+/// Removes every entry of `dir` whose name starts with `rlaunch`; a missing `dir` is fine.
+fn remove_ours_in(dir: &std::path::Path) -> Result<()> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Ok(());
     };
     for entry in entries {
-        let entry = entry.with_context(|| format!("cannot list {}", fingerprints.display()))?;
+        let entry = entry.with_context(|| format!("cannot list {}", dir.display()))?;
         if entry.file_name().to_string_lossy().starts_with("rlaunch") {
             std::fs::remove_dir_all(entry.path())
                 .with_context(|| format!("cannot remove {}", entry.path().display()))?;
         }
     }
     Ok(())
+}
+
+/// `$CARGO_HOME`, or `~/.cargo` as cargo defaults it.
+fn cargo_home() -> PathBuf {
+    std::env::var_os("CARGO_HOME").map_or_else(
+        || PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cargo"),
+        PathBuf::from,
+    )
 }
 
 /// `cargo publish --workspace --dry-run` of the embeddable crates: packages each one (so a
