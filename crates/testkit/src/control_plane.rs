@@ -319,25 +319,8 @@ fn spawn_watchdog(supervision: Supervision, dir: &Path) -> Result<Option<(Child,
     if supervision == Supervision::Detached {
         return Ok(None);
     }
-    let mut child = Command::new("sh")
-        .arg("-c")
-        .arg(WATCHDOG)
-        .arg("rlaunch-testkit-watchdog")
-        .arg(dir)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .process_group(0)
-        .spawn()
-        .map_err(|source| Error::Spawn {
-            component: "watchdog (sh)".into(),
-            binary: PathBuf::from("sh"),
-            source,
-        })?;
-    match child.stdin.take() {
-        Some(stdin) => Ok(Some((child, stdin))),
-        None => Err(Error::Internal("watchdog stdin missing".into())),
-    }
+    crate::support::spawn_watchdog(WATCHDOG, "rlaunch-testkit-watchdog", &[dir.as_os_str()])
+        .map(Some)
 }
 
 /// Whether a health endpoint of a component answers (any body: kcm and the scheduler

@@ -89,3 +89,34 @@ pub async fn client_from_kubeconfig(path: &Path) -> Result<kube::Client> {
         source,
     })
 }
+
+/// Starts `sh -c script name args…` in its own process group with a piped stdin: the
+/// watchdog that tears down what a test started when the test process dies (its stdin
+/// closes). `name` is `$0` of the script and names it in errors.
+pub(crate) fn spawn_watchdog(
+    script: &str,
+    name: &str,
+    args: &[&std::ffi::OsStr],
+) -> Result<(std::process::Child, std::process::ChildStdin)> {
+    use std::os::unix::process::CommandExt as _;
+    use std::process::{Command, Stdio};
+    let mut child = Command::new("sh")
+        .arg("-c")
+        .arg(script)
+        .arg(name)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .process_group(0)
+        .spawn()
+        .map_err(|source| Error::Spawn {
+            component: format!("{name} (sh)"),
+            binary: PathBuf::from("sh"),
+            source,
+        })?;
+    match child.stdin.take() {
+        Some(stdin) => Ok((child, stdin)),
+        None => Err(Error::Internal(format!("{name}: stdin missing"))),
+    }
+}

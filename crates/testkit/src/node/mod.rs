@@ -116,27 +116,11 @@ fn spawn_watchdog(dir: &Path, cgroup_root: &str, bridge: &str) -> Result<(Child,
     let script = format!(
         "trap '' INT TERM HUP\nread -r _ignored\nkill -s TERM 0 2>/dev/null\nsleep 1\n{TEARDOWN}\nkill -s KILL 0 2>/dev/null\n"
     );
-    let mut child = Command::new("sh")
-        .arg("-c")
-        .arg(script)
-        .arg("rlaunch-testkit-node-watchdog")
-        .arg(dir)
-        .arg(cgroup_root)
-        .arg(bridge)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .process_group(0)
-        .spawn()
-        .map_err(|source| Error::Spawn {
-            component: "node watchdog (sh)".into(),
-            binary: PathBuf::from("sh"),
-            source,
-        })?;
-    match child.stdin.take() {
-        Some(stdin) => Ok((child, stdin)),
-        None => Err(Error::Internal("node watchdog stdin missing".into())),
-    }
+    crate::support::spawn_watchdog(
+        &script,
+        "rlaunch-testkit-node-watchdog",
+        &[dir.as_os_str(), cgroup_root.as_ref(), bridge.as_ref()],
+    )
 }
 
 impl RealNode {

@@ -62,25 +62,11 @@ fn unique_dir(name: &str) -> PathBuf {
 }
 
 fn spawn_watchdog(dir: &Path) -> Result<(Child, ChildStdin)> {
-    let mut child = Command::new("sh")
-        .arg("-c")
-        .arg(WATCHDOG)
-        .arg("rlaunch-testkit-server-watchdog")
-        .arg(dir)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .process_group(0)
-        .spawn()
-        .map_err(|source| Error::Spawn {
-            component: "server watchdog (sh)".into(),
-            binary: PathBuf::from("sh"),
-            source,
-        })?;
-    match child.stdin.take() {
-        Some(stdin) => Ok((child, stdin)),
-        None => Err(Error::Internal("server watchdog stdin missing".into())),
-    }
+    crate::support::spawn_watchdog(
+        WATCHDOG,
+        "rlaunch-testkit-server-watchdog",
+        &[dir.as_os_str()],
+    )
 }
 
 impl ServerProcess {
