@@ -55,6 +55,14 @@ fn build() -> Result<()> {
     }
     let kubelet = rlaunch_testkit::node::ensure_kubelet().context("building the kubelet")?;
     println!("{}", kubelet.display());
+    let crds = rlaunch_testkit::crds::manifests().context("fetching the operators' CRDs")?;
+    eprintln!(
+        "CRDs: {}",
+        crds.iter()
+            .map(|(name, _)| *name)
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
     Ok(())
 }
 

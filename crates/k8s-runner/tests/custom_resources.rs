@@ -1,6 +1,7 @@
-//! Custom-resource workloads (Volcano Job, PyTorchJob, JobSet): the CRDs are installed by
-//! testkit, no operator runs, so the test plays the operator by patching `status` through the
-//! status subresource.
+//! Custom-resource workloads (Volcano Job, PyTorchJob, JobSet): testkit installs the
+//! operators' own CRDs (`rlaunch_testkit::crds`), so every rendered body and every status
+//! written here passes the real schema; no operator runs yet, so the test plays the operator
+//! by patching `status` through the status subresource, in the shape each operator writes.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 

@@ -58,6 +58,7 @@
 pub mod annotations;
 pub mod binaries;
 pub mod control_plane;
+pub mod crds;
 pub mod node;
 mod pki;
 pub mod servers;

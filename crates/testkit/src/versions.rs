@@ -26,6 +26,15 @@ pub const MOTO: &str = "5.2.5";
 pub const AZURITE: &str = "3.37.0";
 /// fake-gcs-server (Go module proxy), the GCS test server.
 pub const FAKE_GCS_SERVER: &str = "v1.56.1";
+/// `github.com/kubeflow/training-operator` tag whose shipped CRDs the clusters install.
+pub const TRAINING_OPERATOR: &str = "v1.8.1";
+/// `sigs.k8s.io/jobset` tag whose shipped CRD the clusters install.
+pub const JOBSET: &str = "v0.10.1";
+/// `volcano.sh/apis` tag whose API types the Volcano CRD is generated from (lock files in
+/// `assets/go/crds/`).
+pub const VOLCANO_APIS: &str = "v1.13.0";
+/// `sigs.k8s.io/controller-tools` tag of the `controller-gen` that generates it.
+pub const CONTROLLER_TOOLS: &str = "v0.23.0";
 /// Bump when the build recipe changes in a way that needs fresh binaries.
 pub const RECIPE: u32 = 1;
 

@@ -474,36 +474,60 @@ async fn every_failure_outcome_shows_in_pod_status() -> Result<()> {
     Ok(())
 }
 
+/// One operator CRD the cluster installs, with a status the real schema keeps.
+struct CrdCase {
+    name: &'static str,
+    gvk: GroupVersionKind,
+    spec: serde_json::Value,
+    /// A spec the real schema refuses (a field of the wrong type).
+    wrong_spec: serde_json::Value,
+    status: serde_json::Value,
+    /// Where the kept status shows, and what it holds.
+    kept: (&'static str, &'static str),
+}
+
+fn crd_cases() -> [CrdCase; 3] {
+    let jobset_condition = json!({"type": "Completed", "status": "True", "reason": "AllJobsCompleted",
+        "message": "jobs completed", "lastTransitionTime": "2026-01-01T00:00:00Z"});
+    [
+        CrdCase {
+            name: "jobs.batch.volcano.sh",
+            gvk: GroupVersionKind::gvk("batch.volcano.sh", "v1alpha1", "Job"),
+            spec: json!({"minAvailable": 1, "tasks": []}),
+            wrong_spec: json!({"minAvailable": "one"}),
+            status: json!({"state": {"phase": "Running"}}),
+            kept: ("/status/state/phase", "Running"),
+        },
+        CrdCase {
+            name: "pytorchjobs.kubeflow.org",
+            gvk: GroupVersionKind::gvk("kubeflow.org", "v1", "PyTorchJob"),
+            spec: json!({"pytorchReplicaSpecs": {}}),
+            wrong_spec: json!({"pytorchReplicaSpecs": "master"}),
+            status: json!({"conditions": [{"type": "Running", "status": "True"}], "replicaStatuses": {}}),
+            kept: ("/status/conditions/0/type", "Running"),
+        },
+        CrdCase {
+            name: "jobsets.jobset.x-k8s.io",
+            gvk: GroupVersionKind::gvk("jobset.x-k8s.io", "v1alpha2", "JobSet"),
+            spec: json!({"replicatedJobs": []}),
+            wrong_spec: json!({"replicatedJobs": "trainers"}),
+            status: json!({"conditions": [jobset_condition]}),
+            kept: ("/status/conditions/0/reason", "AllJobsCompleted"),
+        },
+    ]
+}
+
+/// The operators' own CRDs are installed: Established, with a status subresource, a schema
+/// that refuses a wrongly typed spec, keeps the status the operator writes and prunes a
+/// status field the operator never writes (the hand-written preserve-unknown CRDs kept it).
 #[tokio::test]
-async fn workload_crds_are_established_with_status() -> Result<()> {
+async fn operator_crds_validate_with_their_real_schemas() -> Result<()> {
     let cluster = rlaunch_testkit::cluster().await?;
     let client = cluster.client().await?;
     let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
     let ns = cluster.namespace("crds").await?;
-    let cases = [
-        (
-            "jobs.batch.volcano.sh",
-            "batch.volcano.sh",
-            "v1alpha1",
-            "Job",
-            json!({"minAvailable": 1, "tasks": []}),
-        ),
-        (
-            "pytorchjobs.kubeflow.org",
-            "kubeflow.org",
-            "v1",
-            "PyTorchJob",
-            json!({"pytorchReplicaSpecs": {}}),
-        ),
-        (
-            "jobsets.jobset.x-k8s.io",
-            "jobset.x-k8s.io",
-            "v1alpha2",
-            "JobSet",
-            json!({"replicatedJobs": []}),
-        ),
-    ];
-    for (name, group, version, kind, spec) in cases {
+    for case in crd_cases() {
+        let name = case.name;
         let crd = crds.get(name).await?;
         let established = crd
             .status
@@ -513,18 +537,38 @@ async fn workload_crds_are_established_with_status() -> Result<()> {
             .any(|c| c.type_ == "Established" && c.status == "True");
         assert!(established, "{name} not Established");
         assert_eq!(crd.spec.scope, "Namespaced");
-        let gvk = GroupVersionKind::gvk(group, version, kind);
-        let ar = ApiResource::from_gvk(&gvk);
+        let ar = ApiResource::from_gvk(&case.gvk);
         let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), &ns.name, &ar);
+        let mut wrong = DynamicObject::new("wrong", &ar);
+        wrong.data = json!({ "spec": case.wrong_spec });
+        match api.create(&PostParams::default(), &wrong).await {
+            Err(kube::Error::Api(status)) => assert_eq!(status.code, 422, "{name}: {status:?}"),
+            other => panic!("{name}: a wrongly typed spec was not refused: {other:?}"),
+        }
         let mut obj = DynamicObject::new("sample", &ar);
-        obj.data = json!({ "spec": spec });
+        obj.data = json!({ "spec": case.spec });
         api.create(&PostParams::default(), &obj).await?;
-        let status = json!({ "status": { "state": { "phase": "Running" } } });
-        api.patch_status("sample", &PatchParams::default(), &Patch::Merge(&status))
-            .await
-            .with_context(|| format!("status subresource of {name}"))?;
+        let mut status = case.status;
+        status["madeUpByTheTest"] = json!("pruned");
+        api.patch_status(
+            "sample",
+            &PatchParams::default(),
+            &Patch::Merge(&json!({ "status": status })),
+        )
+        .await
+        .with_context(|| format!("status subresource of {name}"))?;
         let back = api.get("sample").await?;
-        assert_eq!(back.data["status"]["state"]["phase"], "Running", "{name}");
+        let (pointer, want) = case.kept;
+        assert_eq!(
+            back.data.pointer(pointer),
+            Some(&json!(want)),
+            "{name}: {:?}",
+            back.data
+        );
+        assert!(
+            back.data["status"].get("madeUpByTheTest").is_none(),
+            "{name} kept an unknown field"
+        );
     }
     ns.cleanup().await;
     Ok(())
