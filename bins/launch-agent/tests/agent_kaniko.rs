@@ -2,6 +2,8 @@
 //! artifact fetched from `wandb-fake`, built by a Kaniko Job (kwok plays the build pod),
 //! and run on the built image; a failed build is reported with stage `build`. The context
 //! goes to the real S3 server (moto) and the existence check asks the real OCI registry.
+//! Two jobs with the same code but different Python runtimes get different images: the
+//! job's `runtime` reaches the generated Dockerfile, hence the content-hash tag.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
@@ -42,8 +44,8 @@ fn artifact(name: &str, files: &[(&str, String)]) -> NewArtifact {
     }
 }
 
-fn code_job(code: &str) -> String {
-    json!({"source_type": "artifact", "source": {
+fn code_job(code: &str, runtime: &str) -> String {
+    json!({"source_type": "artifact", "runtime": runtime, "source": {
         "artifact": format!("{FAKE_ENTITY}/jobs/{code}:latest"),
         "entrypoint": ["python", "train.py"]
     }})
@@ -69,6 +71,13 @@ fn agent_config(ns: &str, registry: &Registry, s3: &S3Server, build_outcome: Val
     )
 }
 
+/// The image of `job`'s first container, when it is one the builder pushed under `prefix`.
+fn run_image(job: &Job, prefix: &str) -> Option<String> {
+    let spec = job.spec.as_ref()?.template.spec.as_ref()?;
+    let image = spec.containers.first()?.image.clone()?;
+    image.starts_with(prefix).then_some(image)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_code_job_is_built_then_run_and_a_failed_build_has_stage_build() -> anyhow::Result<()> {
     let cluster = rlaunch_testkit::cluster().await?;
@@ -87,11 +96,18 @@ async fn a_code_job_is_built_then_run_and_a_failed_build_has_stage_build() -> an
     fake.add_artifact(artifact("code-ok", &[("train.py", "print('ok')\n".into())]));
     fake.add_artifact(artifact(
         "job-ok",
-        &[("wandb-job.json", code_job("code-ok"))],
+        &[("wandb-job.json", code_job("code-ok", "3.10.4"))],
     ));
-    let ok_item = fake
-        .push_item(item(&format!("{FAKE_ENTITY}/jobs/job-ok:latest")))
-        .unwrap();
+    fake.add_artifact(artifact(
+        "job-ok-py311",
+        &[("wandb-job.json", code_job("code-ok", "CPython 3.11.2"))],
+    ));
+    let ok_items = [
+        fake.push_item(item(&format!("{FAKE_ENTITY}/jobs/job-ok:latest")))
+            .unwrap(),
+        fake.push_item(item(&format!("{FAKE_ENTITY}/jobs/job-ok-py311:latest")))
+            .unwrap(),
+    ];
     let _sdk = simulate_wandb_init(fake.clone());
     let config = agent_config(
         &ns.name,
@@ -101,48 +117,56 @@ async fn a_code_job_is_built_then_run_and_a_failed_build_has_stage_build() -> an
     );
     let mut agent = AgentProcess::start(&fake, cluster.kubeconfig_path(), &config).await?;
 
+    // Both runs start on built images (seen while their Jobs exist), one image per runtime.
     let api: Api<Job> = Api::namespaced(client.clone(), &ns.name);
     let prefix = format!("{}/team/trainer:", registry.host());
-    let run_job = eventually(
-        "the run on the built image",
-        Duration::from_secs(180),
+    let seen = std::sync::Mutex::new(BTreeMap::<String, String>::new());
+    let runs = eventually(
+        "the two runs on their built images",
+        Duration::from_secs(240),
         || async {
-            let jobs = api.list(&ListParams::default()).await?.items;
-            Ok(jobs.into_iter().find(|j| {
-                serde_json::to_string(j).unwrap().contains(&prefix)
-                    && !j
-                        .metadata
-                        .name
-                        .clone()
-                        .unwrap_or_default()
-                        .contains("container-build")
-            }))
+            for job in api.list(&ListParams::default()).await?.items {
+                let name = job.metadata.name.clone().unwrap_or_default();
+                let image = run_image(&job, &prefix);
+                if let (false, Some(image)) = (name.contains("container-build"), image) {
+                    seen.lock().unwrap().insert(name, image);
+                }
+            }
+            let seen = seen.lock().unwrap();
+            Ok((seen.len() == 2).then(|| seen.clone()))
         },
     )
     .await;
-    if let Err(error) = &run_job {
-        panic!("{error}\n{:#?}\n{}", fake.items(), agent.log_text());
-    }
-    // The run finishes and is reported: the agent deletes its Job after the report.
-    let run_name = run_job.unwrap().metadata.name.unwrap();
+    let runs = match runs {
+        Ok(runs) => runs,
+        Err(error) => panic!("{error}\n{:#?}\n{}", fake.items(), agent.log_text()),
+    };
+    let images: std::collections::BTreeSet<&String> = runs.values().collect();
+    assert_eq!(images.len(), 2, "one image per Python runtime: {runs:#?}");
+    // The runs finish and are reported: the agent deletes their Jobs after the report.
     let reported = eventually(
-        "the run reported and deleted",
+        "the runs reported and deleted",
         Duration::from_secs(180),
         || async {
-            let gone = api
-                .get_opt(&run_name)
-                .await?
-                .is_none_or(|j| j.metadata.deletion_timestamp.is_some());
-            Ok((gone && agent.log_text().contains("item finished")).then_some(()))
+            for name in runs.keys() {
+                let job = api.get_opt(name).await?;
+                if job.is_some_and(|j| j.metadata.deletion_timestamp.is_none()) {
+                    return Ok(None);
+                }
+            }
+            let finished = agent.log_text().matches("item finished").count();
+            Ok((finished >= 2).then_some(()))
         },
     )
     .await;
     if let Err(error) = &reported {
         panic!("{error}\n{:#?}\n{}", fake.items(), agent.log_text());
     }
-    let ok = fake.item(&ok_item).unwrap();
-    assert!(ok.failure.is_none(), "{ok:#?}");
-    assert_eq!(ok.state, ItemState::Claimed, "{ok:#?}");
+    for ok_item in &ok_items {
+        let ok = fake.item(ok_item).unwrap();
+        assert!(ok.failure.is_none(), "{ok:#?}");
+        assert_eq!(ok.state, ItemState::Claimed, "{ok:#?}");
+    }
     agent.signal("TERM")?;
     assert!(agent.child.wait().await?.success());
 
@@ -159,7 +183,7 @@ async fn a_code_job_is_built_then_run_and_a_failed_build_has_stage_build() -> an
     ));
     fake.add_artifact(artifact(
         "job-bad",
-        &[("wandb-job.json", code_job("code-bad"))],
+        &[("wandb-job.json", code_job("code-bad", "3.12"))],
     ));
     let bad_item = fake
         .push_item(item(&format!("{FAKE_ENTITY}/jobs/job-bad:latest")))

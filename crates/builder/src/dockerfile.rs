@@ -65,13 +65,19 @@ pub struct Generated {
     pub entrypoint: Option<Vec<String>>,
 }
 
-/// `3.10.4` → `3.10`; `None` → [`DEFAULT_PYTHON_VERSION`]. Anything but digits and dots is
-/// [`Error::InvalidPythonVersion`].
+/// `3.10.4` → `3.10`; `None` → [`DEFAULT_PYTHON_VERSION`]. An implementation name before
+/// the version (`CPython 3.10.4`, as newer W&B SDKs record a job's runtime) is dropped;
+/// anything else but digits and dots is [`Error::InvalidPythonVersion`].
 pub fn python_minor(run_id: &str, version: Option<&str>) -> Result<String, Error> {
     let Some(version) = version.map(str::trim).filter(|v| !v.is_empty()) else {
         return Ok(DEFAULT_PYTHON_VERSION.to_owned());
     };
-    let parts: Vec<&str> = version.split('.').collect();
+    let number = ["CPython ", "Python "]
+        .iter()
+        .find_map(|prefix| version.strip_prefix(prefix))
+        .unwrap_or(version)
+        .trim();
+    let parts: Vec<&str> = number.split('.').collect();
     let numeric = |p: &&str| !p.is_empty() && p.chars().all(|c| c.is_ascii_digit());
     if parts.len() < 2 || !parts.iter().all(numeric) || parts[0] != "3" {
         return Err(Error::InvalidPythonVersion {
@@ -152,12 +158,14 @@ mod tests {
     #[test]
     fn python_versions_keep_major_and_minor_only() {
         assert_eq!(python_minor("r", Some("3.10.4")).unwrap(), "3.10");
+        assert_eq!(python_minor("r", Some("CPython 3.12.1")).unwrap(), "3.12");
+        assert_eq!(python_minor("r", Some("Python 3.9")).unwrap(), "3.9");
         assert_eq!(python_minor("r", None).unwrap(), DEFAULT_PYTHON_VERSION);
         assert_eq!(
             python_minor("r", Some(" ")).unwrap(),
             DEFAULT_PYTHON_VERSION
         );
-        for bad in ["3", "2.7", "3.x", "3.10; rm -rf /"] {
+        for bad in ["3", "2.7", "3.x", "3.10; rm -rf /", "PyPy 3.10", "CPython"] {
             let error = python_minor("r", Some(bad)).unwrap_err();
             assert!(error.to_string().contains(bad), "{error}");
         }

@@ -71,6 +71,8 @@ pub struct Overrides {
     pub files: Option<Value>,
     /// Sub-directory of `/mnt/wandb` used as the working dir of base-image jobs.
     pub working_dir: Option<String>,
+    /// Dockerfile to build with, relative to the job's code root (wins over the job's own).
+    pub dockerfile: Option<String>,
 }
 
 /// One entry of `additional_services`.
@@ -374,6 +376,8 @@ impl Parser<'_> {
             "runSpec.overrides.working_dir",
             overrides.get("working_dir"),
         );
+        let dockerfile =
+            self.string_at("runSpec.overrides.dockerfile", overrides.get("dockerfile"));
         Overrides {
             args,
             entry_point,
@@ -381,6 +385,7 @@ impl Parser<'_> {
             artifacts,
             files,
             working_dir,
+            dockerfile,
         }
     }
 

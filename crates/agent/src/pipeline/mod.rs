@@ -346,10 +346,7 @@ async fn launch(
         project: spec.project.clone(),
         source: resolved.source.clone(),
         base_image_override: base_image_override(spec),
-        details: rlaunch_builder::JobDetails {
-            entrypoint: resolved.entrypoint.clone(),
-            ..Default::default()
-        },
+        details: job_details(&resolved, spec),
     };
     let built = ctx
         .builder
@@ -452,6 +449,19 @@ fn gpus_requested(manifest: &serde_json::Value) -> u32 {
         .filter(|(resource, _)| rlaunch_gpu::Vendor::of_resource(resource).is_some())
         .map(|(_, amount)| u32::try_from(amount).unwrap_or(0))
         .fold(0u32, u32::saturating_add)
+}
+
+/// What the builder needs from the job and the run spec beyond the source (pure). Git
+/// credentials are not passed here: the agent's own git configuration (the chart's
+/// `gitCreds` mounts `.git-credentials` with git's `store` helper) serves the clone.
+fn job_details(resolved: &source::Resolved, spec: &RunSpec) -> rlaunch_builder::JobDetails {
+    rlaunch_builder::JobDetails {
+        entrypoint: resolved.entrypoint.clone(),
+        python_version: resolved.python_version.clone(),
+        dockerfile_override: spec.overrides.dockerfile.clone(),
+        diff_patch: resolved.diff_patch.clone(),
+        git_credentials: None,
+    }
 }
 
 /// The run's image-pull Secret, when the builder says the image needs credentials.
@@ -751,6 +761,34 @@ mod tests {
                 sub_path: "job:v1".into()
             }
         );
+    }
+
+    #[test]
+    fn the_builder_gets_the_jobs_runtime_patch_and_the_runs_dockerfile() {
+        let resolved = source::Resolved {
+            source: JobSource::Repo {
+                remote: "https://git.example/r.git".into(),
+                commit: "abc".into(),
+                base_image: None,
+                dockerfile: Some("Dockerfile".into()),
+            },
+            entrypoint: Some(vec!["python".into(), "train.py".into()]),
+            python_version: Some("3.11".into()),
+            diff_patch: Some("--- a/x\n+++ b/x\n".into()),
+        };
+        let run = spec(
+            r#"{"entity":"e","project":"p","job":"e/p/job:v1","overrides":{"dockerfile":"docker/Dockerfile.gpu"}}"#,
+        );
+        let details = job_details(&resolved, &run);
+        assert_eq!(details.entrypoint, resolved.entrypoint);
+        assert_eq!(details.python_version.as_deref(), Some("3.11"));
+        assert_eq!(details.diff_patch, resolved.diff_patch);
+        assert_eq!(
+            details.dockerfile_override.as_deref(),
+            Some("docker/Dockerfile.gpu")
+        );
+        let plain = job_details(&resolved, &spec(r#"{"entity":"e","project":"p"}"#));
+        assert_eq!(plain.dockerfile_override, None);
     }
 
     #[test]

@@ -13,7 +13,14 @@ pub(crate) struct Resolved {
     pub source: JobSource,
     /// The job's entrypoint, used when the run spec has no override.
     pub entrypoint: Option<Vec<String>>,
+    /// The job's Python version (`runtime` in `wandb-job.json`), for a generated Dockerfile.
+    pub python_version: Option<String>,
+    /// The job's `diff.patch` (uncommitted changes of a git job), applied after checkout.
+    pub diff_patch: Option<String>,
 }
+
+/// The file of a git job's artifact holding the changes not committed when it was made.
+const DIFF_PATCH: &str = "diff.patch";
 
 /// Image jobs need nothing fetched; job artifacts are read from W&B.
 pub(crate) async fn resolve(ctx: &Context, spec: &RunSpec) -> Result<Resolved, String> {
@@ -23,6 +30,8 @@ pub(crate) async fn resolve(ctx: &Context, spec: &RunSpec) -> Result<Resolved, S
                 image: image.clone(),
             },
             entrypoint: None,
+            python_version: None,
+            diff_patch: None,
         });
     }
     let Some(job) = &spec.job else {
@@ -37,17 +46,26 @@ pub(crate) async fn resolve(ctx: &Context, spec: &RunSpec) -> Result<Resolved, S
         .artifact(entity, project, name)
         .await
         .map_err(|e| format!("error accessing job {job} on {base_url}: {e}"))?;
-    let files = ctx
+    let has_patch = artifact.entries.iter().any(|e| e.path == DIFF_PATCH);
+    let wanted: &[&str] = if has_patch {
+        &["wandb-job.json", DIFF_PATCH]
+    } else {
+        &["wandb-job.json"]
+    };
+    let mut files = ctx
         .wandb
-        .download_artifact_files(&artifact, &["wandb-job.json"])
+        .download_artifact_files(&artifact, wanted)
         .await
-        .map_err(|e| format!("error reading wandb-job.json of job {job}: {e}"))?;
-    let bytes = files
-        .into_iter()
-        .next()
-        .map(|(_, bytes)| bytes)
-        .unwrap_or_default();
-    parse_job(job, &bytes)
+        .map_err(|e| format!("error reading the files of job {job}: {e}"))?
+        .into_iter();
+    let bytes = files.next().map(|(_, bytes)| bytes).unwrap_or_default();
+    let mut resolved = parse_job(job, &bytes)?;
+    if let (JobSource::Repo { .. }, Some((_, patch))) = (&resolved.source, files.next()) {
+        let patch = String::from_utf8(patch)
+            .map_err(|_| format!("{DIFF_PATCH} of job {job} is not UTF-8 text"))?;
+        resolved.diff_patch = Some(patch).filter(|p| !p.trim().is_empty());
+    }
+    Ok(resolved)
 }
 
 pub(crate) fn split_job(job: &str) -> Option<(&str, &str, &str)> {
@@ -99,7 +117,13 @@ pub(crate) fn parse_job(job: &str, bytes: &[u8]) -> Result<Resolved, String> {
             ));
         }
     };
-    Ok(Resolved { source, entrypoint })
+    let python_version = text(&value, "runtime");
+    Ok(Resolved {
+        source,
+        entrypoint,
+        python_version,
+        diff_patch: None,
+    })
 }
 
 #[cfg(test)]
@@ -123,6 +147,17 @@ mod tests {
             resolved.entrypoint,
             Some(vec!["python".to_owned(), "train.py".to_owned()])
         );
+        assert_eq!(resolved.python_version, None);
+    }
+
+    #[test]
+    fn code_jobs_give_their_python_version() {
+        let resolved = parse_job(
+            "e/p/job:v1",
+            br#"{"source_type":"artifact","runtime":"3.10.4","source":{"artifact":"e/p/code:v0","entrypoint":["python","train.py"]}}"#,
+        )
+        .unwrap();
+        assert_eq!(resolved.python_version.as_deref(), Some("3.10.4"));
     }
 
     #[test]
