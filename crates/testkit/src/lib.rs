@@ -60,6 +60,7 @@ pub mod binaries;
 pub mod control_plane;
 pub mod crds;
 pub mod node;
+pub mod operators;
 mod pki;
 pub mod servers;
 mod support;
@@ -270,6 +271,18 @@ pub async fn real_node_cluster() -> Result<&'static TestCluster> {
     }
 }
 
+/// This process's own cluster ([`private_cluster()`], even when `KUBECONFIG` is set) with
+/// the real controllers of `operators` running beside it ([`operators`]), each started on
+/// the first call that names it (built first on a cold cache). A controller that cannot
+/// start is an error with its log's last lines.
+pub async fn operator_cluster(operators: &[operators::Operator]) -> Result<&'static TestCluster> {
+    let cluster = private_cluster().await?;
+    for operator in operators {
+        operators::ensure_running(*operator, cluster).await?;
+    }
+    Ok(cluster)
+}
+
 async fn attach_real(kubeconfig: PathBuf) -> Result<TestCluster> {
     let cluster = TestCluster::attach(&kubeconfig).await?;
     cluster.real_node().await?;
@@ -292,7 +305,7 @@ fn kubeconfig_from_env() -> Option<PathBuf> {
         .map(PathBuf::from)
 }
 
-fn error_chain(e: &dyn std::error::Error) -> String {
+pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
     let mut out = e.to_string();
     let mut src = e.source();
     while let Some(s) = src {
