@@ -225,3 +225,119 @@ async fn a_failed_pytorch_worker_fails_the_run_with_the_training_operators_reaso
     ns.cleanup().await;
     Ok(())
 }
+
+const KUEUE_API: &str = "kueue.x-k8s.io/v1beta2";
+
+/// Creates a Kueue object (`kind` in `kueue.x-k8s.io/v1beta2`) from its body.
+async fn create_kueue_object(
+    client: &kube::Client,
+    namespace: Option<&str>,
+    (kind, plural): (&str, &str),
+    body: Value,
+) -> anyhow::Result<()> {
+    let resource = kube::api::ApiResource {
+        group: "kueue.x-k8s.io".into(),
+        version: "v1beta2".into(),
+        api_version: KUEUE_API.into(),
+        kind: kind.into(),
+        plural: plural.into(),
+    };
+    let api: Api<DynamicObject> = match namespace {
+        Some(ns) => Api::namespaced_with(client.clone(), ns, &resource),
+        None => Api::all_with(client.clone(), &resource),
+    };
+    let object: DynamicObject = serde_json::from_value(body)?;
+    api.create(&kube::api::PostParams::default(), &object)
+        .await?;
+    Ok(())
+}
+
+/// A ClusterQueue with `cpu` of nominal quota for `namespace` only, and its LocalQueue `lq`.
+async fn kueue_queues(client: &kube::Client, namespace: &str, cpu: &str) -> anyhow::Result<()> {
+    let flavor = format!("flavor-{namespace}");
+    let cluster_queue = format!("cq-{namespace}");
+    create_kueue_object(
+        client,
+        None,
+        ("ResourceFlavor", "resourceflavors"),
+        json!({
+            "apiVersion": KUEUE_API, "kind": "ResourceFlavor", "metadata": {"name": flavor},
+        }),
+    )
+    .await?;
+    create_kueue_object(client, None, ("ClusterQueue", "clusterqueues"), json!({
+        "apiVersion": KUEUE_API, "kind": "ClusterQueue", "metadata": {"name": cluster_queue},
+        "spec": {
+            "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": namespace}},
+            "resourceGroups": [{"coveredResources": ["cpu", "memory"], "flavors": [{
+                "name": flavor,
+                "resources": [{"name": "cpu", "nominalQuota": cpu}, {"name": "memory", "nominalQuota": "64Gi"}],
+            }]}],
+        },
+    }))
+    .await?;
+    create_kueue_object(
+        client,
+        Some(namespace),
+        ("LocalQueue", "localqueues"),
+        json!({
+            "apiVersion": KUEUE_API, "kind": "LocalQueue",
+            "metadata": {"name": "lq", "namespace": namespace},
+            "spec": {"clusterQueue": cluster_queue},
+        }),
+    )
+    .await
+}
+
+/// `run`'s Job in the LocalQueue `lq`, asking for `cpu`.
+fn queued_job(run: &JobRun, cpu: &str) -> rlaunch_render::Rendered {
+    let mut rendered = run.rendered();
+    let manifest = &mut rendered.objects.last_mut().expect("the Job").manifest;
+    manifest["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] = json!("lq");
+    manifest["spec"]["template"]["spec"]["containers"][0]["resources"] =
+        json!({"requests": {"cpu": cpu, "memory": "1Gi"}, "limits": {"cpu": cpu, "memory": "1Gi"}});
+    rendered
+}
+
+#[tokio::test]
+async fn a_job_kueue_cannot_admit_is_queued_with_kueues_message_then_runs_when_quota_frees()
+-> anyhow::Result<()> {
+    let (client, ns) = setup(Operator::Kueue, "kueue-real").await?;
+    kueue_queues(&client, &ns.name, "1").await?;
+    let runner = Runner::new(client.clone(), config());
+    // The holder takes the whole quota and runs until deleted.
+    let holder = JobRun::new(&ns.name, "kuho0001").outcome(annotations::outcome::RUN_FOREVER);
+    let mut holding = runner.submit(&queued_job(&holder, "1")).await?.handle;
+    let admitted = wait_status(&mut holding, "the holder running", |s| {
+        s.state == RunState::Running
+    })
+    .await;
+    admitted.map_err(|e| e.context(log_of(Operator::Kueue)))?;
+    // The second Job does not fit: Kueue's webhook suspended it, its scheduler says why.
+    let waiting = JobRun::new(&ns.name, "kuwa0001")
+        .outcome(annotations::outcome::SUCCEED)
+        .annotation(annotations::RUN_SECONDS, "4");
+    let mut handle = runner.submit(&queued_job(&waiting, "600m")).await?.handle;
+    let queued = wait_status(&mut handle, "queued with Kueue's message", |s| {
+        matches!(&s.state, RunState::Queued { reason } if reason.contains("insufficient unused quota for cpu"))
+    })
+    .await;
+    let queued = queued.map_err(|e| e.context(log_of(Operator::Kueue)))?;
+    let RunState::Queued { reason } = &queued.state else {
+        unreachable!()
+    };
+    assert!(
+        reason.contains("600m more needed") || reason.contains("more needed"),
+        "{reason}"
+    );
+    // Freeing the quota admits it: Kueue unsuspends the Job and kwok runs it.
+    runner.cancel(holding.run()).await?;
+    let running = wait_status(&mut handle, "running once admitted", |s| {
+        s.state == RunState::Running
+    })
+    .await;
+    running.map_err(|e| e.context(log_of(Operator::Kueue)))?;
+    assert_eq!(wait_terminal(&mut handle).await?.state, RunState::Finished);
+    ns.cleanup().await;
+    Ok(())
+}

@@ -35,6 +35,13 @@
 //!   about 2 s more on a warm cache (cold: the kubelet build, 16 s once the control plane's
 //!   GOCACHE is warm).
 //!
+//! - [`operator_cluster()`] adds the operators' real controllers ([`operators`]: the JobSet
+//!   controller, the Kubeflow training-operator, Kueue's controller manager), each built
+//!   from its Go module once and started beside this process's own cluster on the first
+//!   call that names it; their webhooks are served on loopback with the cluster's PKI.
+//!   Volcano's controllers are not served by the module proxy: Volcano tests write its
+//!   status themselves, on the real schema.
+//!
 //! The same machinery backs `cargo xtask cluster build|up|down|status` (a long-lived
 //! cluster in `$HOME/.cache/rlaunch/run/cluster`; `up` prints `export KUBECONFIG=…`).
 //!

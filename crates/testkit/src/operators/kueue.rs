@@ -143,7 +143,7 @@ fn configuration(launch: &Launch) -> String {
     )
 }
 
-fn launch(launch: &Launch) -> (Vec<(&'static str, String)>, Vec<String>) {
+fn launch(launch: &Launch) -> super::LaunchFiles {
     let config = launch.dir.join("config.yaml");
     (
         vec![("config.yaml", configuration(launch))],

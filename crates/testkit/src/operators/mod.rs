@@ -99,8 +99,8 @@ struct Spec {
     recipe: fn() -> Recipe,
     /// The binary under the cache directory's `bin/`.
     binary: &'static str,
-    /// Files (name, text) to write into the launch directory, then the arguments.
-    launch: fn(&Launch) -> (Vec<(&'static str, String)>, Vec<String>),
+    /// Files to write into the launch directory, then the arguments.
+    launch: fn(&Launch) -> LaunchFiles,
     /// The webhook manifests in the cache directory (`None`: the operator has none).
     webhooks: Option<&'static str>,
     /// The `(API group, resource)` pairs whose webhooks are installed (empty: all): the
@@ -110,6 +110,9 @@ struct Spec {
     /// installed before it starts; `None` when [`crate::crds`] already has them.
     crds: Option<&'static str>,
 }
+
+/// What a [`Spec`] starts with: files (name, text) for the launch directory, and arguments.
+type LaunchFiles = (Vec<(&'static str, String)>, Vec<String>);
 
 /// Where and how one controller process runs.
 pub(crate) struct Launch {

@@ -54,7 +54,7 @@ fn build(step: &Step<'_>) -> Result<()> {
     )
 }
 
-fn launch(launch: &Launch) -> (Vec<(&'static str, String)>, Vec<String>) {
+fn launch(launch: &Launch) -> super::LaunchFiles {
     (
         Vec::new(),
         vec![
