@@ -5,11 +5,12 @@
 //! module ships them, without the conversion-webhook patches: tests use `v1beta2` only) are
 //! installed when it starts.
 //!
-//! One line of upstream's `main` is patched at build time (`go build -overlay`): with
-//! internal certificate management off it reads the metrics server's certificate from the
-//! fixed `/etc/kueue/metrics/certs` and exits if it is missing; the build makes it read the
-//! directory in `$RLAUNCH_OPERATOR_CERT_DIR` (testkit's certificate) instead, so nothing is
-//! written outside the test's state directory. The build fails if that line has changed.
+//! One line of upstream's `cmd/kueue/main.go` is patched at build time: with internal
+//! certificate management off it reads the metrics server's certificate from the fixed
+//! `/etc/kueue/metrics/certs` and exits if it is missing; the build copies that file (the
+//! package's only one) into its own module with that line reading the directory in
+//! `$RLAUNCH_OPERATOR_CERT_DIR` (testkit's certificate) instead, so nothing is written outside
+//! the test's state directory. The build fails if that line has changed.
 
 use std::fs;
 use std::process::Command;
@@ -27,7 +28,7 @@ const MODULE: &str = "sigs.k8s.io/kueue";
 const PACKAGE: &str = "sigs.k8s.io/kueue/cmd/kueue";
 const WEBHOOKS: &str = "webhooks.yaml";
 const CRDS: &str = "crds.yaml";
-/// The line of `cmd/kueue/main.go` the overlay replaces, and its replacement.
+/// The line of `cmd/kueue/main.go` the build replaces, and its replacement.
 const METRICS_CERT_PATH: (&str, &str) = (
     "metricsCertPath := \"/etc/kueue/metrics/certs\"",
     "metricsCertPath := os.Getenv(\"RLAUNCH_OPERATOR_CERT_DIR\")",
@@ -69,7 +70,7 @@ fn build(step: &Step<'_>) -> Result<()> {
         let path = module.join(name);
         fs::write(&path, text).map_err(io_err("cannot write", &path))?;
     }
-    // The module first (the overlay names a file inside it), through the lock files.
+    // The module first (its main.go is copied and patched), through the lock files.
     let mut download = Command::new("go");
     go_env(&mut download);
     download
@@ -82,24 +83,21 @@ fn build(step: &Step<'_>) -> Result<()> {
     let (from, to) = METRICS_CERT_PATH;
     if text.matches(from).count() != 1 {
         return Err(Error::Internal(format!(
-            "{} no longer contains `{from}` once; update the overlay in testkit's operators/kueue.rs",
+            "{} no longer contains `{from}` once; update the patch in testkit's operators/kueue.rs",
             main.display()
         )));
     }
-    let patched = step.work.join("kueue-main.go");
+    // The patched copy is the main package of our module (a file in the module cache cannot
+    // be overlaid); it imports only public packages of Kueue's module, at the pinned version.
+    let patched = module.join("main.go");
     fs::write(&patched, text.replace(from, to)).map_err(io_err("cannot write", &patched))?;
-    let overlay = step.work.join("overlay.json");
-    let json = serde_json::json!({ "Replace": { main.display().to_string(): patched.display().to_string() } });
-    fs::write(&overlay, json.to_string()).map_err(io_err("cannot write", &overlay))?;
     let mut cmd = Command::new("go");
     go_env(&mut cmd);
     cmd.current_dir(&module)
-        .args(["build", "-trimpath", "-ldflags", "-s -w"])
-        .arg(format!("-overlay={}", overlay.display()))
-        .arg("-o")
+        .args(["build", "-trimpath", "-ldflags", "-s -w", "-o"])
         .arg(bin.join("kueue"))
-        .arg(PACKAGE);
-    run_logged(&format!("go build {PACKAGE} (overlay)"), cmd, step.log)?;
+        .arg(".");
+    run_logged(&format!("go build {PACKAGE} (patched main)"), cmd, step.log)?;
     let webhooks = source.join("config/components/webhook/manifests.yaml");
     fs::copy(&webhooks, step.staged.join(WEBHOOKS)).map_err(io_err("cannot copy", &webhooks))?;
     concatenate_crds(step, &source.join("config/components/crd/bases"))
