@@ -210,7 +210,28 @@ pub(crate) async fn start(operator: Operator, cluster: &TestCluster) -> Result<O
         install_crds(&client, spec.name, &crds).await?;
     }
     let launch = prepare(spec.name, &plane.state_dir, &plane.kubeconfig)?;
-    let (files, args) = (spec.launch)(&launch);
+    let server = spawn_ready(spec, &installed, &launch).await?;
+    if let Some(file) = spec.webhooks {
+        let path = installed.join(file);
+        let text = fs::read_to_string(&path)
+            .map_err(io_err("cannot read the cached webhook manifests", &path))?;
+        let ca = fs::read_to_string(plane.state_dir.join("pki").join("ca.crt"))
+            .map_err(io_err("cannot read the cluster CA", &plane.state_dir))?;
+        let configs = webhook_configurations(spec, &text, &ca, launch.webhook_port)?;
+        install_webhooks(&client, spec.name, configs).await?;
+    }
+    say(&format!(
+        "testkit operators: {} ready in {:.1}s (log {})",
+        spec.name,
+        started.elapsed().as_secs_f32(),
+        server.log_path().display()
+    ));
+    Ok(OperatorProcess { operator, server })
+}
+
+/// Writes the spec's files, starts the controller and waits for its `/readyz`.
+async fn spawn_ready(spec: &Spec, installed: &Path, launch: &Launch) -> Result<ServerProcess> {
+    let (files, args) = (spec.launch)(launch);
     for (name, text) in files {
         let path = launch.dir.join(name);
         fs::write(&path, text).map_err(io_err("cannot write", &path))?;
@@ -230,22 +251,7 @@ pub(crate) async fn start(operator: Operator, cluster: &TestCluster) -> Result<O
             async move { ready(&readyz).await.then_some(()) }
         })
         .await?;
-    if let Some(file) = spec.webhooks {
-        let path = installed.join(file);
-        let text = fs::read_to_string(&path)
-            .map_err(io_err("cannot read the cached webhook manifests", &path))?;
-        let ca = fs::read_to_string(plane.state_dir.join("pki").join("ca.crt"))
-            .map_err(io_err("cannot read the cluster CA", &plane.state_dir))?;
-        let configs = webhook_configurations(spec, &text, &ca, launch.webhook_port)?;
-        install_webhooks(&client, spec.name, configs).await?;
-    }
-    say(&format!(
-        "testkit operators: {} ready in {:.1}s (log {})",
-        spec.name,
-        started.elapsed().as_secs_f32(),
-        server.log_path().display()
-    ));
-    Ok(OperatorProcess { operator, server })
+    Ok(server)
 }
 
 /// The launch directory with the webhook certificate, and free loopback ports.
