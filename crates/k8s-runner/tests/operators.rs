@@ -137,8 +137,11 @@ fn rendered_pytorchjob(
     let mut queue: Value = serde_yaml_ng::from_str(&std::fs::read_to_string(path)?)?;
     queue["metadata"]["namespace"] = json!(namespace);
     for (replica, annotations) in pod_annotations {
-        queue["spec"]["pytorchReplicaSpecs"][replica]["template"]["metadata"] =
-            json!({ "annotations": annotations });
+        let template = &mut queue["spec"]["pytorchReplicaSpecs"][replica]["template"];
+        template["metadata"] = json!({ "annotations": annotations });
+        // The test cluster's GPU nodes carry the GPU operator's taint.
+        template["spec"]["tolerations"] =
+            json!([{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]);
     }
     let run_spec = rlaunch_model::RunSpec::from_value(json!({
         "entity": "team", "project": "proj", "name": "ddp",
