@@ -2,7 +2,9 @@
 //! from source (see `crates/testkit`).
 //!
 //! - `build`: build (or find cached) etcd, kube-apiserver, kube-controller-manager,
-//!   kube-scheduler and kwok for the versions pinned in `rlaunch_testkit::versions`.
+//!   kube-scheduler and kwok for the versions pinned in `rlaunch_testkit::versions`, the
+//!   kubelet, the operators' CRDs and their controllers (`rlaunch_testkit::operators`:
+//!   JobSet, the Kubeflow training-operator, Kueue).
 //! - `up [--nodes FILE] [--real-node]`: start a cluster in `$HOME/.cache/rlaunch/run/cluster`
 //!   that keeps running after this command exits; prints `export KUBECONFIG=…`. With
 //!   `--real-node`, a real node (kubelet + containerd + runc, `rlaunch_testkit::node`) joins
@@ -63,6 +65,17 @@ fn build() -> Result<()> {
             .collect::<Vec<_>>()
             .join(", ")
     );
+    for operator in rlaunch_testkit::operators::Operator::ALL {
+        let started = Instant::now();
+        let dir = rlaunch_testkit::operators::ensure_built(operator)
+            .with_context(|| format!("building the {} controller", operator.name()))?;
+        eprintln!(
+            "operator {}: ready in {:.2}s",
+            operator.name(),
+            started.elapsed().as_secs_f32()
+        );
+        println!("{}", dir.display());
+    }
     Ok(())
 }
 

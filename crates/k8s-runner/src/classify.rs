@@ -288,6 +288,22 @@ pub fn classify_failed_create(message: &str) -> (&'static str, String) {
     (reason, refusal.trim().to_owned())
 }
 
+/// Shortest workload-name prefix Kueue truncates to (its 63-character limit minus `-` and
+/// the 5-character hash).
+const KUEUE_TRUNCATED_PREFIX: usize = 57;
+
+/// Whether `workload` names the Kueue `Workload` of the object `kind`/`name`: Kueue names it
+/// `<lower-case kind>-<name>-<5 hex of a hash>`, the prefix truncated for long names
+/// (`jobframework.GetWorkloadNameForOwnerWithGVK`).
+pub fn is_kueue_workload_of(workload: &str, kind: &str, name: &str) -> bool {
+    let Some((head, hash)) = workload.rsplit_once('-') else {
+        return false;
+    };
+    let hex = hash.len() == 5 && hash.bytes().all(|b| b.is_ascii_hexdigit());
+    let full = format!("{}-{name}", kind.to_ascii_lowercase());
+    hex && (head == full || (head.len() >= KUEUE_TRUNCATED_PREFIX && full.starts_with(head)))
+}
+
 /// A container stuck before it can run.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Blocked {
@@ -561,6 +577,34 @@ mod tests {
             )),
             WorkloadSignal::Queued("waiting for quota".into())
         );
+    }
+
+    #[test]
+    fn kueue_workload_names_are_matched_to_their_owner() {
+        assert!(is_kueue_workload_of("job-run-abc-3f9a1", "Job", "run-abc"));
+        assert!(is_kueue_workload_of(
+            "pytorchjob-ddp-1-0c2e4",
+            "PyTorchJob",
+            "ddp-1"
+        ));
+        assert!(!is_kueue_workload_of(
+            "job-run-abcd-3f9a1",
+            "Job",
+            "run-abc"
+        ));
+        assert!(!is_kueue_workload_of("job-run-abc", "Job", "run-abc"));
+        assert!(!is_kueue_workload_of(
+            "jobset-run-abc-3f9a1",
+            "Job",
+            "run-abc"
+        ));
+        let long = "x".repeat(70);
+        let truncated = format!("job-{}", &long[..53]);
+        assert!(is_kueue_workload_of(
+            &format!("{truncated}-0a1b2"),
+            "Job",
+            &long
+        ));
     }
 
     #[test]

@@ -104,6 +104,8 @@ pub(crate) struct RunTracker {
     failure_seen_at: Option<Instant>,
     /// The latest refusal of the run's pods at creation (quota, limit range), by reason.
     refused: BTreeMap<String, String>,
+    /// Why the queueing system (Kueue) has not admitted the workload, from its own object.
+    admission_pending: Option<String>,
     pods: BTreeMap<String, PodTrack>,
     state: RunState,
 }
@@ -118,6 +120,7 @@ impl RunTracker {
             presence: Presence::Present,
             failure_seen_at: None,
             refused: BTreeMap::new(),
+            admission_pending: None,
             pods: BTreeMap::new(),
             state: RunState::Starting,
         }
@@ -211,6 +214,16 @@ impl RunTracker {
             return;
         }
         self.refused.insert(reason.to_owned(), message.to_owned());
+        self.evaluate(now);
+    }
+
+    /// Kueue says why the workload waits (its `Pending` event): while the workload is
+    /// queued, that is the reason the run shows, rather than the workload's own words.
+    pub fn observe_admission_pending(&mut self, message: &str, now: Instant) {
+        if self.state.is_terminal() {
+            return;
+        }
+        self.admission_pending = Some(message.to_owned());
         self.evaluate(now);
     }
 
@@ -492,7 +505,10 @@ impl RunTracker {
         }
         if let WorkloadSignal::Queued(reason) = &self.workload {
             self.state = RunState::Queued {
-                reason: reason.clone(),
+                reason: self
+                    .admission_pending
+                    .clone()
+                    .unwrap_or_else(|| reason.clone()),
             };
             return;
         }
@@ -882,6 +898,23 @@ mod tests {
         assert_eq!(tracker.warnings().len(), 1);
         tracker.observe_pod_deleted("b", t0);
         assert!(tracker.warnings().is_empty());
+    }
+
+    #[test]
+    fn a_queued_run_shows_kueues_reason_rather_than_the_jobs() {
+        let t0 = Instant::now();
+        let mut tracker = RunTracker::new(config(), t0);
+        let kueue = "couldn't assign flavors to pod set main: insufficient unused quota for cpu in flavor default, 1 more needed";
+        tracker.observe_admission_pending(kueue, t0);
+        assert_eq!(
+            tracker.state(),
+            &RunState::Starting,
+            "a message alone queues nothing"
+        );
+        tracker.observe_workload(WorkloadSignal::Queued("Job suspended".into()), t0);
+        assert!(matches!(tracker.state(), RunState::Queued { reason } if reason == kueue));
+        tracker.observe_workload(WorkloadSignal::Running, at(t0, 1));
+        assert!(!matches!(tracker.state(), RunState::Queued { .. }));
     }
 
     #[test]

@@ -152,7 +152,12 @@ fn shipped(step: &Step<'_>, module: &str, version: &str) -> Result<PathBuf> {
         cmd,
         step.log,
     )?;
-    Ok(module_cache().join(format!("{}@{version}", escape_module_path(module))))
+    Ok(module_dir(module, version))
+}
+
+/// The directory of `module@version` in testkit's module cache.
+pub(crate) fn module_dir(module: &str, version: &str) -> PathBuf {
+    module_cache().join(format!("{}@{version}", escape_module_path(module)))
 }
 
 /// Builds `controller-gen` and runs it over every generated source's package; returns the

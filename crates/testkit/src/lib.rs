@@ -35,6 +35,13 @@
 //!   about 2 s more on a warm cache (cold: the kubelet build, 16 s once the control plane's
 //!   GOCACHE is warm).
 //!
+//! - [`operator_cluster()`] adds the operators' real controllers ([`operators`]: the JobSet
+//!   controller, the Kubeflow training-operator, Kueue's controller manager), each built
+//!   from its Go module once and started beside this process's own cluster on the first
+//!   call that names it; their webhooks are served on loopback with the cluster's PKI.
+//!   Volcano's controllers are not served by the module proxy: Volcano tests write its
+//!   status themselves, on the real schema.
+//!
 //! The same machinery backs `cargo xtask cluster build|up|down|status` (a long-lived
 //! cluster in `$HOME/.cache/rlaunch/run/cluster`; `up` prints `export KUBECONFIG=…`).
 //!
@@ -60,6 +67,7 @@ pub mod binaries;
 pub mod control_plane;
 pub mod crds;
 pub mod node;
+pub mod operators;
 mod pki;
 pub mod servers;
 mod support;
@@ -270,6 +278,18 @@ pub async fn real_node_cluster() -> Result<&'static TestCluster> {
     }
 }
 
+/// This process's own cluster ([`private_cluster()`], even when `KUBECONFIG` is set) with
+/// the real controllers of `operators` running beside it ([`operators`]), each started on
+/// the first call that names it (built first on a cold cache). A controller that cannot
+/// start is an error with its log's last lines.
+pub async fn operator_cluster(operators: &[operators::Operator]) -> Result<&'static TestCluster> {
+    let cluster = private_cluster().await?;
+    for operator in operators {
+        operators::ensure_running(*operator, cluster).await?;
+    }
+    Ok(cluster)
+}
+
 async fn attach_real(kubeconfig: PathBuf) -> Result<TestCluster> {
     let cluster = TestCluster::attach(&kubeconfig).await?;
     cluster.real_node().await?;
@@ -292,7 +312,7 @@ fn kubeconfig_from_env() -> Option<PathBuf> {
         .map(PathBuf::from)
 }
 
-fn error_chain(e: &dyn std::error::Error) -> String {
+pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
     let mut out = e.to_string();
     let mut src = e.source();
     while let Some(s) = src {

@@ -26,10 +26,15 @@ pub const MOTO: &str = "5.2.5";
 pub const AZURITE: &str = "3.37.0";
 /// fake-gcs-server (Go module proxy), the GCS test server.
 pub const FAKE_GCS_SERVER: &str = "v1.56.1";
-/// `github.com/kubeflow/training-operator` tag whose shipped CRDs the clusters install.
+/// `github.com/kubeflow/training-operator` tag whose shipped CRDs the clusters install and
+/// whose controller [`crate::operators`] runs (lock files in `assets/go/training-operator/`).
 pub const TRAINING_OPERATOR: &str = "v1.8.1";
-/// `sigs.k8s.io/jobset` tag whose shipped CRD the clusters install.
+/// `sigs.k8s.io/jobset` tag whose shipped CRD the clusters install and whose controller
+/// [`crate::operators`] runs (lock files in `assets/go/jobset/`).
 pub const JOBSET: &str = "v0.10.1";
+/// `sigs.k8s.io/kueue` tag of the Kueue controller manager ([`crate::operators`]; lock files
+/// in `assets/go/kueue/`).
+pub const KUEUE: &str = "v0.17.0";
 /// `volcano.sh/apis` tag whose API types the Volcano CRD is generated from (lock files in
 /// `assets/go/crds/`).
 pub const VOLCANO_APIS: &str = "v1.13.0";

@@ -95,6 +95,12 @@ enum Trigger {
         workload: String,
         message: String,
     },
+    /// Kueue says why the `Workload` named `kueue_workload` is not admitted.
+    AdmissionPending {
+        namespace: String,
+        kueue_workload: String,
+        message: String,
+    },
     /// Finalizing ended with this status.
     Finalized { key: RunKey, status: RunStatus },
 }

@@ -128,6 +128,20 @@ impl Loop {
                     });
                 }
             }
+            Trigger::AdmissionPending {
+                namespace,
+                kueue_workload,
+                message,
+            } => {
+                for key in self
+                    .store
+                    .runs_of_kueue_workload(&namespace, &kueue_workload)
+                {
+                    self.observe(&key, |tracker, now| {
+                        tracker.observe_admission_pending(&message, now)
+                    });
+                }
+            }
             Trigger::Finalized { key, status } => {
                 if let Some(entry) = self.store.runs.remove(&key) {
                     entry.tx.send_replace(status);

@@ -40,14 +40,16 @@ pub(super) struct RunEntry {
 enum WatchKey {
     Pods(String),
     Refusals(String),
+    Admissions(String),
     /// Namespace and the kind's key.
     Workloads(String, String),
 }
 
-fn watch_keys(run: &RunRef) -> [WatchKey; 3] {
+fn watch_keys(run: &RunRef) -> [WatchKey; 4] {
     [
         WatchKey::Pods(run.namespace.clone()),
         WatchKey::Refusals(run.namespace.clone()),
+        WatchKey::Admissions(run.namespace.clone()),
         WatchKey::Workloads(run.namespace.clone(), run.api.key()),
     ]
 }
@@ -73,6 +75,22 @@ impl Store {
         self.runs
             .iter()
             .filter(|(_, entry)| entry.run.namespace == namespace && entry.run.name == workload)
+            .map(|(key, _)| key.clone())
+            .collect()
+    }
+
+    /// Runs in `namespace` whose Kueue `Workload` is `kueue_workload`.
+    pub fn runs_of_kueue_workload(&self, namespace: &str, kueue_workload: &str) -> Vec<RunKey> {
+        self.runs
+            .iter()
+            .filter(|(_, entry)| {
+                entry.run.namespace == namespace
+                    && crate::classify::is_kueue_workload_of(
+                        kueue_workload,
+                        &entry.run.api.kind,
+                        &entry.run.name,
+                    )
+            })
             .map(|(key, _)| key.clone())
             .collect()
     }
@@ -112,6 +130,9 @@ impl Store {
                     }
                     WatchKey::Refusals(namespace) => {
                         Box::pin(triggers::refusals(tx, client, namespace))
+                    }
+                    WatchKey::Admissions(namespace) => {
+                        Box::pin(triggers::admissions(tx, client, namespace))
                     }
                     WatchKey::Workloads(namespace, _) => {
                         Box::pin(triggers::workloads(tx, client, namespace, run.api.clone()))

@@ -132,3 +132,36 @@ pub(super) async fn refusals(tx: UnboundedSender<Trigger>, client: Client, names
         }
     }
 }
+
+/// Kueue's `Pending` events in `namespace`: why a queued workload is not admitted yet
+/// (`couldn't assign flavors to pod set main: insufficient unused quota …`). Kueue writes
+/// the reason on its `Workload` (condition `QuotaReserved=False` and this event), never on
+/// the Job, whose own `Suspended` condition only says `Job suspended`.
+pub(super) async fn admissions(tx: UnboundedSender<Trigger>, client: Client, namespace: String) {
+    let api: Api<CoreEvent> = Api::namespaced(client, &namespace);
+    let config = watcher::Config::default().fields("involvedObject.kind=Workload,reason=Pending");
+    let mut stream = watcher::watcher(api, config).default_backoff().boxed();
+    while let Some(event) = stream.next().await {
+        let sent = match event {
+            Ok(Event::Apply(event) | Event::InitApply(event)) => match event.involved_object.name {
+                Some(kueue_workload) => send(
+                    &tx,
+                    Trigger::AdmissionPending {
+                        namespace: namespace.clone(),
+                        kueue_workload,
+                        message: event.message.unwrap_or_default(),
+                    },
+                ),
+                None => true,
+            },
+            Ok(Event::Delete(_) | Event::Init | Event::InitDone) => true,
+            Err(error) => {
+                warn!(namespace = %namespace, error = %error, "Kueue event watch failed; retrying with backoff");
+                true
+            }
+        };
+        if !sent {
+            return;
+        }
+    }
+}
