@@ -71,11 +71,11 @@ async fn reference_agent_runs_against_the_fake_and_every_operation_validates() -
 
     let outcome = tokio::time::timeout(LIMIT, scenario(&fake, &items, ns.name())).await;
     let status = match &outcome {
-        Ok(Ok(())) => Some(tokio::time::timeout(LIMIT, child.wait()).await),
+        Ok(Ok(_)) => Some(tokio::time::timeout(LIMIT, child.wait()).await),
         _ => None,
     };
     let agent_log = std::fs::read_to_string(&log).unwrap_or_default();
-    let result = check(&fake, &items, ns.name(), outcome, status).await;
+    let result = check(&fake, outcome, status, &items);
     ns.cleanup().await;
     result.with_context(|| format!("W&B's agent printed:\n{agent_log}"))
 }
@@ -113,7 +113,13 @@ fn push(fake: &FakeWandb, project: &str) -> Result<String> {
 }
 
 /// Both items acked and their Jobs created, the second one failed, then `stopPolling`.
-async fn scenario(fake: &FakeWandb, items: &[String; 2], namespace: &str) -> Result<()> {
+/// Returns the run ids the Jobs carried (listed while they existed: W&B's agent may clean
+/// a finished Job up).
+async fn scenario(
+    fake: &FakeWandb,
+    items: &[String; 2],
+    namespace: &str,
+) -> Result<BTreeSet<String>> {
     fake.wait_until(|fake| {
         items
             .iter()
@@ -121,7 +127,7 @@ async fn scenario(fake: &FakeWandb, items: &[String; 2], namespace: &str) -> Res
             .then_some(())
     })
     .await;
-    wait_for_jobs(fake, items, namespace).await?;
+    let jobs = wait_for_jobs(fake, items, namespace).await?;
     fake.wait_until(|fake| {
         fake.item(&items[1])
             .filter(|i| i.state == ItemState::Failed)
@@ -133,7 +139,7 @@ async fn scenario(fake: &FakeWandb, items: &[String; 2], namespace: &str) -> Res
         .map(|agent| agent.id.clone())
         .context("W&B's agent acked items without registering")?;
     fake.set_stop_polling(&agent_id, true)?;
-    Ok(())
+    Ok(jobs)
 }
 
 /// The Jobs of the acked runs, by the `WANDB_RUN_ID` the reference puts in the container.
@@ -151,15 +157,21 @@ async fn jobs_by_run(namespace: &str) -> Result<BTreeSet<String>> {
     Ok(list.items.iter().filter_map(env_of).collect())
 }
 
-/// Waits (re-listing every 100 ms, bounded by the caller) until both runs have a Job.
-async fn wait_for_jobs(fake: &FakeWandb, items: &[String; 2], namespace: &str) -> Result<()> {
+/// Waits (re-listing every 100 ms, bounded by the caller) until both runs have a Job;
+/// returns the run ids of the Jobs listed then.
+async fn wait_for_jobs(
+    fake: &FakeWandb,
+    items: &[String; 2],
+    namespace: &str,
+) -> Result<BTreeSet<String>> {
     let runs: BTreeSet<String> = items
         .iter()
         .filter_map(|id| fake.item(id)?.associated_run_id)
         .collect();
     loop {
-        if runs.is_subset(&jobs_by_run(namespace).await?) {
-            return Ok(());
+        let jobs = jobs_by_run(namespace).await?;
+        if runs.is_subset(&jobs) {
+            return Ok(jobs);
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -167,12 +179,11 @@ async fn wait_for_jobs(fake: &FakeWandb, items: &[String; 2], namespace: &str) -
 
 type Waited = Result<std::io::Result<std::process::ExitStatus>, tokio::time::error::Elapsed>;
 
-async fn check(
+fn check(
     fake: &FakeWandb,
-    items: &[String; 2],
-    namespace: &str,
-    outcome: Result<Result<()>, tokio::time::error::Elapsed>,
+    outcome: Result<Result<BTreeSet<String>>, tokio::time::error::Elapsed>,
     status: Option<Waited>,
+    items: &[String; 2],
 ) -> Result<()> {
     let rejected = rejected_requests(fake);
     ensure!(
@@ -180,13 +191,13 @@ async fn check(
         "the fake rejected what W&B's agent sent (a gap in the fake's schema or resolvers):\n{}",
         rejected.join("\n")
     );
-    match outcome {
+    let jobs = match outcome {
         Ok(result) => result?,
         Err(_) => bail!(
             "the scenario did not complete within {LIMIT:?}; items: {:?}",
             fake.items()
         ),
-    }
+    };
     let sent: BTreeSet<String> = fake
         .journal()
         .into_iter()
@@ -200,7 +211,7 @@ async fn check(
         missing.is_empty(),
         "W&B's agent never sent {missing:?} (sent {sent:?})"
     );
-    check_items_and_jobs(fake, items, namespace).await?;
+    check_items_and_jobs(fake, items, &jobs)?;
     check_bookkeeping_run(fake)?;
     match status {
         Some(Ok(Ok(status))) => ensure!(status.success(), "W&B's agent ended with {status}"),
@@ -227,8 +238,11 @@ fn rejected_requests(fake: &FakeWandb) -> Vec<String> {
         .collect()
 }
 
-async fn check_items_and_jobs(fake: &FakeWandb, items: &[String; 2], ns: &str) -> Result<()> {
-    let jobs = jobs_by_run(ns).await?;
+fn check_items_and_jobs(
+    fake: &FakeWandb,
+    items: &[String; 2],
+    jobs: &BTreeSet<String>,
+) -> Result<()> {
     for id in items {
         let item = fake.item(id).context("an item vanished")?;
         let run = item.associated_run_id.context("an item was never acked")?;

@@ -394,7 +394,7 @@ fn upsert_bucket(store: &mut Store, call: &Call<'_>) -> FakeResult<Value> {
         .projects
         .get(&(entity.to_owned(), project.to_owned()))
         .cloned()
-        .unwrap_or_else(|| opaque_id("Project", &format!("{entity}/{project}")));
+        .unwrap_or_else(|| opaque_id("Project", format!("{entity}/{project}")));
     let is_team = store.teams.get(entity).copied().unwrap_or(false);
     Ok(json!({
         "bucket": {
