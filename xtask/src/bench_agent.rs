@@ -102,12 +102,8 @@ pub fn run(args: &[String]) -> Result<()> {
 
 async fn bench(options: Options) -> Result<()> {
     let machine = bench_proc::machine();
-    phase("building launch-agent (release)");
-    crate::step(
-        "cargo build --release -p rlaunch-agent-cli",
-        crate::cargo().args(["build", "--release", "-p", "rlaunch-agent-cli"]),
-    )?;
-    let ours = release_binary()?;
+    let ours = our_binary()?;
+    let ours_binary = ours.display().to_string();
     phase("installing W&B's agent (once, cached)");
     let theirs = tokio::task::spawn_blocking(reference::ensure_installed).await??;
     phase("starting the test cluster");
@@ -127,6 +123,7 @@ async fn bench(options: Options) -> Result<()> {
         "machine": machine,
         "versions": {
             "ours": env!("CARGO_PKG_VERSION"),
+            "ours_binary": ours_binary,
             "reference": format!("wandb {}", reference::WANDB_VERSION),
             "kube_apiserver": kube_version,
         },
@@ -137,6 +134,20 @@ async fn bench(options: Options) -> Result<()> {
     });
     print_report(&report);
     write_report(&report)
+}
+
+/// `RLAUNCH_BENCH_AGENT_BIN` if set (a binary built elsewhere; the JSON names it), else a
+/// release build of `launch-agent`.
+fn our_binary() -> Result<PathBuf> {
+    if let Some(binary) = std::env::var_os("RLAUNCH_BENCH_AGENT_BIN") {
+        return Ok(PathBuf::from(binary));
+    }
+    phase("building launch-agent (release)");
+    crate::step(
+        "cargo build --release -p rlaunch-agent-cli",
+        crate::cargo().args(["build", "--release", "-p", "rlaunch-agent-cli"]),
+    )?;
+    release_binary()
 }
 
 fn release_binary() -> Result<PathBuf> {

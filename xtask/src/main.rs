@@ -46,7 +46,7 @@ fn main() -> Result<()> {
         Some("fuzz") => fuzz::main(&args[1..]),
         _ => {
             eprintln!(
-                "usage: cargo xtask <ci | setup | cluster build|up|down | bench render [--compare-reference] | tidy | doc | demo | fuzz [TARGET] [--seconds N]>"
+                "usage: cargo xtask <ci | setup | cluster build|up|down | bench render [--compare-reference] | bench agent [--items N] [--max-jobs M] [--queues Q] | tidy | doc | demo | fuzz [TARGET] [--seconds N]>"
             );
             bail!("unknown or missing command")
         }
