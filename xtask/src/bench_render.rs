@@ -3,8 +3,8 @@
 //! manifest construction timed in-process on the same examples, with the ratio per example.
 //!
 //! The reference side runs `xtask/assets/reference_render_bench.py` in a venv holding W&B's
-//! agent (`wandb[launch]` and `kubernetes-asyncio`, pinned below), created once under
-//! `~/.cache/rlaunch/reference-venv`.
+//! agent (`wandb[launch]` and `kubernetes-asyncio`, pinned in `rlaunch_testkit::reference`),
+//! created once under `~/.cache/rlaunch/reference-venv`.
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -13,10 +13,6 @@ use std::process::{Command, Stdio};
 use anyhow::{Context, Result, bail};
 
 use crate::{cargo, step};
-
-/// The reference agent's packages, pinned so the figure is reproducible.
-const REFERENCE_PACKAGES: [&str; 2] = ["wandb[launch]==0.31.0", "kubernetes-asyncio==36.1.0"];
-const REFERENCE_WANDB_VERSION: &str = "0.31.0";
 
 /// Seconds the reference script spends on each case (per measurement).
 const REFERENCE_SECONDS: &str = "2";
@@ -107,43 +103,9 @@ fn summary_row(line: &str) -> Option<Ours> {
     })
 }
 
-/// The venv's python, creating the venv (once) when it is missing or holds another version.
+/// The reference venv's python (`rlaunch_testkit::reference`, installed once).
 fn reference_python() -> Result<PathBuf> {
-    let home = std::env::var_os("HOME").context("HOME is not set; it locates the venv cache")?;
-    let venv = Path::new(&home).join(".cache/rlaunch/reference-venv");
-    let python = venv.join("bin/python");
-    if installed_version(&python).as_deref() == Some(REFERENCE_WANDB_VERSION) {
-        return Ok(python);
-    }
-    step(
-        "reference venv",
-        Command::new("python3").arg("-m").arg("venv").arg(&venv),
-    )?;
-    step(
-        "reference install (W&B's agent from PyPI)",
-        Command::new(&python)
-            .args(["-m", "pip", "install", "--quiet"])
-            .args(REFERENCE_PACKAGES),
-    )?;
-    match installed_version(&python) {
-        Some(version) if version == REFERENCE_WANDB_VERSION => Ok(python),
-        other => bail!(
-            "the venv at {} holds wandb {other:?}, not {REFERENCE_WANDB_VERSION}; delete it and rerun",
-            venv.display()
-        ),
-    }
-}
-
-fn installed_version(python: &Path) -> Option<String> {
-    let output = Command::new(python)
-        .args(["-c", "import wandb; print(wandb.__version__)"])
-        .stderr(Stdio::null())
-        .output()
-        .ok()?;
-    output
-        .status
-        .success()
-        .then(|| String::from_utf8_lossy(&output.stdout).trim().to_owned())
+    Ok(rlaunch_testkit::reference::ensure_installed()?.python)
 }
 
 /// Runs the timing script on the example cases; one result per case it printed.

@@ -7,12 +7,17 @@
 //! - `bench render [--compare-reference]`: renders and objects per second of the render
 //!   engine, per example; with `--compare-reference`, W&B's own manifest construction timed
 //!   in-process on the same inputs, and the ratio.
+//! - `bench agent [--items N] [--max-jobs M] [--queues Q]`: ours and W&B's agent draining
+//!   queues on the same cluster and fake (startup, RSS, CPU, latency, Jobs/s, GraphQL
+//!   calls per item, the raw create rate); `target/bench/agent.json`.
 //! - `tidy`: the architecture rules of ARCHITECTURE.md (the `rlaunch-tidy` crate), checked.
 //! - `doc`: the crate docs as `ci` checks them (`-D warnings`).
 //! - `demo`: the README's first command.
 //! - `fuzz [TARGET] [--seconds N]`: the libFuzzer targets of `fuzz/`, built on the stable
 //!   toolchain, each run for N seconds (default 60); prints executions per target.
 
+mod bench_agent;
+mod bench_proc;
 mod bench_render;
 mod ci;
 mod cluster;
@@ -41,7 +46,7 @@ fn main() -> Result<()> {
         Some("fuzz") => fuzz::main(&args[1..]),
         _ => {
             eprintln!(
-                "usage: cargo xtask <ci | setup | cluster build|up|down | bench render [--compare-reference] | tidy | doc | demo | fuzz [TARGET] [--seconds N]>"
+                "usage: cargo xtask <ci | setup | cluster build|up|down | bench render [--compare-reference] | bench agent [--items N] [--max-jobs M] [--queues Q] | tidy | doc | demo | fuzz [TARGET] [--seconds N]>"
             );
             bail!("unknown or missing command")
         }
@@ -89,8 +94,9 @@ pub fn tidy(root: &Path) -> Result<()> {
 fn bench(args: &[String]) -> Result<()> {
     match args.first().map(String::as_str) {
         Some("render") => bench_render::run(&args[1..]),
+        Some("agent") => bench_agent::run(&args[1..]),
         None => bench_render::run(&[]),
-        Some(other) => bail!("unknown benchmark `{other}` (available: render)"),
+        Some(other) => bail!("unknown benchmark `{other}` (available: render, agent)"),
     }
 }
 

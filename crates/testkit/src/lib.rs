@@ -69,6 +69,7 @@ pub mod crds;
 pub mod node;
 pub mod operators;
 mod pki;
+pub mod reference;
 pub mod servers;
 mod support;
 pub mod versions;
@@ -226,6 +227,16 @@ pub enum Error {
     /// An earlier attempt in this process failed; the message is that failure.
     #[error("the test cluster failed to start earlier in this process: {0}")]
     StartFailed(String),
+    /// W&B's reference agent could not be installed ([`reference::ensure_installed`]).
+    #[error(
+        "cannot install W&B's reference agent while {step}: {detail}\n(it is installed once from PyPI into ~/.cache/rlaunch/reference-venv; keep that directory cached)"
+    )]
+    ReferenceInstall {
+        /// The step that failed.
+        step: String,
+        /// What it printed.
+        detail: String,
+    },
     /// A bug in testkit.
     #[error("internal testkit error: {0}")]
     Internal(String),

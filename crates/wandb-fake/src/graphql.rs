@@ -1,5 +1,6 @@
-//! The executable schema: built at start-up from `wandb-api`'s `schema.graphql` (so requests
-//! are parsed and validated by async-graphql against exactly the client's schema), with
+//! The executable schema: built at start-up from `wandb-api`'s `schema.graphql` extended by
+//! the fake's `server.graphql` (what W&B's own agent sends for its bookkeeping run), so
+//! requests are parsed and validated by async-graphql against exactly those types, with
 //! the fields resolved by [`crate::resolvers`].
 //!
 //! Object values are plain `serde_json::Value`s: a field without arguments reads its value
@@ -49,14 +50,21 @@ impl Roots {
     }
 }
 
-/// Builds the executable schema from SDL text. `extra_enum_values` adds values to enums
+/// The server-side types W&B's agent needs beyond the client's schema.
+pub(crate) const SERVER_EXTENSIONS: &str = include_str!("server.graphql");
+
+/// Builds the executable schema from SDL text plus `extensions` (SDL whose `extend`
+/// definitions add fields to types of `sdl`). `extra_enum_values` adds values to enums
 /// (a newer server's).
 pub(crate) fn build_schema(
     sdl: &str,
+    extensions: &str,
     extra_enum_values: &BTreeMap<String, Vec<String>>,
     store: SharedStore,
 ) -> anyhow::Result<Schema> {
-    let document = async_graphql::parser::parse_schema(sdl)?;
+    let mut document = async_graphql::parser::parse_schema(sdl)?;
+    let extension = async_graphql::parser::parse_schema(extensions)?;
+    merge_extensions(&mut document, extension)?;
     let (kinds, roots) = kinds_and_roots(&document);
     let context = Context {
         store,
@@ -69,6 +77,39 @@ pub(crate) fn build_schema(
         }
     }
     Ok(builder.finish()?)
+}
+
+/// Adds the fields of every `extend type`/`extend input` of `extension` to the type of
+/// that name in `document`, and its other definitions as new types.
+fn merge_extensions(
+    document: &mut ServiceDocument,
+    extension: ServiceDocument,
+) -> anyhow::Result<()> {
+    for definition in extension.definitions {
+        let TypeSystemDefinition::Type(ty) = definition else {
+            anyhow::bail!("the schema extension may only define or extend types");
+        };
+        if !ty.node.extend {
+            document.definitions.push(TypeSystemDefinition::Type(ty));
+            continue;
+        }
+        let name = ty.node.name.node.clone();
+        let base = document.definitions.iter_mut().find_map(|d| match d {
+            TypeSystemDefinition::Type(base) if base.node.name.node == name => Some(base),
+            _ => None,
+        });
+        let Some(base) = base else {
+            anyhow::bail!("the schema extension extends {name}, which the schema does not define");
+        };
+        match (&mut base.node.kind, ty.node.kind) {
+            (TypeKind::Object(base), TypeKind::Object(more)) => base.fields.extend(more.fields),
+            (TypeKind::InputObject(base), TypeKind::InputObject(more)) => {
+                base.fields.extend(more.fields);
+            }
+            _ => anyhow::bail!("the schema extension extends {name} with another kind of type"),
+        }
+    }
+    Ok(())
 }
 
 fn kinds_and_roots(document: &ServiceDocument) -> (HashMap<String, Kind>, Roots) {

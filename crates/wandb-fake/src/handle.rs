@@ -52,6 +52,7 @@ impl FakeWandb {
         let store = SharedStore::new(Store::new(&config, base_url.clone()));
         let schema = graphql::build_schema(
             rlaunch_wandb_api::SCHEMA,
+            graphql::SERVER_EXTENSIONS,
             &config.extra_enum_values,
             store.clone(),
         )

@@ -4,7 +4,9 @@
 //!
 //! Every GraphQL request is parsed and validated by async-graphql against
 //! `rlaunch-wandb-api`'s `schema.graphql` ([`rlaunch_wandb_api::SCHEMA`], the file the client
-//! is generated from), so a document the schema does not allow fails with a GraphQL
+//! is generated from) extended by the fake's `src/server.graphql` (what W&B's own agent
+//! also sends for its bookkeeping run: `serverInfo`, `Entity.organization`, the full
+//! `UpsertBucket`), so a document the schema does not allow fails with a GraphQL
 //! validation error; the operation is taken from the document (W&B's agent sends an empty
 //! `operationName`). Requests need HTTP basic auth with an accepted API key (401 otherwise).
 //!
@@ -53,6 +55,8 @@
 //!   `launchAgent` query, an `updateLaunchAgent` or a pop naming the agent is a heartbeat.
 //! - **Files:** `createRunFiles` hands out upload URLs under `/_files/`; a `PUT` there
 //!   stores the file (no API key: upload URLs carry their own authority).
+//!   `POST /files/{entity}/{project}/{run}/file_stream` (W&B's SDK file stream) appends
+//!   each body as a line to the run's file `file_stream.jsonl`.
 //! - **Faults** ([`Fault`]): an HTTP status (with `Retry-After` and a body), a delay or a
 //!   GraphQL error, for the next N requests of an operation (or of every operation, `*`)
 //!   or for every such request during a time window (a 503 storm). A revoked API key

@@ -34,6 +34,7 @@ pub(crate) fn resolve(
         ("Query", "entity") => entity,
         ("Query", "launchAgent") => launch_agent,
         ("Query", "artifact") => artifact_by_id,
+        ("Query", "serverInfo") => server_info,
         ("Project", "run") => project_run,
         ("Project", "runQueue") => project_run_queue,
         ("RunQueue", "runQueueItem") => run_queue_item,
@@ -375,6 +376,13 @@ fn push_to_run_queue_by_name(store: &mut Store, call: &Call<'_>) -> FakeResult<V
     })
 }
 
+/// No optional server feature is on (wandb-core then uses its baseline protocol).
+fn server_info(_store: &mut Store, _call: &Call<'_>) -> FakeResult<Value> {
+    Ok(json!({"features": []}))
+}
+
+/// The run with its project (and the project's entity), as W&B's SDK reads it back at
+/// `wandb.init`; the sent `config`, `displayName`, `description` are echoed.
 fn upsert_bucket(store: &mut Store, call: &Call<'_>) -> FakeResult<Value> {
     let input = Input::of(call);
     let entity = input.opt("entityName").unwrap_or(&call.user.entity);
@@ -382,8 +390,31 @@ fn upsert_bucket(store: &mut Store, call: &Call<'_>) -> FakeResult<Value> {
     let name = input.get("name")?;
     let (id, inserted) = store.upsert_run(entity, project, name, None);
     let run = store.run_view(&(entity.to_owned(), project.to_owned(), name.to_owned()));
+    let project_id = store
+        .projects
+        .get(&(entity.to_owned(), project.to_owned()))
+        .cloned()
+        .unwrap_or_else(|| opaque_id("Project", format!("{entity}/{project}")));
+    let is_team = store.teams.get(entity).copied().unwrap_or(false);
     Ok(json!({
-        "bucket": {"id": id, "name": name, "state": run.state, "stopped": run.stopped},
+        "bucket": {
+            "id": id,
+            "name": name,
+            "state": run.state,
+            "stopped": run.stopped,
+            "displayName": input.opt("displayName").unwrap_or(name),
+            "description": input.opt("description"),
+            "config": input.opt("config"),
+            "sweepName": input.opt("sweep"),
+            "historyLineCount": 0,
+            "project": {
+                "id": project_id,
+                "name": project,
+                "entityName": entity,
+                "runQueues": [],
+                "entity": {"id": opaque_id("Entity", entity), "name": entity, "isTeam": is_team},
+            },
+        },
         "inserted": inserted,
     }))
 }

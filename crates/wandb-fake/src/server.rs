@@ -31,6 +31,10 @@ pub(crate) fn router(app: App) -> Router {
     Router::new()
         .route("/graphql", post(graphql))
         .route("/_files/{*path}", get(get_file).put(put_file))
+        .route(
+            "/files/{entity}/{project}/{run}/file_stream",
+            post(file_stream),
+        )
         .route("/_artifacts/{n}/manifest", get(get_manifest))
         .route("/_artifacts/{n}/files/{*path}", get(get_artifact_file))
         .with_state(app)
@@ -226,6 +230,27 @@ async fn execute(
 async fn put_file(State(app): State<App>, Path(path): Path<String>, body: Bytes) -> StatusCode {
     app.store.write().files.insert(path, body.to_vec());
     StatusCode::OK
+}
+
+/// W&B's SDK streams a run's history, logs and summary here (`wandb.init`'s file stream):
+/// each post is appended, one JSON body a line, to the run's file `file_stream.jsonl`.
+async fn file_stream(
+    State(app): State<App>,
+    headers: HeaderMap,
+    Path((entity, project, run)): Path<(String, String, String)>,
+    body: Bytes,
+) -> Response {
+    let mut store = app.store.write();
+    if authenticate(&store, &headers).is_none() {
+        return (StatusCode::UNAUTHORIZED, "authentication required").into_response();
+    }
+    let stream = store
+        .files
+        .entry(format!("{entity}/{project}/{run}/file_stream.jsonl"))
+        .or_default();
+    stream.extend_from_slice(&body);
+    stream.push(b'\n');
+    Json(json!({"exitcode": null, "limits": {}})).into_response()
 }
 
 fn bytes_or_404(
