@@ -13,6 +13,7 @@ mod file;
 mod kaniko;
 mod lease;
 mod load;
+mod schema;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
@@ -24,6 +25,7 @@ use serde_json::Value as Json;
 pub use kaniko::KanikoOptions;
 pub use lease::{LeaderElection, LeaseSettings};
 pub use load::{DEFAULT_CONFIG_PATH, load};
+pub use schema::{LaunchConfigFile, launch_config_schema};
 
 use crate::cli::{Flags, LogFormat};
 use crate::error::ConfigError;
