@@ -76,8 +76,6 @@ fn generated_values_schema() -> String {
         "description".to_owned(),
         "A structured launch config (generated from the agent's config types)".into(),
     );
-    // At least one queue, as the chart requires of `launchConfig` too.
-    map.insert("required".to_owned(), serde_json::json!(["queues"]));
     let (start, end) = value_span(&text, "launchConfigObject", 4);
     format!("{}{}{}", &text[..start], indented(&schema, 4), &text[end..])
 }
