@@ -247,7 +247,14 @@ pub fn checkov() -> Result<CheckovSummary> {
     let out = Command::new(&checkov)
         .arg("-d")
         .arg(&dir)
-        .args(["--framework", "kubernetes", "--output", "json", "--quiet"])
+        .args([
+            "--framework",
+            "kubernetes",
+            "--output",
+            "json",
+            "--quiet",
+            "--skip-download",
+        ])
         .output()
         .with_context(|| format!("cannot start {}", checkov.display()))?;
     let report = String::from_utf8_lossy(&out.stdout);
