@@ -438,9 +438,11 @@ async fn the_agent_launches_and_cancels_runs_in_every_target_under_the_charts_se
         2,
         "{log}"
     );
+    // A refused call reads `… is forbidden: User "system:serviceaccount:…" cannot …`
+    // (reason Forbidden, code 403), whichever step made it.
     let lower = log.to_lowercase();
     assert!(
-        !lower.contains("forbidden") && !lower.contains("403"),
+        !lower.contains("forbidden") && !lower.contains("code: 403"),
         "a request was refused:\n{log}"
     );
     assert!(!log.contains(FAKE_API_KEY), "the API key reached the log");
