@@ -60,7 +60,7 @@ fn queue(name: &str, namespace: &str, pod_annotations: Value) -> NewQueue {
 fn item(queue: &str) -> NewItem {
     NewItem {
         entity: FAKE_ENTITY.to_owned(),
-        project: "chart".to_owned(),
+        project: "model-registry".to_owned(), // the project queues live in
         queue: queue.to_owned(),
         run_spec: json!({
             "entity": FAKE_ENTITY,
@@ -439,13 +439,21 @@ async fn the_agent_launches_and_cancels_runs_in_every_target_under_the_charts_se
         "{log}"
     );
     // A refused call reads `… is forbidden: User "system:serviceaccount:…" cannot …`
-    // (reason Forbidden, code 403), whichever step made it.
+    // (reason Forbidden, code 403), whichever step made it; and no step may have given up
+    // on a call (adoption's listing, the pre-check), refused or not.
     let lower = log.to_lowercase();
     assert!(
         !lower.contains("forbidden") && !lower.contains("code: 403"),
         "a request was refused:\n{log}"
     );
+    let warnings: Vec<&str> = log.lines().filter(|l| l.contains(" WARN ")).collect();
+    assert!(
+        warnings.is_empty(),
+        "the agent warned:\n{}",
+        warnings.join("\n")
+    );
     assert!(!log.contains(FAKE_API_KEY), "the API key reached the log");
+    eprintln!("agent log:\n{log}");
     agent_ns.cleanup().await;
     target_ns.cleanup().await;
     Ok(())

@@ -325,7 +325,7 @@ fn helm() -> Result<PathBuf> {
     if !helm.is_file() {
         crate::step(
             "installing helm (through the chart lint test)",
-            &mut tests_of(&["chart"]).arg("lint_strict"),
+            tests_of(&["chart"]).arg("lint_strict"),
         )?;
     }
     Ok(helm)

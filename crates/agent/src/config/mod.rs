@@ -526,6 +526,20 @@ impl Layers<'_> {
         if let Some(list) = env("LAUNCH_AGENT_TARGET_NAMESPACES") {
             config.target_namespaces = comma_list(list).collect();
         }
+        if let Some(flag) = env("LAUNCH_AGENT_PRECHECK") {
+            config.precheck = match flag.trim() {
+                "true" => true,
+                "false" => false,
+                other => {
+                    let problem = format!("must be `true` or `false`, found {other:?}");
+                    return Err(bad(
+                        "LAUNCH_AGENT_PRECHECK",
+                        problem,
+                        "write `true` or `false`",
+                    ));
+                }
+            };
+        }
         if let Some(mode) = env("LAUNCH_AGENT_JOB_SECRETS") {
             config.job_secrets = job_secrets(mode)
                 .map_err(|p| bad("LAUNCH_AGENT_JOB_SECRETS", p, "write `perRun` or `none`"))?;
