@@ -501,7 +501,7 @@ impl Layers<'_> {
         self.apply_agent_env(config)
     }
 
-    /// Deployment variables: Helm release, namespaces, addresses, identity, code PVC.
+    /// Deployment variables: Helm release, namespaces, addresses, identity, pre-check, code PVC.
     fn apply_agent_env(&self, config: &mut Config) -> Result<(), ConfigError> {
         let env = |name: &str| self.env.get(name).filter(|value| !value.is_empty());
         let bad = |name: &str, problem: String, fix: &str| ConfigError::Env {
