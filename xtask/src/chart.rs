@@ -230,7 +230,9 @@ pub struct CheckovSummary {
 pub fn checkov() -> Result<CheckovSummary> {
     let checkov = install_checkov()?;
     let root = crate::workspace_root();
-    let dir = target_dir().join("checkov");
+    // Inside the workspace: checkov skips every path with a hidden directory in it (such
+    // as `~/.cache`, where CARGO_TARGET_DIR often points).
+    let dir = root.join("target/checkov");
     std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let rendered = output(
         Command::new(helm()?)
