@@ -11,6 +11,10 @@
 //! 7. `test`: every test of the workspace, doc tests included; insta never writes snapshots.
 //! 8. `publish dry-run`: `cargo publish --workspace --dry-run` of the embeddable crates.
 //! 9. `fuzz`: every fuzz target of `fuzz/` for [`FUZZ_SECONDS`] each (`cargo xtask fuzz`).
+//! 10. `chart image`: the container image's static (musl) `launch-agent`, dev profile, runs
+//!     (`cargo xtask chart image`; the chart itself is checked by the `test` step).
+//! 11. `chart checkov`: checkov on the all-features render, 0 failed checks (about 8 s warm;
+//!     the first run installs checkov into a venv, minutes).
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -110,7 +114,11 @@ fn run(t: &mut Timings) -> Result<()> {
         let outcomes = crate::fuzz::run(crate::fuzz::TARGETS, FUZZ_SECONDS)?;
         crate::fuzz::print_table(&outcomes);
         Ok(())
-    })
+    })?;
+    t.step("chart image", || {
+        crate::chart::image(crate::chart::Profile::Dev).map(drop)
+    })?;
+    t.step("chart checkov", || crate::chart::checkov().map(drop))
 }
 
 /// The target dir of the publish dry-run: its own, so its builds (dependencies resolved

@@ -15,10 +15,13 @@
 //! - `demo`: the README's first command.
 //! - `fuzz [TARGET] [--seconds N]`: the libFuzzer targets of `fuzz/`, built on the stable
 //!   toolchain, each run for N seconds (default 60); prints executions per target.
+//! - `chart [--check] | check | image [--release] | checkov`: the Helm chart's generated
+//!   files, its tests, the static binary of the container image, checkov (see `chart.rs`).
 
 mod bench_agent;
 mod bench_proc;
 mod bench_render;
+mod chart;
 mod ci;
 mod cluster;
 mod demo;
@@ -44,9 +47,10 @@ fn main() -> Result<()> {
         Some("doc") => ci::doc(),
         Some("demo") => demo(),
         Some("fuzz") => fuzz::main(&args[1..]),
+        Some("chart") => chart::main(&args[1..]),
         _ => {
             eprintln!(
-                "usage: cargo xtask <ci | setup | cluster build|up|down | bench render [--compare-reference] | bench agent [--items N] [--max-jobs M] [--queues Q] | tidy | doc | demo | fuzz [TARGET] [--seconds N]>"
+                "usage: cargo xtask <ci | setup | cluster build|up|down | bench render [--compare-reference] | bench agent [--items N] [--max-jobs M] [--queues Q] | tidy | doc | demo | fuzz [TARGET] [--seconds N] | chart [--check] | chart check | chart image [--release] | chart checkov>"
             );
             bail!("unknown or missing command")
         }

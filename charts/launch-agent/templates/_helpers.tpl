@@ -202,6 +202,8 @@ checkov.io/skip2: CKV_K8S_15=IfNotPresent on purpose; the image is pinned by tag
 checkov.io/skip3: CKV2_K8S_6=egress to the W&B API is site-specific; add a NetworkPolicy for your site
 {{- if and (not .Values.apiKeySecret.mountAsFile) (not .Values.oidc.enabled) }}
 checkov.io/skip4: CKV_K8S_35=W&B's agent contract reads WANDB_API_KEY; set apiKeySecret.mountAsFile or oidc.enabled to avoid it
+{{- else if .Values.additionalSecretEnvVars }}
+checkov.io/skip4: CKV_K8S_35=additionalSecretEnvVars are env vars by definition (W&B's key); mount such Secrets with extraVolumes to avoid it
 {{- end }}
 {{- if and (not .Values.image.digest) (not (contains "@sha256:" (.Values.agent.image | default ""))) }}
 checkov.io/skip5: CKV_K8S_43=no digest given; set image.digest to pin the image

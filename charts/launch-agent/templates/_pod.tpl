@@ -44,6 +44,11 @@
   value: {{ include "la.targets" $root | fromJsonArray | join "," | quote }}
 - name: LAUNCH_AGENT_JOB_SECRETS
   value: {{ $v.rbac.jobSecrets | quote }}
+{{- if include "la.rustAgent" $root }}
+# The GPU pre-check lists nodes and pods cluster-wide: only with its ClusterRole.
+- name: LAUNCH_AGENT_PRECHECK
+  value: {{ $v.rbac.precheck.enabled | toString | quote }}
+{{- end }}
 {{- if and (include "la.rustAgent" $root) (not $check) }}
 - name: LAUNCH_AGENT_HEALTH_ADDR
   value: ":{{ $v.health.port }}"

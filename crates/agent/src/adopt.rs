@@ -44,7 +44,8 @@ pub(crate) async fn adopt(
     {
         Ok(runs) => runs,
         Err(error) => {
-            tracing::warn!(error = %error, "cannot list runs left in flight; none adopted, launch intents left for the next start");
+            let error = crate::pipeline::error_chain(&error);
+            tracing::warn!(%error, "cannot list runs left in flight; none adopted, launch intents left for the next start");
             return;
         }
     };

@@ -106,7 +106,7 @@ pub use check::{AGENT_RBAC_RULES, CheckLine, check};
 pub use cli::{Cli, Command, Flags, LogFormat};
 pub use config::{
     ApiKeySource, BuilderChoice, CodePvc, Config, DEFAULT_CONFIG_PATH, JobLimit, JobSecrets,
-    KanikoOptions, LeaderElection, LeaseSettings, load,
+    KanikoOptions, LaunchConfigFile, LeaderElection, LeaseSettings, launch_config_schema, load,
 };
 pub use context::{Context, Registration};
 pub use controller::Agent;

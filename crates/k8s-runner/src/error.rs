@@ -227,6 +227,11 @@ pub(crate) fn is_not_found(error: &kube::Error) -> bool {
     api_status(error).is_some_and(|status| status.code == 404 || status.is_not_found())
 }
 
+/// True for a 403: RBAC refused the call.
+pub(crate) fn is_forbidden(error: &kube::Error) -> bool {
+    api_status(error).is_some_and(|status| status.code == 403)
+}
+
 /// True for a 404 meaning the resource type itself is not served (as opposed to a missing
 /// namespace or object).
 pub(crate) fn is_resource_not_served(error: &kube::Error) -> bool {

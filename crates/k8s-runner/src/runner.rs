@@ -8,7 +8,7 @@ use kube::api::{Api, DynamicObject, ListParams};
 use rlaunch_model::{labels, names};
 use rlaunch_render::Rendered;
 use tokio::sync::watch;
-use tracing::warn;
+use tracing::{debug, warn};
 
 use crate::api::{
     Coordinates, RunRef, WorkloadRole, discover, discover_preferred, known_custom_kinds,
@@ -16,7 +16,7 @@ use crate::api::{
 use crate::classify::{classify_pod, classify_workload};
 use crate::cleanup::{CleanupReport, cleanup_run, delete_workload};
 use crate::diagnostics::collect;
-use crate::error::{Error, Result, is_not_found};
+use crate::error::{Error, Result, is_forbidden, is_not_found};
 use crate::monitor::{Monitor, MonitorContext};
 use crate::requeue::{REQUEUE_ANNOTATION, RequeueRecord};
 use crate::state::{ContainerLog, Diagnostics, RunState, RunStatus, Warning, WarningChange};
@@ -441,6 +441,13 @@ impl Runner {
             Ok(list) => list,
             Err(error) if !api.is_batch_job() && is_not_found(&error) => {
                 warn!(group = %api.group, kind = %api.kind, "kind not served; skipped while listing runs in flight");
+                return Ok(());
+            }
+            // A custom kind the cluster serves but the agent has no Role for (the chart
+            // grants one per enabled preset, create and list together): the agent cannot
+            // have created any, so there is nothing of that kind to adopt here.
+            Err(error) if !api.is_batch_job() && is_forbidden(&error) => {
+                debug!(group = %api.group, kind = %api.kind, namespace, "no right to list this kind; none of it to adopt");
                 return Ok(());
             }
             Err(source) => {

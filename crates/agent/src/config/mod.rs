@@ -13,6 +13,7 @@ mod file;
 mod kaniko;
 mod lease;
 mod load;
+mod schema;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
@@ -24,6 +25,7 @@ use serde_json::Value as Json;
 pub use kaniko::KanikoOptions;
 pub use lease::{LeaderElection, LeaseSettings};
 pub use load::{DEFAULT_CONFIG_PATH, load};
+pub use schema::{LaunchConfigFile, launch_config_schema};
 
 use crate::cli::{Flags, LogFormat};
 use crate::error::ConfigError;
@@ -499,7 +501,7 @@ impl Layers<'_> {
         self.apply_agent_env(config)
     }
 
-    /// Deployment variables: Helm release, namespaces, addresses, identity, code PVC.
+    /// Deployment variables: Helm release, namespaces, addresses, identity, pre-check, code PVC.
     fn apply_agent_env(&self, config: &mut Config) -> Result<(), ConfigError> {
         let env = |name: &str| self.env.get(name).filter(|value| !value.is_empty());
         let bad = |name: &str, problem: String, fix: &str| ConfigError::Env {
@@ -523,6 +525,20 @@ impl Layers<'_> {
         }
         if let Some(list) = env("LAUNCH_AGENT_TARGET_NAMESPACES") {
             config.target_namespaces = comma_list(list).collect();
+        }
+        if let Some(flag) = env("LAUNCH_AGENT_PRECHECK") {
+            config.precheck = match flag.trim() {
+                "true" => true,
+                "false" => false,
+                other => {
+                    let problem = format!("must be `true` or `false`, found {other:?}");
+                    return Err(bad(
+                        "LAUNCH_AGENT_PRECHECK",
+                        problem,
+                        "write `true` or `false`",
+                    ));
+                }
+            };
         }
         if let Some(mode) = env("LAUNCH_AGENT_JOB_SECRETS") {
             config.job_secrets = job_secrets(mode)

@@ -456,3 +456,18 @@ fn the_api_key_is_never_a_macro() {
     assert!(text.contains("allowed_macros"), "{text}");
     assert!(!text.contains("secret-key"), "{text}");
 }
+
+#[test]
+fn the_precheck_follows_the_deployments_variable_over_the_file() {
+    assert!(ok("queues: [a]\n").precheck, "on by default");
+    let file = "queues: [a]\nprecheck: true\n";
+    let off = resolve(
+        file,
+        &[("LAUNCH_AGENT_PRECHECK", "false")],
+        &Flags::default(),
+    );
+    assert!(!off.unwrap().precheck);
+    let bad = resolve(file, &[("LAUNCH_AGENT_PRECHECK", "yes")], &Flags::default());
+    let message = bad.unwrap_err().to_string();
+    assert!(message.contains("LAUNCH_AGENT_PRECHECK"), "{message}");
+}

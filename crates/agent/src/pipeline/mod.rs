@@ -635,7 +635,8 @@ async fn precheck(ctx: &Context, item: &RunQueueItem, rendered: &Rendered) -> Re
             Verdict::FitsNow => Ok(()),
         },
         Err(error) => {
-            tracing::warn!(item = %item.id, error = %error, "pre-check failed; submitting anyway");
+            let error = error_chain(&error);
+            tracing::warn!(item = %item.id, %error, "pre-check failed; submitting anyway");
             Ok(())
         }
     }
