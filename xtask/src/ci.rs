@@ -8,9 +8,11 @@
 //! 4. `clippy`: every target, `-D warnings`.
 //! 5. `doc`: `cargo doc --workspace --no-deps` with `RUSTDOCFLAGS=-D warnings`.
 //! 6. `cluster build`: the test control plane, built or found in the cache.
-//! 7. `test`: every test of the workspace, doc tests included; insta never writes snapshots.
-//! 8. `publish dry-run`: `cargo publish --workspace --dry-run` of the embeddable crates.
-//! 9. `fuzz`: every fuzz target of `fuzz/` for [`FUZZ_SECONDS`] each (`cargo xtask fuzz`).
+//! 7. `test`: every test of the workspace, doc tests included; insta never writes snapshots;
+//!    tests named `chaos_*` are left to step 8.
+//! 8. `chaos`: the agent's chaos scenarios, one at a time (`cargo xtask chaos`).
+//! 9. `publish dry-run`: `cargo publish --workspace --dry-run` of the embeddable crates.
+//! 10. `fuzz`: every fuzz target of `fuzz/` for [`FUZZ_SECONDS`] each (`cargo xtask fuzz`).
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -98,10 +100,13 @@ fn run(t: &mut Timings) -> Result<()> {
         status(
             cargo()
                 .args(["test", "--workspace", "--locked", "--no-fail-fast"])
+                // The chaos scenarios run in their own step, one at a time.
+                .args(["--", "--skip", "chaos_"])
                 .env("INSTA_UPDATE", "no")
                 .env("CI", "true"),
         )
     })?;
+    t.step("chaos", || crate::chaos::main(&[]))?;
     t.step("publish dry-run", || {
         forget_packaged_builds()?;
         status(&mut publish_dry_run())

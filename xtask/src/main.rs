@@ -12,8 +12,10 @@
 //! - `demo`: the README's first command.
 //! - `fuzz [TARGET] [--seconds N]`: the libFuzzer targets of `fuzz/`, built on the stable
 //!   toolchain, each run for N seconds (default 60); prints executions per target.
+//! - `chaos [SCENARIO…]`: the agent's fault-injection scenarios, each with its verdict.
 
 mod bench_render;
+mod chaos;
 mod ci;
 mod cluster;
 mod demo;
@@ -39,9 +41,10 @@ fn main() -> Result<()> {
         Some("doc") => ci::doc(),
         Some("demo") => demo(),
         Some("fuzz") => fuzz::main(&args[1..]),
+        Some("chaos") => chaos::main(&args[1..]),
         _ => {
             eprintln!(
-                "usage: cargo xtask <ci | setup | cluster build|up|down | bench render [--compare-reference] | tidy | doc | demo | fuzz [TARGET] [--seconds N]>"
+                "usage: cargo xtask <ci | setup | cluster build|up|down | bench render [--compare-reference] | tidy | doc | demo | fuzz [TARGET] [--seconds N] | chaos [SCENARIO…]>"
             );
             bail!("unknown or missing command")
         }

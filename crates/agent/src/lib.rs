@@ -44,7 +44,7 @@
 //! simpler and safer than a process that tries to step down and back up in place. The
 //! settings are [`LeaderElection`] and [`LeaseSettings`]: `lease_name` (default
 //! `launch-agent-<identity>`), `lease_namespace` (default `POD_NAMESPACE`, else `default`),
-//! `POD_NAME` as the holder (default the hostname), and `lease_duration_seconds` (15),
+//! `POD_NAME` (default the hostname) plus a per-process suffix as the holder, and `lease_duration_seconds` (15),
 //! `renew_deadline_seconds` (10), `retry_period_seconds` (2), also as `LAUNCH_AGENT_*`
 //! variables and flags. The leader renews every retry period.
 //!

@@ -80,7 +80,7 @@ pub(crate) async fn run_item(
     };
     let (intent_ns, launched) = match before_ack(&ctx, &registration, item_ref).await {
         Ok(namespace) => {
-            let launched = match ack(&ctx, item_ref).await {
+            let launched = match ack(&ctx, &registration, item_ref).await {
                 Ok(()) => launch(&ctx, registration.as_ref(), item_ref, Some(popped_at)).await,
                 Err(failed) => Err(failed),
             };
@@ -287,7 +287,16 @@ struct Launched {
 }
 
 /// The ack, under the run id the launch will use.
-async fn ack(ctx: &Context, item_ref: ItemRef<'_>) -> Result<(), Failed> {
+///
+/// A refused ack is not always someone else's: when the answer to an ack that ran is lost
+/// (a dropped connection), the retry meets an item that is already claimed and W&B answers
+/// `success: false`. So a refusal is checked against the item itself: claimed under this
+/// launch's run id (drawn by this task, or the spec's own) means the ack was ours.
+async fn ack(
+    ctx: &Context,
+    registration: &Registration,
+    item_ref: ItemRef<'_>,
+) -> Result<(), Failed> {
     let ItemRef {
         item,
         queue,
@@ -298,18 +307,51 @@ async fn ack(ctx: &Context, item_ref: ItemRef<'_>) -> Result<(), Failed> {
         ctx.wandb.ack_run_queue_item(&item.id, run_id)
     })
     .await;
-    if let Err(error) = acked {
-        return Err((
-            None,
-            ItemFailure::new(
-                FailureStage::Agent,
-                format!("cannot acknowledge the item: {error}"),
-            ),
-        ));
+    match acked {
+        Ok(()) => {}
+        Err(rlaunch_wandb_api::Error::AckRejected { .. })
+            if claimed_by(ctx, registration, item_ref).await =>
+        {
+            tracing::warn!(item = %item.id, queue, run_id, "the ack was refused, but the item is already claimed under this launch's run id: an earlier attempt acked it and its answer was lost; going on");
+        }
+        Err(error) => {
+            return Err((
+                None,
+                ItemFailure::new(
+                    FailureStage::Agent,
+                    format!("cannot acknowledge the item: {error}"),
+                ),
+            ));
+        }
     }
     ctx.metrics.acked(queue);
     test_pause_after_ack(item).await;
     Ok(())
+}
+
+/// Whether W&B shows the item claimed under this launch's run id (false when it cannot
+/// tell: then the refusal stands).
+async fn claimed_by(ctx: &Context, registration: &Registration, item_ref: ItemRef<'_>) -> bool {
+    let info = ctx
+        .wandb
+        .run_queue_item_info(
+            &registration.entity,
+            LAUNCH_PROJECT,
+            item_ref.queue,
+            &item_ref.item.id,
+        )
+        .await;
+    match info {
+        Ok(Some(info)) => {
+            info.state.as_deref() == Some("CLAIMED")
+                && info.associated_run_id.as_deref() == Some(item_ref.run_id)
+        }
+        Ok(None) => false,
+        Err(error) => {
+            tracing::warn!(item = %item_ref.item.id, error = %error, "cannot read the item to tell whether the refused ack was ours");
+            false
+        }
+    }
 }
 
 /// Resolve → build → render → pre-check → submit, after the ack. `popped_at` is `None`
