@@ -41,7 +41,7 @@ async fn chaos_two_agents_with_one_identity_keep_one_passive() -> anyhow::Result
     );
     let first = AgentProcess::start(&fake, cluster.kubeconfig_path(), &config).await?;
     // The seed decides whether the twin starts at once or once the first one leads.
-    let twin_at_once = scenario.rng.next() % 2 == 0;
+    let twin_at_once = scenario.rng.next().is_multiple_of(2);
     if !twin_at_once {
         eventually("the first agent to lead", SETTLE, || async {
             Ok(readyz(&first).await.filter(|b| b.starts_with("ready:")))
