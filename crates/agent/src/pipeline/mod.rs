@@ -247,7 +247,7 @@ async fn before_ack(
         queue: queue.to_owned(),
         launch: crate::intent::Launch::of(requeue, item.run_spec.api_key.is_some()),
     };
-    crate::intent::record(ctx.runner.client(), &intent, &registration.identity)
+    record_intent(ctx, &intent, &registration.identity)
         .await
         .map_err(|error| {
             ItemFailure::new(
@@ -258,6 +258,40 @@ async fn before_ack(
             )
         })?;
     Ok(namespace)
+}
+
+/// Records the launch intent, retrying while the API server is unreachable or answers
+/// 429/5xx (restarting, or its etcd down): the item is not acked yet, and failing it for
+/// a passing cluster outage would lose a run that W&B could still hand out.
+async fn record_intent(
+    ctx: &Context,
+    intent: &crate::intent::Intent,
+    identity: &str,
+) -> Result<(), kube::Error> {
+    let mut attempt = 0;
+    loop {
+        match crate::intent::record(ctx.runner.client(), intent, identity).await {
+            Err(error) if is_transient_kube(&error) && attempt < 6 => {
+                attempt += 1;
+                tracing::warn!(item = %intent.item_id, error = %error, attempt, "recording the launch intent failed; retrying");
+                tokio::time::sleep(crate::retry::backoff(
+                    attempt,
+                    Duration::from_secs(1),
+                    Duration::from_secs(20),
+                ))
+                .await;
+            }
+            result => return result,
+        }
+    }
+}
+
+/// An API server error that waiting can fix: no answer at all, 429 or 5xx.
+fn is_transient_kube(error: &kube::Error) -> bool {
+    match error {
+        kube::Error::Api(response) => response.code == 429 || response.code >= 500,
+        _ => true,
+    }
 }
 
 /// Test-only fault hook ([`crate::intent::PAUSE_AFTER_ACK_ENV`]): stop after the ack until
