@@ -18,10 +18,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::chaos::{
-    Outcome, SETTLE, Scenario, agent_config, log_tails, oom_queue, push_items, settle,
+    Outcome, SETTLE, Scenario, agent_config, log_tails, oom_queue, push_items, readyz, settle,
     succeeding_queue,
 };
-use common::{AgentProcess, record_jobs, simulate_wandb_init};
+use common::{AgentProcess, eventually, record_jobs, simulate_wandb_init};
 use rlaunch_wandb_fake::{DropPoint, FakeConfig, FakeWandb, Fault};
 
 const SEED: u64 = 0xc4a0_3a4d;
@@ -60,6 +60,13 @@ async fn chaos_wandb_errors_then_slowness_then_dropped_connections_lose_and_doub
     let (seen, recorder) = record_jobs(client.clone(), ns.name.clone());
     let config = agent_config(&ns.name, &["ok", "oom"], 3, "chaos-wandb");
     let mut agent = AgentProcess::start(&fake, cluster.kubeconfig_path(), &config).await?;
+    eventually("the agent to poll", SETTLE, || async {
+        Ok(readyz(&agent)
+            .await
+            .filter(|body| body.starts_with("ready:")))
+    })
+    .await?;
+    scenario.step("the agent is registered and polling");
     let mut expected = BTreeMap::new();
 
     for (status, retry_after) in [(500, None), (503, Some("1")), (429, Some("2"))] {
@@ -135,10 +142,15 @@ async fn chaos_wandb_errors_then_slowness_then_dropped_connections_lose_and_doub
     );
     for status in [500, 503, 429] {
         assert!(
-            answered.keys().any(|(_, s)| *s == status),
-            "the {status} storm met requests: {faulted:?}"
+            answered.contains_key(&("popFromRunQueue".to_owned(), status)),
+            "the {status} storm met the polling loop: {faulted:?}"
         );
     }
+    assert!(
+        agent.log_text().contains("an earlier attempt acked it"),
+        "a refused retry of a dropped ack was recognised as ours:\n{}",
+        log_tails(&[&agent], 120)
+    );
     agent.signal("TERM")?;
     let status = agent.child.wait().await?;
     assert!(status.success(), "{status}\n{}", agent.log_text());

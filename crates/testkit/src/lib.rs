@@ -482,7 +482,8 @@ impl TestCluster {
     }
 
     /// Starts etcd again on the same ports and data dir; returns once etcd and the API
-    /// server are ready. Only for [`private_cluster()`].
+    /// server are ready, with kwok restarted (kwok, unlike a kubelet, does not list pods
+    /// again after its watch broke). Only for [`private_cluster()`].
     pub async fn start_etcd(&self) -> Result<()> {
         self.own_plane("start_etcd")?.restart_etcd().await
     }
