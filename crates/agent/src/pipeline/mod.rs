@@ -81,7 +81,15 @@ pub(crate) async fn run_item(
     let (intent_ns, launched) = match before_ack(&ctx, &registration, item_ref).await {
         Ok(namespace) => {
             let launched = match ack(&ctx, &registration, item_ref).await {
-                Ok(()) => launch(&ctx, registration.as_ref(), item_ref, Some(popped_at)).await,
+                Ok(Acked::Ours) => {
+                    launch(&ctx, registration.as_ref(), item_ref, Some(popped_at)).await
+                }
+                Ok(Acked::NotOurs) => {
+                    crate::intent::forget(ctx.runner.client(), &namespace, &item.id).await;
+                    ctx.store.remove(&item.id);
+                    ctx.metrics.set_jobs(&ctx.store.counts());
+                    return;
+                }
                 Err(failed) => Err(failed),
             };
             (Some(namespace), launched)
@@ -326,11 +334,15 @@ struct Launched {
 /// (a dropped connection), the retry meets an item that is already claimed and W&B answers
 /// `success: false`. So a refusal is checked against the item itself: claimed under this
 /// launch's run id (drawn by this task, or the spec's own) means the ack was ours.
+/// Otherwise the item is not this agent's any more (its lease ran out while the agent
+/// waited on W&B or the cluster: it is pending again, or another agent holds it), and the
+/// agent leaves it alone: failing it, as W&B's agent does, would fail a run that W&B hands
+/// out again or that another agent is running.
 async fn ack(
     ctx: &Context,
     registration: &Registration,
     item_ref: ItemRef<'_>,
-) -> Result<(), Failed> {
+) -> Result<Acked, Failed> {
     let ItemRef {
         item,
         queue,
@@ -343,9 +355,11 @@ async fn ack(
     .await;
     match acked {
         Ok(()) => {}
-        Err(rlaunch_wandb_api::Error::AckRejected { .. })
-            if claimed_by(ctx, registration, item_ref).await =>
-        {
+        Err(rlaunch_wandb_api::Error::AckRejected { .. }) => {
+            if !claimed_by(ctx, registration, item_ref).await {
+                tracing::warn!(item = %item.id, queue, run_id, "the ack was refused: the item's lease ran out or another agent holds it; leaving it to W&B");
+                return Ok(Acked::NotOurs);
+            }
             tracing::warn!(item = %item.id, queue, run_id, "the ack was refused, but the item is already claimed under this launch's run id: an earlier attempt acked it and its answer was lost; going on");
         }
         Err(error) => {
@@ -360,7 +374,14 @@ async fn ack(
     }
     ctx.metrics.acked(queue);
     test_pause_after_ack(item).await;
-    Ok(())
+    Ok(Acked::Ours)
+}
+
+/// Whose the item is after the ack.
+enum Acked {
+    Ours,
+    /// Refused, and not claimed under this launch's run id: left alone.
+    NotOurs,
 }
 
 /// Whether W&B shows the item claimed under this launch's run id (false when it cannot
