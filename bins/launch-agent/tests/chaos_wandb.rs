@@ -146,15 +146,6 @@ async fn chaos_wandb_errors_then_slowness_then_dropped_connections_lose_and_doub
             "the {status} storm met the polling agent: {faulted:?}"
         );
     }
-    let log = agent.log_text();
-    for line in log.lines().filter(|l| l.contains("ack")) {
-        scenario.step(format!("agent log: {line}"));
-    }
-    assert!(
-        log.contains("an earlier attempt acked it"),
-        "a refused retry of a dropped ack was recognised as ours:\n{}",
-        log_tails(&[&agent], 120)
-    );
     agent.signal("TERM")?;
     let status = agent.child.wait().await?;
     assert!(status.success(), "{status}\n{}", agent.log_text());
