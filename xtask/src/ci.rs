@@ -8,12 +8,14 @@
 //! 4. `clippy`: every target, `-D warnings`.
 //! 5. `doc`: `cargo doc --workspace --no-deps` with `RUSTDOCFLAGS=-D warnings`.
 //! 6. `cluster build`: the test control plane, built or found in the cache.
-//! 7. `test`: every test of the workspace, doc tests included; insta never writes snapshots.
-//! 8. `publish dry-run`: `cargo publish --workspace --dry-run` of the embeddable crates.
-//! 9. `fuzz`: every fuzz target of `fuzz/` for [`FUZZ_SECONDS`] each (`cargo xtask fuzz`).
-//! 10. `chart image`: the container image's static (musl) `launch-agent`, dev profile, runs
+//! 7. `test`: every test of the workspace, doc tests included; insta never writes snapshots;
+//!    tests named `chaos_*` are left to step 8.
+//! 8. `chaos`: the agent's chaos scenarios, one at a time (`cargo xtask chaos`).
+//! 9. `publish dry-run`: `cargo publish --workspace --dry-run` of the embeddable crates.
+//! 10. `fuzz`: every fuzz target of `fuzz/` for [`FUZZ_SECONDS`] each (`cargo xtask fuzz`).
+//! 11. `chart image`: the container image's static (musl) `launch-agent`, dev profile, runs
 //!     (`cargo xtask chart image`; the chart itself is checked by the `test` step).
-//! 11. `chart checkov`: checkov on the all-features render, 0 failed checks (about 8 s warm;
+//! 12. `chart checkov`: checkov on the all-features render, 0 failed checks (about 8 s warm;
 //!     the first run installs checkov into a venv, minutes).
 
 use std::path::PathBuf;
@@ -102,10 +104,13 @@ fn run(t: &mut Timings) -> Result<()> {
         status(
             cargo()
                 .args(["test", "--workspace", "--locked", "--no-fail-fast"])
+                // The chaos scenarios run in their own step, one at a time.
+                .args(["--", "--skip", "chaos_"])
                 .env("INSTA_UPDATE", "no")
                 .env("CI", "true"),
         )
     })?;
+    t.step("chaos", || crate::chaos::main(&[]))?;
     t.step("publish dry-run", || {
         forget_packaged_builds()?;
         status(&mut publish_dry_run())

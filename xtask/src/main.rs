@@ -17,11 +17,13 @@
 //!   toolchain, each run for N seconds (default 60); prints executions per target.
 //! - `chart [--check] | check | image [--release] | checkov`: the Helm chart's generated
 //!   files, its tests, the static binary of the container image, checkov (see `chart.rs`).
+//! - `chaos [SCENARIO…]`: the agent's fault-injection scenarios, each with its verdict.
 
 mod bench_agent;
 mod bench_proc;
 mod bench_render;
 mod chart;
+mod chaos;
 mod ci;
 mod cluster;
 mod demo;
@@ -48,9 +50,10 @@ fn main() -> Result<()> {
         Some("demo") => demo(),
         Some("fuzz") => fuzz::main(&args[1..]),
         Some("chart") => chart::main(&args[1..]),
+        Some("chaos") => chaos::main(&args[1..]),
         _ => {
             eprintln!(
-                "usage: cargo xtask <ci | setup | cluster build|up|down | bench render [--compare-reference] | bench agent [--items N] [--max-jobs M] [--queues Q] | tidy | doc | demo | fuzz [TARGET] [--seconds N] | chart [--check] | chart check | chart image [--release] | chart checkov>"
+                "usage: cargo xtask <ci | setup | cluster build|up|down | bench render [--compare-reference] | bench agent [--items N] [--max-jobs M] [--queues Q] | tidy | doc | demo | fuzz [TARGET] [--seconds N] | chart [--check] | chart check | chart image [--release] | chart checkov | chaos [SCENARIO…]>"
             );
             bail!("unknown or missing command")
         }

@@ -10,6 +10,7 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
+use common::chaos::{poppers, readyz};
 use common::{
     AgentProcess, eventually, image_item, jobs_by_item, queue, record_jobs, simulate_wandb_init,
 };
@@ -20,25 +21,6 @@ use serde_json::json;
 
 const WAIT: Duration = Duration::from_secs(180);
 const ITEMS: usize = 6;
-
-/// Agent ids that popped, from the fake's journal.
-fn poppers(fake: &FakeWandb) -> BTreeSet<String> {
-    fake.journal_of("popFromRunQueue")
-        .iter()
-        .filter_map(|e| {
-            e.variables.as_ref()?["launchAgentId"]
-                .as_str()
-                .map(str::to_owned)
-        })
-        .collect()
-}
-
-async fn readyz(agent: &AgentProcess) -> Option<String> {
-    match agent.http_get(agent.health_port, "/readyz").await {
-        Ok((200, body)) => Some(body),
-        _ => None,
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_standby_takes_over_a_killed_leader_without_doubling_anything() -> anyhow::Result<()> {

@@ -9,6 +9,9 @@
 //! its Kubernetes client a read timeout of the renew deadline, so a renewal that hangs
 //! fails within it.
 //!
+//! The holder identity is `POD_NAME` (else the hostname) plus a suffix drawn per process,
+//! so two agents started by mistake under one name still compete instead of both leading.
+//!
 //! Only the leader registers, adopts, polls and reports. A standby waits, ready (a standby
 //! that failed `/readyz` would stall every rolling update). A leader whose renewal fails
 //! stops at once and the process exits non-zero: Kubernetes restarts it as a fresh standby,
@@ -52,6 +55,24 @@ pub(crate) fn default_lease_name(config: &Config) -> String {
     dns_name(&format!("launch-agent-{identity}"))
 }
 
+/// This process's name in the Lease: `POD_NAME` (else the hostname) plus a suffix drawn
+/// at start. Without the suffix two agents started by mistake under one name (no
+/// `POD_NAME`, the same host or container hostname) would both "hold" the Lease and both
+/// poll; with it each process is its own candidate, and a restarted process waits for the
+/// Lease like any other standby.
+fn holder_identity(base: Option<&str>) -> String {
+    let base = base.map(str::to_owned).unwrap_or_else(|| {
+        hostname::get()
+            .map(|h| h.to_string_lossy().into_owned())
+            .unwrap_or_else(|_| "launch-agent".to_owned())
+    });
+    const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
+    let suffix: String = (0..8)
+        .map(|_| ALPHABET[rand::random_range(0..ALPHABET.len())] as char)
+        .collect();
+    format!("{base}-{suffix}")
+}
+
 /// Lowercase, `[a-z0-9.-]`, at most 253 characters, alphanumeric at both ends (pure).
 fn dns_name(raw: &str) -> String {
     let cleaned: String = raw
@@ -84,11 +105,7 @@ pub(crate) async fn start(config: &Config, settings: &LeaseSettings) -> Result<E
             .clone()
             .unwrap_or_else(|| default_lease_name(config)),
     };
-    let holder = settings.holder.clone().unwrap_or_else(|| {
-        hostname::get()
-            .map(|h| h.to_string_lossy().into_owned())
-            .unwrap_or_else(|_| "launch-agent".to_owned())
-    });
+    let holder = holder_identity(settings.holder.as_deref());
     let lease_error = |source| Error::Lease {
         namespace: lease.namespace.clone(),
         name: lease.name.clone(),
@@ -187,6 +204,21 @@ impl Election {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_process_is_its_own_candidate_under_one_name() {
+        let a = holder_identity(Some("agent-0"));
+        let b = holder_identity(Some("agent-0"));
+        assert!(
+            a.starts_with("agent-0-") && b.starts_with("agent-0-"),
+            "{a} {b}"
+        );
+        assert_ne!(
+            a, b,
+            "two processes with one POD_NAME must not share the Lease"
+        );
+        assert_ne!(holder_identity(None), holder_identity(None));
+    }
 
     #[test]
     fn lease_names_are_valid_object_names() {

@@ -44,7 +44,7 @@
 //! simpler and safer than a process that tries to step down and back up in place. The
 //! settings are [`LeaderElection`] and [`LeaseSettings`]: `lease_name` (default
 //! `launch-agent-<identity>`), `lease_namespace` (default `POD_NAMESPACE`, else `default`),
-//! `POD_NAME` as the holder (default the hostname), and `lease_duration_seconds` (15),
+//! `POD_NAME` (default the hostname) plus a per-process suffix as the holder, and `lease_duration_seconds` (15),
 //! `renew_deadline_seconds` (10), `retry_period_seconds` (2), also as `LAUNCH_AGENT_*`
 //! variables and flags. The leader renews every retry period.
 //!
@@ -78,6 +78,10 @@
 //!     runner's RBAC table and the agent's launch intents need, per watched namespace.
 //! 11. `replicas > 1` is safe: the Lease holder alone polls and reports, a standby takes
 //!     over within one lease duration and adopts (W&B's agent has no leader election).
+//! 12. A refused ack is not a failure by itself: W&B's agent fails the item, which fails a
+//!     run whose lease merely ran out (it is pending again) or that another agent holds.
+//!     We check the item: claimed under our run id means our earlier ack ran and its
+//!     answer was lost (go on); anything else is left to W&B, untouched.
 #![doc = include_str!("../README.md")]
 
 mod adopt;

@@ -573,6 +573,71 @@ impl ControlPlane {
         self.wait_apiserver().await
     }
 
+    /// Kills etcd with SIGKILL (a crash: no flush, no goodbye to its clients) and waits
+    /// until it is gone; kube-apiserver keeps running and fails its storage calls.
+    pub async fn kill_etcd(&self) -> Result<()> {
+        let mut procs = self.lock_procs();
+        let p = procs
+            .iter_mut()
+            .find(|p| p.name == "etcd")
+            .ok_or_else(|| Error::Internal("etcd was never started".into()))?;
+        let _ = p.child.kill();
+        p.child
+            .wait()
+            .map(drop)
+            .map_err(|e| Error::Internal(format!("cannot wait for the killed etcd: {e}")))
+    }
+
+    /// Starts etcd again with the same flags, ports and data dir after
+    /// [`ControlPlane::kill_etcd`]; returns once etcd and kube-apiserver are ready, with
+    /// kwok restarted (it does not re-list pods after its watch broke).
+    pub async fn restart_etcd(&self) -> Result<()> {
+        let args = {
+            let procs = self.lock_procs();
+            let p = procs
+                .iter()
+                .find(|p| p.name == "etcd")
+                .ok_or_else(|| Error::Internal("etcd was never started".into()))?;
+            p.args.clone()
+        };
+        let url = args
+            .iter()
+            .find_map(|a| a.strip_prefix("--listen-client-urls="))
+            .unwrap_or_default()
+            .to_owned();
+        let child = self.spawn_child("etcd", &args)?;
+        if let Some(p) = self.lock_procs().iter_mut().find(|p| p.name == "etcd") {
+            p.child = child;
+        }
+        self.write_state()?;
+        self.wait_ready("etcd", || health_answers(&url, "/readyz"))
+            .await?;
+        self.wait_apiserver().await?;
+        // kwok plays the kubelets, and does not list pods again after its watch broke: a
+        // pod bound just before etcd died would stay Pending forever. A kubelet re-syncs;
+        // restarting kwok does the same.
+        self.respawn("kwok")
+    }
+
+    /// Kills a component (SIGKILL) and starts it again with the same flags.
+    fn respawn(&self, name: &str) -> Result<()> {
+        let args = {
+            let mut procs = self.lock_procs();
+            let p = procs
+                .iter_mut()
+                .find(|p| p.name == name)
+                .ok_or_else(|| Error::Internal(format!("{name} was never started")))?;
+            let _ = p.child.kill();
+            let _ = p.child.wait();
+            p.args.clone()
+        };
+        let child = self.spawn_child(name, &args)?;
+        if let Some(p) = self.lock_procs().iter_mut().find(|p| p.name == name) {
+            p.child = child;
+        }
+        self.write_state()
+    }
+
     /// The real node, if started with [`NodeSet::WithRealNode`].
     pub fn real_node(&self) -> Option<&RealNode> {
         self.real_node.as_ref()

@@ -504,6 +504,28 @@ impl TestCluster {
             )),
         }
     }
+
+    /// Kills etcd (SIGKILL) and waits until it is gone: the API server stays up and
+    /// fails every storage call until [`TestCluster::start_etcd`]. Only for clusters
+    /// this process started ([`private_cluster()`]), never the shared one.
+    pub async fn stop_etcd(&self) -> Result<()> {
+        self.own_plane("stop_etcd")?.kill_etcd().await
+    }
+
+    /// Starts etcd again on the same ports and data dir; returns once etcd and the API
+    /// server are ready, with kwok restarted (kwok, unlike a kubelet, does not list pods
+    /// again after its watch broke). Only for [`private_cluster()`].
+    pub async fn start_etcd(&self) -> Result<()> {
+        self.own_plane("start_etcd")?.restart_etcd().await
+    }
+
+    fn own_plane(&self, what: &str) -> Result<&ControlPlane> {
+        self.plane.as_ref().ok_or_else(|| {
+            Error::Unsupported(format!(
+                "{what} needs a cluster started by this process: use rlaunch_testkit::private_cluster()"
+            ))
+        })
+    }
 }
 
 /// The real node of a cluster, as tests see it.

@@ -7,6 +7,7 @@ use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
+use crate::connection::{Connection, DroppableListener};
 use crate::error::{FakeError, StartError};
 use crate::graphql;
 use crate::model::{
@@ -60,7 +61,9 @@ impl FakeWandb {
         let app = server::router(App {
             store: store.clone(),
             schema,
-        });
+        })
+        .into_make_service_with_connect_info::<Connection>();
+        let listener = DroppableListener(listener);
         let (shutdown, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(async move {
             let serve = axum::serve(listener, app).with_graceful_shutdown(async {
@@ -116,6 +119,22 @@ impl FakeWandb {
     /// Creates a queue; returns its id.
     pub fn create_queue(&self, queue: NewQueue) -> Result<String, FakeError> {
         self.store.write().create_queue(queue)
+    }
+
+    /// Replaces the config of the queue `entity/project/queue` (an admin editing it in the
+    /// UI, say into something malformed mid-run). Like W&B, the fake applies a queue's
+    /// config when an item is pushed, so items pushed from now on get the new one and
+    /// items already pushed keep theirs. In process only (no admin route).
+    pub fn set_queue_config(
+        &self,
+        entity: &str,
+        project: &str,
+        queue: &str,
+        config: serde_json::Value,
+    ) -> Result<(), FakeError> {
+        self.store
+            .write()
+            .set_queue_config(entity, project, queue, config)
     }
 
     /// Pushes an item (as a user would); returns its id.

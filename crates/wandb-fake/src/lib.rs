@@ -59,7 +59,8 @@
 //!   each body as a line to the run's file `file_stream.jsonl`.
 //! - **Faults** ([`Fault`]): an HTTP status (with `Retry-After` and a body), a delay or a
 //!   GraphQL error, for the next N requests of an operation (or of every operation, `*`)
-//!   or for every such request during a time window (a 503 storm). A revoked API key
+//!   or for every such request during a time window (a 503 storm), or a connection closed
+//!   without an answer before or after the operation ran ([`DropPoint`]). A revoked API key
 //!   ([`FakeWandb::revoke_api_key`]) answers 401 from then on.
 //! - **Journal:** every GraphQL request is kept ([`JournalEntry`]: operation, variables,
 //!   headers without `Authorization`, status and GraphQL errors answered).
@@ -98,6 +99,7 @@
 
 mod admin;
 mod artifacts;
+mod connection;
 mod error;
 mod graphql;
 mod handle;
@@ -111,7 +113,7 @@ mod store;
 pub use error::{FakeError, StartError};
 pub use handle::FakeWandb;
 pub use model::{
-    AgentView, DEFAULT_PROJECT, FAKE_API_KEY, FAKE_ENTITY, FakeConfig, FakeUser, Fault, ItemOrigin,
-    ItemReport, ItemState, ItemView, JournalEntry, NewApiKey, NewArtifact, NewEntity, NewItem,
-    NewQueue, RunUpdate, RunView, StopPolling,
+    AgentView, DEFAULT_PROJECT, DropPoint, FAKE_API_KEY, FAKE_ENTITY, FakeConfig, FakeUser, Fault,
+    ItemOrigin, ItemReport, ItemState, ItemView, JournalEntry, NewApiKey, NewArtifact, NewEntity,
+    NewItem, NewQueue, RunUpdate, RunView, StopPolling,
 };

@@ -395,6 +395,21 @@ pub struct Fault {
     /// Body of the `status` answer (default: a GraphQL error body naming the fault).
     #[serde(default)]
     pub body: Option<String>,
+    /// Close the connection without answering, before or after running the operation
+    /// (after any `delay_ms`; `status` and `graphql_error` are then ignored).
+    #[serde(default)]
+    pub drop_connection: Option<DropPoint>,
+}
+
+/// When a [`Fault`] closes the connection without an answer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DropPoint {
+    /// Before running the operation: nothing happened, the client may simply retry.
+    BeforeExecuting,
+    /// After running it: the operation took effect (an ack acked, a failure recorded)
+    /// but the client never hears so, and a retry meets the changed state.
+    AfterExecuting,
 }
 
 impl Default for Fault {
@@ -408,6 +423,7 @@ impl Default for Fault {
             delay_ms: None,
             graphql_error: None,
             body: None,
+            drop_connection: None,
         }
     }
 }
@@ -419,6 +435,17 @@ impl Fault {
             operation: operation.into(),
             count,
             status: Some(status),
+            ..Self::default()
+        }
+    }
+
+    /// Closes the connection of the next `count` requests of `operation` (`*` for all)
+    /// without an answer, at `point`.
+    pub fn drop_connection(operation: impl Into<String>, point: DropPoint, count: u32) -> Self {
+        Self {
+            operation: operation.into(),
+            count,
+            drop_connection: Some(point),
             ..Self::default()
         }
     }
@@ -452,7 +479,7 @@ pub struct JournalEntry {
     pub variables: Option<Value>,
     /// User the basic-auth key belongs to; `None` when rejected.
     pub user: Option<String>,
-    /// HTTP status answered.
+    /// HTTP status answered; 0 when an injected fault dropped the connection instead.
     pub status: u16,
     /// The GraphQL `errors[].message` values answered (validation, resolver or injected
     /// errors); empty when the operation succeeded.

@@ -5,17 +5,18 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use async_graphql::dynamic::Schema;
-use axum::Json;
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{Path, State};
+use axum::extract::{ConnectInfo, Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use axum::{Extension, Json};
 use base64::Engine as _;
 use serde_json::{Value, json};
 
-use crate::model::{FakeUser, Fault, JournalEntry};
+use crate::connection::Connection;
+use crate::model::{DropPoint, FakeUser, Fault, JournalEntry};
 use crate::shared::SharedStore;
 use crate::store::Store;
 
@@ -141,7 +142,12 @@ fn admit(
     (user, fault, seq)
 }
 
-async fn graphql(State(app): State<App>, headers: HeaderMap, body: Bytes) -> Response {
+async fn graphql(
+    State(app): State<App>,
+    connection: Option<Extension<ConnectInfo<Connection>>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let request = GraphqlRequest::parse(&body);
     let (user, fault, seq) = admit(&mut app.store.write(), &request, &headers);
     let answer = |status: StatusCode, errors: Vec<String>| {
@@ -155,23 +161,48 @@ async fn graphql(State(app): State<App>, headers: HeaderMap, body: Bytes) -> Res
         answer(StatusCode::UNAUTHORIZED, vec![message.to_owned()]);
         return (StatusCode::UNAUTHORIZED, Json(error_body(message))).into_response();
     };
+    let drop_point = fault.as_ref().and_then(|fault| fault.drop_connection);
+    let connection = connection.map(|Extension(ConnectInfo(connection))| connection);
     if let Some(fault) = fault
-        && let Some(response) = injected(&fault, &request, answer).await
+        && let Some(response) = injected(&fault, &request, &answer).await
     {
         return response;
     }
-    execute(&app, request, user, answer).await
+    if drop_point == Some(DropPoint::BeforeExecuting) {
+        return dropped(&app, seq, connection.as_ref());
+    }
+    let response = execute(&app, request, user, &answer).await;
+    if drop_point == Some(DropPoint::AfterExecuting) {
+        return dropped(&app, seq, connection.as_ref());
+    }
+    response
+}
+
+/// Closes the request's connection without an answer (journalled as status 0). The
+/// response returned is never sent.
+fn dropped(app: &App, seq: u64, connection: Option<&Connection>) -> Response {
+    if let Some(connection) = connection {
+        connection.drop_now();
+    }
+    let message = "connection dropped without an answer (injected fault)";
+    app.store
+        .write()
+        .record_answer(seq, 0, vec![message.to_owned()]);
+    StatusCode::INTERNAL_SERVER_ERROR.into_response()
 }
 
 /// The answer a fault gives instead of executing, if any (a pure delay gives none).
 async fn injected(
     fault: &Fault,
     request: &GraphqlRequest,
-    answer: impl Fn(StatusCode, Vec<String>),
+    answer: &impl Fn(StatusCode, Vec<String>),
 ) -> Option<Response> {
-    tracing::debug!(operation = %fault.operation, status = ?fault.status, delay_ms = ?fault.delay_ms, "injecting fault");
+    tracing::debug!(operation = %fault.operation, status = ?fault.status, delay_ms = ?fault.delay_ms, drop = ?fault.drop_connection, "injecting fault");
     if let Some(delay) = fault.delay_ms {
         tokio::time::sleep(Duration::from_millis(delay)).await;
+    }
+    if fault.drop_connection.is_some() {
+        return None;
     }
     if let Some(code) = fault.status {
         let status = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
@@ -208,7 +239,7 @@ async fn execute(
     app: &App,
     request: GraphqlRequest,
     user: FakeUser,
-    answer: impl Fn(StatusCode, Vec<String>),
+    answer: &impl Fn(StatusCode, Vec<String>),
 ) -> Response {
     let mut gql_request = async_graphql::Request::new(request.query).data(user);
     if let Some(name) = request.sent_name.filter(|name| !name.is_empty()) {

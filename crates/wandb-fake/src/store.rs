@@ -236,6 +236,19 @@ impl Store {
         Ok(id)
     }
 
+    /// Replaces a queue's config; items pushed from now on get it (pushed ones keep theirs).
+    pub(crate) fn set_queue_config(
+        &mut self,
+        entity: &str,
+        project: &str,
+        name: &str,
+        config: Value,
+    ) -> FakeResult<()> {
+        let queue = self.find_queue(entity, project, name)?;
+        self.queues[queue].config = config;
+        Ok(())
+    }
+
     pub(crate) fn find_queue(&self, entity: &str, project: &str, name: &str) -> FakeResult<usize> {
         self.queues
             .iter()

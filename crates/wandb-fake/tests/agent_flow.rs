@@ -12,8 +12,8 @@ use rlaunch_wandb_api::{
     PushRequest, RunFile,
 };
 use rlaunch_wandb_fake::{
-    DEFAULT_PROJECT, FAKE_API_KEY, FAKE_ENTITY, FakeConfig, FakeWandb, Fault, ItemOrigin,
-    ItemState, NewItem, NewQueue,
+    DEFAULT_PROJECT, DropPoint, FAKE_API_KEY, FAKE_ENTITY, FakeConfig, FakeWandb, Fault,
+    ItemOrigin, ItemState, NewItem, NewQueue,
 };
 use serde_json::{Value, json};
 
@@ -366,6 +366,79 @@ async fn acks_are_counted_and_a_second_ack_is_refused() {
         .unwrap_err();
     assert!(matches!(again, Error::AckRejected { .. }), "{again:?}");
     assert_eq!(fake.item(&id).unwrap().ack_attempts, 2);
+}
+
+/// A connection dropped before the operation: nothing happened, the client's retry acks.
+#[tokio::test]
+async fn a_connection_dropped_before_executing_changes_nothing_and_the_retry_acks() {
+    let (fake, client) = start(FakeConfig::default()).await;
+    let agent_id = register(&fake, &client).await;
+    let id = fake
+        .push_item(NewItem::new(FAKE_ENTITY, QUEUE, spec(None)))
+        .unwrap();
+    pop(&client, &agent_id).await.unwrap();
+    fake.inject_fault(Fault::drop_connection(
+        "ackRunQueueItem",
+        DropPoint::BeforeExecuting,
+        1,
+    ));
+    client.ack_run_queue_item(&id, "drop0001").await.unwrap();
+    let acks = fake.journal_of("ackRunQueueItem");
+    assert_eq!(
+        acks.iter().map(|e| e.status).collect::<Vec<_>>(),
+        [0, 200],
+        "{acks:#?}"
+    );
+    let item = fake.item(&id).unwrap();
+    assert_eq!(item.state, ItemState::Claimed);
+    assert_eq!(item.ack_attempts, 1, "the dropped request never ran");
+}
+
+/// A connection dropped after the operation: the ack took effect, the client never heard
+/// so, and its retry meets a claimed item (`success: false`).
+#[tokio::test]
+async fn a_connection_dropped_after_executing_acks_and_the_retry_is_refused() {
+    let (fake, client) = start(FakeConfig::default()).await;
+    let agent_id = register(&fake, &client).await;
+    let id = fake
+        .push_item(NewItem::new(FAKE_ENTITY, QUEUE, spec(None)))
+        .unwrap();
+    pop(&client, &agent_id).await.unwrap();
+    fake.inject_fault(Fault::drop_connection(
+        "ackRunQueueItem",
+        DropPoint::AfterExecuting,
+        1,
+    ));
+    let error = client
+        .ack_run_queue_item(&id, "drop0002")
+        .await
+        .unwrap_err();
+    assert!(matches!(error, Error::AckRejected { .. }), "{error:?}");
+    let item = fake.item(&id).unwrap();
+    assert_eq!(item.state, ItemState::Claimed);
+    assert_eq!(item.associated_run_id.as_deref(), Some("drop0002"));
+    assert_eq!(item.ack_attempts, 2);
+    assert_eq!(fake.journal_of("ackRunQueueItem")[0].status, 0);
+}
+
+#[tokio::test]
+async fn a_changed_queue_config_applies_to_items_pushed_after_it() {
+    let (fake, _client) = start(FakeConfig::default()).await;
+    let before = fake
+        .push_item(NewItem::new(FAKE_ENTITY, QUEUE, spec(None)))
+        .unwrap();
+    let broken = json!({"resource_args": {"kubernetes": {"spec": "not an object"}}});
+    fake.set_queue_config(FAKE_ENTITY, DEFAULT_PROJECT, QUEUE, broken)
+        .unwrap();
+    let after = fake
+        .push_item(NewItem::new(FAKE_ENTITY, QUEUE, spec(None)))
+        .unwrap();
+    let kubernetes =
+        |id: &str| fake.item(id).unwrap().run_spec["resource_args"]["kubernetes"]["spec"].clone();
+    assert!(kubernetes(&before).is_object());
+    assert_eq!(kubernetes(&after), json!("not an object"));
+    let missing = fake.set_queue_config(FAKE_ENTITY, DEFAULT_PROJECT, "nope", json!({}));
+    assert!(missing.is_err());
 }
 
 /// On paused time: a five-minute 503 storm passes in no real time.

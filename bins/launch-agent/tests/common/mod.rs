@@ -2,6 +2,8 @@
 
 #![allow(dead_code)]
 
+pub mod chaos;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::path::PathBuf;

@@ -26,7 +26,8 @@ pub struct LeaseSettings {
     /// Namespace of the Lease (`LAUNCH_AGENT_LEASE_NAMESPACE`, else `POD_NAMESPACE`, else
     /// `default`).
     pub namespace: String,
-    /// Holder identity (`POD_NAME`); `None`: the hostname at start.
+    /// Base of the holder identity (`POD_NAME`); `None`: the hostname at start. The
+    /// election adds a suffix drawn per process, so two processes never share a holder.
     pub holder: Option<String>,
     /// How long a holder's claim lasts after its last renewal.
     pub duration: Duration,

@@ -80,8 +80,16 @@ pub(crate) async fn run_item(
     };
     let (intent_ns, launched) = match before_ack(&ctx, &registration, item_ref).await {
         Ok(namespace) => {
-            let launched = match ack(&ctx, item_ref).await {
-                Ok(()) => launch(&ctx, registration.as_ref(), item_ref, Some(popped_at)).await,
+            let launched = match ack(&ctx, &registration, item_ref).await {
+                Ok(Acked::Ours) => {
+                    launch(&ctx, registration.as_ref(), item_ref, Some(popped_at)).await
+                }
+                Ok(Acked::NotOurs) => {
+                    crate::intent::forget(ctx.runner.client(), &namespace, &item.id).await;
+                    ctx.store.remove(&item.id);
+                    ctx.metrics.set_jobs(&ctx.store.counts());
+                    return;
+                }
                 Err(failed) => Err(failed),
             };
             (Some(namespace), launched)
@@ -247,7 +255,7 @@ async fn before_ack(
         queue: queue.to_owned(),
         launch: crate::intent::Launch::of(requeue, item.run_spec.api_key.is_some()),
     };
-    crate::intent::record(ctx.runner.client(), &intent, &registration.identity)
+    record_intent(ctx, &intent, &registration.identity)
         .await
         .map_err(|error| {
             ItemFailure::new(
@@ -258,6 +266,40 @@ async fn before_ack(
             )
         })?;
     Ok(namespace)
+}
+
+/// Records the launch intent, retrying while the API server is unreachable or answers
+/// 429/5xx (restarting, or its etcd down): the item is not acked yet, and failing it for
+/// a passing cluster outage would lose a run that W&B could still hand out.
+async fn record_intent(
+    ctx: &Context,
+    intent: &crate::intent::Intent,
+    identity: &str,
+) -> Result<(), kube::Error> {
+    let mut attempt = 0;
+    loop {
+        match crate::intent::record(ctx.runner.client(), intent, identity).await {
+            Err(error) if is_transient_kube(&error) && attempt < 6 => {
+                attempt += 1;
+                tracing::warn!(item = %intent.item_id, error = %error, attempt, "recording the launch intent failed; retrying");
+                tokio::time::sleep(crate::retry::backoff(
+                    attempt,
+                    Duration::from_secs(1),
+                    Duration::from_secs(20),
+                ))
+                .await;
+            }
+            result => return result,
+        }
+    }
+}
+
+/// An API server error that waiting can fix: no answer at all, 429 or 5xx.
+fn is_transient_kube(error: &kube::Error) -> bool {
+    match error {
+        kube::Error::Api(response) => response.code == 429 || response.code >= 500,
+        _ => true,
+    }
 }
 
 /// Test-only fault hook ([`crate::intent::PAUSE_AFTER_ACK_ENV`]): stop after the ack until
@@ -287,7 +329,20 @@ struct Launched {
 }
 
 /// The ack, under the run id the launch will use.
-async fn ack(ctx: &Context, item_ref: ItemRef<'_>) -> Result<(), Failed> {
+///
+/// A refused ack is not always someone else's: when the answer to an ack that ran is lost
+/// (a dropped connection), the retry meets an item that is already claimed and W&B answers
+/// `success: false`. So a refusal is checked against the item itself: claimed under this
+/// launch's run id (drawn by this task, or the spec's own) means the ack was ours.
+/// Otherwise the item is not this agent's any more (its lease ran out while the agent
+/// waited on W&B or the cluster: it is pending again, or another agent holds it), and the
+/// agent leaves it alone: failing it, as W&B's agent does, would fail a run that W&B hands
+/// out again or that another agent is running.
+async fn ack(
+    ctx: &Context,
+    registration: &Registration,
+    item_ref: ItemRef<'_>,
+) -> Result<Acked, Failed> {
     let ItemRef {
         item,
         queue,
@@ -298,18 +353,60 @@ async fn ack(ctx: &Context, item_ref: ItemRef<'_>) -> Result<(), Failed> {
         ctx.wandb.ack_run_queue_item(&item.id, run_id)
     })
     .await;
-    if let Err(error) = acked {
-        return Err((
-            None,
-            ItemFailure::new(
-                FailureStage::Agent,
-                format!("cannot acknowledge the item: {error}"),
-            ),
-        ));
+    match acked {
+        Ok(()) => {}
+        Err(rlaunch_wandb_api::Error::AckRejected { .. }) => {
+            if !claimed_by(ctx, registration, item_ref).await {
+                tracing::warn!(item = %item.id, queue, run_id, "the ack was refused: the item's lease ran out or another agent holds it; leaving it to W&B");
+                return Ok(Acked::NotOurs);
+            }
+            tracing::warn!(item = %item.id, queue, run_id, "the ack was refused, but the item is already claimed under this launch's run id: an earlier attempt acked it and its answer was lost; going on");
+        }
+        Err(error) => {
+            return Err((
+                None,
+                ItemFailure::new(
+                    FailureStage::Agent,
+                    format!("cannot acknowledge the item: {error}"),
+                ),
+            ));
+        }
     }
     ctx.metrics.acked(queue);
     test_pause_after_ack(item).await;
-    Ok(())
+    Ok(Acked::Ours)
+}
+
+/// Whose the item is after the ack.
+enum Acked {
+    Ours,
+    /// Refused, and not claimed under this launch's run id: left alone.
+    NotOurs,
+}
+
+/// Whether W&B shows the item claimed under this launch's run id (false when it cannot
+/// tell: then the refusal stands).
+async fn claimed_by(ctx: &Context, registration: &Registration, item_ref: ItemRef<'_>) -> bool {
+    let info = ctx
+        .wandb
+        .run_queue_item_info(
+            &registration.entity,
+            LAUNCH_PROJECT,
+            item_ref.queue,
+            &item_ref.item.id,
+        )
+        .await;
+    match info {
+        Ok(Some(info)) => {
+            info.state.as_deref() == Some("CLAIMED")
+                && info.associated_run_id.as_deref() == Some(item_ref.run_id)
+        }
+        Ok(None) => false,
+        Err(error) => {
+            tracing::warn!(item = %item_ref.item.id, error = %error, "cannot read the item to tell whether the refused ack was ours");
+            false
+        }
+    }
 }
 
 /// Resolve → build → render → pre-check → submit, after the ack. `popped_at` is `None`
