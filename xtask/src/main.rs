@@ -22,8 +22,8 @@
 mod bench_agent;
 mod bench_proc;
 mod bench_render;
-mod chart;
 mod chaos;
+mod chart;
 mod ci;
 mod cluster;
 mod demo;
