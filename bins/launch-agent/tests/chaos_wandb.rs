@@ -5,9 +5,11 @@
 //! never heard so). Every item still ends with one workload and one terminal report.
 //!
 //! Time-compressed: the issue asks for error storms "for minutes"; the fake runs each storm
-//! for 5 s with a `Retry-After` of 1–2 s, which exercises the same client paths (the retry
-//! waits what the server asks, the agent keeps its loop and its items) in a fraction of the
-//! time. The slow phase is 12 s of 2 s answers. The seed picks how many connections drop.
+//! for 5 s after it first met the agent (the agent's backoff after one storm can outlast a
+//! fixed window of the next), with a `Retry-After` of 1–2 s, which exercises the same client
+//! paths (the retry waits what the server asks, the agent keeps its loop and its items) in a
+//! fraction of the time. The slow phase is 12 s of 2 s answers. The seed picks how many
+//! connections drop.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
@@ -25,18 +27,26 @@ use common::{AgentProcess, eventually, record_jobs, simulate_wandb_init};
 use rlaunch_wandb_fake::{DropPoint, FakeConfig, FakeWandb, Fault};
 
 const SEED: u64 = 0xc4a0_3a4d;
-/// How long each error storm lasts.
+/// How long each error storm lasts once it has met the agent.
 const STORM: Duration = Duration::from_secs(5);
+/// How long a storm may wait for the agent's next request (its backoff after the last one).
+const STORM_MEETS_AGENT: Duration = Duration::from_secs(90);
 /// How long W&B answers slowly, and how slowly.
 const SLOW: Duration = Duration::from_secs(12);
 const SLOW_ANSWER_MS: u64 = 2_000;
 
-/// Every request answered `status` (with `Retry-After`) during [`STORM`].
+/// Every request answered `status` (with `Retry-After`) until cleared.
 fn storm(status: u16, retry_after: Option<&str>) -> Fault {
+    let cap = STORM_MEETS_AGENT + STORM;
     Fault {
         retry_after: retry_after.map(str::to_owned),
-        ..Fault::storm("*", status, u64::try_from(STORM.as_millis()).unwrap())
+        ..Fault::storm("*", status, u64::try_from(cap.as_millis()).unwrap())
     }
+}
+
+/// How many requests the fake has answered with `status`.
+fn answered_with(fake: &FakeWandb, status: u16) -> usize {
+    fake.journal().iter().filter(|e| e.status == status).count()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -73,12 +83,19 @@ async fn chaos_wandb_errors_then_slowness_then_dropped_connections_lose_and_doub
         push_items(&fake, &mut expected, "ok", 2, Outcome::Succeeds);
         push_items(&fake, &mut expected, "oom", 1, Outcome::Fails("OOMKilled"));
         fake.inject_fault(storm(status, retry_after));
+        eventually(
+            &format!("the {status} storm to meet the agent"),
+            STORM_MEETS_AGENT,
+            || async { Ok((answered_with(&fake, status) > 0).then_some(())) },
+        )
+        .await?;
+        tokio::time::sleep(STORM).await;
+        fake.clear_faults();
         scenario.step(format!(
-            "pushed 3 items; every request answered {status} (Retry-After: {}) for {} s",
+            "pushed 3 items; every request answered {status} (Retry-After: {}) for {} s after it met the agent",
             retry_after.unwrap_or("none"),
             STORM.as_secs()
         ));
-        tokio::time::sleep(STORM).await;
     }
     push_items(&fake, &mut expected, "ok", 2, Outcome::Succeeds);
     fake.inject_fault(Fault {
