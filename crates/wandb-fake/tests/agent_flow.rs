@@ -74,6 +74,18 @@ async fn register(fake: &FakeWandb, client: &Client) -> String {
     fake.agents()[0].id.clone()
 }
 
+/// A default fake with a registered agent that has popped one pushed item: the fake, the
+/// client and the item's id.
+async fn popped_item() -> (FakeWandb, Client, String) {
+    let (fake, client) = start(FakeConfig::default()).await;
+    let agent_id = register(&fake, &client).await;
+    let id = fake
+        .push_item(NewItem::new(FAKE_ENTITY, QUEUE, spec(None)))
+        .unwrap();
+    pop(&client, &agent_id).await.unwrap();
+    (fake, client, id)
+}
+
 async fn pop(client: &Client, agent_id: &str) -> Option<PoppedItem> {
     client
         .pop_from_run_queue(FAKE_ENTITY, DEFAULT_PROJECT, QUEUE, Some(agent_id))
@@ -353,12 +365,7 @@ async fn a_requeue_keeps_run_id_priority_and_template_variables() {
 
 #[tokio::test]
 async fn acks_are_counted_and_a_second_ack_is_refused() {
-    let (fake, client) = start(FakeConfig::default()).await;
-    let agent_id = register(&fake, &client).await;
-    let id = fake
-        .push_item(NewItem::new(FAKE_ENTITY, QUEUE, spec(None)))
-        .unwrap();
-    pop(&client, &agent_id).await.unwrap();
+    let (fake, client, id) = popped_item().await;
     client.ack_run_queue_item(&id, "once0001").await.unwrap();
     let again = client
         .ack_run_queue_item(&id, "once0001")
@@ -371,12 +378,7 @@ async fn acks_are_counted_and_a_second_ack_is_refused() {
 /// A connection dropped before the operation: nothing happened, the client's retry acks.
 #[tokio::test]
 async fn a_connection_dropped_before_executing_changes_nothing_and_the_retry_acks() {
-    let (fake, client) = start(FakeConfig::default()).await;
-    let agent_id = register(&fake, &client).await;
-    let id = fake
-        .push_item(NewItem::new(FAKE_ENTITY, QUEUE, spec(None)))
-        .unwrap();
-    pop(&client, &agent_id).await.unwrap();
+    let (fake, client, id) = popped_item().await;
     fake.inject_fault(Fault::drop_connection(
         "ackRunQueueItem",
         DropPoint::BeforeExecuting,
@@ -398,12 +400,7 @@ async fn a_connection_dropped_before_executing_changes_nothing_and_the_retry_ack
 /// so, and its retry meets a claimed item (`success: false`).
 #[tokio::test]
 async fn a_connection_dropped_after_executing_acks_and_the_retry_is_refused() {
-    let (fake, client) = start(FakeConfig::default()).await;
-    let agent_id = register(&fake, &client).await;
-    let id = fake
-        .push_item(NewItem::new(FAKE_ENTITY, QUEUE, spec(None)))
-        .unwrap();
-    pop(&client, &agent_id).await.unwrap();
+    let (fake, client, id) = popped_item().await;
     fake.inject_fault(Fault::drop_connection(
         "ackRunQueueItem",
         DropPoint::AfterExecuting,
