@@ -122,6 +122,11 @@ async fn chaos_wandb_errors_then_slowness_then_dropped_connections_lose_and_doub
         1,
     ));
     fake.inject_fault(Fault::drop_connection(
+        "failRunQueueItem",
+        DropPoint::AfterExecuting,
+        1,
+    ));
+    fake.inject_fault(Fault::drop_connection(
         "*",
         DropPoint::BeforeExecuting,
         dropped_anywhere,
@@ -129,7 +134,7 @@ async fn chaos_wandb_errors_then_slowness_then_dropped_connections_lose_and_doub
     push_items(&fake, &mut expected, "ok", 4, Outcome::Succeeds);
     push_items(&fake, &mut expected, "oom", 1, Outcome::Fails("OOMKilled"));
     scenario.step(format!(
-        "pushed 5 items; dropping without an answer: 2 acks after they ran, 1 pop after it ran, then {dropped_anywhere} requests of any kind before they ran"
+        "pushed 5 items; dropping without an answer: 2 acks after they ran, 1 pop after it ran, the OOM item's failure report after it ran, then {dropped_anywhere} requests of any kind before they ran"
     ));
 
     let verdict = settle(&fake, &client, &ns.name, &expected, &seen, SETTLE).await;

@@ -82,6 +82,10 @@
 //!     run whose lease merely ran out (it is pending again) or that another agent holds.
 //!     We check the item: claimed under our run id means our earlier ack ran and its
 //!     answer was lost (go on); anything else is left to W&B, untouched.
+//! 13. A failure is reported once: when the connection breaks after `failRunQueueItem`
+//!     may have reached W&B, the client does not resend it (W&B's does, so one failure can
+//!     be recorded twice); the agent reads the item and sends it again only if the item is
+//!     not `FAILED`.
 #![doc = include_str!("../README.md")]
 
 mod adopt;

@@ -136,6 +136,24 @@ pub enum Error {
         source: reqwest::Error,
     },
 
+    /// The connection broke after a request that must not be sent twice may have reached
+    /// the server: it may or may not have taken effect. Never resent by the client; read
+    /// the state it changes (for `failRunQueueItem`, the item's state) before sending it again.
+    #[error(
+        "the connection to {url} broke during {operation} after {attempts} attempt(s); it may or may not have taken effect (read the state it changes before sending it again)"
+    )]
+    OutcomeUnknown {
+        /// The GraphQL operation.
+        operation: &'static str,
+        /// The URL that was tried.
+        url: String,
+        /// How many requests were sent.
+        attempts: u32,
+        /// The transport failure.
+        #[source]
+        source: reqwest::Error,
+    },
+
     /// The server answered 200 with GraphQL `errors`. Never retried.
     #[error("W&B rejected {operation}: {messages}")]
     GraphQl {
@@ -293,6 +311,7 @@ impl Error {
             Self::Rejected { .. } => "rejected",
             Self::ServerUnavailable { .. } => "server_unavailable",
             Self::Network { .. } => "network",
+            Self::OutcomeUnknown { .. } => "outcome_unknown",
             Self::GraphQl { .. } => "graphql",
             Self::InvalidResponse { .. } => "invalid_response",
             Self::ProjectNotFound { .. } => "project_not_found",

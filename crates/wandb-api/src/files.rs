@@ -5,7 +5,7 @@ use reqwest::Url;
 use serde_json::Value;
 
 use crate::error::{Error, Result};
-use crate::transport::{Client, redact_url};
+use crate::transport::{Client, Resend, redact_url};
 use crate::types::{Artifact, ArtifactEntry};
 
 /// A file to upload into a run.
@@ -60,7 +60,7 @@ impl Client {
                 reason: format!("upload URL for {} is not a URL: {e}", file.path),
             })?;
             tracing::debug!(path = %file.path, url = %redact_url(&url), "uploading run file");
-            self.send_with_retry("uploadRunFile", &url, |timeout| {
+            self.send_with_retry("uploadRunFile", &url, Resend::Always, |timeout| {
                 let mut request = self
                     .inner
                     .http
@@ -158,7 +158,7 @@ impl Client {
         })?;
         let same_origin = url.origin() == self.inner.base_url.origin();
         let key = self.inner.config.api_key.clone();
-        self.send_with_retry(operation, &url, |timeout| {
+        self.send_with_retry(operation, &url, Resend::Always, |timeout| {
             let request = self.inner.http.get(url.clone()).timeout(timeout);
             if same_origin {
                 request.basic_auth("api", Some(key.expose()))

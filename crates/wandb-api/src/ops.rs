@@ -7,7 +7,7 @@ use graphql_client::GraphQLQuery;
 use serde_json::Value;
 
 use crate::error::{Error, Result};
-use crate::transport::{Client, Sender};
+use crate::transport::{Client, Resend, Sender};
 use crate::types::{
     AgentStatus, FailureStage, NewLaunchAgent, PoppedItem, PushRequest, PushedItem, QueueAccess,
     QueueItemInfo, RunQueue, RunQueueItem,
@@ -327,6 +327,10 @@ impl Client {
 
     /// `failRunQueueItem`: marks an item failed with a message, a stage and the paths (in
     /// the agent's run) of uploaded error files. `filePaths` is left out when empty.
+    ///
+    /// Never sent twice by the client: a connection that breaks after the request may have
+    /// reached the server is [`Error::OutcomeUnknown`] (read the item's state — `FAILED`
+    /// means it took effect — before calling again), so one failure is reported once.
     pub async fn fail_run_queue_item(
         &self,
         item_id: &str,
@@ -341,7 +345,7 @@ impl Client {
             file_paths: (!file_paths.is_empty()).then(|| file_paths.to_vec()),
         };
         let data = self
-            .graphql::<FailRunQueueItem>(Sender::LaunchApi, variables)
+            .graphql_with::<FailRunQueueItem>(Sender::LaunchApi, Resend::OnlyIfUnsent, variables)
             .await?;
         success_or(
             data.fail_run_queue_item.and_then(|p| p.success),

@@ -55,6 +55,9 @@ enum AttemptError {
     },
     /// Connection, TLS, timeout, or body read failure.
     Transport(reqwest::Error),
+    /// A transport failure after the request may have reached the server, in a call that
+    /// must not be sent twice ([`Resend::OnlyIfUnsent`]).
+    Unsure(reqwest::Error),
     /// The retry deadline passed: before the attempt could be sent, or while waiting for
     /// an answer (the attempt's timeout was cut to what was left of the deadline).
     DeadlinePassed,
@@ -65,7 +68,7 @@ impl AttemptError {
     fn summary(&self) -> String {
         match self {
             Self::Status { status, .. } => format!("HTTP {}", status.as_u16()),
-            Self::Transport(e) => transport_summary(e),
+            Self::Transport(e) | Self::Unsure(e) => transport_summary(e),
             Self::DeadlinePassed => "retry deadline passed".to_owned(),
         }
     }
@@ -74,9 +77,21 @@ impl AttemptError {
         match self {
             Self::Status { status, .. } => is_retryable_status(*status),
             Self::Transport(_) => true,
-            Self::DeadlinePassed => false,
+            Self::Unsure(_) | Self::DeadlinePassed => false,
         }
     }
+}
+
+/// Whether a request whose answer was lost may be sent again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Resend {
+    /// Sending it twice has the effect of sending it once: reads, upserts, heartbeats, and
+    /// calls the server refuses the second time in a way the caller handles (an ack).
+    Always,
+    /// A second copy would be a second effect (a second failure report): only an attempt
+    /// that never connected is sent again; one that may have reached the server ends the
+    /// call with [`Error::OutcomeUnknown`], for the caller to read the state and decide.
+    OnlyIfUnsent,
 }
 
 /// W&B's client's policy (its Go HTTP layer, wandb-core): every 4xx/5xx is retried except
@@ -142,6 +157,17 @@ impl Client {
         sender: Sender,
         variables: Q::Variables,
     ) -> Result<Q::ResponseData> {
+        self.graphql_with::<Q>(sender, Resend::Always, variables)
+            .await
+    }
+
+    /// [`Client::graphql`] with the rule for resending a request whose answer was lost.
+    pub(crate) async fn graphql_with<Q: GraphQLQuery>(
+        &self,
+        sender: Sender,
+        resend: Resend,
+        variables: Q::Variables,
+    ) -> Result<Q::ResponseData> {
         let body = Q::build_query(variables);
         let operation = body.operation_name;
         let mut json = serde_json::Map::new();
@@ -168,7 +194,7 @@ impl Client {
         let url = self.inner.graphql_url.clone();
         let key = self.inner.config.api_key.clone();
         let response = self
-            .send_with_retry(operation, &url, |timeout| {
+            .send_with_retry(operation, &url, resend, |timeout| {
                 let mut request = self
                     .inner
                     .http
@@ -193,12 +219,14 @@ impl Client {
         &self,
         operation: &'static str,
         url: &Url,
+        resend: Resend,
         build: impl Fn(Duration) -> RequestBuilder,
     ) -> Result<Vec<u8>> {
         let config = &self.inner.config;
         let call = Call {
             operation,
             url: redact_url(url),
+            resend,
             config,
             deadline: Instant::now() + config.retry_deadline,
             attempts: AtomicU32::new(0),
@@ -233,6 +261,7 @@ struct Call<'a> {
     operation: &'static str,
     /// The URL as it may appear in logs and errors.
     url: String,
+    resend: Resend,
     config: &'a ClientConfig,
     deadline: Instant,
     attempts: AtomicU32,
@@ -254,6 +283,8 @@ impl Call<'_> {
         let transport = |error: reqwest::Error| {
             if cut_by_deadline && error.is_timeout() {
                 AttemptError::DeadlinePassed
+            } else if self.resend == Resend::OnlyIfUnsent && !error.is_connect() {
+                AttemptError::Unsure(error)
             } else {
                 AttemptError::Transport(error)
             }
@@ -324,6 +355,12 @@ impl Call<'_> {
         let operation = self.operation;
         match error {
             AttemptError::Transport(source) => Error::Network {
+                operation,
+                url: self.url,
+                attempts,
+                source,
+            },
+            AttemptError::Unsure(source) => Error::OutcomeUnknown {
                 operation,
                 url: self.url,
                 attempts,

@@ -418,6 +418,61 @@ async fn a_connection_dropped_after_executing_acks_and_the_retry_is_refused() {
     assert_eq!(fake.journal_of("ackRunQueueItem")[0].status, 0);
 }
 
+/// A failure report is never sent twice by the client: dropped after it ran, the call
+/// ends unsure and the item shows one failure (a resend would add a second).
+#[tokio::test]
+async fn a_failure_report_dropped_after_executing_is_not_resent() {
+    let (fake, client, id) = popped_item().await;
+    client.ack_run_queue_item(&id, "drop0003").await.unwrap();
+    fake.inject_fault(Fault::drop_connection(
+        "failRunQueueItem",
+        DropPoint::AfterExecuting,
+        1,
+    ));
+    let error = client
+        .fail_run_queue_item(&id, FailureStage::Run, "exit code 3", &[])
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(error, Error::OutcomeUnknown { attempts: 1, .. }),
+        "{error:?}"
+    );
+    assert!(
+        !error.is_transient(),
+        "callers must read the state, not retry blindly"
+    );
+    let item = fake.item(&id).unwrap();
+    assert_eq!(item.state, ItemState::Failed);
+    assert!(item.later_failures.is_empty(), "{item:#?}");
+    assert_eq!(fake.journal_of("failRunQueueItem").len(), 1);
+}
+
+/// Dropped before it ran, the report is unsure too (the client cannot tell the two
+/// apart): nothing took effect, so the caller's check finds the item not failed.
+#[tokio::test]
+async fn a_failure_report_dropped_before_executing_changes_nothing() {
+    let (fake, client, id) = popped_item().await;
+    client.ack_run_queue_item(&id, "drop0004").await.unwrap();
+    fake.inject_fault(Fault::drop_connection(
+        "failRunQueueItem",
+        DropPoint::BeforeExecuting,
+        1,
+    ));
+    let error = client
+        .fail_run_queue_item(&id, FailureStage::Run, "exit code 3", &[])
+        .await
+        .unwrap_err();
+    assert!(matches!(error, Error::OutcomeUnknown { .. }), "{error:?}");
+    assert_eq!(fake.item(&id).unwrap().state, ItemState::Claimed);
+    client
+        .fail_run_queue_item(&id, FailureStage::Run, "exit code 3", &[])
+        .await
+        .unwrap();
+    let item = fake.item(&id).unwrap();
+    assert_eq!(item.state, ItemState::Failed);
+    assert!(item.later_failures.is_empty(), "{item:#?}");
+}
+
 #[tokio::test]
 async fn a_changed_queue_config_applies_to_items_pushed_after_it() {
     let (fake, _client) = start(FakeConfig::default()).await;

@@ -2,7 +2,7 @@
 //! (reason, events, log tail of every container) — never a traceback, never a secret.
 
 use rlaunch_k8s_runner::Diagnostics;
-use rlaunch_wandb_api::{FailureStage, LAUNCH_PROJECT, RunFile};
+use rlaunch_wandb_api::{Error as WandbError, FailureStage, LAUNCH_PROJECT, RunFile};
 
 use crate::context::{Context, Registration};
 use crate::retry::a_few_times;
@@ -94,11 +94,14 @@ pub(crate) async fn report_failure(
             Vec::new()
         }
     };
-    let result = a_few_times(ctx, "failRunQueueItem", 5, || {
-        ctx.wandb
-            .fail_run_queue_item(item_id, failure.stage, &message, &paths)
-    })
-    .await;
+    let report = FailReport {
+        item_id,
+        queue,
+        stage: failure.stage,
+        message: &message,
+        paths: &paths,
+    };
+    let result = fail_once(ctx, registration, &report).await;
     ctx.metrics.failed(queue, failure.stage.as_str());
     match result {
         Ok(()) => {
@@ -106,6 +109,76 @@ pub(crate) async fn report_failure(
         }
         Err(error) => {
             tracing::error!(item = item_id, queue, stage = %failure.stage, reason = %message, error = %error, "cannot report the item's failure to W&B")
+        }
+    }
+}
+
+/// One `failRunQueueItem` call's arguments.
+struct FailReport<'a> {
+    item_id: &'a str,
+    queue: &'a str,
+    stage: FailureStage,
+    message: &'a str,
+    paths: &'a [String],
+}
+
+/// How many times a failure whose answer was lost is checked and sent again.
+const UNSURE_REPORTS: u32 = 3;
+
+/// `failRunQueueItem`, taking effect once: when the connection broke after the call may
+/// have reached W&B (the client never resends it), the item's state says whether it did —
+/// `FAILED` is done — before it is sent again. W&B's agent resends it blindly.
+async fn fail_once(
+    ctx: &Context,
+    registration: &Registration,
+    report: &FailReport<'_>,
+) -> Result<(), WandbError> {
+    let mut unsure = 0;
+    loop {
+        let result = a_few_times(ctx, "failRunQueueItem", 5, || {
+            ctx.wandb.fail_run_queue_item(
+                report.item_id,
+                report.stage,
+                report.message,
+                report.paths,
+            )
+        })
+        .await;
+        let Err(error @ WandbError::OutcomeUnknown { .. }) = result else {
+            return result;
+        };
+        unsure += 1;
+        tracing::warn!(item = report.item_id, error = %error, "the failure report's answer was lost; reading the item's state");
+        if already_failed(ctx, registration, report).await {
+            return Ok(());
+        }
+        if unsure >= UNSURE_REPORTS {
+            return Err(error);
+        }
+    }
+}
+
+/// True when W&B shows the item `FAILED` (a failure report took effect).
+async fn already_failed(
+    ctx: &Context,
+    registration: &Registration,
+    report: &FailReport<'_>,
+) -> bool {
+    let info = a_few_times(ctx, "RunQueueItemInfo", 5, || {
+        ctx.wandb.run_queue_item_info(
+            &registration.entity,
+            LAUNCH_PROJECT,
+            report.queue,
+            report.item_id,
+        )
+    })
+    .await;
+    match info {
+        Ok(Some(info)) => info.state.as_deref() == Some("FAILED"),
+        Ok(None) => false,
+        Err(error) => {
+            tracing::warn!(item = report.item_id, error = %error, "cannot read the item's state; sending the failure again");
+            false
         }
     }
 }
