@@ -105,32 +105,12 @@ pub(super) async fn workloads(
 
 /// `FailedCreate` events in `namespace`: a workload's pods refused by a quota or limit range.
 pub(super) async fn refusals(tx: UnboundedSender<Trigger>, client: Client, namespace: String) {
-    let api: Api<CoreEvent> = Api::namespaced(client, &namespace);
-    let config = watcher::Config::default().fields("reason=FailedCreate");
-    let mut stream = watcher::watcher(api, config).default_backoff().boxed();
-    while let Some(event) = stream.next().await {
-        let sent = match event {
-            Ok(Event::Apply(event) | Event::InitApply(event)) => match event.involved_object.name {
-                Some(workload) => send(
-                    &tx,
-                    Trigger::Refused {
-                        namespace: namespace.clone(),
-                        workload,
-                        message: event.message.unwrap_or_default(),
-                    },
-                ),
-                None => true,
-            },
-            Ok(Event::Delete(_) | Event::Init | Event::InitDone) => true,
-            Err(error) => {
-                warn!(namespace = %namespace, error = %error, "event watch failed; retrying with backoff");
-                true
-            }
-        };
-        if !sent {
-            return;
-        }
-    }
+    let trigger = |namespace: String, workload, message| Trigger::Refused {
+        namespace,
+        workload,
+        message,
+    };
+    events(tx, client, namespace, "reason=FailedCreate", trigger).await;
 }
 
 /// Kueue's `Pending` events in `namespace`: why a queued workload is not admitted yet
@@ -138,25 +118,39 @@ pub(super) async fn refusals(tx: UnboundedSender<Trigger>, client: Client, names
 /// the reason on its `Workload` (condition `QuotaReserved=False` and this event), never on
 /// the Job, whose own `Suspended` condition only says `Job suspended`.
 pub(super) async fn admissions(tx: UnboundedSender<Trigger>, client: Client, namespace: String) {
+    let trigger = |namespace: String, kueue_workload, message| Trigger::AdmissionPending {
+        namespace,
+        kueue_workload,
+        message,
+    };
+    let fields = "involvedObject.kind=Workload,reason=Pending";
+    events(tx, client, namespace, fields, trigger).await;
+}
+
+/// Watches the events of `namespace` matching `fields` and sends
+/// `trigger(namespace, involved object's name, message)` for each, until the monitor is gone.
+async fn events(
+    tx: UnboundedSender<Trigger>,
+    client: Client,
+    namespace: String,
+    fields: &str,
+    trigger: impl Fn(String, String, String) -> Trigger,
+) {
     let api: Api<CoreEvent> = Api::namespaced(client, &namespace);
-    let config = watcher::Config::default().fields("involvedObject.kind=Workload,reason=Pending");
+    let config = watcher::Config::default().fields(fields);
     let mut stream = watcher::watcher(api, config).default_backoff().boxed();
     while let Some(event) = stream.next().await {
         let sent = match event {
             Ok(Event::Apply(event) | Event::InitApply(event)) => match event.involved_object.name {
-                Some(kueue_workload) => send(
+                Some(name) => send(
                     &tx,
-                    Trigger::AdmissionPending {
-                        namespace: namespace.clone(),
-                        kueue_workload,
-                        message: event.message.unwrap_or_default(),
-                    },
+                    trigger(namespace.clone(), name, event.message.unwrap_or_default()),
                 ),
                 None => true,
             },
             Ok(Event::Delete(_) | Event::Init | Event::InitDone) => true,
             Err(error) => {
-                warn!(namespace = %namespace, error = %error, "Kueue event watch failed; retrying with backoff");
+                warn!(namespace = %namespace, fields, error = %error, "event watch failed; retrying with backoff");
                 true
             }
         };
