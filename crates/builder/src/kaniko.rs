@@ -102,8 +102,31 @@ impl KanikoBuilder {
     /// destination goes into it.
     pub async fn plan(&self, request: &BuildRequest) -> Result<(BuildContext, String)> {
         let context = context::assemble(request, &*self.fetcher, &self.config.work_dir).await?;
-        let image = format!("{}:{}", self.config.destination, context.tag);
+        let image = format!("{}:{}", self.destination(request), context.tag);
         Ok((context, image))
+    }
+
+    /// The repository of this run's image: the run's own `destination` when it has one
+    /// (the agent checked it before the ack), else the configured one.
+    fn destination<'a>(&'a self, request: &'a BuildRequest) -> &'a str {
+        request
+            .overrides
+            .destination
+            .as_deref()
+            .unwrap_or(&self.config.destination)
+    }
+
+    /// The build Job settings with the run's own executor image and Job name prefix.
+    fn settings(&self, request: &BuildRequest) -> KanikoSettings {
+        let overrides = &request.overrides;
+        let mut settings = self.config.job.clone();
+        if let Some(image) = &overrides.kaniko_image {
+            settings.image = image.clone();
+        }
+        if let Some(prefix) = &overrides.job_name_prefix {
+            settings.job_name_prefix = prefix.clone();
+        }
+        settings
     }
 
     /// Build (or find) the image for one run, with the warnings the build raised.
@@ -140,15 +163,16 @@ impl KanikoBuilder {
             },
             ContextStore::Object { .. } => JobContext::Remote(uri),
         };
+        let settings = self.settings(request);
         let input = JobInput {
-            settings: &self.config.job,
+            settings: &settings,
             run_id: &request.run_id,
             agent_identity: self.config.agent_identity.as_deref(),
             context: &context,
             image,
-            repository: &self.config.destination,
+            repository: self.destination(request),
         };
-        let rendered = match job::render(&input).and_then(|job| rendered(&self.config.job, &job)) {
+        let rendered = match job::render(&input).and_then(|job| rendered(&settings, &job)) {
             Ok(rendered) => rendered,
             Err(error) => return JobOutcome::failed(error),
         };
@@ -360,6 +384,58 @@ mod tests {
         }
     }
 
+    struct NoCode;
+
+    impl CodeFetcher for NoCode {
+        fn fetch_artifact<'a>(
+            &'a self,
+            _: &'a str,
+            _: &'a std::path::Path,
+        ) -> BoxFuture<'a, std::result::Result<(), String>> {
+            Box::pin(async { Err("no code here".to_owned()) })
+        }
+    }
+
+    #[tokio::test]
+    async fn a_runs_own_destination_image_and_job_name_win_over_the_config() {
+        let client =
+            kube::Client::try_from(kube::Config::new("http://127.0.0.1:9".parse().unwrap()))
+                .unwrap();
+        let runner = Runner::new(client, Default::default());
+        let work_dir = std::env::temp_dir();
+        let config = KanikoConfig {
+            destination: "r.example/team/trainer".into(),
+            store: ContextStore::pvc("ctx", &work_dir),
+            job: KanikoSettings::default(),
+            registry: RegistryClient::new(Default::default(), vec![]),
+            agent_identity: None,
+            work_dir,
+            log_limit_bytes: 1024,
+        };
+        let builder = KanikoBuilder::new(config, runner, Arc::new(NoCode));
+        let mut request = BuildRequest {
+            run_id: "r".into(),
+            entity: "e".into(),
+            project: "p".into(),
+            source: JobSource::Image { image: "x".into() },
+            base_image_override: None,
+            details: Default::default(),
+            overrides: Default::default(),
+        };
+        assert_eq!(builder.destination(&request), "r.example/team/trainer");
+        assert_eq!(builder.settings(&request), KanikoSettings::default());
+        request.overrides = crate::BuildOverrides {
+            destination: Some("r.example/team/other".into()),
+            kaniko_image: Some("ghcr.io/fork/executor:v2".into()),
+            job_name_prefix: Some("nightly".into()),
+        };
+        assert_eq!(builder.destination(&request), "r.example/team/other");
+        let settings = builder.settings(&request);
+        assert_eq!(settings.image, "ghcr.io/fork/executor:v2");
+        assert_eq!(settings.job_name_prefix, "nightly");
+        assert_eq!(settings.namespace, KanikoSettings::default().namespace);
+    }
+
     #[test]
     fn a_cleanup_problem_goes_next_to_the_build_error() {
         let request = BuildRequest {
@@ -368,6 +444,7 @@ mod tests {
             project: "p".into(),
             source: JobSource::Image { image: "x".into() },
             base_image_override: None,
+            overrides: Default::default(),
             details: Default::default(),
         };
         let failed = build_failed(&request, "exit code 1".into(), &Ok("a\nb\n".into()));

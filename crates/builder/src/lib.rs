@@ -49,7 +49,7 @@ pub use job::{
 pub use kaniko::{DEFAULT_LOG_LIMIT, KanikoBuilder, KanikoConfig, check_destination};
 pub use noop::{DEFAULT_BASE_IMAGE, NoopBuilder};
 pub use registry::{ImageRef, RegistryAuth, RegistryClient};
-pub use request::{BuildRequest, Built, GitCredentials, JobDetails, JobSource};
+pub use request::{BuildOverrides, BuildRequest, Built, GitCredentials, JobDetails, JobSource};
 pub use store::{ContextStore, PVC_CONTEXT_MOUNT, StoreUri};
 
 use std::path::PathBuf;

@@ -69,6 +69,7 @@ mod tests {
             project: "proj".into(),
             source,
             base_image_override: None,
+            overrides: Default::default(),
             details: Default::default(),
         }
     }

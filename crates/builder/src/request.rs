@@ -46,6 +46,21 @@ pub struct BuildRequest {
     pub base_image_override: Option<String>,
     /// What a building builder needs beyond the source (the no-op builder ignores it).
     pub details: JobDetails,
+    /// What the run spec's own `builder` block changes for this run (the agent lets
+    /// through only what its admin allows, and checks it before the ack).
+    pub overrides: BuildOverrides,
+}
+
+/// Builder settings one run may change (the run spec's `builder` block), each `None`
+/// unless the run asks and the agent admin allows it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct BuildOverrides {
+    /// `destination`: the repository this run's image is pushed to.
+    pub destination: Option<String>,
+    /// `kaniko-image`: the executor image of this run's build.
+    pub kaniko_image: Option<String>,
+    /// `build-job-name`: the name prefix of this run's build Job.
+    pub job_name_prefix: Option<String>,
 }
 
 /// The parts of a job that shape a built image. Everything here goes into the image tag

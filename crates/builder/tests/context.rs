@@ -56,6 +56,7 @@ fn artifact_request(dockerfile: Option<&str>) -> BuildRequest {
             dockerfile: dockerfile.map(str::to_owned),
         },
         base_image_override: None,
+        overrides: Default::default(),
         details: JobDetails {
             entrypoint: Some(vec!["python".into(), "train.py".into()]),
             python_version: Some("3.11.9".into()),

@@ -119,6 +119,7 @@ fn request(run_id: &str) -> BuildRequest {
             dockerfile: None,
         },
         base_image_override: None,
+        overrides: Default::default(),
         details: JobDetails {
             entrypoint: Some(vec!["python".into(), "train.py".into()]),
             ..JobDetails::default()

@@ -22,7 +22,7 @@ use std::time::Duration;
 
 use serde_json::Value as Json;
 
-pub use kaniko::KanikoOptions;
+pub use kaniko::{KanikoOptions, RUN_SPEC_BUILDER_KEYS};
 pub use lease::{LeaderElection, LeaseSettings};
 pub use load::{DEFAULT_CONFIG_PATH, load};
 pub use schema::{LaunchConfigFile, launch_config_schema};
@@ -118,6 +118,9 @@ pub struct Config {
     pub extra_ca_file: Option<PathBuf>,
     /// The builder.
     pub builder: BuilderChoice,
+    /// Keys of a run spec's own `builder` block a run may set
+    /// (`builder.run-spec-overrides`; empty: none, and a run spec asking fails).
+    pub run_spec_builder_keys: BTreeSet<String>,
     /// `environment` block, kept as given (used by cloud builders).
     pub environment: Option<Json>,
     /// Deprecated `registry` block, kept as given.
@@ -293,6 +296,7 @@ fn default_config() -> Config {
         api_key: ApiKeySource::Missing,
         extra_ca_file: None,
         builder: BuilderChoice::Noop,
+        run_spec_builder_keys: BTreeSet::new(),
         environment: None,
         registry: None,
         verbosity: 0,
@@ -358,6 +362,9 @@ impl Layers<'_> {
             config.base_url = url;
         }
         config.builder = builder(file)?;
+        if let Some(block) = file.mapping("builder")? {
+            config.run_spec_builder_keys = kaniko::run_spec_overrides(file.path, block)?;
+        }
         config.environment = file
             .mapping("environment")?
             .map(|m| to_json(&m.clone().into()));

@@ -5,6 +5,7 @@
 mod code_pvc;
 mod monitor;
 pub(crate) mod report;
+mod run_builder;
 mod source;
 mod time_to_gpu;
 mod validate;
@@ -12,7 +13,7 @@ mod validate;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use rlaunch_builder::{BuildRequest, Built, JobSource};
+use rlaunch_builder::{BuildRequest, Builder, Built, JobSource, NoopBuilder};
 use rlaunch_gpu::Verdict;
 use rlaunch_k8s_runner::{RequeueRecord, RunHandle};
 use rlaunch_model::RunSpec;
@@ -437,6 +438,7 @@ async fn launch(
     let resolved = source::resolve(ctx, spec)
         .await
         .map_err(|m| failed(FailureStage::Agent, m))?;
+    let run_builder = run_builder_of(ctx, spec).map_err(|m| failed(FailureStage::Agent, m))?;
     let request = BuildRequest {
         run_id: run_id.clone(),
         entity: spec.entity.clone(),
@@ -444,9 +446,13 @@ async fn launch(
         source: resolved.source.clone(),
         base_image_override: base_image_override(spec),
         details: job_details(&resolved, spec),
+        overrides: run_builder.overrides,
     };
-    let built = ctx
-        .builder
+    let builder: &dyn Builder = match run_builder.noop {
+        true => &NoopBuilder,
+        false => &*ctx.builder,
+    };
+    let built = builder
         .build(&request)
         .await
         .map_err(|e| failed(FailureStage::Build, e.to_string()))?;
@@ -599,8 +605,17 @@ fn validate(
     run_id: &str,
 ) -> Result<String, ItemFailure> {
     let render_ctx = render_context(ctx, registration, item, queue, run_id);
-    validate::before_ack(&item.run_spec, &render_ctx, &ctx.config.target_namespaces)
-        .map_err(|problem| ItemFailure::new(FailureStage::Agent, problem))
+    let namespace =
+        validate::before_ack(&item.run_spec, &render_ctx, &ctx.config.target_namespaces)
+            .map_err(|problem| ItemFailure::new(FailureStage::Agent, problem))?;
+    run_builder_of(ctx, &item.run_spec)
+        .map_err(|problem| ItemFailure::new(FailureStage::Agent, problem))?;
+    Ok(namespace)
+}
+
+/// The run spec's own `builder` block against what the agent config allows.
+fn run_builder_of(ctx: &Context, spec: &RunSpec) -> Result<run_builder::RunBuilder, String> {
+    run_builder::run_builder(spec, ctx.builder.kind(), &ctx.config.run_spec_builder_keys)
 }
 
 fn render_context(
