@@ -90,6 +90,12 @@ impl KanikoBuilder {
         }
     }
 
+    /// The same builder with these credentials for the existence check.
+    pub fn with_registry_auth(mut self, auth: crate::RegistryAuth) -> Self {
+        self.config.registry = self.config.registry.with_auth(auth);
+        self
+    }
+
     /// The start-up check: the destination is a repository and the context store is
     /// usable. `launch-agent check` and the agent's start call it.
     pub async fn check(&self) -> Result<()> {

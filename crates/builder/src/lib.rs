@@ -29,6 +29,7 @@
 
 mod context;
 mod dockerfile;
+mod ecr;
 mod git;
 mod job;
 mod kaniko;
@@ -42,6 +43,7 @@ pub use dockerfile::{
     DEFAULT_PYTHON_VERSION, DOCKERFILE_NAME, Dependencies, FAILED_PACKAGES_MARKER, Generated,
     IMAGE_UID, failed_packages, generate as generate_dockerfile, python_minor,
 };
+pub use ecr::EcrAuth;
 pub use job::{
     BUILD_CONTAINER, DEFAULT_KANIKO_IMAGE, IMAGE_ANNOTATION, JobContext, JobInput, KanikoSettings,
     PushCredentials, default_resources, job_name, render as render_job,
@@ -193,6 +195,12 @@ pub enum Error {
         /// Why.
         problem: String,
     },
+    /// The registry credentials for the existence check cannot be set up.
+    #[error("cannot set up the registry credentials: {problem}")]
+    RegistryAuth {
+        /// What is wrong.
+        problem: String,
+    },
     /// `kaniko-config` cannot be the base of a build Job.
     #[error("`builder.kaniko-config` is not a usable batch/v1 Job template: {problem}")]
     Template {
@@ -245,6 +253,7 @@ impl Error {
             Error::Upload { .. } => "upload",
             Error::Destination { .. } => "destination",
             Error::Registry { .. } => "registry",
+            Error::RegistryAuth { .. } => "registry_auth",
             Error::Template { .. } => "template",
             Error::Submit { .. } => "submit",
             Error::Internal(_) => "internal",

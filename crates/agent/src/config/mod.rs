@@ -123,8 +123,11 @@ pub struct Config {
     pub run_spec_builder_keys: BTreeSet<String>,
     /// `environment` block, kept as given (used by cloud builders).
     pub environment: Option<Json>,
-    /// Deprecated `registry` block, kept as given.
+    /// Deprecated `registry` block, kept as given (`type: ecr` with `region` turns on
+    /// the ECR token flow of the existence check).
     pub registry: Option<Json>,
+    /// `AWS_ENDPOINT_URL_ECR`: the ECR API endpoint (default: the region's).
+    pub ecr_endpoint: Option<String>,
     /// Log verbosity (0 info, 1 debug, 2+ trace).
     pub verbosity: u8,
     /// Lock down entrypoints and host namespaces in submitted specs.
@@ -299,6 +302,7 @@ fn default_config() -> Config {
         run_spec_builder_keys: BTreeSet::new(),
         environment: None,
         registry: None,
+        ecr_endpoint: None,
         verbosity: 0,
         secure_mode: false,
         stopped_run_timeout: Duration::from_secs(60),
@@ -519,6 +523,14 @@ impl Layers<'_> {
         config.release_name = env("WANDB_RELEASE_NAME").cloned();
         config.pod_namespace = env("POD_NAMESPACE").cloned();
         config.extra_ca_file = env("LAUNCH_AGENT_EXTRA_CA_FILE").map(PathBuf::from);
+        config.ecr_endpoint = env("AWS_ENDPOINT_URL_ECR").cloned();
+        if let (BuilderChoice::Kaniko(options), Some(secret)) =
+            (&mut config.builder, env("WANDB_LAUNCH_KANIKO_AUTH_SECRET"))
+            && options.docker_config_secret.is_none()
+        {
+            // W&B's variable (the chart's `kanikoDockerConfigSecret` sets it).
+            options.docker_config_secret = Some(secret.clone());
+        }
         if let Some(identity) = env("LAUNCH_AGENT_IDENTITY") {
             config.identity = Some(identity.clone());
         }
