@@ -452,10 +452,14 @@ async fn launch(
         true => &NoopBuilder,
         false => &*ctx.builder,
     };
-    let built = builder
-        .build(&request)
+    let report = builder
+        .build_report(&request)
         .await
         .map_err(|e| failed(FailureStage::Build, e.to_string()))?;
+    for kind in send_build_warnings(&ctx.wandb, &item.id, &report.warnings).await {
+        ctx.metrics.api_error("updateRunQueueItemWarning", kind);
+    }
+    let built = report.built;
     set_phase(
         ctx,
         item,
@@ -541,6 +545,28 @@ async fn launch(
         pull_secret: pull,
         gpus,
     })
+}
+
+/// The build's warnings (failed packages, cleanup problems) as run queue item warnings of
+/// stage `build`, as W&B's agent sends its failed-packages warning. Returns the error
+/// kinds of the calls that failed (a warning that cannot be sent is logged, never fatal).
+async fn send_build_warnings(
+    wandb: &rlaunch_wandb_api::Client,
+    item_id: &str,
+    warnings: &[String],
+) -> Vec<&'static str> {
+    let mut failed = Vec::new();
+    for warning in warnings {
+        tracing::warn!(item = item_id, warning, "build warning");
+        let sent = wandb
+            .update_run_queue_item_warning(item_id, FailureStage::Build, warning, &[])
+            .await;
+        if let Err(error) = sent {
+            tracing::warn!(item = item_id, error = %error, "cannot send the build warning to W&B");
+            failed.push(error.kind());
+        }
+    }
+    failed
 }
 
 /// GPUs a workload requests: every pod of every replica, any vendor's GPU resource (pure).
@@ -954,6 +980,48 @@ mod tests {
         assert!(record.run_spec.get("_wandb_api_key").is_none());
         let unknown = requeue_record(&run, &QueueItemInfo::default());
         assert_eq!((unknown.priority, unknown.template_variables), (None, None));
+    }
+
+    #[tokio::test]
+    async fn build_warnings_reach_the_item_with_stage_build() {
+        use rlaunch_wandb_fake::{FAKE_API_KEY, FAKE_ENTITY, FakeWandb, NewItem, NewQueue};
+        let fake = FakeWandb::start().await.unwrap();
+        fake.create_queue(NewQueue::new(FAKE_ENTITY, "q")).unwrap();
+        let item_id = fake
+            .push_item(NewItem {
+                entity: FAKE_ENTITY.to_owned(),
+                project: LAUNCH_PROJECT.to_owned(),
+                queue: "q".to_owned(),
+                run_spec: serde_json::json!({"entity": FAKE_ENTITY, "project": "p"}),
+                priority: None,
+            })
+            .unwrap();
+        let config = rlaunch_wandb_api::ClientConfig::new(
+            fake.base_url.clone(),
+            rlaunch_model::ApiKey::new(FAKE_API_KEY),
+        );
+        let client = rlaunch_wandb_api::Client::new(config).unwrap();
+        let warnings = vec![
+            "Some packages were not successfully installed during the build: torch==9".to_owned(),
+            "build cleanup: cannot delete build job x".to_owned(),
+        ];
+        let failed = send_build_warnings(&client, &item_id, &warnings).await;
+        assert!(failed.is_empty(), "{failed:?}");
+        let stored = fake.item(&item_id).unwrap().warnings;
+        let sent: Vec<(&str, &str)> = stored
+            .iter()
+            .map(|w| (w.stage.as_str(), w.message.as_str()))
+            .collect();
+        assert_eq!(
+            sent,
+            [
+                ("build", warnings[0].as_str()),
+                ("build", warnings[1].as_str())
+            ],
+            "{stored:?}"
+        );
+        let failed = send_build_warnings(&client, "no-such-item", &warnings[..1]).await;
+        assert_eq!(failed.len(), 1);
     }
 
     #[test]
