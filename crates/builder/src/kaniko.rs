@@ -141,10 +141,14 @@ impl KanikoBuilder {
             return Ok(BuildReport::from(built));
         }
         let (context, image) = self.plan(request).await?;
+        let built = Built::Image {
+            image: image.clone(),
+            entrypoint: context.entrypoint.clone(),
+        };
         match self.config.registry.exists(&image).await {
             Ok(true) => {
                 info!(run_id = %request.run_id, %image, "the image exists; no build");
-                return Ok(BuildReport::from(Built::Image(image)));
+                return Ok(BuildReport::from(built));
             }
             Ok(false) => {}
             Err(error) => {
@@ -158,7 +162,7 @@ impl KanikoBuilder {
         if let Err(error) = self.config.store.delete(&id).await {
             cleanup.push(error.to_string());
         }
-        finish(request, image, outcome.result, cleanup)
+        finish(request, built, outcome.result, cleanup)
     }
 
     async fn run_job(&self, request: &BuildRequest, image: &str, uri: String) -> JobOutcome {
@@ -248,7 +252,7 @@ impl JobOutcome {
 /// Image jobs and code jobs with a base image need no build (as W&B's agent).
 fn without_build(request: &BuildRequest) -> Option<Built> {
     let base_image = match &request.source {
-        JobSource::Image { image } => return Some(Built::Image(image.clone())),
+        JobSource::Image { image } => return Some(Built::image_as_is(image.clone())),
         JobSource::Artifact { base_image, .. } | JobSource::Repo { base_image, .. } => base_image,
     };
     let chosen = request
@@ -319,7 +323,7 @@ fn build_failed(request: &BuildRequest, reason: String, log: &Result<String, Str
 /// warnings of a successful build — never instead of the outcome.
 fn finish(
     request: &BuildRequest,
-    image: String,
+    built: Built,
     result: Result<Vec<String>>,
     cleanup: Vec<String>,
 ) -> Result<BuildReport> {
@@ -329,10 +333,7 @@ fn finish(
                 warn!(run_id = %request.run_id, problem, "build cleanup failed");
             }
             warnings.extend(cleanup.into_iter().map(|p| format!("build cleanup: {p}")));
-            Ok(BuildReport {
-                built: Built::Image(image),
-                warnings,
-            })
+            Ok(BuildReport { built, warnings })
         }
         Err(Error::BuildFailed {
             run_id,
@@ -456,7 +457,7 @@ mod tests {
         let failed = build_failed(&request, "exit code 1".into(), &Ok("a\nb\n".into()));
         let error = finish(
             &request,
-            "i".into(),
+            Built::image_as_is("i"),
             Err(failed),
             vec!["bucket gone".into()],
         )
@@ -467,8 +468,14 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("a\nb"), "{text}");
-        let report = finish(&request, "i".into(), Ok(vec![]), vec!["gone".into()]).unwrap();
-        assert_eq!(report.built, Built::Image("i".into()));
+        let report = finish(
+            &request,
+            Built::image_as_is("i"),
+            Ok(vec![]),
+            vec!["gone".into()],
+        )
+        .unwrap();
+        assert_eq!(report.built, Built::image_as_is("i"));
         assert_eq!(report.warnings, vec!["build cleanup: gone".to_owned()]);
     }
 }

@@ -104,7 +104,13 @@ impl std::fmt::Debug for GitCredentials {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Built {
     /// This image, with the code inside.
-    Image(String),
+    Image {
+        /// Image reference.
+        image: String,
+        /// The entrypoint the image runs the job with, when the build changed the job's
+        /// (the context was the entrypoint's directory); `None` keeps the job's.
+        entrypoint: Option<Vec<String>>,
+    },
     /// A base image; the code is mounted at run time.
     BaseImage {
         /// Image reference.
@@ -119,7 +125,26 @@ impl Built {
     /// The image reference, whichever the variant.
     pub fn image(&self) -> &str {
         match self {
-            Built::Image(image) | Built::BaseImage { image, .. } => image,
+            Built::Image { image, .. } | Built::BaseImage { image, .. } => image,
+        }
+    }
+
+    /// An image used as it is (the job's entrypoint unchanged).
+    pub fn image_as_is(image: impl Into<String>) -> Built {
+        Built::Image {
+            image: image.into(),
+            entrypoint: None,
+        }
+    }
+
+    /// The entrypoint the build rewrote, if it did.
+    pub fn entrypoint(&self) -> Option<&[String]> {
+        match self {
+            Built::Image {
+                entrypoint: Some(entrypoint),
+                ..
+            } => Some(entrypoint),
+            _ => None,
         }
     }
 }

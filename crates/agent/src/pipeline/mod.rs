@@ -470,7 +470,10 @@ async fn launch(
     );
     let mut render_ctx = render_context(ctx, registration, item, queue, &run_id);
     render_ctx.image_uri = Some(built.image().to_owned());
-    render_ctx.job_entrypoint = resolved.entrypoint.clone();
+    render_ctx.job_entrypoint = built
+        .entrypoint()
+        .map(<[String]>::to_vec)
+        .or_else(|| resolved.entrypoint.clone());
     let staged = staged_code(ctx, &resolved.source, &built, spec)
         .await
         .map_err(|m| failed(FailureStage::Agent, m))?;
@@ -888,7 +891,7 @@ mod tests {
         assert_eq!(job_artifact.as_deref(), Some("e/p/job:v1"));
         let image = JobSource::Image { image: "x".into() };
         assert_eq!(
-            code_mount(&image, &Built::Image("x".into()), &run, None),
+            code_mount(&image, &Built::image_as_is("x"), &run, None),
             None
         );
         let staged = Some(("code".to_owned(), "job:v1".to_owned()));
