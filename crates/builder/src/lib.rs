@@ -24,7 +24,8 @@
 //! [`BuildRequest`] and the [`CodeFetcher`] the agent provides. It never calls the API
 //! server itself: the runner does. Main types: [`Builder`], [`BuildRequest`],
 //! [`JobSource`], [`Built`], [`BuildReport`], [`NoopBuilder`], [`KanikoBuilder`],
-//! [`KanikoConfig`], [`ContextStore`], [`RegistryClient`], [`PullCredentials`], [`Error`].
+//! [`KanikoConfig`], [`ContextStore`], [`RegistryClient`], [`RegistryAuth`], [`EcrAuth`],
+//! [`BuildOverrides`], [`PullCredentials`], [`Error`].
 #![doc = include_str!("../README.md")]
 
 mod context;

@@ -7,7 +7,8 @@
 //! Differs from W&B's agent: unknown keys are refused everywhere (also inside `builder`),
 //! naming the key, the file and the nearest valid key; the legacy `queue:` key works (it is
 //! appended to `queues`); `stopped_run_timeout` must not be negative; a bad
-//! `WANDB_LAUNCH_MAX_JOBS` is a message, not a crash.
+//! `WANDB_LAUNCH_MAX_JOBS` is a message, not a crash; a run spec's own `builder` block is
+//! honoured for the keys `builder.run-spec-overrides` lists (W&B's agent drops it).
 
 mod file;
 mod kaniko;
