@@ -438,28 +438,9 @@ async fn launch(
     let resolved = source::resolve(ctx, spec)
         .await
         .map_err(|m| failed(FailureStage::Agent, m))?;
-    let run_builder = run_builder_of(ctx, spec).map_err(|m| failed(FailureStage::Agent, m))?;
-    let request = BuildRequest {
-        run_id: run_id.clone(),
-        entity: spec.entity.clone(),
-        project: spec.project.clone(),
-        source: resolved.source.clone(),
-        base_image_override: base_image_override(spec),
-        details: job_details(&resolved, spec),
-        overrides: run_builder.overrides,
-    };
-    let builder: &dyn Builder = match run_builder.noop {
-        true => &NoopBuilder,
-        false => &*ctx.builder,
-    };
-    let report = builder
-        .build_report(&request)
+    let built = build(ctx, item, &resolved, &run_id)
         .await
-        .map_err(|e| failed(FailureStage::Build, e.to_string()))?;
-    for kind in send_build_warnings(&ctx.wandb, &item.id, &report.warnings).await {
-        ctx.metrics.api_error("updateRunQueueItemWarning", kind);
-    }
-    let built = report.built;
+        .map_err(|(stage, m)| failed(stage, m))?;
     set_phase(
         ctx,
         item,
@@ -548,6 +529,39 @@ async fn launch(
         pull_secret: pull,
         gpus,
     })
+}
+
+/// The build step: the run spec's own `builder` block (as the agent allows it), then the
+/// agent's builder (or the no-op one the run chose); the build's warnings go to W&B.
+async fn build(
+    ctx: &Context,
+    item: &RunQueueItem,
+    resolved: &source::Resolved,
+    run_id: &str,
+) -> Result<Built, (FailureStage, String)> {
+    let spec = &item.run_spec;
+    let run_builder = run_builder_of(ctx, spec).map_err(|m| (FailureStage::Agent, m))?;
+    let request = BuildRequest {
+        run_id: run_id.to_owned(),
+        entity: spec.entity.clone(),
+        project: spec.project.clone(),
+        source: resolved.source.clone(),
+        base_image_override: base_image_override(spec),
+        details: job_details(resolved, spec),
+        overrides: run_builder.overrides,
+    };
+    let builder: &dyn Builder = match run_builder.noop {
+        true => &NoopBuilder,
+        false => &*ctx.builder,
+    };
+    let report = builder
+        .build_report(&request)
+        .await
+        .map_err(|e| (FailureStage::Build, e.to_string()))?;
+    for kind in send_build_warnings(&ctx.wandb, &item.id, &report.warnings).await {
+        ctx.metrics.api_error("updateRunQueueItemWarning", kind);
+    }
+    Ok(report.built)
 }
 
 /// The build's warnings (failed packages, cleanup problems) as run queue item warnings of
