@@ -451,10 +451,7 @@ async fn launch(
     );
     let mut render_ctx = render_context(ctx, registration, item, queue, &run_id);
     render_ctx.image_uri = Some(built.image().to_owned());
-    render_ctx.job_entrypoint = built
-        .entrypoint()
-        .map(<[String]>::to_vec)
-        .or_else(|| resolved.entrypoint.clone());
+    render_ctx.job_entrypoint = job_entrypoint(&built, &resolved);
     let staged = staged_code(ctx, &resolved.source, &built, spec)
         .await
         .map_err(|m| failed(FailureStage::Agent, m))?;
@@ -562,6 +559,15 @@ async fn build(
         ctx.metrics.api_error("updateRunQueueItemWarning", kind);
     }
     Ok(report.built)
+}
+
+/// The entrypoint the render gives the workload when the run spec overrides none (pure):
+/// the one the build rewrote (a `Dockerfile.wandb` beside the entry file), else the job's.
+fn job_entrypoint(built: &Built, resolved: &source::Resolved) -> Option<Vec<String>> {
+    built
+        .entrypoint()
+        .map(<[String]>::to_vec)
+        .or_else(|| resolved.entrypoint.clone())
 }
 
 /// The build's warnings (failed packages, cleanup problems) as run queue item warnings of
@@ -997,6 +1003,28 @@ mod tests {
         assert!(record.run_spec.get("_wandb_api_key").is_none());
         let unknown = requeue_record(&run, &QueueItemInfo::default());
         assert_eq!((unknown.priority, unknown.template_variables), (None, None));
+    }
+
+    #[test]
+    fn the_entrypoint_the_build_rewrote_wins_over_the_jobs() {
+        let resolved = source::Resolved {
+            source: JobSource::Image { image: "x".into() },
+            entrypoint: Some(vec!["python".into(), "jobs/train/train.py".into()]),
+            python_version: None,
+            diff_patch: None,
+        };
+        let rewritten = Built::Image {
+            image: "r.example/t:abc".into(),
+            entrypoint: Some(vec!["python".into(), "train.py".into()]),
+        };
+        assert_eq!(
+            job_entrypoint(&rewritten, &resolved),
+            Some(vec!["python".to_owned(), "train.py".to_owned()])
+        );
+        assert_eq!(
+            job_entrypoint(&Built::image_as_is("r.example/t:abc"), &resolved),
+            resolved.entrypoint
+        );
     }
 
     #[tokio::test]
