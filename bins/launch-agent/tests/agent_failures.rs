@@ -50,6 +50,11 @@ async fn every_failure_class_is_reported_with_its_stage_and_cause() -> anyhow::R
     let mut build = image_item("ok", "failures");
     build.run_spec = json!({"entity": FAKE_ENTITY, "project": "failures", "job": format!("{FAKE_ENTITY}/failures/job-dockerfile:latest")});
     let build_item = fake.push_item(build).unwrap();
+    // The run spec's own `builder` block, which this agent's config does not let runs
+    // set: failed before the ack, naming the key and the agent setting.
+    let mut own_builder = image_item("ok", "failures");
+    own_builder.run_spec["builder"] = json!({"type": "kaniko"});
+    let own_builder_item = fake.push_item(own_builder).unwrap();
     let _sdk = simulate_wandb_init(fake.clone());
     let config = format!(
         "entity: {FAKE_ENTITY}\nqueues: [oom, exit, huge, ok]\nmax_jobs: -1\npoll_interval: 0.3\ninit_check_timeout: 3\ntarget_namespaces: [{}]\nidentity: failures-{}\n",
@@ -62,6 +67,7 @@ async fn every_failure_class_is_reported_with_its_stage_and_cause() -> anyhow::R
         &huge_item,
         &no_init_item,
         &build_item,
+        &own_builder_item,
     ];
     let done = eventually(
         "every failing item to be failed",
@@ -122,12 +128,25 @@ async fn every_failure_class_is_reported_with_its_stage_and_cause() -> anyhow::R
         "{}",
         build.message
     );
+    let own_builder = failure(&own_builder_item);
+    assert_eq!(own_builder.stage, "agent");
+    assert!(
+        own_builder.message.contains("`builder.type`")
+            && own_builder.message.contains("builder.run-spec-overrides"),
+        "{}",
+        own_builder.message
+    );
+    let unacked = items.iter().find(|i| i.id == own_builder_item).unwrap();
+    assert_eq!(
+        unacked.ack_attempts, 0,
+        "failed before the ack: {unacked:#?}"
+    );
     // User errors are never retried: one ack each, nothing requeued.
     for id in [&oom_item, &exit_item] {
         let item = items.iter().find(|i| &i.id == id).unwrap();
         assert_eq!(item.ack_attempts, 1, "{item:#?}");
     }
-    assert_eq!(items.len(), 6, "nothing was requeued: {items:#?}");
+    assert_eq!(items.len(), 7, "nothing was requeued: {items:#?}");
     let files = fake.files();
     let oom_file = files
         .iter()

@@ -3,7 +3,8 @@
 //! and run on the built image; a failed build is reported with stage `build`. The context
 //! goes to the real S3 server (moto) and the existence check asks the real OCI registry.
 //! Two jobs with the same code but different Python runtimes get different images: the
-//! job's `runtime` reaches the generated Dockerfile, hence the content-hash tag.
+//! job's `runtime` reaches the generated Dockerfile, hence the content-hash tag. One run
+//! names its own repository in its run spec's `builder` block, as the agent config allows.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
@@ -64,6 +65,7 @@ fn agent_config(ns: &str, registry: &Registry, s3: &S3Server, build_outcome: Val
             "aws_region": "us-east-1"
         },
         "kaniko-namespace": ns,
+        "run-spec-overrides": ["destination"],
         "kaniko-config": {"spec": {"template": {"metadata": {"annotations": build_outcome}}}},
     });
     format!(
@@ -102,11 +104,15 @@ async fn a_code_job_is_built_then_run_and_a_failed_build_has_stage_build() -> an
         "job-ok-py311",
         &[("wandb-job.json", code_job("code-ok", "CPython 3.11.2"))],
     ));
+    // The second run names its own repository in its `builder` block, which the agent
+    // config allows (`run-spec-overrides: [destination]`).
+    let mut own_destination = item(&format!("{FAKE_ENTITY}/jobs/job-ok-py311:latest"));
+    own_destination.run_spec["builder"] =
+        json!({"destination": format!("{}/team/own", registry.host())});
     let ok_items = [
         fake.push_item(item(&format!("{FAKE_ENTITY}/jobs/job-ok:latest")))
             .unwrap(),
-        fake.push_item(item(&format!("{FAKE_ENTITY}/jobs/job-ok-py311:latest")))
-            .unwrap(),
+        fake.push_item(own_destination).unwrap(),
     ];
     let _sdk = simulate_wandb_init(fake.clone());
     let config = agent_config(
@@ -119,7 +125,7 @@ async fn a_code_job_is_built_then_run_and_a_failed_build_has_stage_build() -> an
 
     // Both runs start on built images (seen while their Jobs exist), one image per runtime.
     let api: Api<Job> = Api::namespaced(client.clone(), &ns.name);
-    let prefix = format!("{}/team/trainer:", registry.host());
+    let prefix = format!("{}/team/", registry.host());
     let seen = std::sync::Mutex::new(BTreeMap::<String, String>::new());
     let runs = eventually(
         "the two runs on their built images",
@@ -143,6 +149,12 @@ async fn a_code_job_is_built_then_run_and_a_failed_build_has_stage_build() -> an
     };
     let images: std::collections::BTreeSet<&String> = runs.values().collect();
     assert_eq!(images.len(), 2, "one image per Python runtime: {runs:#?}");
+    for repository in ["team/trainer:", "team/own:"] {
+        assert!(
+            images.iter().any(|i| i.contains(repository)),
+            "an image in {repository}: {runs:#?}"
+        );
+    }
     // The runs finish and are reported: the agent deletes their Jobs after the report.
     let reported = eventually(
         "the runs reported and deleted",

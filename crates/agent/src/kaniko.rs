@@ -7,7 +7,7 @@ use std::path::{Component, Path};
 
 use futures::future::BoxFuture;
 use rlaunch_builder::{
-    CodeFetcher, ContextStore, ImageRef, KanikoBuilder, KanikoConfig, KanikoSettings,
+    CodeFetcher, ContextStore, EcrAuth, ImageRef, KanikoBuilder, KanikoConfig, KanikoSettings,
     PushCredentials, RegistryAuth, RegistryClient,
 };
 use rlaunch_k8s_runner::Runner;
@@ -29,6 +29,12 @@ pub(crate) async fn configured(
         .pod_namespace
         .clone()
         .unwrap_or_else(|| config.default_namespace.clone());
+    let auth = registry_auth(
+        options,
+        config.registry.as_ref(),
+        config.ecr_endpoint.as_deref(),
+    )
+    .map_err(crate::error::Error::Builder)?;
     let kaniko = builder(
         options,
         &namespace,
@@ -36,7 +42,8 @@ pub(crate) async fn configured(
         runner.clone(),
         wandb.clone(),
     )
-    .map_err(crate::error::Error::Builder)?;
+    .map_err(crate::error::Error::Builder)?
+    .with_registry_auth(auth);
     kaniko.check().await.map_err(crate::error::Error::Builder)?;
     Ok(Some(std::sync::Arc::new(kaniko)))
 }
@@ -123,6 +130,48 @@ pub(crate) fn builder(
     ))
 }
 
+/// The existence check's credentials for the destination: the `registry-credentials-file`
+/// (a dockerconfigjson, e.g. a mounted `kubernetes.io/dockerconfigjson` Secret) when set;
+/// else an ECR token from the ambient AWS identity when the destination is an ECR host or
+/// W&B's `registry` block says `type: ecr` (its `region`); else anonymous.
+pub(crate) fn registry_auth(
+    options: &KanikoOptions,
+    registry: Option<&serde_json::Value>,
+    ecr_endpoint: Option<&str>,
+) -> Result<RegistryAuth, rlaunch_builder::Error> {
+    let bad = |problem: String| rlaunch_builder::Error::RegistryAuth { problem };
+    let host = ImageRef::parse(&format!("{}:x", options.destination))
+        .map(|image| image.registry)
+        .unwrap_or_default();
+    if let Some(path) = &options.registry_credentials_file {
+        let shown = path.display();
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            bad(format!("`builder.registry-credentials-file` {shown} cannot be read ({e}): mount the dockerconfigjson Secret there"))
+        })?;
+        return match RegistryAuth::from_docker_config(&text, &host) {
+            Ok(Some(auth)) => Ok(auth),
+            Ok(None) => Err(bad(format!(
+                "`builder.registry-credentials-file` {shown} has no credentials for {host}: add an `auths` entry for it"
+            ))),
+            Err(problem) => Err(bad(format!(
+                "`builder.registry-credentials-file` {shown} {problem}"
+            ))),
+        };
+    }
+    let text = |key: &str| registry.and_then(|r| r.get(key)).and_then(|v| v.as_str());
+    let region = match (EcrAuth::region_of(&host), text("type")) {
+        (Some(region), _) => region.to_owned(),
+        (None, Some("ecr")) => text("region").map(str::to_owned).ok_or_else(|| {
+            bad(
+                "`registry.type` is `ecr` but `registry.region` is missing: set the ECR region"
+                    .to_owned(),
+            )
+        })?,
+        _ => return Ok(RegistryAuth::Anonymous),
+    };
+    EcrAuth::new(&region, ecr_endpoint, &BTreeMap::new()).map(RegistryAuth::Ecr)
+}
+
 /// Downloads code artifacts with the agent's W&B client.
 struct WandbCode(Client);
 
@@ -170,5 +219,76 @@ impl CodeFetcher for WandbCode {
             }
             Ok(())
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn options(destination: &str, file: Option<&Path>) -> KanikoOptions {
+        KanikoOptions {
+            destination: destination.to_owned(),
+            store: None,
+            store_options: BTreeMap::new(),
+            pvc: Some(("ctx".to_owned(), "/kaniko".into())),
+            job_name: None,
+            image: None,
+            template: None,
+            namespace: None,
+            service_account: None,
+            docker_config_secret: None,
+            insecure_registry: false,
+            registry_credentials_file: file.map(Path::to_owned),
+        }
+    }
+
+    #[test]
+    fn the_credentials_file_wins_and_must_name_the_destination() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.json");
+        std::fs::write(
+            &path,
+            r#"{"auths":{"r.example":{"username":"robot","password":"pw"}}}"#,
+        )
+        .unwrap();
+        let auth = registry_auth(&options("r.example/team/x", Some(&path)), None, None).unwrap();
+        assert!(matches!(auth, RegistryAuth::Basic { username, .. } if username == "robot"));
+        let error = registry_auth(&options("other.example/team/x", Some(&path)), None, None)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("registry-credentials-file") && error.contains("other.example"),
+            "{error}"
+        );
+        let missing = dir.path().join("absent.json");
+        let error = registry_auth(&options("r.example/team/x", Some(&missing)), None, None)
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("absent.json"), "{error}");
+    }
+
+    #[test]
+    fn ecr_destinations_or_registry_type_ecr_use_the_token_flow() {
+        let ecr = options("123456789012.dkr.ecr.eu-west-1.amazonaws.com/trainer", None);
+        assert!(matches!(
+            registry_auth(&ecr, None, None).unwrap(),
+            RegistryAuth::Ecr(_)
+        ));
+        let plain = options("r.example/team/x", None);
+        let block = serde_json::json!({"type": "ecr", "region": "us-east-1"});
+        assert!(matches!(
+            registry_auth(&plain, Some(&block), Some("http://127.0.0.1:9")).unwrap(),
+            RegistryAuth::Ecr(_)
+        ));
+        let no_region = serde_json::json!({"type": "ecr"});
+        let error = registry_auth(&plain, Some(&no_region), None)
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("registry.region"), "{error}");
+        assert!(matches!(
+            registry_auth(&plain, None, None).unwrap(),
+            RegistryAuth::Anonymous
+        ));
     }
 }

@@ -37,6 +37,10 @@ pub struct BuildContext {
     pub tag: String,
     /// The Dockerfile, as it is in the context.
     pub dockerfile: String,
+    /// The job's entrypoint rewritten for the image, when the context is the entrypoint's
+    /// directory (a `Dockerfile.wandb` next to it: `python src/train.py` runs as
+    /// `python train.py`); `None` keeps the job's.
+    pub entrypoint: Option<Vec<String>>,
 }
 
 impl BuildContext {
@@ -52,6 +56,11 @@ impl BuildContext {
 }
 
 /// Gets the code, writes the Dockerfile, archives and hashes the context under `work_dir`.
+///
+/// The Dockerfile, first match wins (W&B's order): the run spec's or the job's Dockerfile
+/// (the whole code is the context); a `Dockerfile.wandb` next to the entrypoint file (that
+/// directory is the context and the entrypoint is rewritten to the file's name); else a
+/// generated one (the code goes under `src/`).
 pub async fn assemble(
     request: &BuildRequest,
     fetcher: &dyn CodeFetcher,
@@ -63,17 +72,30 @@ pub async fn assemble(
         .tempdir_in(work_dir)
         .map_err(io_error(run_id, "create the build directory", work_dir))?;
     let root = dir.path().join("context");
-    let dockerfile_path = dockerfile_asked(request);
-    let code = match dockerfile_path {
-        Some(_) => root.clone(),
-        None => root.join("src"),
-    };
-    fs::create_dir_all(&code).map_err(io_error(run_id, "create the context directory", &code))?;
+    let code = dir.path().join("code");
+    fs::create_dir_all(&code).map_err(io_error(run_id, "create the code directory", &code))?;
     fetch_code(request, fetcher, &code).await?;
     remove_git_dir(run_id, &code)?;
-    let dockerfile = match dockerfile_path {
-        Some(path) => given_dockerfile(run_id, &code, path)?,
-        None => generated_dockerfile(request, &code)?,
+    let mut entrypoint = None;
+    let dockerfile = match (dockerfile_asked(request), beside_entrypoint(request, &code)) {
+        (Some(path), _) => {
+            move_dir(run_id, &code, &root)?;
+            given_dockerfile(run_id, &root, path)?
+        }
+        (None, Some((entry_dir, rewritten))) => {
+            move_dir(run_id, &code.join(&entry_dir), &root)?;
+            entrypoint = Some(rewritten);
+            given_dockerfile(run_id, &root, DOCKERFILE_NAME)?
+        }
+        (None, None) => {
+            fs::create_dir_all(&root).map_err(io_error(
+                run_id,
+                "create the context directory",
+                &root,
+            ))?;
+            move_dir(run_id, &code, &root.join("src"))?;
+            generated_dockerfile(request, &root.join("src"))?
+        }
     };
     let target = root.join(DOCKERFILE_NAME);
     fs::write(&target, &dockerfile).map_err(io_error(run_id, "write the Dockerfile", &target))?;
@@ -87,7 +109,32 @@ pub async fn assemble(
         dir,
         tag: digest[..TAG_LENGTH].to_owned(),
         dockerfile,
+        entrypoint,
     })
+}
+
+fn move_dir(run_id: &str, from: &Path, to: &Path) -> Result<()> {
+    fs::rename(from, to).map_err(io_error(run_id, "move the code into the context", from))
+}
+
+/// The entrypoint's directory (relative to the code root) when a `Dockerfile.wandb` is
+/// there, with the entrypoint rewritten to run the file by its name from that directory.
+/// The entry file is the argument after a `python…`, `bash` or `sh` interpreter.
+fn beside_entrypoint(request: &BuildRequest, code: &Path) -> Option<(PathBuf, Vec<String>)> {
+    let entrypoint = request.details.entrypoint.as_ref()?;
+    let interpreter = Path::new(entrypoint.first()?).file_name()?.to_str()?;
+    let known = interpreter.starts_with("python") || matches!(interpreter, "bash" | "sh");
+    let file = Path::new(entrypoint.get(1).filter(|_| known)?);
+    let inside = file
+        .components()
+        .all(|c| matches!(c, Component::Normal(_) | Component::CurDir));
+    let entry_dir = file.parent()?.to_owned();
+    if !inside || !code.join(&entry_dir).join(DOCKERFILE_NAME).is_file() {
+        return None;
+    }
+    let mut rewritten = entrypoint.clone();
+    rewritten[1] = file.file_name()?.to_str()?.to_owned();
+    Some((entry_dir, rewritten))
 }
 
 /// The Dockerfile the run asks for: the run spec's override, else the job's.

@@ -90,6 +90,12 @@ impl KanikoBuilder {
         }
     }
 
+    /// The same builder with these credentials for the existence check.
+    pub fn with_registry_auth(mut self, auth: crate::RegistryAuth) -> Self {
+        self.config.registry = self.config.registry.with_auth(auth);
+        self
+    }
+
     /// The start-up check: the destination is a repository and the context store is
     /// usable. `launch-agent check` and the agent's start call it.
     pub async fn check(&self) -> Result<()> {
@@ -102,8 +108,31 @@ impl KanikoBuilder {
     /// destination goes into it.
     pub async fn plan(&self, request: &BuildRequest) -> Result<(BuildContext, String)> {
         let context = context::assemble(request, &*self.fetcher, &self.config.work_dir).await?;
-        let image = format!("{}:{}", self.config.destination, context.tag);
+        let image = format!("{}:{}", self.destination(request), context.tag);
         Ok((context, image))
+    }
+
+    /// The repository of this run's image: the run's own `destination` when it has one
+    /// (the agent checked it before the ack), else the configured one.
+    fn destination<'a>(&'a self, request: &'a BuildRequest) -> &'a str {
+        request
+            .overrides
+            .destination
+            .as_deref()
+            .unwrap_or(&self.config.destination)
+    }
+
+    /// The build Job settings with the run's own executor image and Job name prefix.
+    fn settings(&self, request: &BuildRequest) -> KanikoSettings {
+        let overrides = &request.overrides;
+        let mut settings = self.config.job.clone();
+        if let Some(image) = &overrides.kaniko_image {
+            settings.image = image.clone();
+        }
+        if let Some(prefix) = &overrides.job_name_prefix {
+            settings.job_name_prefix = prefix.clone();
+        }
+        settings
     }
 
     /// Build (or find) the image for one run, with the warnings the build raised.
@@ -112,10 +141,14 @@ impl KanikoBuilder {
             return Ok(BuildReport::from(built));
         }
         let (context, image) = self.plan(request).await?;
+        let built = Built::Image {
+            image: image.clone(),
+            entrypoint: context.entrypoint.clone(),
+        };
         match self.config.registry.exists(&image).await {
             Ok(true) => {
                 info!(run_id = %request.run_id, %image, "the image exists; no build");
-                return Ok(BuildReport::from(Built::Image(image)));
+                return Ok(BuildReport::from(built));
             }
             Ok(false) => {}
             Err(error) => {
@@ -129,7 +162,7 @@ impl KanikoBuilder {
         if let Err(error) = self.config.store.delete(&id).await {
             cleanup.push(error.to_string());
         }
-        finish(request, image, outcome.result, cleanup)
+        finish(request, built, outcome.result, cleanup)
     }
 
     async fn run_job(&self, request: &BuildRequest, image: &str, uri: String) -> JobOutcome {
@@ -140,15 +173,16 @@ impl KanikoBuilder {
             },
             ContextStore::Object { .. } => JobContext::Remote(uri),
         };
+        let settings = self.settings(request);
         let input = JobInput {
-            settings: &self.config.job,
+            settings: &settings,
             run_id: &request.run_id,
             agent_identity: self.config.agent_identity.as_deref(),
             context: &context,
             image,
-            repository: &self.config.destination,
+            repository: self.destination(request),
         };
-        let rendered = match job::render(&input).and_then(|job| rendered(&self.config.job, &job)) {
+        let rendered = match job::render(&input).and_then(|job| rendered(&settings, &job)) {
             Ok(rendered) => rendered,
             Err(error) => return JobOutcome::failed(error),
         };
@@ -218,7 +252,7 @@ impl JobOutcome {
 /// Image jobs and code jobs with a base image need no build (as W&B's agent).
 fn without_build(request: &BuildRequest) -> Option<Built> {
     let base_image = match &request.source {
-        JobSource::Image { image } => return Some(Built::Image(image.clone())),
+        JobSource::Image { image } => return Some(Built::image_as_is(image.clone())),
         JobSource::Artifact { base_image, .. } | JobSource::Repo { base_image, .. } => base_image,
     };
     let chosen = request
@@ -289,7 +323,7 @@ fn build_failed(request: &BuildRequest, reason: String, log: &Result<String, Str
 /// warnings of a successful build — never instead of the outcome.
 fn finish(
     request: &BuildRequest,
-    image: String,
+    built: Built,
     result: Result<Vec<String>>,
     cleanup: Vec<String>,
 ) -> Result<BuildReport> {
@@ -299,10 +333,7 @@ fn finish(
                 warn!(run_id = %request.run_id, problem, "build cleanup failed");
             }
             warnings.extend(cleanup.into_iter().map(|p| format!("build cleanup: {p}")));
-            Ok(BuildReport {
-                built: Built::Image(image),
-                warnings,
-            })
+            Ok(BuildReport { built, warnings })
         }
         Err(Error::BuildFailed {
             run_id,
@@ -360,6 +391,58 @@ mod tests {
         }
     }
 
+    struct NoCode;
+
+    impl CodeFetcher for NoCode {
+        fn fetch_artifact<'a>(
+            &'a self,
+            _: &'a str,
+            _: &'a std::path::Path,
+        ) -> BoxFuture<'a, std::result::Result<(), String>> {
+            Box::pin(async { Err("no code here".to_owned()) })
+        }
+    }
+
+    #[tokio::test]
+    async fn a_runs_own_destination_image_and_job_name_win_over_the_config() {
+        let client =
+            kube::Client::try_from(kube::Config::new("http://127.0.0.1:9".parse().unwrap()))
+                .unwrap();
+        let runner = Runner::new(client, Default::default());
+        let work_dir = std::env::temp_dir();
+        let config = KanikoConfig {
+            destination: "r.example/team/trainer".into(),
+            store: ContextStore::pvc("ctx", &work_dir),
+            job: KanikoSettings::default(),
+            registry: RegistryClient::new(Default::default(), vec![]),
+            agent_identity: None,
+            work_dir,
+            log_limit_bytes: 1024,
+        };
+        let builder = KanikoBuilder::new(config, runner, Arc::new(NoCode));
+        let mut request = BuildRequest {
+            run_id: "r".into(),
+            entity: "e".into(),
+            project: "p".into(),
+            source: JobSource::Image { image: "x".into() },
+            base_image_override: None,
+            details: Default::default(),
+            overrides: Default::default(),
+        };
+        assert_eq!(builder.destination(&request), "r.example/team/trainer");
+        assert_eq!(builder.settings(&request), KanikoSettings::default());
+        request.overrides = crate::BuildOverrides {
+            destination: Some("r.example/team/other".into()),
+            kaniko_image: Some("ghcr.io/fork/executor:v2".into()),
+            job_name_prefix: Some("nightly".into()),
+        };
+        assert_eq!(builder.destination(&request), "r.example/team/other");
+        let settings = builder.settings(&request);
+        assert_eq!(settings.image, "ghcr.io/fork/executor:v2");
+        assert_eq!(settings.job_name_prefix, "nightly");
+        assert_eq!(settings.namespace, KanikoSettings::default().namespace);
+    }
+
     #[test]
     fn a_cleanup_problem_goes_next_to_the_build_error() {
         let request = BuildRequest {
@@ -368,12 +451,13 @@ mod tests {
             project: "p".into(),
             source: JobSource::Image { image: "x".into() },
             base_image_override: None,
+            overrides: Default::default(),
             details: Default::default(),
         };
         let failed = build_failed(&request, "exit code 1".into(), &Ok("a\nb\n".into()));
         let error = finish(
             &request,
-            "i".into(),
+            Built::image_as_is("i"),
             Err(failed),
             vec!["bucket gone".into()],
         )
@@ -384,8 +468,14 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("a\nb"), "{text}");
-        let report = finish(&request, "i".into(), Ok(vec![]), vec!["gone".into()]).unwrap();
-        assert_eq!(report.built, Built::Image("i".into()));
+        let report = finish(
+            &request,
+            Built::image_as_is("i"),
+            Ok(vec![]),
+            vec!["gone".into()],
+        )
+        .unwrap();
+        assert_eq!(report.built, Built::image_as_is("i"));
         assert_eq!(report.warnings, vec!["build cleanup: gone".to_owned()]);
     }
 }

@@ -24,11 +24,13 @@
 //! [`BuildRequest`] and the [`CodeFetcher`] the agent provides. It never calls the API
 //! server itself: the runner does. Main types: [`Builder`], [`BuildRequest`],
 //! [`JobSource`], [`Built`], [`BuildReport`], [`NoopBuilder`], [`KanikoBuilder`],
-//! [`KanikoConfig`], [`ContextStore`], [`RegistryClient`], [`PullCredentials`], [`Error`].
+//! [`KanikoConfig`], [`ContextStore`], [`RegistryClient`], [`RegistryAuth`], [`EcrAuth`],
+//! [`BuildOverrides`], [`PullCredentials`], [`Error`].
 #![doc = include_str!("../README.md")]
 
 mod context;
 mod dockerfile;
+mod ecr;
 mod git;
 mod job;
 mod kaniko;
@@ -42,6 +44,7 @@ pub use dockerfile::{
     DEFAULT_PYTHON_VERSION, DOCKERFILE_NAME, Dependencies, FAILED_PACKAGES_MARKER, Generated,
     IMAGE_UID, failed_packages, generate as generate_dockerfile, python_minor,
 };
+pub use ecr::EcrAuth;
 pub use job::{
     BUILD_CONTAINER, DEFAULT_KANIKO_IMAGE, IMAGE_ANNOTATION, JobContext, JobInput, KanikoSettings,
     PushCredentials, default_resources, job_name, render as render_job,
@@ -49,7 +52,7 @@ pub use job::{
 pub use kaniko::{DEFAULT_LOG_LIMIT, KanikoBuilder, KanikoConfig, check_destination};
 pub use noop::{DEFAULT_BASE_IMAGE, NoopBuilder};
 pub use registry::{ImageRef, RegistryAuth, RegistryClient};
-pub use request::{BuildRequest, Built, GitCredentials, JobDetails, JobSource};
+pub use request::{BuildOverrides, BuildRequest, Built, GitCredentials, JobDetails, JobSource};
 pub use store::{ContextStore, PVC_CONTEXT_MOUNT, StoreUri};
 
 use std::path::PathBuf;
@@ -193,6 +196,12 @@ pub enum Error {
         /// Why.
         problem: String,
     },
+    /// The registry credentials for the existence check cannot be set up.
+    #[error("cannot set up the registry credentials: {problem}")]
+    RegistryAuth {
+        /// What is wrong.
+        problem: String,
+    },
     /// `kaniko-config` cannot be the base of a build Job.
     #[error("`builder.kaniko-config` is not a usable batch/v1 Job template: {problem}")]
     Template {
@@ -245,6 +254,7 @@ impl Error {
             Error::Upload { .. } => "upload",
             Error::Destination { .. } => "destination",
             Error::Registry { .. } => "registry",
+            Error::RegistryAuth { .. } => "registry_auth",
             Error::Template { .. } => "template",
             Error::Submit { .. } => "submit",
             Error::Internal(_) => "internal",

@@ -17,7 +17,7 @@ impl NoopBuilder {
     /// The decision, without the async wrapper.
     pub fn resolve(&self, request: &BuildRequest) -> Result<Built> {
         let (base_image, dockerfile) = match &request.source {
-            JobSource::Image { image } => return Ok(Built::Image(image.clone())),
+            JobSource::Image { image } => return Ok(Built::image_as_is(image.clone())),
             JobSource::Artifact {
                 base_image,
                 dockerfile,
@@ -69,6 +69,7 @@ mod tests {
             project: "proj".into(),
             source,
             base_image_override: None,
+            overrides: Default::default(),
             details: Default::default(),
         }
     }
@@ -89,7 +90,7 @@ mod tests {
             }))
             .await
             .unwrap();
-        assert_eq!(built, Built::Image("ghcr.io/x/y:1".into()));
+        assert_eq!(built, Built::image_as_is("ghcr.io/x/y:1"));
     }
 
     #[test]

@@ -7,6 +7,7 @@ use base64::Engine as _;
 use reqwest::StatusCode;
 use reqwest::header::{ACCEPT, AUTHORIZATION, WWW_AUTHENTICATE};
 
+use crate::ecr::EcrAuth;
 use crate::{Error, Result};
 
 const MANIFEST_TYPES: &str = "application/vnd.oci.image.index.v1+json, \
@@ -56,7 +57,7 @@ impl ImageRef {
 }
 
 /// How to authenticate to the destination registry for the existence check.
-#[derive(Clone, Default, PartialEq, Eq)]
+#[derive(Clone, Default)]
 pub enum RegistryAuth {
     /// No credentials (public registries, or a token the registry hands out anonymously).
     #[default]
@@ -68,6 +69,79 @@ pub enum RegistryAuth {
         /// Password or token.
         password: String,
     },
+    /// ECR: a token from `GetAuthorizationToken`, signed with the ambient AWS identity,
+    /// fetched for each check.
+    Ecr(EcrAuth),
+}
+
+impl RegistryAuth {
+    /// The credentials for `registry` (`host[:port]`) in a dockerconfigjson file (what a
+    /// `kubernetes.io/dockerconfigjson` Secret holds under `.dockerconfigjson`, or
+    /// `~/.docker/config.json`): `auths.<registry>.auth` (base64 `user:password`) or its
+    /// `username` and `password`. Keys may carry a scheme or path
+    /// (`https://index.docker.io/v1/`). `Ok(None)` when the file has none for `registry`.
+    pub fn from_docker_config(
+        text: &str,
+        registry: &str,
+    ) -> std::result::Result<Option<RegistryAuth>, String> {
+        let config: serde_json::Value =
+            serde_json::from_str(text).map_err(|e| format!("is not JSON: {e}"))?;
+        let auths = match config.get("auths") {
+            Some(serde_json::Value::Object(auths)) => auths,
+            None => return Ok(None),
+            Some(_) => return Err("has an `auths` that is not an object".to_owned()),
+        };
+        let wanted = docker_config_host(registry);
+        let Some(entry) = auths
+            .iter()
+            .find(|(key, _)| docker_config_host(key) == wanted)
+            .map(|(_, entry)| entry)
+        else {
+            return Ok(None);
+        };
+        let text = |key: &str| {
+            entry
+                .get(key)
+                .and_then(|v| v.as_str())
+                .filter(|v| !v.is_empty())
+        };
+        if let Some(auth) = text("auth") {
+            let decoded = base64::engine::general_purpose::STANDARD
+                .decode(auth.trim())
+                .ok()
+                .and_then(|bytes| String::from_utf8(bytes).ok())
+                .ok_or_else(|| format!("has an `auth` for {registry} that is not base64 text"))?;
+            let (username, password) = decoded
+                .split_once(':')
+                .ok_or_else(|| format!("has an `auth` for {registry} without `user:password`"))?;
+            return Ok(Some(RegistryAuth::Basic {
+                username: username.to_owned(),
+                password: password.to_owned(),
+            }));
+        }
+        match (text("username"), text("password")) {
+            (Some(username), Some(password)) => Ok(Some(RegistryAuth::Basic {
+                username: username.to_owned(),
+                password: password.to_owned(),
+            })),
+            _ => Err(format!(
+                "has an entry for {registry} with neither `auth` nor `username` and `password`"
+            )),
+        }
+    }
+}
+
+/// The registry host a dockerconfig key names (`https://index.docker.io/v1/` →
+/// `docker.io`).
+fn docker_config_host(key: &str) -> &str {
+    let bare = key
+        .trim_start_matches("https://")
+        .trim_start_matches("http://");
+    let host = bare.split('/').next().unwrap_or(bare);
+    match host {
+        "index.docker.io" | "registry-1.docker.io" => "docker.io",
+        other => other,
+    }
 }
 
 impl fmt::Debug for RegistryAuth {
@@ -79,6 +153,7 @@ impl fmt::Debug for RegistryAuth {
                 .field("username", username)
                 .field("password", &"<redacted>")
                 .finish(),
+            RegistryAuth::Ecr(ecr) => ecr.fmt(f),
         }
     }
 }
@@ -103,6 +178,12 @@ impl RegistryClient {
         }
     }
 
+    /// The same client with other credentials.
+    pub fn with_auth(mut self, auth: RegistryAuth) -> RegistryClient {
+        self.auth = auth;
+        self
+    }
+
     /// True when `reference`'s manifest exists, false when the registry says 404.
     pub async fn exists(&self, reference: &str) -> Result<bool> {
         let image = ImageRef::parse(reference).ok_or_else(|| Error::Registry {
@@ -124,10 +205,8 @@ impl RegistryClient {
             image: reference.to_owned(),
             problem,
         };
-        let first = self
-            .head(&url, self.basic_header())
-            .await
-            .map_err(&failed)?;
+        let basic = self.basic_header().await.map_err(&failed)?;
+        let first = self.head(&url, basic.clone()).await.map_err(&failed)?;
         let response = match first.status() {
             StatusCode::UNAUTHORIZED => {
                 let challenge = first
@@ -136,7 +215,10 @@ impl RegistryClient {
                     .and_then(|v| v.to_str().ok())
                     .unwrap_or_default()
                     .to_owned();
-                let token = self.bearer_token(&challenge).await.map_err(&failed)?;
+                let token = self
+                    .bearer_token(&challenge, basic)
+                    .await
+                    .map_err(&failed)?;
                 self.head(&url, Some(format!("Bearer {token}")))
                     .await
                     .map_err(&failed)?
@@ -164,19 +246,25 @@ impl RegistryClient {
         request.send().await.map_err(|e| format!("HEAD {url}: {e}"))
     }
 
-    fn basic_header(&self) -> Option<String> {
-        match &self.auth {
-            RegistryAuth::Anonymous => None,
-            RegistryAuth::Basic { username, password } => {
-                let encoded = base64::engine::general_purpose::STANDARD
-                    .encode(format!("{username}:{password}"));
-                Some(format!("Basic {encoded}"))
-            }
-        }
+    /// The `Authorization: Basic …` value of the configured credentials (an ECR token is
+    /// fetched here), `None` for anonymous checks.
+    async fn basic_header(&self) -> std::result::Result<Option<String>, String> {
+        let (username, password) = match &self.auth {
+            RegistryAuth::Anonymous => return Ok(None),
+            RegistryAuth::Basic { username, password } => (username.clone(), password.clone()),
+            RegistryAuth::Ecr(ecr) => ecr.basic(&self.http).await?,
+        };
+        let encoded =
+            base64::engine::general_purpose::STANDARD.encode(format!("{username}:{password}"));
+        Ok(Some(format!("Basic {encoded}")))
     }
 
     /// The token flow of the distribution spec: GET `realm?service=…&scope=…`.
-    async fn bearer_token(&self, challenge: &str) -> std::result::Result<String, String> {
+    async fn bearer_token(
+        &self,
+        challenge: &str,
+        basic: Option<String>,
+    ) -> std::result::Result<String, String> {
         let params = parse_challenge(challenge)
             .ok_or_else(|| format!("unauthorized, and no Bearer challenge ({challenge:?})"))?;
         let mut request = self.http.get(&params.realm);
@@ -185,7 +273,7 @@ impl RegistryClient {
             .filter_map(|(k, v)| v.as_deref().map(|v| (k, v)))
             .collect();
         request = request.query(&query);
-        if let Some(value) = self.basic_header() {
+        if let Some(value) = basic {
             request = request.header(AUTHORIZATION, value);
         }
         let response = request

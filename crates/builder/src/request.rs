@@ -46,6 +46,21 @@ pub struct BuildRequest {
     pub base_image_override: Option<String>,
     /// What a building builder needs beyond the source (the no-op builder ignores it).
     pub details: JobDetails,
+    /// What the run spec's own `builder` block changes for this run (the agent lets
+    /// through only what its admin allows, and checks it before the ack).
+    pub overrides: BuildOverrides,
+}
+
+/// Builder settings one run may change (the run spec's `builder` block), each `None`
+/// unless the run asks and the agent admin allows it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct BuildOverrides {
+    /// `destination`: the repository this run's image is pushed to.
+    pub destination: Option<String>,
+    /// `kaniko-image`: the executor image of this run's build.
+    pub kaniko_image: Option<String>,
+    /// `build-job-name`: the name prefix of this run's build Job.
+    pub job_name_prefix: Option<String>,
 }
 
 /// The parts of a job that shape a built image. Everything here goes into the image tag
@@ -89,7 +104,13 @@ impl std::fmt::Debug for GitCredentials {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Built {
     /// This image, with the code inside.
-    Image(String),
+    Image {
+        /// Image reference.
+        image: String,
+        /// The entrypoint the image runs the job with, when the build changed the job's
+        /// (the context was the entrypoint's directory); `None` keeps the job's.
+        entrypoint: Option<Vec<String>>,
+    },
     /// A base image; the code is mounted at run time.
     BaseImage {
         /// Image reference.
@@ -104,7 +125,26 @@ impl Built {
     /// The image reference, whichever the variant.
     pub fn image(&self) -> &str {
         match self {
-            Built::Image(image) | Built::BaseImage { image, .. } => image,
+            Built::Image { image, .. } | Built::BaseImage { image, .. } => image,
+        }
+    }
+
+    /// An image used as it is (the job's entrypoint unchanged).
+    pub fn image_as_is(image: impl Into<String>) -> Built {
+        Built::Image {
+            image: image.into(),
+            entrypoint: None,
+        }
+    }
+
+    /// The entrypoint the build rewrote, if it did.
+    pub fn entrypoint(&self) -> Option<&[String]> {
+        match self {
+            Built::Image {
+                entrypoint: Some(entrypoint),
+                ..
+            } => Some(entrypoint),
+            _ => None,
         }
     }
 }

@@ -56,6 +56,7 @@ fn artifact_request(dockerfile: Option<&str>) -> BuildRequest {
             dockerfile: dockerfile.map(str::to_owned),
         },
         base_image_override: None,
+        overrides: Default::default(),
         details: JobDetails {
             entrypoint: Some(vec!["python".into(), "train.py".into()]),
             python_version: Some("3.11.9".into()),
@@ -244,4 +245,58 @@ async fn git_jobs_check_out_the_commit_and_apply_the_patch() {
     bad.details.diff_patch = None;
     let error = builder(0, one.path()).await.plan(&bad).await.unwrap_err();
     assert_eq!(error.kind(), "git", "{error}");
+}
+
+/// W&B's third case: a `Dockerfile.wandb` next to the entrypoint file makes that
+/// directory the context, and the entrypoint runs the file by its name from there.
+#[tokio::test]
+async fn a_dockerfile_wandb_next_to_the_entrypoint_makes_its_directory_the_context() {
+    let files = Files(vec![
+        ("README.md", "top\n"),
+        ("jobs/train/train.py", "print('train')\n"),
+        (
+            "jobs/train/Dockerfile.wandb",
+            "FROM python:3.11\nCOPY . /app\n",
+        ),
+    ]);
+    let mut request = artifact_request(None);
+    request.details.entrypoint = Some(vec!["python3".into(), "jobs/train/train.py".into()]);
+    let work = tempfile::tempdir().unwrap();
+    let context = rlaunch_builder::assemble(&request, &files, work.path())
+        .await
+        .unwrap();
+    assert_eq!(
+        context.entrypoint,
+        Some(vec!["python3".to_owned(), "train.py".to_owned()])
+    );
+    assert_eq!(context.dockerfile, "FROM python:3.11\nCOPY . /app\n");
+    assert!(context.root().join("train.py").is_file());
+    assert!(
+        !context.root().join("README.md").exists() && !context.root().join("src").exists(),
+        "only the entrypoint's directory is the context"
+    );
+
+    // A Dockerfile the job names comes first; without a Dockerfile.wandb beside the
+    // entrypoint the Dockerfile is generated and the entrypoint kept.
+    let mut named = request.clone();
+    named.details.dockerfile_override = Some("jobs/train/Dockerfile.wandb".into());
+    let context = rlaunch_builder::assemble(&named, &files, work.path())
+        .await
+        .unwrap();
+    assert_eq!(context.entrypoint, None);
+    assert!(context.root().join("README.md").is_file());
+    let elsewhere = Files(vec![
+        ("jobs/train/train.py", "print('train')\n"),
+        ("Dockerfile.wandb", "FROM scratch\n"),
+    ]);
+    let context = rlaunch_builder::assemble(&request, &elsewhere, work.path())
+        .await
+        .unwrap();
+    assert_eq!(context.entrypoint, None);
+    assert!(context.root().join("src/jobs/train/train.py").is_file());
+    assert!(
+        context.dockerfile.contains("python"),
+        "{}",
+        context.dockerfile
+    );
 }

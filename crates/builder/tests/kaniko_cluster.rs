@@ -119,6 +119,7 @@ fn request(run_id: &str) -> BuildRequest {
             dockerfile: None,
         },
         base_image_override: None,
+        overrides: Default::default(),
         details: JobDetails {
             entrypoint: Some(vec!["python".into(), "train.py".into()]),
             ..JobDetails::default()
@@ -158,7 +159,7 @@ async fn a_succeeded_build_returns_the_image_and_cleans_up() -> anyhow::Result<(
     let request = request("okrun1");
     let (context, image) = setup.builder.plan(&request).await?;
     let report = setup.builder.build_report(&request).await?;
-    assert_eq!(report.built, Built::Image(image.clone()));
+    assert_eq!(report.built, Built::image_as_is(image.clone()));
     assert!(
         image.ends_with(&format!("/team/trainer:{}", context.tag)),
         "{image}"
@@ -219,7 +220,7 @@ async fn an_existing_tag_creates_no_job() -> anyhow::Result<()> {
         )
         .await?;
     let report = setup.builder.build_report(&request).await?;
-    assert_eq!(report.built, Built::Image(image));
+    assert_eq!(report.built, Built::image_as_is(image));
     let jobs: Api<Job> = Api::namespaced(setup.client.clone(), setup.namespace.name());
     let all = jobs.list(&ListParams::default()).await?;
     assert!(

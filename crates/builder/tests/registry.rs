@@ -1,10 +1,13 @@
 //! The existence check against a real OCI registry (go-containerregistry's `registry`,
-//! from testkit) holding an image pushed by `crane`.
+//! from testkit) holding an image pushed by `crane`: anonymous, with the credentials of a
+//! dockerconfigjson file, and with an ECR token from moto's server.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
-use rlaunch_builder::{RegistryAuth, RegistryClient};
-use rlaunch_testkit::servers::{ImageFile, Registry, TestImage};
+use std::collections::BTreeMap;
+
+use rlaunch_builder::{EcrAuth, RegistryAuth, RegistryClient};
+use rlaunch_testkit::servers::{ImageFile, Registry, S3Server, TestImage};
 
 #[tokio::test]
 async fn a_pushed_tag_exists_and_others_do_not() -> anyhow::Result<()> {
@@ -44,5 +47,102 @@ async fn an_unreachable_registry_is_an_error_naming_the_image() -> anyhow::Resul
     let image = format!("{host}/team/x:1");
     let error = client.exists(&image).await.unwrap_err();
     assert!(error.to_string().contains(&image), "{error}");
+    Ok(())
+}
+
+/// ECR's token flow against moto's server (which serves `GetAuthorizationToken`; it does
+/// not check SigV4 signatures, which `object_store`'s signer owns), then the existence
+/// check with the token as Basic auth against the real registry.
+#[tokio::test]
+async fn an_ecr_token_from_the_ambient_identity_is_the_checks_basic_auth() -> anyhow::Result<()> {
+    let (registry, moto) = (Registry::start().await?, S3Server::start().await?);
+    let pushed = registry
+        .push_image(
+            &TestImage::new("team/ecr", "0123456789abcdef").with_file(ImageFile::new("e.txt", "e")),
+        )
+        .await?;
+    let identity = BTreeMap::from([
+        ("aws_access_key_id".to_owned(), "test".to_owned()),
+        ("aws_secret_access_key".to_owned(), "test".to_owned()),
+    ]);
+    let ecr = EcrAuth::new("us-east-1", Some(&moto.endpoint()), &identity)?;
+    let (username, password) = ecr
+        .basic(&reqwest::Client::new())
+        .await
+        .map_err(anyhow::Error::msg)?;
+    assert_eq!(username, "AWS");
+    assert!(!password.is_empty());
+    let client = RegistryClient::new(RegistryAuth::Ecr(ecr), vec![registry.host()]);
+    assert!(
+        client.exists(&pushed.reference).await?,
+        "{}",
+        pushed.reference
+    );
+    let other = format!("{}/team/ecr:fedcba9876543210", registry.host());
+    assert!(!client.exists(&other).await?, "{other}");
+
+    let nowhere = format!(
+        "http://127.0.0.1:{}",
+        rlaunch_testkit::servers::free_port()?
+    );
+    let unreachable = EcrAuth::new("us-east-1", Some(&nowhere), &identity)?;
+    let client = RegistryClient::new(RegistryAuth::Ecr(unreachable), vec![registry.host()]);
+    let error = client
+        .exists(&pushed.reference)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error.contains("GetAuthorizationToken") && error.contains(&pushed.reference),
+        "{error}"
+    );
+    assert!(
+        !error.contains("test@") && !error.contains(&password),
+        "{error}"
+    );
+    Ok(())
+}
+
+/// The credentials of a dockerconfigjson file (a mounted `kubernetes.io/dockerconfigjson`
+/// Secret) for the destination's host, used by the check against the real registry.
+#[tokio::test]
+async fn a_docker_config_file_gives_the_destinations_credentials() -> anyhow::Result<()> {
+    let registry = Registry::start().await?;
+    let pushed = registry
+        .push_image(
+            &TestImage::new("team/private", "0123456789abcdef")
+                .with_file(ImageFile::new("p.txt", "p")),
+        )
+        .await?;
+    let host = registry.host();
+    let config = format!(
+        r#"{{"auths": {{"ghcr.io": {{"auth": "b3RoZXI6eA=="}}, "http://{host}/v2/": {{"auth": "cm9ib3Q6aHVudGVyMg=="}}}}}}"#
+    );
+    let auth = RegistryAuth::from_docker_config(&config, &host)
+        .map_err(anyhow::Error::msg)?
+        .expect("an entry for the registry");
+    let text = format!("{auth:?}");
+    assert!(
+        text.contains("robot") && !text.contains("hunter2"),
+        "{text}"
+    );
+    let client = RegistryClient::new(auth, vec![host.clone()]);
+    assert!(client.exists(&pushed.reference).await?);
+    assert!(
+        RegistryAuth::from_docker_config(&config, "quay.io")
+            .map_err(anyhow::Error::msg)?
+            .is_none()
+    );
+    let split = r#"{"auths": {"quay.io": {"username": "u", "password": "p"}}}"#;
+    assert!(matches!(
+        RegistryAuth::from_docker_config(split, "quay.io"),
+        Ok(Some(RegistryAuth::Basic { .. }))
+    ));
+    let bad = r#"{"auths": {"quay.io": {"auth": "not base64!"}}}"#;
+    let error = RegistryAuth::from_docker_config(bad, "quay.io").unwrap_err();
+    assert!(
+        error.contains("quay.io") && error.contains("base64"),
+        "{error}"
+    );
     Ok(())
 }

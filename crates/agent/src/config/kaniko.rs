@@ -18,7 +18,45 @@ pub(crate) const OWN_BUILDER_KEYS: &[&str] = &[
     "kaniko-pvc-mount-path",
     "kaniko-docker-config-secret",
     "insecure-registry",
+    "run-spec-overrides",
+    "registry-credentials-file",
 ];
+
+/// Keys of a run spec's own `builder` block a run may set, when the agent config lists
+/// them in `builder.run-spec-overrides` (none by default).
+pub const RUN_SPEC_BUILDER_KEYS: &[&str] =
+    &["type", "destination", "kaniko-image", "build-job-name"];
+
+/// `builder.run-spec-overrides`: which keys of the run spec's `builder` block a run may
+/// set (each one of [`RUN_SPEC_BUILDER_KEYS`]).
+pub(crate) fn run_spec_overrides(
+    path: &Path,
+    block: &Mapping,
+) -> Result<std::collections::BTreeSet<String>, ConfigError> {
+    let key = "builder.run-spec-overrides";
+    let invalid = |problem: String| ConfigError::Invalid {
+        path: path.to_owned(),
+        key: key.to_owned(),
+        problem,
+        fix: format!(
+            "list keys a run spec may set in its `builder` block, from: {}",
+            RUN_SPEC_BUILDER_KEYS.join(", ")
+        ),
+    };
+    let items = match block.get("run-spec-overrides") {
+        None | Some(Value::Null) => return Ok(Default::default()),
+        Some(Value::Sequence(items)) => items,
+        Some(_) => return Err(invalid("must be a list of keys".to_owned())),
+    };
+    items
+        .iter()
+        .map(|item| match item.as_str() {
+            Some(name) if RUN_SPEC_BUILDER_KEYS.contains(&name) => Ok(name.to_owned()),
+            Some(name) => Err(invalid(format!("`{name}` is not a key a run may set"))),
+            None => Err(invalid("must be a list of strings".to_owned())),
+        })
+        .collect()
+}
 
 /// The Kaniko builder's options, as the config file gives them.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -45,6 +83,10 @@ pub struct KanikoOptions {
     pub docker_config_secret: Option<String>,
     /// `insecure-registry`: the destination speaks plain HTTP.
     pub insecure_registry: bool,
+    /// `registry-credentials-file`: a dockerconfigjson file (a mounted
+    /// `kubernetes.io/dockerconfigjson` Secret) with the destination's credentials, read
+    /// by the existence check.
+    pub registry_credentials_file: Option<PathBuf>,
 }
 
 /// Reads and validates the `builder` block of `type: kaniko`.
@@ -135,6 +177,7 @@ pub(crate) fn options(path: &Path, block: &Mapping) -> Result<KanikoOptions, Con
         service_account: text("kaniko-service-account")?,
         docker_config_secret: text("kaniko-docker-config-secret")?,
         insecure_registry,
+        registry_credentials_file: text("registry-credentials-file")?.map(PathBuf::from),
     })
 }
 
@@ -165,6 +208,30 @@ mod tests {
         assert_eq!(options.store.as_deref(), Some("s3://ctx/builds"));
         assert_eq!(options.store_options["aws_region"], "eu-west-1");
         assert!(options.template.is_some());
+    }
+
+    #[test]
+    fn run_spec_overrides_list_known_keys_only() {
+        let block = |text: &str| serde_yaml_ng::from_str::<Mapping>(text).unwrap();
+        let path = Path::new("launch-config.yaml");
+        let keys =
+            run_spec_overrides(path, &block("run-spec-overrides: [type, destination]")).unwrap();
+        assert_eq!(
+            keys.into_iter().collect::<Vec<_>>(),
+            ["destination", "type"]
+        );
+        assert!(
+            run_spec_overrides(path, &block("type: noop"))
+                .unwrap()
+                .is_empty()
+        );
+        let error =
+            run_spec_overrides(path, &block("run-spec-overrides: [kaniko-config]")).unwrap_err();
+        let text = error.to_string();
+        assert!(
+            text.contains("builder.run-spec-overrides") && text.contains("kaniko-config"),
+            "{text}"
+        );
     }
 
     #[test]

@@ -7,7 +7,8 @@
 //! Differs from W&B's agent: unknown keys are refused everywhere (also inside `builder`),
 //! naming the key, the file and the nearest valid key; the legacy `queue:` key works (it is
 //! appended to `queues`); `stopped_run_timeout` must not be negative; a bad
-//! `WANDB_LAUNCH_MAX_JOBS` is a message, not a crash.
+//! `WANDB_LAUNCH_MAX_JOBS` is a message, not a crash; a run spec's own `builder` block is
+//! honoured for the keys `builder.run-spec-overrides` lists (W&B's agent drops it).
 
 mod file;
 mod kaniko;
@@ -22,7 +23,7 @@ use std::time::Duration;
 
 use serde_json::Value as Json;
 
-pub use kaniko::KanikoOptions;
+pub use kaniko::{KanikoOptions, RUN_SPEC_BUILDER_KEYS};
 pub use lease::{LeaderElection, LeaseSettings};
 pub use load::{DEFAULT_CONFIG_PATH, load};
 pub use schema::{LaunchConfigFile, launch_config_schema};
@@ -118,10 +119,16 @@ pub struct Config {
     pub extra_ca_file: Option<PathBuf>,
     /// The builder.
     pub builder: BuilderChoice,
+    /// Keys of a run spec's own `builder` block a run may set
+    /// (`builder.run-spec-overrides`; empty: none, and a run spec asking fails).
+    pub run_spec_builder_keys: BTreeSet<String>,
     /// `environment` block, kept as given (used by cloud builders).
     pub environment: Option<Json>,
-    /// Deprecated `registry` block, kept as given.
+    /// Deprecated `registry` block, kept as given (`type: ecr` with `region` turns on
+    /// the ECR token flow of the existence check).
     pub registry: Option<Json>,
+    /// `AWS_ENDPOINT_URL_ECR`: the ECR API endpoint (default: the region's).
+    pub ecr_endpoint: Option<String>,
     /// Log verbosity (0 info, 1 debug, 2+ trace).
     pub verbosity: u8,
     /// Lock down entrypoints and host namespaces in submitted specs.
@@ -293,8 +300,10 @@ fn default_config() -> Config {
         api_key: ApiKeySource::Missing,
         extra_ca_file: None,
         builder: BuilderChoice::Noop,
+        run_spec_builder_keys: BTreeSet::new(),
         environment: None,
         registry: None,
+        ecr_endpoint: None,
         verbosity: 0,
         secure_mode: false,
         stopped_run_timeout: Duration::from_secs(60),
@@ -358,6 +367,9 @@ impl Layers<'_> {
             config.base_url = url;
         }
         config.builder = builder(file)?;
+        if let Some(block) = file.mapping("builder")? {
+            config.run_spec_builder_keys = kaniko::run_spec_overrides(file.path, block)?;
+        }
         config.environment = file
             .mapping("environment")?
             .map(|m| to_json(&m.clone().into()));
@@ -512,6 +524,14 @@ impl Layers<'_> {
         config.release_name = env("WANDB_RELEASE_NAME").cloned();
         config.pod_namespace = env("POD_NAMESPACE").cloned();
         config.extra_ca_file = env("LAUNCH_AGENT_EXTRA_CA_FILE").map(PathBuf::from);
+        config.ecr_endpoint = env("AWS_ENDPOINT_URL_ECR").cloned();
+        if let (BuilderChoice::Kaniko(options), Some(secret)) =
+            (&mut config.builder, env("WANDB_LAUNCH_KANIKO_AUTH_SECRET"))
+            && options.docker_config_secret.is_none()
+        {
+            // W&B's variable (the chart's `kanikoDockerConfigSecret` sets it).
+            options.docker_config_secret = Some(secret.clone());
+        }
         if let Some(identity) = env("LAUNCH_AGENT_IDENTITY") {
             config.identity = Some(identity.clone());
         }

@@ -181,6 +181,23 @@ struct Builder {
     kaniko_docker_config_secret: Option<String>,
     /// The destination speaks plain HTTP.
     insecure_registry: Option<bool>,
+    /// Keys of its own `builder` block a run spec may set (default none: a run spec
+    /// setting one fails before the ack, naming it).
+    run_spec_overrides: Option<Vec<RunSpecBuilderKey>>,
+    /// A dockerconfigjson file (a mounted `kubernetes.io/dockerconfigjson` Secret) the
+    /// existence check reads the destination's credentials from.
+    registry_credentials_file: Option<String>,
+}
+
+/// A key of a run spec's `builder` block a run may be allowed to set.
+#[derive(JsonSchema)]
+#[schemars(rename_all = "kebab-case")]
+#[allow(dead_code)]
+enum RunSpecBuilderKey {
+    Type,
+    Destination,
+    KanikoImage,
+    BuildJobName,
 }
 
 /// The `retries` block.
@@ -244,6 +261,18 @@ mod tests {
             .copied()
             .collect();
         assert_eq!(properties(&schema, &["builder"]), builder);
+        let overridable: BTreeSet<&str> =
+            schema["properties"]["builder"]["properties"]["run-spec-overrides"]["items"]["enum"]
+                .as_array()
+                .expect("an enum of keys")
+                .iter()
+                .filter_map(Json::as_str)
+                .collect();
+        let known: BTreeSet<&str> = crate::config::RUN_SPEC_BUILDER_KEYS
+            .iter()
+            .copied()
+            .collect();
+        assert_eq!(overridable, known);
         let retries: BTreeSet<&str> = crate::config::file::RETRY_KEYS.iter().copied().collect();
         assert_eq!(properties(&schema, &["retries"]), retries);
     }

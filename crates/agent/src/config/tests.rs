@@ -471,3 +471,41 @@ fn the_precheck_follows_the_deployments_variable_over_the_file() {
     let message = bad.unwrap_err().to_string();
     assert!(message.contains("LAUNCH_AGENT_PRECHECK"), "{message}");
 }
+
+#[test]
+fn the_kaniko_auth_secret_variable_and_the_ecr_endpoint_come_from_the_environment() {
+    let file = "queues: [a]\nbuilder: {type: kaniko, destination: r.example/team/x, build-context-store: s3://ctx, run-spec-overrides: [destination]}\n";
+    let config = resolve(
+        file,
+        &[
+            ("WANDB_LAUNCH_KANIKO_AUTH_SECRET", "regcred"),
+            ("AWS_ENDPOINT_URL_ECR", "http://127.0.0.1:5000"),
+        ],
+        &Flags::default(),
+    )
+    .unwrap();
+    let BuilderChoice::Kaniko(options) = &config.builder else {
+        panic!("kaniko expected");
+    };
+    assert_eq!(options.docker_config_secret.as_deref(), Some("regcred"));
+    assert_eq!(
+        config.ecr_endpoint.as_deref(),
+        Some("http://127.0.0.1:5000")
+    );
+    assert_eq!(
+        config.run_spec_builder_keys.iter().collect::<Vec<_>>(),
+        ["destination"]
+    );
+    let explicit = file.replace("}\n", ", kaniko-docker-config-secret: own}\n");
+    let config = resolve(
+        &explicit,
+        &[("WANDB_LAUNCH_KANIKO_AUTH_SECRET", "regcred")],
+        &Flags::default(),
+    )
+    .unwrap();
+    let BuilderChoice::Kaniko(options) = &config.builder else {
+        panic!("kaniko expected");
+    };
+    assert_eq!(options.docker_config_secret.as_deref(), Some("own"));
+    assert!(ok("queues: [a]\n").run_spec_builder_keys.is_empty());
+}

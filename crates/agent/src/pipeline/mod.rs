@@ -5,6 +5,7 @@
 mod code_pvc;
 mod monitor;
 pub(crate) mod report;
+mod run_builder;
 mod source;
 mod time_to_gpu;
 mod validate;
@@ -12,7 +13,7 @@ mod validate;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use rlaunch_builder::{BuildRequest, Built, JobSource};
+use rlaunch_builder::{BuildRequest, Builder, Built, JobSource, NoopBuilder};
 use rlaunch_gpu::Verdict;
 use rlaunch_k8s_runner::{RequeueRecord, RunHandle};
 use rlaunch_model::RunSpec;
@@ -437,19 +438,9 @@ async fn launch(
     let resolved = source::resolve(ctx, spec)
         .await
         .map_err(|m| failed(FailureStage::Agent, m))?;
-    let request = BuildRequest {
-        run_id: run_id.clone(),
-        entity: spec.entity.clone(),
-        project: spec.project.clone(),
-        source: resolved.source.clone(),
-        base_image_override: base_image_override(spec),
-        details: job_details(&resolved, spec),
-    };
-    let built = ctx
-        .builder
-        .build(&request)
+    let built = build(ctx, item, &resolved, &run_id)
         .await
-        .map_err(|e| failed(FailureStage::Build, e.to_string()))?;
+        .map_err(|(stage, m)| failed(stage, m))?;
     set_phase(
         ctx,
         item,
@@ -460,7 +451,7 @@ async fn launch(
     );
     let mut render_ctx = render_context(ctx, registration, item, queue, &run_id);
     render_ctx.image_uri = Some(built.image().to_owned());
-    render_ctx.job_entrypoint = resolved.entrypoint.clone();
+    render_ctx.job_entrypoint = job_entrypoint(&built, &resolved);
     let staged = staged_code(ctx, &resolved.source, &built, spec)
         .await
         .map_err(|m| failed(FailureStage::Agent, m))?;
@@ -537,6 +528,70 @@ async fn launch(
     })
 }
 
+/// The build step: the run spec's own `builder` block (as the agent allows it), then the
+/// agent's builder (or the no-op one the run chose); the build's warnings go to W&B.
+async fn build(
+    ctx: &Context,
+    item: &RunQueueItem,
+    resolved: &source::Resolved,
+    run_id: &str,
+) -> Result<Built, (FailureStage, String)> {
+    let spec = &item.run_spec;
+    let run_builder = run_builder_of(ctx, spec).map_err(|m| (FailureStage::Agent, m))?;
+    let request = BuildRequest {
+        run_id: run_id.to_owned(),
+        entity: spec.entity.clone(),
+        project: spec.project.clone(),
+        source: resolved.source.clone(),
+        base_image_override: base_image_override(spec),
+        details: job_details(resolved, spec),
+        overrides: run_builder.overrides,
+    };
+    let builder: &dyn Builder = match run_builder.noop {
+        true => &NoopBuilder,
+        false => &*ctx.builder,
+    };
+    let report = builder
+        .build_report(&request)
+        .await
+        .map_err(|e| (FailureStage::Build, e.to_string()))?;
+    for kind in send_build_warnings(&ctx.wandb, &item.id, &report.warnings).await {
+        ctx.metrics.api_error("updateRunQueueItemWarning", kind);
+    }
+    Ok(report.built)
+}
+
+/// The entrypoint the render gives the workload when the run spec overrides none (pure):
+/// the one the build rewrote (a `Dockerfile.wandb` beside the entry file), else the job's.
+fn job_entrypoint(built: &Built, resolved: &source::Resolved) -> Option<Vec<String>> {
+    built
+        .entrypoint()
+        .map(<[String]>::to_vec)
+        .or_else(|| resolved.entrypoint.clone())
+}
+
+/// The build's warnings (failed packages, cleanup problems) as run queue item warnings of
+/// stage `build`, as W&B's agent sends its failed-packages warning. Returns the error
+/// kinds of the calls that failed (a warning that cannot be sent is logged, never fatal).
+async fn send_build_warnings(
+    wandb: &rlaunch_wandb_api::Client,
+    item_id: &str,
+    warnings: &[String],
+) -> Vec<&'static str> {
+    let mut failed = Vec::new();
+    for warning in warnings {
+        tracing::warn!(item = item_id, warning, "build warning");
+        let sent = wandb
+            .update_run_queue_item_warning(item_id, FailureStage::Build, warning, &[])
+            .await;
+        if let Err(error) = sent {
+            tracing::warn!(item = item_id, error = %error, "cannot send the build warning to W&B");
+            failed.push(error.kind());
+        }
+    }
+    failed
+}
+
 /// GPUs a workload requests: every pod of every replica, any vendor's GPU resource (pure).
 fn gpus_requested(manifest: &serde_json::Value) -> u32 {
     rlaunch_k8s_runner::workload_pod_specs(manifest)
@@ -599,8 +654,17 @@ fn validate(
     run_id: &str,
 ) -> Result<String, ItemFailure> {
     let render_ctx = render_context(ctx, registration, item, queue, run_id);
-    validate::before_ack(&item.run_spec, &render_ctx, &ctx.config.target_namespaces)
-        .map_err(|problem| ItemFailure::new(FailureStage::Agent, problem))
+    let namespace =
+        validate::before_ack(&item.run_spec, &render_ctx, &ctx.config.target_namespaces)
+            .map_err(|problem| ItemFailure::new(FailureStage::Agent, problem))?;
+    run_builder_of(ctx, &item.run_spec)
+        .map_err(|problem| ItemFailure::new(FailureStage::Agent, problem))?;
+    Ok(namespace)
+}
+
+/// The run spec's own `builder` block against what the agent config allows.
+fn run_builder_of(ctx: &Context, spec: &RunSpec) -> Result<run_builder::RunBuilder, String> {
+    run_builder::run_builder(spec, ctx.builder.kind(), &ctx.config.run_spec_builder_keys)
 }
 
 fn render_context(
@@ -847,7 +911,7 @@ mod tests {
         assert_eq!(job_artifact.as_deref(), Some("e/p/job:v1"));
         let image = JobSource::Image { image: "x".into() };
         assert_eq!(
-            code_mount(&image, &Built::Image("x".into()), &run, None),
+            code_mount(&image, &Built::image_as_is("x"), &run, None),
             None
         );
         let staged = Some(("code".to_owned(), "job:v1".to_owned()));
@@ -939,6 +1003,70 @@ mod tests {
         assert!(record.run_spec.get("_wandb_api_key").is_none());
         let unknown = requeue_record(&run, &QueueItemInfo::default());
         assert_eq!((unknown.priority, unknown.template_variables), (None, None));
+    }
+
+    #[test]
+    fn the_entrypoint_the_build_rewrote_wins_over_the_jobs() {
+        let resolved = source::Resolved {
+            source: JobSource::Image { image: "x".into() },
+            entrypoint: Some(vec!["python".into(), "jobs/train/train.py".into()]),
+            python_version: None,
+            diff_patch: None,
+        };
+        let rewritten = Built::Image {
+            image: "r.example/t:abc".into(),
+            entrypoint: Some(vec!["python".into(), "train.py".into()]),
+        };
+        assert_eq!(
+            job_entrypoint(&rewritten, &resolved),
+            Some(vec!["python".to_owned(), "train.py".to_owned()])
+        );
+        assert_eq!(
+            job_entrypoint(&Built::image_as_is("r.example/t:abc"), &resolved),
+            resolved.entrypoint
+        );
+    }
+
+    #[tokio::test]
+    async fn build_warnings_reach_the_item_with_stage_build() {
+        use rlaunch_wandb_fake::{FAKE_API_KEY, FAKE_ENTITY, FakeWandb, NewItem, NewQueue};
+        let fake = FakeWandb::start().await.unwrap();
+        fake.create_queue(NewQueue::new(FAKE_ENTITY, "q")).unwrap();
+        let item_id = fake
+            .push_item(NewItem {
+                entity: FAKE_ENTITY.to_owned(),
+                project: LAUNCH_PROJECT.to_owned(),
+                queue: "q".to_owned(),
+                run_spec: serde_json::json!({"entity": FAKE_ENTITY, "project": "p"}),
+                priority: None,
+            })
+            .unwrap();
+        let config = rlaunch_wandb_api::ClientConfig::new(
+            fake.base_url.clone(),
+            rlaunch_model::ApiKey::new(FAKE_API_KEY),
+        );
+        let client = rlaunch_wandb_api::Client::new(config).unwrap();
+        let warnings = vec![
+            "Some packages were not successfully installed during the build: torch==9".to_owned(),
+            "build cleanup: cannot delete build job x".to_owned(),
+        ];
+        let failed = send_build_warnings(&client, &item_id, &warnings).await;
+        assert!(failed.is_empty(), "{failed:?}");
+        let stored = fake.item(&item_id).unwrap().warnings;
+        let sent: Vec<(&str, &str)> = stored
+            .iter()
+            .map(|w| (w.stage.as_str(), w.message.as_str()))
+            .collect();
+        assert_eq!(
+            sent,
+            [
+                ("build", warnings[0].as_str()),
+                ("build", warnings[1].as_str())
+            ],
+            "{stored:?}"
+        );
+        let failed = send_build_warnings(&client, "no-such-item", &warnings[..1]).await;
+        assert_eq!(failed.len(), 1);
     }
 
     #[test]
