@@ -30,7 +30,7 @@ use rlaunch_testkit::{TestCluster, reference};
 use rlaunch_wandb_fake::{FAKE_API_KEY, FAKE_ENTITY, FakeConfig, FakeWandb, NewItem, NewQueue};
 use serde_json::{Value, json};
 
-use crate::bench_proc;
+use crate::{bench_proc, bench_report};
 
 /// Hang guards (not timing assertions): startup, and one drain.
 const STARTUP_LIMIT: Duration = Duration::from_secs(120);
@@ -63,9 +63,9 @@ impl Options {
                 "--items" => (options.items_ours, options.items_reference) = (value, value),
                 "--max-jobs" => options.max_jobs = value,
                 "--queues" => options.queues = value.max(1),
-                _ => {
-                    bail!("usage: cargo xtask bench agent [--items N] [--max-jobs M] [--queues Q]")
-                }
+                _ => bail!(
+                    "usage: cargo xtask bench agent [--items N] [--max-jobs M] [--queues Q] [--compare FILE]"
+                ),
             }
         }
         Ok(options)
@@ -88,20 +88,28 @@ impl Side {
 }
 
 fn phase(text: &str) {
-    eprintln!("==> bench agent: {text}");
+    bench_report::phase("agent", text);
 }
 
 pub fn run(args: &[String]) -> Result<()> {
-    let options = Options::parse(args)?;
+    let (compare, args) = bench_report::take_compare(args)?;
+    let earlier = compare
+        .as_deref()
+        .map(bench_report::read_earlier)
+        .transpose()?;
+    let options = Options::parse(&args)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("cannot start the tokio runtime")?;
-    runtime.block_on(bench(options))
+    let report = runtime.block_on(bench(options))?;
+    if let (Some(path), Some(earlier)) = (compare, earlier) {
+        bench_report::print_comparison(&path, &earlier, &report);
+    }
+    Ok(())
 }
 
-async fn bench(options: Options) -> Result<()> {
-    let machine = bench_proc::machine();
+async fn bench(options: Options) -> Result<Value> {
     let ours = our_binary()?;
     let ours_binary = ours.display().to_string();
     phase("installing W&B's agent (once, cached)");
@@ -119,21 +127,16 @@ async fn bench(options: Options) -> Result<()> {
     let raw = raw_create_rate(cluster, options.items_ours.min(300)).await?;
     let ours = measure(cluster, &fake, clock, &Side::Ours(ours), &options).await?;
     let theirs = measure(cluster, &fake, clock, &Side::Reference(theirs), &options).await?;
-    let report = json!({
-        "machine": machine,
-        "versions": {
-            "ours": env!("CARGO_PKG_VERSION"),
-            "ours_binary": ours_binary,
-            "reference": format!("wandb {}", reference::WANDB_VERSION),
-            "kube_apiserver": kube_version,
-        },
-        "options": {"max_jobs": options.max_jobs, "queues": options.queues},
-        "raw_create": raw,
-        "ours": ours,
-        "reference": theirs,
-    });
+    let mut report = bench_report::context();
+    report["versions"]["ours_binary"] = json!(ours_binary);
+    report["versions"]["kube_apiserver"] = json!(kube_version);
+    report["options"] = json!({"max_jobs": options.max_jobs, "queues": options.queues});
+    report["raw_create"] = raw;
+    report["ours"] = ours;
+    report["reference"] = theirs;
     print_report(&report);
-    write_report(&report)
+    bench_report::write("agent", &report)?;
+    Ok(report)
 }
 
 /// `RLAUNCH_BENCH_AGENT_BIN` if set (a binary built elsewhere; the JSON names it), else a
@@ -158,16 +161,6 @@ fn release_binary() -> Result<PathBuf> {
         bail!("{} is missing after the release build", binary.display());
     }
     Ok(binary)
-}
-
-fn write_report(report: &Value) -> Result<()> {
-    let dir = Path::new("target/bench");
-    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    let path = dir.join("agent.json");
-    std::fs::write(&path, serde_json::to_string_pretty(report)?)
-        .with_context(|| format!("cannot write {}", path.display()))?;
-    eprintln!("wrote {}", path.display());
-    Ok(())
 }
 
 /// A Job like the ones the agents create for an image item (one container, kwok's 1 s).

@@ -22,6 +22,7 @@
 mod bench_agent;
 mod bench_proc;
 mod bench_render;
+mod bench_report;
 mod chaos;
 mod chart;
 mod ci;
