@@ -33,7 +33,7 @@ use serde_json::{Value, json};
 use crate::{bench_proc, bench_report};
 
 /// Hang guards (not timing assertions): startup, and one drain.
-const STARTUP_LIMIT: Duration = Duration::from_secs(120);
+pub(crate) const STARTUP_LIMIT: Duration = Duration::from_secs(120);
 const DRAIN_LIMIT: Duration = Duration::from_secs(900);
 /// How long an agent idles before its RSS is read.
 const IDLE: Duration = Duration::from_secs(30);
@@ -73,13 +73,13 @@ impl Options {
 }
 
 /// Which agent a measurement runs.
-enum Side {
+pub(crate) enum Side {
     Ours(PathBuf),
     Reference(reference::ReferenceAgent),
 }
 
 impl Side {
-    fn name(&self) -> &'static str {
+    pub(crate) fn name(&self) -> &'static str {
         match self {
             Side::Ours(_) => "ours",
             Side::Reference(_) => "reference",
@@ -141,7 +141,7 @@ async fn bench(options: Options) -> Result<Value> {
 
 /// `RLAUNCH_BENCH_AGENT_BIN` if set (a binary built elsewhere; the JSON names it), else a
 /// release build of `launch-agent`.
-fn our_binary() -> Result<PathBuf> {
+pub(crate) fn our_binary() -> Result<PathBuf> {
     if let Some(binary) = std::env::var_os("RLAUNCH_BENCH_AGENT_BIN") {
         return Ok(PathBuf::from(binary));
     }
@@ -215,9 +215,9 @@ async fn raw_create_rate(cluster: &TestCluster, count: usize) -> Result<Value> {
 
 /// First sight of each Job in a namespace: ms on the bench clock, keyed by the run id the
 /// agent put in `WANDB_RUN_ID` (both agents set it) or else the item annotation.
-type Seen = Arc<Mutex<BTreeMap<String, f64>>>;
+pub(crate) type Seen = Arc<Mutex<BTreeMap<String, f64>>>;
 
-fn watch_jobs(api: Api<Job>, clock: Instant) -> (Seen, tokio::task::JoinHandle<()>) {
+pub(crate) fn watch_jobs(api: Api<Job>, clock: Instant) -> (Seen, tokio::task::JoinHandle<()>) {
     let seen = Seen::default();
     let task = {
         let seen = seen.clone();
@@ -240,7 +240,7 @@ fn watch_jobs(api: Api<Job>, clock: Instant) -> (Seen, tokio::task::JoinHandle<(
     (seen, task)
 }
 
-fn job_key(job: &Job) -> Option<String> {
+pub(crate) fn job_key(job: &Job) -> Option<String> {
     let spec = job.spec.as_ref()?.template.spec.as_ref()?;
     let run_id = spec.containers.iter().find_map(|container| {
         let env = container.env.as_ref()?;
@@ -281,7 +281,15 @@ async fn measure(
     phase(&format!("{name}: starting, waiting for its first poll"));
     fake.clear_journal();
     let started = Instant::now();
-    let mut child = spawn(side, cluster, fake, dir.path(), &queues, ns.name(), options)?;
+    let mut child = spawn(
+        side,
+        cluster,
+        fake,
+        dir.path(),
+        &queues,
+        ns.name(),
+        options.max_jobs,
+    )?;
     let pid = child.id().context("the agent exited at once")?;
     let first_poll = tokio::time::timeout(
         STARTUP_LIMIT,
@@ -312,14 +320,14 @@ async fn measure(
     Ok(figures)
 }
 
-fn spawn(
+pub(crate) fn spawn(
     side: &Side,
     cluster: &TestCluster,
     fake: &FakeWandb,
     dir: &Path,
     queues: &[String],
     namespace: &str,
-    options: &Options,
+    max_jobs: usize,
 ) -> Result<tokio::process::Child> {
     let config = dir.join("launch-config.yaml");
     let queue_list = queues.join(", ");
@@ -329,8 +337,7 @@ fn spawn(
             std::fs::write(
                 &config,
                 format!(
-                    "entity: {FAKE_ENTITY}\nqueues: [{queue_list}]\nmax_jobs: {}\ntarget_namespaces: [{namespace}]\nidentity: bench-ours\n",
-                    options.max_jobs
+                    "entity: {FAKE_ENTITY}\nqueues: [{queue_list}]\nmax_jobs: {max_jobs}\ntarget_namespaces: [{namespace}]\nidentity: bench-ours\n",
                 ),
             )?;
             let mut command = std::process::Command::new(binary);
@@ -349,10 +356,7 @@ fn spawn(
         Side::Reference(agent) => {
             std::fs::write(
                 &config,
-                format!(
-                    "entity: {FAKE_ENTITY}\nqueues: [{queue_list}]\nmax_jobs: {}\n",
-                    options.max_jobs
-                ),
+                format!("entity: {FAKE_ENTITY}\nqueues: [{queue_list}]\nmax_jobs: {max_jobs}\n",),
             )?;
             reference::isolated_home(dir, cluster.kubeconfig_path())?;
             agent.launch_agent(dir, &fake.base_url, FAKE_API_KEY, &config)
@@ -369,7 +373,12 @@ fn spawn(
 
 /// Ours: SIGTERM. W&B's: `stopPolling` (its orderly exit; it ignores nothing else
 /// reliably). Anything of the tree left after 30 s is killed by pid.
-async fn stop(side: &Side, fake: &FakeWandb, child: &mut tokio::process::Child, tree: &[u32]) {
+pub(crate) async fn stop(
+    side: &Side,
+    fake: &FakeWandb,
+    child: &mut tokio::process::Child,
+    tree: &[u32],
+) {
     match side {
         Side::Ours(_) => {
             if let Some(pid) = child.id() {
@@ -493,7 +502,7 @@ fn ack_to_job(
 }
 
 /// Whether a JSON value holds the string `id` anywhere.
-fn names(value: &Value, id: &str) -> bool {
+pub(crate) fn names(value: &Value, id: &str) -> bool {
     match value {
         Value::String(text) => text == id,
         Value::Array(items) => items.iter().any(|v| names(v, id)),
@@ -502,7 +511,7 @@ fn names(value: &Value, id: &str) -> bool {
     }
 }
 
-fn percentile(sorted: &[f64], q: f64) -> Option<f64> {
+pub(crate) fn percentile(sorted: &[f64], q: f64) -> Option<f64> {
     let last = sorted.len().checked_sub(1)?;
     sorted.get(((last as f64) * q).round() as usize).copied()
 }
@@ -555,6 +564,6 @@ fn print_report(report: &Value) {
     );
 }
 
-fn fmt(value: Option<f64>) -> String {
+pub(crate) fn fmt(value: Option<f64>) -> String {
     value.map_or_else(|| "-".to_owned(), |v| format!("{v:.3}"))
 }
