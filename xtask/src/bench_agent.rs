@@ -311,6 +311,7 @@ async fn measure(
     let drained = drain(fake, clock, pid, &queues, ns.name(), items, cluster).await;
     let tree = bench_proc::tree(pid);
     stop(side, fake, &mut child, &tree).await;
+    keep_log(dir.path(), &format!("agent-{name}"));
     ns.cleanup().await;
     let mut figures = drained?;
     figures["startup_to_first_poll_ms"] = json!(startup_ms);
@@ -350,7 +351,10 @@ pub(crate) fn spawn(
                 .env("WANDB_API_KEY", FAKE_API_KEY)
                 .env("WANDB_BASE_URL", &fake.base_url)
                 .env("KUBECONFIG", cluster.kubeconfig_path())
-                .env("RUST_LOG", "warn");
+                .env(
+                    "RUST_LOG",
+                    std::env::var("RLAUNCH_BENCH_LOG").unwrap_or_else(|_| "warn".to_owned()),
+                );
             command
         }
         Side::Reference(agent) => {
@@ -369,6 +373,16 @@ pub(crate) fn spawn(
     Ok(tokio::process::Command::from(command)
         .kill_on_drop(true)
         .spawn()?)
+}
+
+/// Copies the agent's log to `target/bench/<name>.log` (its temporary directory goes).
+pub(crate) fn keep_log(dir: &Path, name: &str) {
+    let _ = std::fs::create_dir_all("target/bench");
+    let kept = Path::new("target/bench").join(format!("{name}.log"));
+    match std::fs::copy(dir.join("agent.log"), &kept) {
+        Ok(_) => eprintln!("the agent's log: {}", kept.display()),
+        Err(error) => eprintln!("cannot keep the agent's log at {}: {error}", kept.display()),
+    }
 }
 
 /// Ours: SIGTERM. W&B's: `stopPolling` (its orderly exit; it ignores nothing else

@@ -197,6 +197,7 @@ async fn measure(
     .await;
     let tree = bench_proc::tree(pid);
     bench_agent::stop(side, fake, &mut child, &tree).await;
+    bench_agent::keep_log(dir.path(), &format!("watch-{name}"));
     pods.task.abort();
     ns.cleanup().await;
     phase(&format!("{name}: done"));
