@@ -30,10 +30,10 @@ use rlaunch_testkit::{TestCluster, reference};
 use rlaunch_wandb_fake::{FAKE_API_KEY, FAKE_ENTITY, FakeConfig, FakeWandb, NewItem, NewQueue};
 use serde_json::{Value, json};
 
-use crate::bench_proc;
+use crate::{bench_proc, bench_report};
 
 /// Hang guards (not timing assertions): startup, and one drain.
-const STARTUP_LIMIT: Duration = Duration::from_secs(120);
+pub(crate) const STARTUP_LIMIT: Duration = Duration::from_secs(120);
 const DRAIN_LIMIT: Duration = Duration::from_secs(900);
 /// How long an agent idles before its RSS is read.
 const IDLE: Duration = Duration::from_secs(30);
@@ -63,9 +63,9 @@ impl Options {
                 "--items" => (options.items_ours, options.items_reference) = (value, value),
                 "--max-jobs" => options.max_jobs = value,
                 "--queues" => options.queues = value.max(1),
-                _ => {
-                    bail!("usage: cargo xtask bench agent [--items N] [--max-jobs M] [--queues Q]")
-                }
+                _ => bail!(
+                    "usage: cargo xtask bench agent [--items N] [--max-jobs M] [--queues Q] [--compare FILE]"
+                ),
             }
         }
         Ok(options)
@@ -73,13 +73,13 @@ impl Options {
 }
 
 /// Which agent a measurement runs.
-enum Side {
+pub(crate) enum Side {
     Ours(PathBuf),
     Reference(reference::ReferenceAgent),
 }
 
 impl Side {
-    fn name(&self) -> &'static str {
+    pub(crate) fn name(&self) -> &'static str {
         match self {
             Side::Ours(_) => "ours",
             Side::Reference(_) => "reference",
@@ -88,20 +88,28 @@ impl Side {
 }
 
 fn phase(text: &str) {
-    eprintln!("==> bench agent: {text}");
+    bench_report::phase("agent", text);
 }
 
 pub fn run(args: &[String]) -> Result<()> {
-    let options = Options::parse(args)?;
+    let (compare, args) = bench_report::take_compare(args)?;
+    let earlier = compare
+        .as_deref()
+        .map(bench_report::read_earlier)
+        .transpose()?;
+    let options = Options::parse(&args)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("cannot start the tokio runtime")?;
-    runtime.block_on(bench(options))
+    let report = runtime.block_on(bench(options))?;
+    if let (Some(path), Some(earlier)) = (compare, earlier) {
+        bench_report::print_comparison(&path, &earlier, &report);
+    }
+    Ok(())
 }
 
-async fn bench(options: Options) -> Result<()> {
-    let machine = bench_proc::machine();
+async fn bench(options: Options) -> Result<Value> {
     let ours = our_binary()?;
     let ours_binary = ours.display().to_string();
     phase("installing W&B's agent (once, cached)");
@@ -119,26 +127,21 @@ async fn bench(options: Options) -> Result<()> {
     let raw = raw_create_rate(cluster, options.items_ours.min(300)).await?;
     let ours = measure(cluster, &fake, clock, &Side::Ours(ours), &options).await?;
     let theirs = measure(cluster, &fake, clock, &Side::Reference(theirs), &options).await?;
-    let report = json!({
-        "machine": machine,
-        "versions": {
-            "ours": env!("CARGO_PKG_VERSION"),
-            "ours_binary": ours_binary,
-            "reference": format!("wandb {}", reference::WANDB_VERSION),
-            "kube_apiserver": kube_version,
-        },
-        "options": {"max_jobs": options.max_jobs, "queues": options.queues},
-        "raw_create": raw,
-        "ours": ours,
-        "reference": theirs,
-    });
+    let mut report = bench_report::context();
+    report["versions"]["ours_binary"] = json!(ours_binary);
+    report["versions"]["kube_apiserver"] = json!(kube_version);
+    report["options"] = json!({"max_jobs": options.max_jobs, "queues": options.queues});
+    report["raw_create"] = raw;
+    report["ours"] = ours;
+    report["reference"] = theirs;
     print_report(&report);
-    write_report(&report)
+    bench_report::write("agent", &report)?;
+    Ok(report)
 }
 
 /// `RLAUNCH_BENCH_AGENT_BIN` if set (a binary built elsewhere; the JSON names it), else a
 /// release build of `launch-agent`.
-fn our_binary() -> Result<PathBuf> {
+pub(crate) fn our_binary() -> Result<PathBuf> {
     if let Some(binary) = std::env::var_os("RLAUNCH_BENCH_AGENT_BIN") {
         return Ok(PathBuf::from(binary));
     }
@@ -158,16 +161,6 @@ fn release_binary() -> Result<PathBuf> {
         bail!("{} is missing after the release build", binary.display());
     }
     Ok(binary)
-}
-
-fn write_report(report: &Value) -> Result<()> {
-    let dir = Path::new("target/bench");
-    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    let path = dir.join("agent.json");
-    std::fs::write(&path, serde_json::to_string_pretty(report)?)
-        .with_context(|| format!("cannot write {}", path.display()))?;
-    eprintln!("wrote {}", path.display());
-    Ok(())
 }
 
 /// A Job like the ones the agents create for an image item (one container, kwok's 1 s).
@@ -222,9 +215,9 @@ async fn raw_create_rate(cluster: &TestCluster, count: usize) -> Result<Value> {
 
 /// First sight of each Job in a namespace: ms on the bench clock, keyed by the run id the
 /// agent put in `WANDB_RUN_ID` (both agents set it) or else the item annotation.
-type Seen = Arc<Mutex<BTreeMap<String, f64>>>;
+pub(crate) type Seen = Arc<Mutex<BTreeMap<String, f64>>>;
 
-fn watch_jobs(api: Api<Job>, clock: Instant) -> (Seen, tokio::task::JoinHandle<()>) {
+pub(crate) fn watch_jobs(api: Api<Job>, clock: Instant) -> (Seen, tokio::task::JoinHandle<()>) {
     let seen = Seen::default();
     let task = {
         let seen = seen.clone();
@@ -247,7 +240,7 @@ fn watch_jobs(api: Api<Job>, clock: Instant) -> (Seen, tokio::task::JoinHandle<(
     (seen, task)
 }
 
-fn job_key(job: &Job) -> Option<String> {
+pub(crate) fn job_key(job: &Job) -> Option<String> {
     let spec = job.spec.as_ref()?.template.spec.as_ref()?;
     let run_id = spec.containers.iter().find_map(|container| {
         let env = container.env.as_ref()?;
@@ -288,7 +281,15 @@ async fn measure(
     phase(&format!("{name}: starting, waiting for its first poll"));
     fake.clear_journal();
     let started = Instant::now();
-    let mut child = spawn(side, cluster, fake, dir.path(), &queues, ns.name(), options)?;
+    let mut child = spawn(
+        side,
+        cluster,
+        fake,
+        dir.path(),
+        &queues,
+        ns.name(),
+        options.max_jobs,
+    )?;
     let pid = child.id().context("the agent exited at once")?;
     let first_poll = tokio::time::timeout(
         STARTUP_LIMIT,
@@ -310,6 +311,7 @@ async fn measure(
     let drained = drain(fake, clock, pid, &queues, ns.name(), items, cluster).await;
     let tree = bench_proc::tree(pid);
     stop(side, fake, &mut child, &tree).await;
+    keep_log(dir.path(), &format!("agent-{name}"));
     ns.cleanup().await;
     let mut figures = drained?;
     figures["startup_to_first_poll_ms"] = json!(startup_ms);
@@ -319,14 +321,14 @@ async fn measure(
     Ok(figures)
 }
 
-fn spawn(
+pub(crate) fn spawn(
     side: &Side,
     cluster: &TestCluster,
     fake: &FakeWandb,
     dir: &Path,
     queues: &[String],
     namespace: &str,
-    options: &Options,
+    max_jobs: usize,
 ) -> Result<tokio::process::Child> {
     let config = dir.join("launch-config.yaml");
     let queue_list = queues.join(", ");
@@ -336,8 +338,7 @@ fn spawn(
             std::fs::write(
                 &config,
                 format!(
-                    "entity: {FAKE_ENTITY}\nqueues: [{queue_list}]\nmax_jobs: {}\ntarget_namespaces: [{namespace}]\nidentity: bench-ours\n",
-                    options.max_jobs
+                    "entity: {FAKE_ENTITY}\nqueues: [{queue_list}]\nmax_jobs: {max_jobs}\ntarget_namespaces: [{namespace}]\nidentity: bench-ours\n",
                 ),
             )?;
             let mut command = std::process::Command::new(binary);
@@ -350,16 +351,16 @@ fn spawn(
                 .env("WANDB_API_KEY", FAKE_API_KEY)
                 .env("WANDB_BASE_URL", &fake.base_url)
                 .env("KUBECONFIG", cluster.kubeconfig_path())
-                .env("RUST_LOG", "warn");
+                .env(
+                    "RUST_LOG",
+                    std::env::var("RLAUNCH_BENCH_LOG").unwrap_or_else(|_| "warn".to_owned()),
+                );
             command
         }
         Side::Reference(agent) => {
             std::fs::write(
                 &config,
-                format!(
-                    "entity: {FAKE_ENTITY}\nqueues: [{queue_list}]\nmax_jobs: {}\n",
-                    options.max_jobs
-                ),
+                format!("entity: {FAKE_ENTITY}\nqueues: [{queue_list}]\nmax_jobs: {max_jobs}\n",),
             )?;
             reference::isolated_home(dir, cluster.kubeconfig_path())?;
             agent.launch_agent(dir, &fake.base_url, FAKE_API_KEY, &config)
@@ -374,9 +375,24 @@ fn spawn(
         .spawn()?)
 }
 
+/// Copies the agent's log to `target/bench/<name>.log` (its temporary directory goes).
+pub(crate) fn keep_log(dir: &Path, name: &str) {
+    let _ = std::fs::create_dir_all("target/bench");
+    let kept = Path::new("target/bench").join(format!("{name}.log"));
+    match std::fs::copy(dir.join("agent.log"), &kept) {
+        Ok(_) => eprintln!("the agent's log: {}", kept.display()),
+        Err(error) => eprintln!("cannot keep the agent's log at {}: {error}", kept.display()),
+    }
+}
+
 /// Ours: SIGTERM. W&B's: `stopPolling` (its orderly exit; it ignores nothing else
 /// reliably). Anything of the tree left after 30 s is killed by pid.
-async fn stop(side: &Side, fake: &FakeWandb, child: &mut tokio::process::Child, tree: &[u32]) {
+pub(crate) async fn stop(
+    side: &Side,
+    fake: &FakeWandb,
+    child: &mut tokio::process::Child,
+    tree: &[u32],
+) {
     match side {
         Side::Ours(_) => {
             if let Some(pid) = child.id() {
@@ -500,7 +516,7 @@ fn ack_to_job(
 }
 
 /// Whether a JSON value holds the string `id` anywhere.
-fn names(value: &Value, id: &str) -> bool {
+pub(crate) fn names(value: &Value, id: &str) -> bool {
     match value {
         Value::String(text) => text == id,
         Value::Array(items) => items.iter().any(|v| names(v, id)),
@@ -509,7 +525,7 @@ fn names(value: &Value, id: &str) -> bool {
     }
 }
 
-fn percentile(sorted: &[f64], q: f64) -> Option<f64> {
+pub(crate) fn percentile(sorted: &[f64], q: f64) -> Option<f64> {
     let last = sorted.len().checked_sub(1)?;
     sorted.get(((last as f64) * q).round() as usize).copied()
 }
@@ -562,6 +578,6 @@ fn print_report(report: &Value) {
     );
 }
 
-fn fmt(value: Option<f64>) -> String {
+pub(crate) fn fmt(value: Option<f64>) -> String {
     value.map_or_else(|| "-".to_owned(), |v| format!("{v:.3}"))
 }

@@ -1,6 +1,7 @@
-//! `cargo xtask bench render [--compare-reference]`: the render engine's criterion bench
-//! (every example queue config × run spec, plus a large PyTorchJob), and optionally W&B's own
-//! manifest construction timed in-process on the same examples, with the ratio per example.
+//! `cargo xtask bench render [--compare-reference] [--compare FILE]`: the render engine's
+//! criterion bench (every example queue config × run spec, plus a large PyTorchJob), and
+//! optionally W&B's own manifest construction timed in-process on the same examples, with
+//! the ratio per example. Writes `target/bench/render.json`.
 //!
 //! The reference side runs `xtask/assets/reference_render_bench.py` in a venv holding W&B's
 //! agent (`wandb[launch]` and `kubernetes-asyncio`, pinned in `rlaunch_testkit::reference`),
@@ -11,8 +12,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use anyhow::{Context, Result, bail};
+use serde_json::{Value, json};
 
-use crate::{cargo, step};
+use crate::{bench_report, cargo};
 
 /// Seconds the reference script spends on each case (per measurement).
 const REFERENCE_SECONDS: &str = "2";
@@ -36,33 +38,88 @@ enum Theirs {
 
 /// Runs the bench; with `--compare-reference`, then the reference and the ratios.
 pub fn run(args: &[String]) -> Result<()> {
-    match args {
-        [] => step(
-            "bench render",
-            cargo().args(["bench", "-p", "rlaunch-render", "--bench", "render"]),
-        ),
-        [flag] if flag == "--compare-reference" => compare_reference(),
-        _ => bail!("usage: cargo xtask bench render [--compare-reference]"),
+    let (compare, args) = bench_report::take_compare(args)?;
+    let earlier = compare
+        .as_deref()
+        .map(bench_report::read_earlier)
+        .transpose()?;
+    let with_reference = match args.as_slice() {
+        [] => false,
+        [flag] if flag == "--compare-reference" => true,
+        _ => bail!("usage: cargo xtask bench render [--compare-reference] [--compare FILE]"),
+    };
+    let report = bench(with_reference)?;
+    bench_report::write("render", &report)?;
+    if let (Some(path), Some(earlier)) = (compare, earlier) {
+        bench_report::print_comparison(&path, &earlier, &report);
     }
+    Ok(())
 }
 
-fn compare_reference() -> Result<()> {
-    let python = reference_python()?;
+fn bench(with_reference: bool) -> Result<Value> {
+    let mut report = bench_report::context();
     let ours = bench_ours()?;
+    report["ours"] = ours_json(&ours);
+    if !with_reference {
+        return Ok(report);
+    }
+    let python = reference_python()?;
     let cases: Vec<&str> = ours
         .iter()
         .map(|o| o.case.as_str())
         .filter(|case| case.contains('/'))
         .collect();
-    eprintln!("==> reference: W&B's manifest construction, in-process");
+    bench_report::phase(
+        "render",
+        "reference: W&B's manifest construction, in-process",
+    );
     let theirs = bench_reference(&python, &cases)?;
     print_comparison(&ours, &theirs);
-    Ok(())
+    report["reference"] = theirs_json(&ours, &theirs);
+    Ok(report)
+}
+
+/// Per case: mean and best µs per render, renders per second.
+fn ours_json(ours: &[Ours]) -> Value {
+    let cases: serde_json::Map<String, Value> = ours
+        .iter()
+        .map(|o| {
+            let figures = json!({"micros_per_render": o.micros, "best_micros": o.best,
+                "renders_per_s": 1e6 / o.micros});
+            (o.case.clone(), figures)
+        })
+        .collect();
+    Value::Object(cases)
+}
+
+/// Per case: the reference's figures and W&B ÷ ours, or why it refused the case.
+fn theirs_json(ours: &[Ours], theirs: &[(String, Theirs)]) -> Value {
+    let cases: serde_json::Map<String, Value> = theirs
+        .iter()
+        .map(|(case, result)| {
+            let mine = ours.iter().find(|o| &o.case == case);
+            let figures = match result {
+                Theirs::Timed {
+                    micros,
+                    best,
+                    micros_with_project,
+                } => json!({"micros_per_render": micros, "best_micros": best,
+                    "micros_with_project": micros_with_project, "renders_per_s": 1e6 / micros,
+                    "times_slower_than_ours": mine.map(|m| micros / m.micros)}),
+                Theirs::Refused(message) => json!({"refused": message}),
+            };
+            (case.clone(), figures)
+        })
+        .collect();
+    Value::Object(cases)
 }
 
 /// Runs the criterion bench, echoing its output, and reads its summary table.
 fn bench_ours() -> Result<Vec<Ours>> {
-    eprintln!("==> bench render");
+    bench_report::phase(
+        "render",
+        "ours: cargo bench -p rlaunch-render --bench render",
+    );
     let mut child = cargo()
         .args(["bench", "-p", "rlaunch-render", "--bench", "render"])
         .stdout(Stdio::piped())

@@ -6,10 +6,15 @@
 //! - `cluster build|up|down`: the local Kubernetes control plane built from source.
 //! - `bench render [--compare-reference]`: renders and objects per second of the render
 //!   engine, per example; with `--compare-reference`, W&B's own manifest construction timed
-//!   in-process on the same inputs, and the ratio.
+//!   in-process on the same inputs, and the ratio; `target/bench/render.json`.
 //! - `bench agent [--items N] [--max-jobs M] [--queues Q]`: ours and W&B's agent draining
 //!   queues on the same cluster and fake (startup, RSS, CPU, latency, Jobs/s, GraphQL
 //!   calls per item, the raw create rate); `target/bench/agent.json`.
+//! - `bench watch [--jobs N]`: both agents' RSS, CPU and GraphQL calls while monitoring N
+//!   running Jobs, and the time from a pod's end to the agent's report;
+//!   `target/bench/watch.json`.
+//! - Every bench takes `--compare FILE` (ratios against an earlier JSON of the same bench)
+//!   and records the machine (cores, memory, load) and versions in its JSON.
 //! - `tidy`: the architecture rules of ARCHITECTURE.md (the `rlaunch-tidy` crate), checked.
 //! - `doc`: the crate docs as `ci` checks them (`-D warnings`).
 //! - `demo`: the README's first command.
@@ -22,6 +27,8 @@
 mod bench_agent;
 mod bench_proc;
 mod bench_render;
+mod bench_report;
+mod bench_watch;
 mod chaos;
 mod chart;
 mod ci;
@@ -53,7 +60,7 @@ fn main() -> Result<()> {
         Some("chaos") => chaos::main(&args[1..]),
         _ => {
             eprintln!(
-                "usage: cargo xtask <ci | setup | cluster build|up|down | bench render [--compare-reference] | bench agent [--items N] [--max-jobs M] [--queues Q] | tidy | doc | demo | fuzz [TARGET] [--seconds N] | chart [--check] | chart check | chart image [--release] | chart checkov | chaos [SCENARIO…]>"
+                "usage: cargo xtask <ci | setup | cluster build|up|down | bench render [--compare-reference] [--compare FILE] | bench agent [--items N] [--max-jobs M] [--queues Q] [--compare FILE] | bench watch [--jobs N] [--compare FILE] | tidy | doc | demo | fuzz [TARGET] [--seconds N] | chart [--check] | chart check | chart image [--release] | chart checkov | chaos [SCENARIO…]>"
             );
             bail!("unknown or missing command")
         }
@@ -102,8 +109,9 @@ fn bench(args: &[String]) -> Result<()> {
     match args.first().map(String::as_str) {
         Some("render") => bench_render::run(&args[1..]),
         Some("agent") => bench_agent::run(&args[1..]),
+        Some("watch") => bench_watch::run(&args[1..]),
         None => bench_render::run(&[]),
-        Some(other) => bail!("unknown benchmark `{other}` (available: render, agent)"),
+        Some(other) => bail!("unknown benchmark `{other}` (available: render, agent, watch)"),
     }
 }
 

@@ -129,6 +129,32 @@ pub enum Error {
         source: Box<kube::Error>,
     },
 
+    /// The pre-check's watch of the cluster's nodes or pods failed before its first listing.
+    #[error(
+        "failed to watch {kind} in all namespaces for the pre-check (does the agent's \
+         ClusterRole allow list and watch on them? or turn the pre-check off)"
+    )]
+    Watch {
+        /// Kind.
+        kind: String,
+        /// Cause (shared: every pre-check waiting on the watch sees the same failure).
+        #[source]
+        source: std::sync::Arc<kube::runtime::watcher::Error>,
+    },
+
+    /// The pre-check's watch of the cluster's nodes or pods did not finish its first
+    /// listing in time.
+    #[error(
+        "the pre-check's view of the cluster's {kind} was not loaded within {timeout_secs} \
+         seconds (is the apiserver overloaded?)"
+    )]
+    ViewNotReady {
+        /// Kind.
+        kind: String,
+        /// The deadline.
+        timeout_secs: u64,
+    },
+
     /// Deleting an object failed (404 is not an error).
     #[error("failed to delete {kind} {object}")]
     Delete {
@@ -165,7 +191,8 @@ impl Error {
             | Error::SecretConflict { .. }
             | Error::SecretCreationDisabled { .. }
             | Error::NameTaken { .. } => false,
-            Error::NotReady { .. } => true,
+            Error::NotReady { .. } | Error::ViewNotReady { .. } => true,
+            Error::Watch { source, .. } => watch_error_is_transient(source),
             Error::Discovery { source, .. }
             | Error::Create { source, .. }
             | Error::Get { source, .. }
@@ -189,6 +216,8 @@ impl Error {
             Error::NotReady { .. } => "not_ready",
             Error::Get { .. } => "get",
             Error::List { .. } => "list",
+            Error::Watch { .. } => "watch",
+            Error::ViewNotReady { .. } => "view_not_ready",
             Error::Delete { .. } => "delete",
             Error::Replace { .. } => "replace",
         }
@@ -209,6 +238,18 @@ pub(crate) fn kube_error_is_transient(error: &kube::Error) -> bool {
         | kube::Error::ReadEvents(_)
         | kube::Error::FromUtf8(_) => true,
         _ => false,
+    }
+}
+
+/// Whether a watcher error is worth retrying.
+fn watch_error_is_transient(error: &kube::runtime::watcher::Error) -> bool {
+    use kube::runtime::watcher::Error as WatchError;
+    match error {
+        WatchError::InitialListFailed(source)
+        | WatchError::WatchStartFailed(source)
+        | WatchError::WatchFailed(source) => kube_error_is_transient(source),
+        WatchError::WatchError(status) => matches!(status.code, 410 | 429 | 500..=504),
+        WatchError::NoResourceVersion => false,
     }
 }
 

@@ -35,7 +35,8 @@
 //!   coordinates ([`RunRef`]: entity, project, queue, run queue item, run id, role) and
 //!   requeue record; [`Runner::track`] resumes one.
 //! - [`Runner::precheck`]: does a workload's pods fit the cluster now, later or never
-//!   ([`rlaunch_gpu::precheck()`] over the live nodes and pods; [`workload_pod_specs`]).
+//!   ([`rlaunch_gpu::precheck()`] over a watched view of the cluster's nodes and pods;
+//!   [`workload_pod_specs`]).
 //! - [`RunnerConfig`]: the state machine's limits ([`TrackerConfig`]: start timeout, image
 //!   pull grace, verdict settle, crash-loop budget), log tail size, [`ApiKeySecrets`].
 //! - [`Error`]: one error type, variants named after the step, carrying `ns/name`, with
@@ -112,8 +113,8 @@
 //! | discovery.k8s.io | endpointslices | list | Namespace | AdditionalServices | readiness of an additional Service (a ready endpoint) |
 //! | core | resourcequotas | list | Namespace | Precheck | the pre-check: what the namespace's quotas allow and have left |
 //! | core | limitranges | list | Namespace | Precheck | the pre-check: the namespace's per-container and per-pod bounds and defaults |
-//! | core | nodes | list | Cluster | Precheck | the GPU pre-check: capacity, labels and taints of every node |
-//! | core | pods | list | Cluster | Precheck | the GPU pre-check: what the pods of all namespaces already request |
+//! | core | nodes | list, watch | Cluster | Precheck | the GPU pre-check: capacity, labels and taints of every node (watched from the first pre-check on; listed again before a verdict that holds a run back) |
+//! | core | pods | list, watch | Cluster | Precheck | the GPU pre-check: what the pods of all namespaces already request (the non-terminal ones watched from the first pre-check on; listed again before a verdict that holds a run back) |
 //! | each known workload CRD group | its plural | create, get, list, watch, delete | Namespace | CustomWorkload | as for Jobs |
 //!
 //! # How it differs from W&B's agent

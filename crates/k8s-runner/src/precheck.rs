@@ -1,13 +1,37 @@
 //! Live adapter for the schedulability pre-check: reads the cluster's nodes and pods and the
 //! target namespace's ResourceQuotas and LimitRanges, and asks the pure
 //! [`rlaunch_gpu::precheck()`] whether a rendered workload fits now, later or never.
+//!
+//! Nodes and non-terminal pods come from a [`ClusterView`]: two reflectors a runner starts
+//! on its first pre-check and shares with every later one, so a launch does not list the
+//! whole cluster. Quotas and LimitRanges (small, per namespace, their `used` changing with
+//! every launch) are listed per pre-check. A verdict other than `FitsNow` is recomputed
+//! from fresh listings before it holds a run back: the view may be a few milliseconds
+//! behind (a pod that just ended or was deleted), a listing is not.
 
+use std::fmt::Debug;
+use std::hash::Hash;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt as _;
 use k8s_openapi::api::core::v1::{LimitRange, Node, Pod, PodSpec, ResourceQuota};
-use kube::Client;
 use kube::api::{Api, ListParams};
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::{WatchStreamExt as _, watcher};
+use kube::{Client, Resource};
+use rlaunch_gpu::Verdict;
+use serde::de::DeserializeOwned;
 use serde_json::Value;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
 
 use crate::error::{Error, Result};
+
+/// How long a pre-check waits for the view's first listing of nodes and pods.
+const VIEW_READY_TIMEOUT: Duration = Duration::from_secs(30);
+/// The pods that hold resources: the scheduler ignores terminal ones, and so does the check.
+const NON_TERMINAL_PODS: &str = "status.phase!=Succeeded,status.phase!=Failed";
 
 fn list_error(kind: &str, scope: &str, source: kube::Error) -> Error {
     Error::List {
@@ -18,7 +42,125 @@ fn list_error(kind: &str, scope: &str, source: kube::Error) -> Error {
     }
 }
 
-/// Every node and every pod of the cluster: what the scheduler sees.
+/// The cluster's nodes and non-terminal pods, kept current by two watches that run until
+/// the view is dropped.
+pub(crate) struct ClusterView {
+    nodes: Reflected<Node>,
+    pods: Reflected<Pod>,
+}
+
+impl ClusterView {
+    /// Starts both watches; they list, then follow changes, re-listing after errors.
+    pub(crate) fn start(client: &Client) -> Self {
+        let pods = watcher::Config::default().fields(NON_TERMINAL_PODS);
+        ClusterView {
+            nodes: Reflected::start(Api::all(client.clone()), watcher::Config::default()),
+            pods: Reflected::start(Api::all(client.clone()), pods),
+        }
+    }
+
+    /// Nodes and pods as last seen, once both were listed.
+    async fn snapshot(&self) -> Result<(Vec<Node>, Vec<Pod>)> {
+        let nodes = self.nodes.snapshot("Node").await?;
+        let pods = self.pods.snapshot("Pod").await?;
+        Ok((nodes, pods))
+    }
+}
+
+/// One reflector: its store, the watch's latest error (cleared by the next event), its task.
+struct Reflected<K: Resource + 'static>
+where
+    K::DynamicType: Eq + Hash + Clone,
+{
+    store: Store<K>,
+    failure: watch::Receiver<Option<Arc<watcher::Error>>>,
+    task: JoinHandle<()>,
+}
+
+impl<K> Reflected<K>
+where
+    K: Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+    K::DynamicType: Default + Eq + Hash + Clone + Send + Sync,
+{
+    fn start(api: Api<K>, config: watcher::Config) -> Self {
+        let (store, writer) = reflector::store();
+        let (report, failure) = watch::channel(None);
+        let events = watcher(api, config)
+            .default_backoff()
+            .modify(|object: &mut K| object.meta_mut().managed_fields = None)
+            .reflect(writer);
+        let task = tokio::spawn(async move {
+            let mut events = std::pin::pin!(events);
+            while let Some(event) = events.next().await {
+                let error = event.err().map(Arc::new);
+                report.send_if_modified(|last| {
+                    let changed = last.is_some() || error.is_some();
+                    *last = error;
+                    changed
+                });
+            }
+        });
+        Reflected {
+            store,
+            failure,
+            task,
+        }
+    }
+
+    /// The store's objects once it is ready; the watch's error if it fails first.
+    async fn snapshot(&self, kind: &str) -> Result<Vec<K>> {
+        let mut failure = self.failure.clone();
+        let ready = async {
+            tokio::select! {
+                biased;
+                ready = self.store.wait_until_ready() => ready.map_err(|_| not_ready(kind)),
+                failed = failure.wait_for(Option::is_some) => Err(match failed {
+                    Ok(failed) => watch_failed(kind, failed.clone()),
+                    Err(_) => not_ready(kind),
+                }),
+            }
+        };
+        tokio::time::timeout(VIEW_READY_TIMEOUT, ready)
+            .await
+            .map_err(|_| not_ready(kind))??;
+        Ok(self
+            .store
+            .state()
+            .iter()
+            .map(|object| (**object).clone())
+            .collect())
+    }
+}
+
+/// The view was not loaded within the deadline (or its watch stopped, which only happens
+/// when the runner is dropped).
+fn not_ready(kind: &str) -> Error {
+    Error::ViewNotReady {
+        kind: kind.to_owned(),
+        timeout_secs: VIEW_READY_TIMEOUT.as_secs(),
+    }
+}
+
+fn watch_failed(kind: &str, source: Option<Arc<watcher::Error>>) -> Error {
+    match source {
+        Some(source) => Error::Watch {
+            kind: kind.to_owned(),
+            source,
+        },
+        None => not_ready(kind),
+    }
+}
+
+impl<K: Resource + 'static> Drop for Reflected<K>
+where
+    K::DynamicType: Eq + Hash + Clone,
+{
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Every node and every pod of the cluster, listed now: what the scheduler sees.
 async fn cluster_capacity(client: &Client) -> Result<(Vec<Node>, Vec<Pod>)> {
     let scope = "all namespaces";
     let nodes = Api::<Node>::all(client.clone())
@@ -38,25 +180,39 @@ async fn namespace_admission(
     namespace: &str,
 ) -> Result<(Vec<ResourceQuota>, Vec<LimitRange>)> {
     let scope = format!("namespace {namespace}");
-    let quotas = Api::<ResourceQuota>::namespaced(client.clone(), namespace)
-        .list(&ListParams::default())
-        .await
-        .map_err(|e| list_error("ResourceQuota", &scope, e))?;
-    let limit_ranges = Api::<LimitRange>::namespaced(client.clone(), namespace)
-        .list(&ListParams::default())
-        .await
-        .map_err(|e| list_error("LimitRange", &scope, e))?;
+    let quotas = async {
+        Api::<ResourceQuota>::namespaced(client.clone(), namespace)
+            .list(&ListParams::default())
+            .await
+            .map_err(|e| list_error("ResourceQuota", &scope, e))
+    };
+    let limit_ranges = async {
+        Api::<LimitRange>::namespaced(client.clone(), namespace)
+            .list(&ListParams::default())
+            .await
+            .map_err(|e| list_error("LimitRange", &scope, e))
+    };
+    // Concurrently: one round trip on the launch's path instead of two.
+    let (quotas, limit_ranges) = tokio::try_join!(quotas, limit_ranges)?;
     Ok((quotas.items, limit_ranges.items))
 }
 
-/// Whether `wanted`, created in `namespace`, fits now, later or never.
+/// Whether `wanted`, created in `namespace`, fits now, later or never: over `view`, and
+/// over fresh listings when the view's verdict is not `FitsNow`.
 pub(crate) async fn precheck(
     client: &Client,
+    view: &ClusterView,
     namespace: &str,
     wanted: &[PodSpec],
 ) -> Result<rlaunch_gpu::PreCheck> {
-    let (nodes, pods) = cluster_capacity(client).await?;
+    // Admission first: its round trip also gives the view time to catch up.
     let (quotas, limit_ranges) = namespace_admission(client, namespace).await?;
+    let (nodes, pods) = view.snapshot().await?;
+    let check = rlaunch_gpu::precheck(&nodes, &pods, &quotas, &limit_ranges, wanted);
+    if check.verdict == Verdict::FitsNow {
+        return Ok(check);
+    }
+    let (nodes, pods) = cluster_capacity(client).await?;
     Ok(rlaunch_gpu::precheck(
         &nodes,
         &pods,

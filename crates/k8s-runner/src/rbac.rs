@@ -152,18 +152,22 @@ pub fn rbac_rules() -> Vec<RbacRule> {
         RbacRule {
             group: "",
             resource: "nodes",
-            verbs: &["list"],
+            verbs: &["list", "watch"],
             scope: Cluster,
             need: Precheck,
-            why: "the GPU pre-check: capacity, labels and taints of every node",
+            why: "the GPU pre-check: capacity, labels and taints of every node (watched \
+                  from the first pre-check on; listed again before a verdict that holds a \
+                  run back)",
         },
         RbacRule {
             group: "",
             resource: "pods",
-            verbs: &["list"],
+            verbs: &["list", "watch"],
             scope: Cluster,
             need: Precheck,
-            why: "the GPU pre-check: what the pods of all namespaces already request",
+            why: "the GPU pre-check: what the pods of all namespaces already request (the \
+                  non-terminal ones watched from the first pre-check on; listed again \
+                  before a verdict that holds a run back)",
         },
     ];
     for (group, _kind, plural) in rlaunch_model::crd::KNOWN_PLURALS {

@@ -18,6 +18,7 @@ use crate::cleanup::{CleanupReport, cleanup_run, delete_workload};
 use crate::diagnostics::collect;
 use crate::error::{Error, Result, is_forbidden, is_not_found};
 use crate::monitor::{Monitor, MonitorContext};
+use crate::precheck::ClusterView;
 use crate::requeue::{REQUEUE_ANNOTATION, RequeueRecord};
 use crate::state::{ContainerLog, Diagnostics, RunState, RunStatus, Warning, WarningChange};
 use crate::submit::{ApiKeySecrets, Submitter};
@@ -191,6 +192,8 @@ struct Inner {
     client: Client,
     config: RunnerConfig,
     monitor: Monitor,
+    /// Nodes and pods for [`Runner::precheck`], started by the first one.
+    cluster_view: tokio::sync::OnceCell<ClusterView>,
 }
 
 impl std::fmt::Debug for Runner {
@@ -212,14 +215,25 @@ fn age_of(object: &DynamicObject) -> Duration {
 
 impl Runner {
     /// Whether `wanted` pods, created in `namespace`, fit now, later or never: the pure
-    /// [`rlaunch_gpu::precheck()`] over the live nodes and pods and the namespace's
+    /// [`rlaunch_gpu::precheck()`] over the cluster's nodes and pods and the namespace's
     /// ResourceQuotas and LimitRanges. See [`crate::workload_pod_specs`] for a workload's pods.
+    ///
+    /// The first call starts a watch of the cluster's nodes and non-terminal pods that runs
+    /// while the runner lives (and waits up to 30 s for its first listing); later calls read
+    /// it and list only the namespace's quotas and LimitRanges. A verdict other than
+    /// `FitsNow` is recomputed from fresh listings of nodes and pods before it is returned.
     pub async fn precheck(
         &self,
         namespace: &str,
         wanted: &[k8s_openapi::api::core::v1::PodSpec],
     ) -> Result<rlaunch_gpu::PreCheck> {
-        crate::precheck::precheck(&self.inner.client, namespace, wanted).await
+        let client = &self.inner.client;
+        let view = self
+            .inner
+            .cluster_view
+            .get_or_init(|| async { ClusterView::start(client) })
+            .await;
+        crate::precheck::precheck(client, view, namespace, wanted).await
     }
 
     /// A runner talking to the cluster behind `client`.
@@ -236,6 +250,7 @@ impl Runner {
                 client,
                 config,
                 monitor,
+                cluster_view: tokio::sync::OnceCell::new(),
             }),
         }
     }
