@@ -14,9 +14,12 @@ pub const PAUSE: &str = "pause:1";
 pub const BUSYBOX: &str = "busybox:1";
 /// busybox plus `/bin/trainer` (`assets/node/trainer.sh`, the entrypoint): calls the W&B
 /// server of `WANDB_BASE_URL` as `wandb.init` does (`upsertBucket`), prints
-/// `TRAINER_STEPS` log lines, then allocates past its memory limit (`TRAINER_ALLOCATE=1`)
-/// or exits with `TRAINER_EXIT_CODE`.
+/// `TRAINER_STEPS` log lines, then allocates past its memory limit (`TRAINER_ALLOCATE=1`),
+/// runs until SIGTERM and reports it to W&B as an `upsertBucket` with the description
+/// [`TRAINER_SIGTERM`] (`TRAINER_FOREVER=1`), or exits with `TRAINER_EXIT_CODE`.
 pub const TRAINER: &str = "trainer:1";
+/// The description of the `upsertBucket` the trainer sends when it receives SIGTERM.
+pub const TRAINER_SIGTERM: &str = "trainer: SIGTERM";
 const TRAINER_SCRIPT: &str = include_str!("../../assets/node/trainer.sh");
 
 /// `rlaunch.test/<name:tag>`: how pods name an image of the node's registry.
