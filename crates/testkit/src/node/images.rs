@@ -20,14 +20,16 @@ pub const BUSYBOX: &str = "busybox:1";
 pub const TRAINER: &str = "trainer:1";
 /// The description of the `upsertBucket` the trainer sends when it receives SIGTERM.
 pub const TRAINER_SIGTERM: &str = "trainer: SIGTERM";
-const TRAINER_SCRIPT: &str = include_str!("../../assets/node/trainer.sh");
+/// The trainer script (`/bin/trainer` of [`TRAINER`]), for images built from it.
+pub const TRAINER_SCRIPT: &str = include_str!("../../assets/node/trainer.sh");
 
 /// `rlaunch.test/<name:tag>`: how pods name an image of the node's registry.
 pub fn reference(name_and_tag: &str) -> String {
     format!("{MIRROR_HOST}/{name_and_tag}")
 }
 
-fn busybox_image(repository: &str, tag: &str, busybox: &[u8]) -> TestImage {
+/// An image of `busybox` (the bytes of a static busybox) as `/bin/busybox` and `/bin/sh`.
+pub fn busybox_image(repository: &str, tag: &str, busybox: &[u8]) -> TestImage {
     // busybox picks the applet from argv[0]; a copy named `sh` is the shell.
     TestImage::new(repository, tag)
         .with_file(ImageFile::executable("bin/busybox", busybox.to_vec()))
