@@ -138,7 +138,7 @@ impl Setup {
     /// The descriptions the trainer sent with `upsertBucket` for `run_id`.
     fn trainer_calls(&self, run_id: &str) -> Vec<String> {
         self.fake
-            .journal_of("upsertBucket")
+            .journal_of("UpsertBucket")
             .into_iter()
             .filter_map(|entry| entry.variables)
             .filter(|vars| vars["name"] == run_id)
