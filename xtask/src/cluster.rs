@@ -3,8 +3,8 @@
 //!
 //! - `build`: build (or find cached) etcd, kube-apiserver, kube-controller-manager,
 //!   kube-scheduler and kwok for the versions pinned in `rlaunch_testkit::versions`, the
-//!   kubelet, the operators' CRDs and their controllers (`rlaunch_testkit::operators`:
-//!   JobSet, the Kubeflow training-operator, Kueue).
+//!   kubelet, the Kaniko executor of the real node's builds, the operators' CRDs and their
+//!   controllers (`rlaunch_testkit::operators`: JobSet, the Kubeflow training-operator, Kueue).
 //! - `up [--nodes FILE] [--real-node]`: start a cluster in `$HOME/.cache/rlaunch/run/cluster`
 //!   that keeps running after this command exits; prints `export KUBECONFIG=…`. With
 //!   `--real-node`, a real node (kubelet + containerd + runc, `rlaunch_testkit::node`) joins
@@ -57,6 +57,9 @@ fn build() -> Result<()> {
     }
     let kubelet = rlaunch_testkit::node::ensure_kubelet().context("building the kubelet")?;
     println!("{}", kubelet.display());
+    let executor = rlaunch_testkit::node::kaniko::ensure_executor()
+        .context("building the Kaniko executor for the real node's builds")?;
+    println!("{}", executor.display());
     let crds = rlaunch_testkit::crds::manifests().context("fetching the operators' CRDs")?;
     eprintln!(
         "CRDs: {}",

@@ -1,8 +1,13 @@
 //! `cargo xtask demo`: the whole product on one machine. Builds `launch-agent`, starts the
-//! local control plane and the fake W&B, creates a queue from `examples/queue-configs/basic.yaml`,
-//! pushes example runs (one succeeds, one OOMs, one exits with code 3, one never fits, a GPU
-//! run), runs the agent and prints each run's journey live until every run has ended, then
-//! tears everything down. Exits non-zero if a run ends in an unexpected state.
+//! local control plane with its real node (kubelet + containerd + runc) and the fake W&B,
+//! creates a queue from `examples/queue-configs/basic.yaml`, pushes example runs, runs the
+//! agent and prints each run's journey live until every run has ended, then tears
+//! everything down. Exits non-zero if a run ends in an unexpected state.
+//!
+//! The CPU runs (one succeeds, one OOMs, one exits with code 3) run the trainer image as
+//! real containers on the real node: they call the fake W&B as `wandb.init` would, and
+//! their real container logs are printed as they come. The GPU runs (one never fits, one
+//! A100 run) stay on the kwok GPU nodes, scripted by annotations.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -11,7 +16,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use rlaunch_wandb_fake::{FAKE_API_KEY, FAKE_ENTITY, FakeWandb, ItemState, NewItem, NewQueue};
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{Api, ListParams, LogParams};
+use rlaunch_testkit::node::{self, images};
+use rlaunch_wandb_fake::{
+    FAKE_API_KEY, FAKE_ENTITY, FakeConfig, FakeWandb, ItemState, NewItem, NewQueue,
+};
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, BufReader};
 
@@ -24,47 +34,91 @@ enum Expect {
     Failed(&'static str, &'static str),
 }
 
+/// Where a demo run's pod runs.
+#[derive(Clone, Debug)]
+enum Place {
+    /// The real node: the trainer image with these `TRAINER_*` env vars and memory limit.
+    RealNode {
+        env: &'static [(&'static str, &'static str)],
+        memory: &'static str,
+    },
+    /// A kwok node, its outcome scripted by these pod annotations.
+    Kwok { annotations: Value },
+}
+
 struct DemoRun {
     name: &'static str,
-    annotations: Value,
+    place: Place,
     extra: Value,
     expect: Expect,
 }
 
 fn runs() -> Vec<DemoRun> {
     let outcome = |outcome: &str, seconds: &str| json!({"kwok.rlaunch.dev/outcome": outcome, "kwok.rlaunch.dev/run-seconds": seconds});
+    let real = |env, memory| Place::RealNode { env, memory };
     vec![
         DemoRun {
             name: "succeeds",
-            annotations: outcome("succeed", "3"),
+            place: real(&[("TRAINER_STEPS", "5")], "64Mi"),
             extra: json!({}),
             expect: Expect::Finished,
         },
         DemoRun {
             name: "runs-out-of-memory",
-            annotations: outcome("oom", "2"),
+            place: real(&[("TRAINER_ALLOCATE", "1")], "32Mi"),
             extra: json!({}),
             expect: Expect::Failed("run", "OOMKilled"),
         },
         DemoRun {
             name: "exits-with-3",
-            annotations: json!({"kwok.rlaunch.dev/outcome": "fail", "kwok.rlaunch.dev/exit-code": "3", "kwok.rlaunch.dev/run-seconds": "2"}),
+            place: real(&[("TRAINER_EXIT_CODE", "3")], "64Mi"),
             extra: json!({}),
             expect: Expect::Failed("run", "code 3"),
         },
         DemoRun {
             name: "never-fits",
-            annotations: outcome("succeed", "1"),
+            place: Place::Kwok {
+                annotations: outcome("succeed", "1"),
+            },
             extra: json!({"spec": {"template": {"spec": {"containers": [{"name": "main", "resources": {"limits": {"nvidia.com/gpu": "64"}}}]}}}}),
             expect: Expect::Failed("agent", "never be scheduled"),
         },
         DemoRun {
             name: "one-a100",
-            annotations: outcome("succeed", "3"),
+            place: Place::Kwok {
+                annotations: outcome("succeed", "3"),
+            },
             extra: json!({"gpu": "1xA100-80GB"}),
             expect: Expect::Finished,
         },
     ]
+}
+
+/// The run's `resource_args.kubernetes` and image.
+fn placed(run: &DemoRun) -> (Value, String) {
+    let mut kubernetes = run.extra.clone();
+    match &run.place {
+        Place::Kwok { annotations } => {
+            kubernetes["spec"]["template"]["metadata"]["annotations"] = annotations.clone();
+            (kubernetes, "ghcr.io/example/train:1".to_owned())
+        }
+        Place::RealNode { env, memory } => {
+            let env: Vec<Value> = env
+                .iter()
+                .map(|(name, value)| json!({"name": name, "value": value}))
+                .collect();
+            // A merge patch replaces lists: this container replaces the queue config's.
+            kubernetes["spec"]["template"]["spec"] = json!({
+                "nodeSelector": node::node_selector(),
+                "tolerations": [node::toleration()],
+                "containers": [{"name": "main", "env": env, "resources": {
+                    "requests": {"cpu": "100m", "memory": memory},
+                    "limits": {"cpu": "500m", "memory": memory},
+                }}],
+            });
+            (kubernetes, images::reference(images::TRAINER))
+        }
+    }
 }
 
 /// Runs the demo.
@@ -91,10 +145,13 @@ pub fn run(root: &Path) -> Result<()> {
 
 async fn demo(root: &Path, binary: &Path) -> Result<()> {
     let started = Instant::now();
-    eprintln!("==> start the local control plane (builds it on first use)");
-    let cluster = rlaunch_testkit::cluster().await?;
+    eprintln!("==> start the local control plane and its real node (builds them on first use)");
+    let cluster = rlaunch_testkit::real_node_cluster().await?;
+    let node = cluster.real_node().await?;
     let namespace = cluster.namespace("demo").await?;
-    let fake = Arc::new(FakeWandb::start().await?);
+    // The real node's pods reach the host on the node's bridge address.
+    let listener = tokio::net::TcpListener::bind((node.host_ip.as_str(), 0)).await?;
+    let fake = Arc::new(FakeWandb::serve_on(listener, FakeConfig::default()).await?);
     eprintln!(
         "==> fake W&B at {}; namespace {}",
         fake.base_url, namespace.name
@@ -105,9 +162,9 @@ async fn demo(root: &Path, binary: &Path) -> Result<()> {
     fake.create_queue(queue).map_err(anyhow::Error::msg)?;
     let runs = runs();
     let mut by_item = BTreeMap::new();
+    let mut kwok_items = std::collections::BTreeSet::new();
     for run in &runs {
-        let mut kubernetes = run.extra.clone();
-        kubernetes["spec"]["template"]["metadata"]["annotations"] = run.annotations.clone();
+        let (kubernetes, image) = placed(run);
         let id = fake
             .push_item(NewItem {
                 entity: FAKE_ENTITY.to_owned(),
@@ -115,15 +172,20 @@ async fn demo(root: &Path, binary: &Path) -> Result<()> {
                 queue: "demo".to_owned(),
                 run_spec: json!({
                     "entity": FAKE_ENTITY, "project": "demo", "name": run.name,
-                    "docker": {"docker_image": "ghcr.io/example/train:1"},
+                    "docker": {"docker_image": image},
                     "resource_args": {"kubernetes": kubernetes},
                 }),
                 priority: None,
             })
             .map_err(anyhow::Error::msg)?;
+        if matches!(run.place, Place::Kwok { .. }) {
+            kwok_items.insert(id.clone());
+        }
         by_item.insert(id, run.name);
     }
-    let sdk = mark_runs_initialised(fake.clone());
+    let sdk = mark_runs_initialised(fake.clone(), kwok_items);
+    let client = cluster.client().await?;
+    let logs = tokio::spawn(print_real_logs(client, namespace.name.clone(), started));
     let dir = std::env::temp_dir().join(format!("rlaunch-demo-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     let config = dir.join("launch-config.yaml");
@@ -159,6 +221,7 @@ async fn demo(root: &Path, binary: &Path) -> Result<()> {
     }
     let status = tokio::time::timeout(Duration::from_secs(60), agent.wait()).await;
     journey.abort();
+    logs.abort();
     sdk.abort();
     namespace.cleanup().await;
     let _ = std::fs::remove_dir_all(&dir);
@@ -187,12 +250,16 @@ fn queue_config(root: &Path, namespace: &str) -> Result<Value> {
     Ok(config)
 }
 
-/// Plays the W&B SDK inside each workload: every acked run calls `wandb.init`.
-fn mark_runs_initialised(fake: Arc<FakeWandb>) -> tokio::task::JoinHandle<()> {
+/// Plays the W&B SDK inside each kwok workload (`items`): every acked run calls
+/// `wandb.init`. The real node's trainer calls the fake itself.
+fn mark_runs_initialised(
+    fake: Arc<FakeWandb>,
+    items: std::collections::BTreeSet<String>,
+) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut done = std::collections::BTreeSet::new();
         loop {
-            for item in fake.items() {
+            for item in fake.items().into_iter().filter(|i| items.contains(&i.id)) {
                 if let (ItemState::Claimed, Some(run_id)) =
                     (item.state, item.associated_run_id.clone())
                     && done.insert(run_id.clone())
@@ -238,6 +305,77 @@ async fn print_journey(
         };
         eprintln!(
             "  {:>6.1}s  {name:<20} {state}",
+            started.elapsed().as_secs_f64()
+        );
+    }
+}
+
+/// Follows the container log of every pod the real node runs in `namespace`, printing
+/// each line under the run's name (the pod's `WANDB_NAME`).
+async fn print_real_logs(client: kube::Client, namespace: String, started: Instant) {
+    let pods: Api<Pod> = Api::namespaced(client, &namespace);
+    let mut following = std::collections::BTreeSet::new();
+    loop {
+        let on_node = ListParams::default().fields(&format!("spec.nodeName={}", node::NODE_NAME));
+        for pod in pods
+            .list(&on_node)
+            .await
+            .map(|l| l.items)
+            .unwrap_or_default()
+        {
+            let Some(name) = pod.metadata.name.clone() else {
+                continue;
+            };
+            if !container_started(&pod) || !following.insert(name.clone()) {
+                continue;
+            }
+            tokio::spawn(follow_log(pods.clone(), name, run_name(&pod), started));
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+fn container_started(pod: &Pod) -> bool {
+    let statuses = pod
+        .status
+        .as_ref()
+        .and_then(|s| s.container_statuses.as_ref());
+    statuses.is_some_and(|cs| {
+        cs.iter().any(|c| {
+            c.state
+                .as_ref()
+                .is_some_and(|s| s.running.is_some() || s.terminated.is_some())
+        })
+    })
+}
+
+fn run_name(pod: &Pod) -> String {
+    let containers = pod
+        .spec
+        .as_ref()
+        .map(|s| s.containers.as_slice())
+        .unwrap_or_default();
+    containers
+        .iter()
+        .flat_map(|c| c.env.iter().flatten())
+        .find(|e| e.name == "WANDB_NAME")
+        .and_then(|e| e.value.clone())
+        .unwrap_or_else(|| pod.metadata.name.clone().unwrap_or_default())
+}
+
+async fn follow_log(pods: Api<Pod>, pod: String, run: String, started: Instant) {
+    use futures::{AsyncBufReadExt as _, StreamExt as _};
+    let params = LogParams {
+        follow: true,
+        ..LogParams::default()
+    };
+    let Ok(stream) = pods.log_stream(&pod, &params).await else {
+        return;
+    };
+    let mut lines = stream.lines();
+    while let Some(Ok(line)) = lines.next().await {
+        eprintln!(
+            "  {:>6.1}s  {run:<20} | {line}",
             started.elapsed().as_secs_f64()
         );
     }

@@ -20,6 +20,9 @@ pub const GO_MIN_MINOR: u32 = 26;
 /// `github.com/google/go-containerregistry` tag of the test OCI registry and `crane`
 /// ([`crate::servers::Registry`]; lock files in `assets/go/registry/`).
 pub const GO_CONTAINERREGISTRY: &str = "v0.22.1";
+/// `github.com/chainguard-dev/kaniko` tag (the maintained fork; upstream is archived) of
+/// the Kaniko executor the real node's build Jobs run ([`crate::node::kaniko`]).
+pub const KANIKO: &str = "v1.25.0";
 /// moto (PyPI), whose server mode is the S3 test server.
 pub const MOTO: &str = "5.2.5";
 /// Azurite (npm), Microsoft's Azure Storage emulator.

@@ -49,7 +49,8 @@
 //! - **Runs:** an ack creates the run `runName` in the spec's `entity`/`project` in state
 //!   [`FakeConfig::acked_run_state`] (`pending` unless a test says otherwise; per project
 //!   with [`FakeConfig::acked_run_states`]) if it does not exist; `RunState` and `RunStoppedStatus` read it; tests change it with
-//!   [`FakeWandb::set_run_state`] and [`FakeWandb::stop_run`].
+//!   [`FakeWandb::set_run_state`] and [`FakeWandb::stop_run`]. A workload's `upsertBucket`
+//!   (what `wandb.init` sends) starts a `pending` run (`running`); a `state` it sends wins.
 //! - **Agents:** `createLaunchAgent` gives the id and the name `launch-agent-N`; every
 //!   `updateLaunchAgent` status is kept in order ([`AgentView::status_history`]); a
 //!   `launchAgent` query, an `updateLaunchAgent` or a pop naming the agent is a heartbeat.

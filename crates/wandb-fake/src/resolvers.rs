@@ -382,13 +382,24 @@ fn server_info(_store: &mut Store, _call: &Call<'_>) -> FakeResult<Value> {
 }
 
 /// The run with its project (and the project's entity), as W&B's SDK reads it back at
-/// `wandb.init`; the sent `config`, `displayName`, `description` are echoed.
+/// `wandb.init`; the sent `config`, `displayName`, `description` are echoed. The SDK's
+/// upsert starts the run: one the agent's ack created `pending` becomes `running` (what
+/// W&B's "did it call wandb.init?" check reads); a sent `state` wins.
 fn upsert_bucket(store: &mut Store, call: &Call<'_>) -> FakeResult<Value> {
     let input = Input::of(call);
     let entity = input.opt("entityName").unwrap_or(&call.user.entity);
     let project = input.opt("modelName").unwrap_or("uncategorized");
     let name = input.get("name")?;
-    let (id, inserted) = store.upsert_run(entity, project, name, None);
+    let key = (entity.to_owned(), project.to_owned(), name.to_owned());
+    let pending = store
+        .runs
+        .get(&key)
+        .is_some_and(|run| run.state == "pending");
+    let state = input
+        .opt("state")
+        .or(pending.then_some("running"))
+        .map(str::to_owned);
+    let (id, inserted) = store.upsert_run(entity, project, name, state.as_deref());
     let run = store.run_view(&(entity.to_owned(), project.to_owned(), name.to_owned()));
     let project_id = store
         .projects

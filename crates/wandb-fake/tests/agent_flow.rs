@@ -297,6 +297,65 @@ async fn runs_start_finish_and_stop_on_the_target_project() {
     );
 }
 
+/// `upsertBucket` as `wandb.init` sends it (the SDK's document, not our client's).
+async fn sdk_upsert_bucket(fake: &FakeWandb, run: &str, state: Option<&str>) -> Value {
+    let mut variables = json!({"name": run, "project": "target-project", "entity": FAKE_ENTITY});
+    if let Some(state) = state {
+        variables["state"] = json!(state);
+    }
+    let body = json!({
+        "query": "mutation UpsertBucket($name: String, $project: String, $entity: String, $state: String) { upsertBucket(input: {name: $name, modelName: $project, entityName: $entity, state: $state}) { bucket { id name } inserted } }",
+        "variables": variables,
+    });
+    reqwest::Client::new()
+        .post(format!("{}/graphql", fake.base_url))
+        .basic_auth("api", Some(FAKE_API_KEY))
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn wandb_init_starts_a_pending_run_and_a_sent_state_wins() {
+    let (fake, client) = start(FakeConfig::default()).await;
+    let agent_id = register(&fake, &client).await;
+    let id = fake
+        .push_item(NewItem::new(FAKE_ENTITY, QUEUE, spec(None)))
+        .unwrap();
+    pop(&client, &agent_id).await.unwrap();
+    client.ack_run_queue_item(&id, "run00003").await.unwrap();
+    let state = || async {
+        client
+            .run_state(FAKE_ENTITY, "target-project", "run00003")
+            .await
+            .unwrap()
+    };
+    assert_eq!(
+        state().await.as_deref(),
+        Some("pending"),
+        "acked, not inited"
+    );
+    let answer = sdk_upsert_bucket(&fake, "run00003", None).await;
+    assert_eq!(
+        answer["data"]["upsertBucket"]["inserted"],
+        json!(false),
+        "{answer}"
+    );
+    assert_eq!(state().await.as_deref(), Some("running"));
+    sdk_upsert_bucket(&fake, "run00003", Some("crashed")).await;
+    assert_eq!(state().await.as_deref(), Some("crashed"));
+    sdk_upsert_bucket(&fake, "run00003", None).await;
+    assert_eq!(
+        state().await.as_deref(),
+        Some("crashed"),
+        "only a pending run is started"
+    );
+}
+
 #[tokio::test]
 async fn a_requeue_keeps_run_id_priority_and_template_variables() {
     let (fake, client) = start(FakeConfig::default()).await;

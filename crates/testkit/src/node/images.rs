@@ -14,17 +14,22 @@ pub const PAUSE: &str = "pause:1";
 pub const BUSYBOX: &str = "busybox:1";
 /// busybox plus `/bin/trainer` (`assets/node/trainer.sh`, the entrypoint): calls the W&B
 /// server of `WANDB_BASE_URL` as `wandb.init` does (`upsertBucket`), prints
-/// `TRAINER_STEPS` log lines, then allocates past its memory limit (`TRAINER_ALLOCATE=1`)
-/// or exits with `TRAINER_EXIT_CODE`.
+/// `TRAINER_STEPS` log lines, then allocates past its memory limit (`TRAINER_ALLOCATE=1`),
+/// runs until SIGTERM and reports it to W&B as an `upsertBucket` with the description
+/// [`TRAINER_SIGTERM`] (`TRAINER_FOREVER=1`), or exits with `TRAINER_EXIT_CODE`.
 pub const TRAINER: &str = "trainer:1";
-const TRAINER_SCRIPT: &str = include_str!("../../assets/node/trainer.sh");
+/// The description of the `upsertBucket` the trainer sends when it receives SIGTERM.
+pub const TRAINER_SIGTERM: &str = "trainer: SIGTERM";
+/// The trainer script (`/bin/trainer` of [`TRAINER`]), for images built from it.
+pub const TRAINER_SCRIPT: &str = include_str!("../../assets/node/trainer.sh");
 
 /// `rlaunch.test/<name:tag>`: how pods name an image of the node's registry.
 pub fn reference(name_and_tag: &str) -> String {
     format!("{MIRROR_HOST}/{name_and_tag}")
 }
 
-fn busybox_image(repository: &str, tag: &str, busybox: &[u8]) -> TestImage {
+/// An image of `busybox` (the bytes of a static busybox) as `/bin/busybox` and `/bin/sh`.
+pub fn busybox_image(repository: &str, tag: &str, busybox: &[u8]) -> TestImage {
     // busybox picks the applet from argv[0]; a copy named `sh` is the shell.
     TestImage::new(repository, tag)
         .with_file(ImageFile::executable("bin/busybox", busybox.to_vec()))

@@ -23,6 +23,7 @@ mod build;
 mod config;
 pub mod host;
 pub mod images;
+pub mod kaniko;
 mod resources;
 
 use std::fs;
@@ -403,6 +404,21 @@ impl RealNode {
     pub fn dir(&self) -> &Path {
         &self.layout.dir
     }
+}
+
+/// Lets the node in `node_dir` pull from `host` (`<ip>:<port>`, e.g. a registry a test
+/// exposes on [`RealNode::host_ip`] through [`crate::servers::TcpForward`]) over plain
+/// HTTP: a containerd `hosts.toml` for that host, read at the next pull.
+pub fn trust_plain_http_registry(node_dir: &Path, host: &str) -> Result<()> {
+    let layout = Layout {
+        dir: node_dir.to_owned(),
+    };
+    let dir = layout.certs_d().join(host);
+    fs::create_dir_all(&dir).map_err(io_err("cannot create the registry's hosts dir", &dir))?;
+    write(
+        &dir.join("hosts.toml"),
+        &config::hosts_toml(&format!("http://{host}")),
+    )
 }
 
 fn node_is_ready(node: &Node) -> bool {

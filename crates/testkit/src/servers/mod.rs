@@ -31,10 +31,12 @@
 //! in under a minute.
 
 pub(crate) mod build;
+mod forward;
 mod object_stores;
 mod process;
 mod registry;
 
+pub use forward::TcpForward;
 pub use object_stores::{AZURITE_ACCOUNT, AZURITE_KEY, Azurite, FakeGcs, S3Server};
 pub use process::{ServerProcess, free_port};
 pub use registry::{ImageFile, PushedImage, Registry, TestImage};

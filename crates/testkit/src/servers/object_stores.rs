@@ -90,11 +90,21 @@ pub struct S3Server {
 }
 
 impl S3Server {
-    /// Installs moto if the cache is cold (seconds), then starts it.
+    /// Installs moto if the cache is cold (seconds), then starts it on loopback.
     pub async fn start() -> Result<S3Server> {
+        S3Server::start_bound("127.0.0.1").await
+    }
+
+    /// As [`S3Server::start`], listening on every interface, so the real node's pods reach
+    /// it at [`S3Server::endpoint_at`]`(host_ip)` ([`crate::RealNodeInfo::host_ip`]).
+    pub async fn start_on_all_interfaces() -> Result<S3Server> {
+        S3Server::start_bound("0.0.0.0").await
+    }
+
+    async fn start_bound(host: &str) -> Result<S3Server> {
         let dir = ensure(moto_recipe).await?;
         // `python -m` rather than the venv's scripts: their shebangs name the build directory.
-        let args = ["-m", "moto.server", "-H", "127.0.0.1", "-p", "{port}"];
+        let args = ["-m", "moto.server", "-H", host, "-p", "{port}"];
         let (process, port) = start(
             "moto",
             dir.join("venv").join("bin").join("python"),
@@ -106,7 +116,13 @@ impl S3Server {
 
     /// `http://127.0.0.1:<port>`, the endpoint (path-style).
     pub fn endpoint(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
+        self.endpoint_at("127.0.0.1")
+    }
+
+    /// `http://<host>:<port>`: the endpoint through another address of this machine (a
+    /// server started [`S3Server::start_on_all_interfaces`]).
+    pub fn endpoint_at(&self, host: &str) -> String {
+        format!("http://{host}:{}", self.port)
     }
 
     /// Creates a bucket.
