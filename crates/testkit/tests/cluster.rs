@@ -281,6 +281,36 @@ fn waiting_reason(pod: &Pod, want: &str) -> Result<(), String> {
     }
 }
 
+/// The first container's waiting message starts with `want(image, pod)`: the real
+/// kubelet's wording (checked against it on the real node), which kwok's Stages copy.
+fn waiting_message(pod: &Pod, want: impl Fn(&str, &str) -> String) -> Result<(), String> {
+    let image = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.containers.first())
+        .and_then(|c| c.image.clone())
+        .unwrap_or_default();
+    let meta = &pod.metadata;
+    let pod_ref = format!(
+        "{}_{}({})",
+        meta.name.as_deref().unwrap_or_default(),
+        meta.namespace.as_deref().unwrap_or_default(),
+        meta.uid.as_deref().unwrap_or_default()
+    );
+    let message = container_state(pod)?
+        .waiting
+        .and_then(|w| w.message)
+        .unwrap_or_default();
+    let want = want(&image, &pod_ref);
+    if message.starts_with(&want) {
+        Ok(())
+    } else {
+        Err(format!(
+            "waiting message {message:?}, want it to start with {want:?}"
+        ))
+    }
+}
+
 fn terminated(pod: &Pod, code: i32, want: &str) -> Result<(), String> {
     let state = container_state(pod)?;
     match state.terminated {
@@ -314,13 +344,27 @@ fn outcome_cases() -> [Expect; 9] {
             outcome: outcome::IMAGE_PULL_BACKOFF,
             extra: &[],
             phase: "Pending",
-            check: |p| waiting_reason(p, "ImagePullBackOff"),
+            check: |p| {
+                waiting_reason(p, "ImagePullBackOff")?;
+                waiting_message(p, |image, _| {
+                    format!(
+                        "Back-off pulling image \"{image}\": ErrImagePull: rpc error: code = NotFound desc = failed to pull and unpack image \"{image}\""
+                    )
+                })
+            },
         },
         Expect {
             outcome: outcome::ERR_IMAGE_PULL,
             extra: &[],
             phase: "Pending",
-            check: |p| waiting_reason(p, "ErrImagePull"),
+            check: |p| {
+                waiting_reason(p, "ErrImagePull")?;
+                waiting_message(p, |image, _| {
+                    format!(
+                        "rpc error: code = NotFound desc = failed to pull and unpack image \"{image}\""
+                    )
+                })
+            },
         },
         Expect {
             outcome: outcome::CRASH_LOOP,
@@ -328,6 +372,9 @@ fn outcome_cases() -> [Expect; 9] {
             phase: "Running",
             check: |p| {
                 waiting_reason(p, "CrashLoopBackOff")?;
+                waiting_message(p, |_, pod| {
+                    format!("back-off 5m0s restarting failed container=main pod={pod}")
+                })?;
                 let status = p
                     .status
                     .as_ref()
