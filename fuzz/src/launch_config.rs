@@ -34,6 +34,7 @@ const ENV_NAMES: &[&str] = &[
     "LAUNCH_AGENT_PRECHECK",
     "TEAM_BUCKET",
     "HOME",
+    "LAUNCH_AGENT_REGISTRY_CREDENTIALS_FILE",
 ];
 
 /// Runs one input: the config file's YAML, then (after a NUL byte, optional) environment

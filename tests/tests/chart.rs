@@ -447,6 +447,73 @@ fn multi_line_git_credentials_round_trip() {
     );
 }
 
+/// The agent container's env var `name`, if set.
+fn env_value<'a>(spec: &'a Value, name: &str) -> Option<&'a Value> {
+    let env = spec["containers"][0]["env"].as_array()?;
+    env.iter().find(|v| v["name"] == name).map(|v| &v["value"])
+}
+
+/// The volume and the agent container's mount named `name`, if any.
+fn volume_and_mount<'a>(spec: &'a Value, name: &str) -> Option<(&'a Value, &'a Value)> {
+    let named = |list: &'a Value| list.as_array()?.iter().find(|v| v["name"] == name);
+    Some((
+        named(&spec["volumes"])?,
+        named(&spec["containers"][0]["volumeMounts"])?,
+    ))
+}
+
+#[test]
+fn the_push_secret_is_mounted_for_the_existence_check_only_when_set() {
+    const VAR: &str = "LAUNCH_AGENT_REGISTRY_CREDENTIALS_FILE";
+    // Both spellings of the value; the agent Deployment and the `helm test` pod alike.
+    for key in ["kanikoDockerConfigSecret", "kaniko.dockerConfigSecret"] {
+        let mut args = MINIMAL.to_vec();
+        let set = format!("{key}=registry-push");
+        args.extend(["--set", &set]);
+        let docs = docs(&template(&args));
+        let pods = pod_specs(&docs);
+        assert_eq!(pods.len(), 2, "the Deployment and the test pod");
+        for (owner, spec) in pods {
+            let (volume, mount) = volume_and_mount(spec, "registry-credentials")
+                .unwrap_or_else(|| panic!("{key}: {owner} mounts no push Secret"));
+            // `0440` is octal to the API server (YAML 1.1), a string to serde_yaml_ng.
+            assert_eq!(
+                volume["secret"],
+                json!({"secretName": "registry-push", "defaultMode": "0440",
+                    "items": [{"key": ".dockerconfigjson", "path": "config.json"}]}),
+                "{key}: {owner}"
+            );
+            assert_eq!(mount["readOnly"], true, "{key}: {owner}");
+            let file = format!("{}/config.json", mount["mountPath"].as_str().unwrap());
+            assert_eq!(env_value(spec, VAR), Some(&json!(file)), "{key}: {owner}");
+            let secret = env_value(spec, "WANDB_LAUNCH_KANIKO_AUTH_SECRET");
+            assert_eq!(secret, Some(&json!("registry-push")), "{key}: {owner}");
+        }
+    }
+    // Unset: nothing mounted, no variable. W&B's Python image: no mount either (it reads none).
+    let python = [
+        MINIMAL,
+        &["--set", "kanikoDockerConfigSecret=registry-push"],
+    ]
+    .concat();
+    let python = [
+        &python[..],
+        &["--set", "agent.image=wandb/launch-agent:0.17.3"],
+    ]
+    .concat();
+    for args in [MINIMAL.to_vec(), python] {
+        let docs = docs(&template(&args));
+        for (owner, spec) in pod_specs(&docs) {
+            assert!(
+                volume_and_mount(spec, "registry-credentials").is_none()
+                    && !spec["volumes"].to_string().contains("dockerconfigjson"),
+                "{args:?}: {owner} mounts a push Secret"
+            );
+            assert_eq!(env_value(spec, VAR), None, "{args:?}: {owner}");
+        }
+    }
+}
+
 /// An unlinked file holding `text`, positioned at its start (a child's stdin).
 fn tempfile_with(text: &str) -> std::fs::File {
     use std::io::{Seek, Write};
@@ -1103,6 +1170,7 @@ async fn every_feature_at_once_is_admitted_under_psa_restricted() -> Result<()> 
         "ssh-key-0",
         "custom-ca",
         "kaniko-pvc",
+        "registry-credentials",
     ] {
         assert!(
             volumes.iter().any(|v| v.name == volume),

@@ -94,6 +94,11 @@ true
 {{- default .Values.kaniko.dockerConfigSecret .Values.kanikoDockerConfigSecret -}}
 {{- end -}}
 
+{{/* The push Secret mounted into the rlaunch agent for its image-exists check, if any. */}}
+{{- define "la.pushSecretMount" -}}
+{{- if include "la.rustAgent" . -}}{{ include "la.kanikoDockerConfig" . }}{{- end -}}
+{{- end -}}
+
 {{- define "la.gitCredsSecret" -}}
 {{- if .Values.gitCredsSecret -}}{{ .Values.gitCredsSecret }}{{- else if .Values.gitCreds -}}{{ include "la.fullname" . }}-git-creds{{- end -}}
 {{- end -}}

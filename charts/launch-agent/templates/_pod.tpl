@@ -106,6 +106,12 @@
 - name: WANDB_LAUNCH_KANIKO_AUTH_SECRET
   value: {{ . | quote }}
 {{- end }}
+{{- if include "la.pushSecretMount" $root }}
+# The same Secret, mounted: the image-exists check's credentials when it names the
+# destination, unless the launch config sets builder.registry-credentials-file.
+- name: LAUNCH_AGENT_REGISTRY_CREDENTIALS_FILE
+  value: /etc/launch-agent/registry/config.json
+{{- end }}
 {{- with include "la.azureSecret" $root }}
 - name: LAUNCH_AGENT_AZURE_STORAGE_SECRET
   value: {{ . | quote }}
@@ -190,6 +196,11 @@
 {{- if include "la.kanikoPvc" . }}
 - name: kaniko-pvc
   mountPath: /home/launch_agent/kaniko
+{{- end }}
+{{- if include "la.pushSecretMount" . }}
+- name: registry-credentials
+  mountPath: /etc/launch-agent/registry
+  readOnly: true
 {{- end }}
 {{- if $v.codeMountPvcName }}
 - name: code-pvc
@@ -284,6 +295,15 @@
 - name: kaniko-pvc
   persistentVolumeClaim:
     claimName: {{ . }}
+{{- end }}
+{{- with include "la.pushSecretMount" . }}
+- name: registry-credentials
+  secret:
+    secretName: {{ . }}
+    defaultMode: 0440
+    items:
+      - key: .dockerconfigjson
+        path: config.json
 {{- end }}
 {{- with $v.codeMountPvcName }}
 - name: code-pvc

@@ -130,10 +130,12 @@ pub(crate) fn builder(
     ))
 }
 
-/// The existence check's credentials for the destination: the `registry-credentials-file`
-/// (a dockerconfigjson, e.g. a mounted `kubernetes.io/dockerconfigjson` Secret) when set;
-/// else an ECR token from the ambient AWS identity when the destination is an ECR host or
-/// W&B's `registry` block says `type: ecr` (its `region`); else anonymous.
+/// The existence check's credentials for the destination, first found of: the
+/// `registry-credentials-file` (a dockerconfigjson, e.g. a mounted
+/// `kubernetes.io/dockerconfigjson` Secret), which must name the destination; the push
+/// Secret the chart mounts (`LAUNCH_AGENT_REGISTRY_CREDENTIALS_FILE`), when it names the
+/// destination; an ECR token from the ambient AWS identity when the destination is an ECR
+/// host or W&B's `registry` block says `type: ecr` (its `region`); else anonymous.
 pub(crate) fn registry_auth(
     options: &KanikoOptions,
     registry: Option<&serde_json::Value>,
@@ -144,19 +146,23 @@ pub(crate) fn registry_auth(
         .map(|image| image.registry)
         .unwrap_or_default();
     if let Some(path) = &options.registry_credentials_file {
-        let shown = path.display();
-        let text = std::fs::read_to_string(path).map_err(|e| {
-            bad(format!("`builder.registry-credentials-file` {shown} cannot be read ({e}): mount the dockerconfigjson Secret there"))
-        })?;
-        return match RegistryAuth::from_docker_config(&text, &host) {
-            Ok(Some(auth)) => Ok(auth),
-            Ok(None) => Err(bad(format!(
-                "`builder.registry-credentials-file` {shown} has no credentials for {host}: add an `auths` entry for it"
-            ))),
-            Err(problem) => Err(bad(format!(
-                "`builder.registry-credentials-file` {shown} {problem}"
-            ))),
-        };
+        let name = "`builder.registry-credentials-file`";
+        return docker_config_auth(name, path, &host)?.ok_or_else(|| {
+            let shown = path.display();
+            bad(format!(
+                "{name} {shown} has no credentials for {host}: add an `auths` entry for it"
+            ))
+        });
+    }
+    if let Some(path) = &options.mounted_push_config {
+        match docker_config_auth("LAUNCH_AGENT_REGISTRY_CREDENTIALS_FILE", path, &host)? {
+            Some(auth) => return Ok(auth),
+            None => tracing::info!(
+                file = %path.display(),
+                %host,
+                "the mounted push Secret has no `auths` entry for the destination; the image-exists check uses the next credentials source"
+            ),
+        }
     }
     let text = |key: &str| registry.and_then(|r| r.get(key)).and_then(|v| v.as_str());
     let region = match (EcrAuth::region_of(&host), text("type")) {
@@ -170,6 +176,24 @@ pub(crate) fn registry_auth(
         _ => return Ok(RegistryAuth::Anonymous),
     };
     EcrAuth::new(&region, ecr_endpoint, &BTreeMap::new()).map(RegistryAuth::Ecr)
+}
+
+/// The destination's credentials in the dockerconfigjson file `path` (which `name` names),
+/// or `None` when it has no entry for `host`.
+fn docker_config_auth(
+    name: &str,
+    path: &Path,
+    host: &str,
+) -> Result<Option<RegistryAuth>, rlaunch_builder::Error> {
+    let bad = |problem: String| rlaunch_builder::Error::RegistryAuth { problem };
+    let shown = path.display();
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        bad(format!(
+            "{name} {shown} cannot be read ({e}): mount the dockerconfigjson Secret there"
+        ))
+    })?;
+    RegistryAuth::from_docker_config(&text, host)
+        .map_err(|problem| bad(format!("{name} {shown} {problem}")))
 }
 
 /// Downloads code artifacts with the agent's W&B client.
@@ -240,6 +264,7 @@ mod tests {
             docker_config_secret: None,
             insecure_registry: false,
             registry_credentials_file: file.map(Path::to_owned),
+            mounted_push_config: None,
         }
     }
 
@@ -266,6 +291,51 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(error.contains("absent.json"), "{error}");
+    }
+
+    #[test]
+    fn the_mounted_push_secret_is_used_when_it_names_the_destination() {
+        let dir = tempfile::tempdir().unwrap();
+        let push = dir.path().join("push.json");
+        std::fs::write(
+            &push,
+            r#"{"auths":{"r.example":{"username":"pusher","password":"pw"}}}"#,
+        )
+        .unwrap();
+        let mounted = |destination: &str, file: Option<&Path>| KanikoOptions {
+            mounted_push_config: Some(push.clone()),
+            ..options(destination, file)
+        };
+        let auth = registry_auth(&mounted("r.example/team/x", None), None, None).unwrap();
+        assert!(matches!(auth, RegistryAuth::Basic { username, .. } if username == "pusher"));
+        // No entry for the destination (e.g. `credHelpers` only): the next source, not an error.
+        let ecr = "123456789012.dkr.ecr.eu-west-1.amazonaws.com/trainer";
+        assert!(matches!(
+            registry_auth(&mounted(ecr, None), None, None).unwrap(),
+            RegistryAuth::Ecr(_)
+        ));
+        assert!(matches!(
+            registry_auth(&mounted("other.example/x", None), None, None).unwrap(),
+            RegistryAuth::Anonymous
+        ));
+        // The launch config's own file wins.
+        let own = dir.path().join("own.json");
+        std::fs::write(
+            &own,
+            r#"{"auths":{"r.example":{"username":"reader","password":"pw"}}}"#,
+        )
+        .unwrap();
+        let auth = registry_auth(&mounted("r.example/team/x", Some(&own)), None, None).unwrap();
+        assert!(matches!(auth, RegistryAuth::Basic { username, .. } if username == "reader"));
+        // A mounted file that is not a dockerconfigjson is an error naming the variable.
+        std::fs::write(&push, "not json").unwrap();
+        let error = registry_auth(&mounted("r.example/team/x", None), None, None)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("LAUNCH_AGENT_REGISTRY_CREDENTIALS_FILE") && !error.contains("pw"),
+            "{error}"
+        );
     }
 
     #[test]

@@ -85,8 +85,13 @@ pub struct KanikoOptions {
     pub insecure_registry: bool,
     /// `registry-credentials-file`: a dockerconfigjson file (a mounted
     /// `kubernetes.io/dockerconfigjson` Secret) with the destination's credentials, read
-    /// by the existence check.
+    /// by the existence check. It must name the destination.
     pub registry_credentials_file: Option<PathBuf>,
+    /// The push Secret as mounted into the agent (`LAUNCH_AGENT_REGISTRY_CREDENTIALS_FILE`,
+    /// which the Helm chart sets): the existence check's credentials when it has an entry
+    /// for the destination and `registry-credentials-file` is unset; without such an entry
+    /// (a Secret of `credHelpers` only) the check falls through to the next source.
+    pub mounted_push_config: Option<PathBuf>,
 }
 
 /// Reads and validates the `builder` block of `type: kaniko`.
@@ -178,6 +183,7 @@ pub(crate) fn options(path: &Path, block: &Mapping) -> Result<KanikoOptions, Con
         docker_config_secret: text("kaniko-docker-config-secret")?,
         insecure_registry,
         registry_credentials_file: text("registry-credentials-file")?.map(PathBuf::from),
+        mounted_push_config: None,
     })
 }
 

@@ -525,12 +525,8 @@ impl Layers<'_> {
         config.pod_namespace = env("POD_NAMESPACE").cloned();
         config.extra_ca_file = env("LAUNCH_AGENT_EXTRA_CA_FILE").map(PathBuf::from);
         config.ecr_endpoint = env("AWS_ENDPOINT_URL_ECR").cloned();
-        if let (BuilderChoice::Kaniko(options), Some(secret)) =
-            (&mut config.builder, env("WANDB_LAUNCH_KANIKO_AUTH_SECRET"))
-            && options.docker_config_secret.is_none()
-        {
-            // W&B's variable (the chart's `kanikoDockerConfigSecret` sets it).
-            options.docker_config_secret = Some(secret.clone());
+        if let BuilderChoice::Kaniko(options) = &mut config.builder {
+            apply_kaniko_env(options, env);
         }
         if let Some(identity) = env("LAUNCH_AGENT_IDENTITY") {
             config.identity = Some(identity.clone());
@@ -589,6 +585,16 @@ impl Layers<'_> {
         }
         Ok(())
     }
+}
+
+/// The Kaniko builder's variables; a key the config file sets wins.
+fn apply_kaniko_env<'a>(options: &mut KanikoOptions, env: impl Fn(&str) -> Option<&'a String>) {
+    if options.docker_config_secret.is_none() {
+        // W&B's variable (the chart's `kanikoDockerConfigSecret` sets it).
+        options.docker_config_secret = env("WANDB_LAUNCH_KANIKO_AUTH_SECRET").cloned();
+    }
+    // The chart mounts that Secret into the agent too and names the file here.
+    options.mounted_push_config = env("LAUNCH_AGENT_REGISTRY_CREDENTIALS_FILE").map(PathBuf::from);
 }
 
 fn apply_flags(config: &mut Config, flags: &Flags) -> Result<(), ConfigError> {

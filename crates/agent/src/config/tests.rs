@@ -509,3 +509,25 @@ fn the_kaniko_auth_secret_variable_and_the_ecr_endpoint_come_from_the_environmen
     assert_eq!(options.docker_config_secret.as_deref(), Some("own"));
     assert!(ok("queues: [a]\n").run_spec_builder_keys.is_empty());
 }
+
+#[test]
+fn the_chart_mounted_push_secret_comes_from_the_environment_beside_the_config_key() {
+    let file = "queues: [a]\nbuilder: {type: kaniko, destination: r.example/team/x, build-context-store: s3://ctx, registry-credentials-file: /own/config.json}\n";
+    let mounted = "/etc/launch-agent/registry/config.json";
+    let env = [("LAUNCH_AGENT_REGISTRY_CREDENTIALS_FILE", mounted)];
+    let config = resolve(file, &env, &Flags::default()).unwrap();
+    let BuilderChoice::Kaniko(options) = &config.builder else {
+        panic!("kaniko expected");
+    };
+    // Both kept: the config key is tried first (see `kaniko::registry_auth`).
+    assert_eq!(
+        options.registry_credentials_file.as_deref(),
+        Some(Path::new("/own/config.json"))
+    );
+    assert_eq!(
+        options.mounted_push_config.as_deref(),
+        Some(Path::new(mounted))
+    );
+    let config = resolve("queues: [a]\n", &env, &Flags::default()).unwrap();
+    assert!(matches!(config.builder, BuilderChoice::Noop));
+}
