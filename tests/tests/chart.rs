@@ -699,8 +699,8 @@ fn roles_come_from_the_rbac_data_and_the_enabled_presets() {
     assert_eq!(cluster_roles.len(), 1, "only the pre-check ClusterRole");
     assert_eq!(
         cluster_roles[0]["rules"],
-        json!([{"apiGroups": [""], "resources": ["nodes"], "verbs": ["list"]},
-               {"apiGroups": [""], "resources": ["pods"], "verbs": ["list"]}])
+        json!([{"apiGroups": [""], "resources": ["nodes"], "verbs": ["list", "watch"]},
+               {"apiGroups": [""], "resources": ["pods"], "verbs": ["list", "watch"]}])
     );
 
     let path = chart_dir().join("ci/existing-secret-values.yaml");
