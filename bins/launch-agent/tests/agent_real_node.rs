@@ -22,7 +22,7 @@ use rlaunch_wandb_fake::{
 };
 use serde_json::{Value, json};
 
-/// A hang guard: the image-pull test waits out the agent's 120-s image-pull grace.
+/// A hang guard (the image-pull test waits out the agent's image-pull grace, set to 20 s here).
 const WAIT: Duration = Duration::from_secs(300);
 const PROJECT: &str = "real-node";
 
@@ -91,7 +91,7 @@ impl Setup {
 
     async fn agent(&self, queues: &[&str]) -> anyhow::Result<AgentProcess> {
         let config = format!(
-            "entity: {FAKE_ENTITY}\nqueues: [{}]\nmax_jobs: -1\npoll_interval: 0.3\nstopped_run_timeout: 1\ntarget_namespaces: [{ns}]\nidentity: real-{ns}\n",
+            "entity: {FAKE_ENTITY}\nqueues: [{}]\nmax_jobs: -1\npoll_interval: 0.3\nstopped_run_timeout: 1\nimage_pull_grace: 20\ntarget_namespaces: [{ns}]\nidentity: real-{ns}\n",
             queues.join(", "),
             ns = self.ns.name
         );

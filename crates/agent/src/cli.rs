@@ -93,6 +93,10 @@ pub struct Flags {
     /// Seconds to wait for a finished run to show up as initialised in W&B (default 60).
     #[arg(long, global = true, value_name = "SECONDS")]
     pub init_check_timeout: Option<f64>,
+    /// Seconds an image may fail to pull (ErrImagePull, ImagePullBackOff) or a container
+    /// fail to be created before the run fails (default 120).
+    #[arg(long, global = true, value_name = "SECONDS")]
+    pub image_pull_grace: Option<f64>,
     /// Seconds between a stop request from W&B and cancelling the workload (default 60).
     #[arg(long, global = true, value_name = "SECONDS")]
     pub stopped_run_timeout: Option<f64>,

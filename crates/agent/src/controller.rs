@@ -50,6 +50,7 @@ impl Agent {
         runner_config.tracker.start_timeout = config
             .start_timeout
             .unwrap_or(Duration::from_secs(100 * 365 * 24 * 3600));
+        runner_config.tracker.image_pull_grace = config.image_pull_grace;
         let runner = Runner::new(kube, runner_config);
         let builder = crate::kaniko::configured(&config, &runner, &wandb).await?;
         let agent = Self::with_parts(config, api_key, wandb, runner);

@@ -37,6 +37,7 @@ pub(crate) const OWN_KEYS: &[&str] = &[
     "allowed_fields",
     "start_timeout",
     "init_check_timeout",
+    "image_pull_grace",
     "shutdown_grace",
     "retries",
     "precheck",

@@ -141,6 +141,9 @@ pub struct Config {
     pub start_timeout: Option<Duration>,
     /// How long to wait for a finished run to show as initialised in W&B.
     pub init_check_timeout: Duration,
+    /// How long an image may fail to pull (or a container to be created) before the run
+    /// fails: a registry that is briefly down or slow to grant access heals within it.
+    pub image_pull_grace: Duration,
     /// How long shutdown waits for items between ack and submit.
     pub shutdown_grace: Duration,
     /// Address of `/livez` and `/readyz`.
@@ -310,6 +313,7 @@ fn default_config() -> Config {
         poll_interval: Duration::from_secs(10),
         start_timeout: Some(Duration::from_secs(1800)),
         init_check_timeout: Duration::from_secs(60),
+        image_pull_grace: Duration::from_secs(120),
         shutdown_grace: Duration::from_secs(20),
         health_addr: SocketAddr::from(([0, 0, 0, 0], 8080)),
         metrics_addr: SocketAddr::from(([0, 0, 0, 0], 9090)),
@@ -404,6 +408,7 @@ impl Layers<'_> {
         config.stopped_run_timeout = positive("stopped_run_timeout", config.stopped_run_timeout)?;
         config.poll_interval = positive("poll_interval", config.poll_interval)?;
         config.init_check_timeout = positive("init_check_timeout", config.init_check_timeout)?;
+        config.image_pull_grace = positive("image_pull_grace", config.image_pull_grace)?;
         config.shutdown_grace = positive("shutdown_grace", config.shutdown_grace)?;
         if let Some(secs) = file.seconds("start_timeout")? {
             config.start_timeout = start_timeout(secs);
@@ -629,6 +634,9 @@ fn apply_flags(config: &mut Config, flags: &Flags) -> Result<(), ConfigError> {
     }
     if let Some(secs) = flags.init_check_timeout {
         config.init_check_timeout = duration("--init-check-timeout", secs)?;
+    }
+    if let Some(secs) = flags.image_pull_grace {
+        config.image_pull_grace = duration("--image-pull-grace", secs)?;
     }
     if let Some(secs) = flags.stopped_run_timeout {
         config.stopped_run_timeout = duration("--stopped-run-timeout", secs)?;

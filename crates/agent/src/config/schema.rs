@@ -99,6 +99,8 @@ pub struct LaunchConfigFile {
     start_timeout: Option<Seconds>,
     /// Seconds a run has to call `wandb.init`.
     init_check_timeout: Option<Seconds>,
+    /// Seconds an image may fail to pull (or a container to be created) before the run fails.
+    image_pull_grace: Option<Seconds>,
     /// Seconds items without a workload get at shutdown.
     shutdown_grace: Option<Seconds>,
     /// Requeue budgets.

@@ -320,6 +320,29 @@ fn kaniko_needs_a_destination_and_docker_is_refused() {
 }
 
 #[test]
+fn the_image_pull_grace_comes_from_the_file_and_the_flag_wins() {
+    assert_eq!(
+        ok("queues: [a]\n").image_pull_grace,
+        Duration::from_secs(120)
+    );
+    let file = "queues: [a]\nimage_pull_grace: 20\n";
+    assert_eq!(ok(file).image_pull_grace, Duration::from_secs(20));
+    let flags = Flags {
+        image_pull_grace: Some(7.5),
+        ..Flags::default()
+    };
+    let config = resolve(file, &[], &flags).unwrap();
+    assert_eq!(config.image_pull_grace, Duration::from_millis(7500));
+    let error = resolve(
+        "queues: [a]\nimage_pull_grace: -1\n",
+        &[],
+        &Flags::default(),
+    )
+    .unwrap_err();
+    assert!(error.to_string().contains("`image_pull_grace`"), "{error}");
+}
+
+#[test]
 fn negative_stopped_run_timeout_is_refused() {
     let error = resolve(
         "queues: [a]\nstopped_run_timeout: -5\n",
