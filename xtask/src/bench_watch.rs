@@ -176,6 +176,7 @@ async fn measure(
     phase(&format!("{name}: starting, waiting for its first poll"));
     let queues = [watch_queue.clone(), probe_queue.clone()];
     let max_jobs = jobs + PROBES;
+    fake.clear_journal();
     let mut child = bench_agent::spawn(
         side,
         cluster,
