@@ -256,15 +256,16 @@ mod tests {
     }
 
     #[test]
-    fn one_ask_per_verb_and_namespace_and_one_for_cluster_rules() {
+    fn one_ask_per_verb_and_namespace_and_per_verb_for_cluster_rules() {
         let rules: Vec<RbacRule> = rlaunch_k8s_runner::rbac_rules()
             .into_iter()
             .filter(|r| r.resource == "jobs" && r.group == "batch" || r.resource == "nodes")
             .collect();
         let asks = asks(&rules, &["a".to_owned(), "b".to_owned()]);
-        assert_eq!(asks.len(), 5 * 2 + 1);
+        assert_eq!(asks.len(), 5 * 2 + 2);
         assert_eq!(asks[4].label(), "jobs.batch delete in namespace a");
         assert_eq!(asks[10].label(), "nodes list (cluster-wide)");
+        assert_eq!(asks[11].label(), "nodes watch (cluster-wide)");
         let log = review(&Ask {
             group: "",
             resource: "pods/log",
