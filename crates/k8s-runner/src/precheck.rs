@@ -67,12 +67,17 @@ impl ClusterView {
     }
 }
 
-/// One reflector: its store, the watch's latest error (cleared by the next event), its task.
+/// One reflector: its store, whether its first listing is in, the watch's latest error
+/// (cleared by the next event), its task.
 struct Reflected<K: Resource + 'static>
 where
     K::DynamicType: Eq + Hash + Clone,
 {
     store: Store<K>,
+    /// Set once the first listing is in the store. A `watch` wakes every waiting pre-check;
+    /// kube-runtime's `Store::wait_until_ready` woke only the last of several concurrent
+    /// waiters, so a burst of first launches waited out the 30-s timeout but one.
+    listed: watch::Receiver<bool>,
     failure: watch::Receiver<Option<Arc<watcher::Error>>>,
     task: JoinHandle<()>,
 }
@@ -85,6 +90,7 @@ where
     fn start(api: Api<K>, config: watcher::Config) -> Self {
         let (store, writer) = reflector::store();
         let (report, failure) = watch::channel(None);
+        let (mark_listed, listed) = watch::channel(false);
         let events = watcher(api, config)
             .default_backoff()
             .modify(|object: &mut K| object.meta_mut().managed_fields = None)
@@ -92,6 +98,9 @@ where
         let task = tokio::spawn(async move {
             let mut events = std::pin::pin!(events);
             while let Some(event) = events.next().await {
+                if matches!(event, Ok(watcher::Event::InitDone)) {
+                    mark_listed.send_if_modified(|listed| !std::mem::replace(listed, true));
+                }
                 let error = event.err().map(Arc::new);
                 report.send_if_modified(|last| {
                     let changed = last.is_some() || error.is_some();
@@ -102,6 +111,7 @@ where
         });
         Reflected {
             store,
+            listed,
             failure,
             task,
         }
@@ -110,10 +120,11 @@ where
     /// The store's objects once it is ready; the watch's error if it fails first.
     async fn snapshot(&self, kind: &str) -> Result<Vec<K>> {
         let mut failure = self.failure.clone();
+        let mut listed = self.listed.clone();
         let ready = async {
             tokio::select! {
                 biased;
-                ready = self.store.wait_until_ready() => ready.map_err(|_| not_ready(kind)),
+                ready = listed.wait_for(|listed| *listed) => ready.map(|_| ()).map_err(|_| not_ready(kind)),
                 failed = failure.wait_for(Option::is_some) => Err(match failed {
                     Ok(failed) => watch_failed(kind, failed.clone()),
                     Err(_) => not_ready(kind),
