@@ -92,7 +92,8 @@ async fn bench(jobs: usize) -> Result<Value> {
     let theirs = measure(cluster, &fake, clock, &Side::Reference(theirs), jobs).await?;
     let mut report = bench_report::context();
     report["versions"]["ours_binary"] = json!(ours_binary);
-    report["options"] = json!({"jobs": jobs, "probes": PROBES, "window_s": WINDOW.as_secs()});
+    report["options"] = json!({"jobs": jobs, "probes": PROBES, "window_s": WINDOW.as_secs(),
+        "controller_manager_qps": rlaunch_testkit::control_plane::controller_manager_qps()?});
     report["ours"] = ours;
     report["reference"] = theirs;
     print_report(&report);

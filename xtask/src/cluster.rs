@@ -101,6 +101,7 @@ fn up(args: &[String]) -> Result<()> {
         supervision: Supervision::Detached,
         nodes_yaml,
         nodes,
+        controller_manager_qps: control_plane::controller_manager_qps()?,
     }));
     match result {
         Ok(plane) => {

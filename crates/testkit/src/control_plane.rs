@@ -41,6 +41,40 @@ pub struct StartOptions {
     pub nodes_yaml: Option<String>,
     /// Whether a real node joins the kwok nodes.
     pub nodes: NodeSet,
+    /// kube-controller-manager's client rate (`--kube-api-qps`; the burst is twice that):
+    /// [`controller_manager_qps`] unless a caller wants another.
+    pub controller_manager_qps: u32,
+}
+
+/// kube-controller-manager's client rate in the test clusters. Upstream's default, 20
+/// requests/s (burst 30), makes the controller manager the bottleneck of every drain of
+/// short Jobs: each Job costs it about six writes (the pod, Job status updates, the pod's
+/// tracking finalizer, the garbage collection of its pod), so about 3 Jobs/s, whichever
+/// agent submits them (`cargo xtask bench agent`). The test clusters run it at 200 so that
+/// the agents, not the controller manager, are measured.
+pub const CONTROLLER_MANAGER_QPS: u32 = 200;
+
+/// Environment variable that sets [`StartOptions::controller_manager_qps`] for the clusters
+/// testkit and `cargo xtask cluster up` start (e.g. `20` to measure at upstream's default).
+pub const CONTROLLER_MANAGER_QPS_ENV: &str = "RLAUNCH_TESTKIT_KCM_QPS";
+
+/// [`CONTROLLER_MANAGER_QPS`], or the value of [`CONTROLLER_MANAGER_QPS_ENV`] when set.
+pub fn controller_manager_qps() -> Result<u32> {
+    std::env::var_os(CONTROLLER_MANAGER_QPS_ENV)
+        .map_or(Ok(CONTROLLER_MANAGER_QPS), |value| parse_qps(&value))
+}
+
+fn parse_qps(value: &std::ffi::OsStr) -> Result<u32> {
+    value
+        .to_str()
+        .and_then(|text| text.trim().parse::<u32>().ok())
+        .filter(|qps| *qps > 0)
+        .ok_or_else(|| Error::BadEnv {
+            variable: CONTROLLER_MANAGER_QPS_ENV,
+            value: value.to_string_lossy().into_owned(),
+            fix: "give a positive whole number of requests per second (e.g. 20, upstream's \
+                  default), or unset it",
+        })
 }
 
 /// Which nodes a cluster has.
@@ -167,11 +201,12 @@ struct Prepared {
     server: String,
     kubeconfig: PathBuf,
     kwok_config: PathBuf,
+    controller_manager_qps: u32,
 }
 
 impl Prepared {
     /// Creates the state dir's layout and writes what the components read.
-    fn write(dir: &Path) -> Result<Prepared> {
+    fn write(dir: &Path, controller_manager_qps: u32) -> Result<Prepared> {
         for sub in ["logs", "pki", "etcd"] {
             let p = dir.join(sub);
             fs::create_dir_all(&p).map_err(io_err("cannot create the state dir", &p))?;
@@ -191,6 +226,7 @@ impl Prepared {
             server,
             kubeconfig,
             kwok_config,
+            controller_manager_qps,
         })
     }
 
@@ -270,6 +306,8 @@ impl Prepared {
             "--use-service-account-credentials=false".into(),
             "--controllers=*".into(),
             "--concurrent-job-syncs=10".into(),
+            format!("--kube-api-qps={}", self.controller_manager_qps),
+            format!("--kube-api-burst={}", 2 * self.controller_manager_qps),
         ]);
         args
     }
@@ -326,7 +364,7 @@ impl ControlPlane {
         let binaries = tokio::task::spawn_blocking(binaries::ensure_built)
             .await
             .map_err(|e| Error::Internal(format!("build task panicked: {e}")))??;
-        let prepared = Prepared::write(&opts.state_dir)?;
+        let prepared = Prepared::write(&opts.state_dir, opts.controller_manager_qps)?;
         let watchdog = spawn_watchdog(opts.supervision, &prepared.dir)?;
         let mut cp = ControlPlane {
             state_dir: prepared.dir.clone(),
@@ -850,6 +888,21 @@ pub fn down(state_dir: &Path) -> Result<Vec<(String, u32)>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_controller_manager_rate_is_a_positive_number_or_an_error_naming_the_variable() {
+        assert_eq!(parse_qps("20".as_ref()).ok(), Some(20));
+        assert_eq!(parse_qps(" 150 ".as_ref()).ok(), Some(150));
+        for bad in ["0", "-5", "fast", ""] {
+            let message = parse_qps(bad.as_ref()).err().map(|e| e.to_string());
+            assert!(
+                message.as_deref().is_some_and(
+                    |m| m.contains(CONTROLLER_MANAGER_QPS_ENV) && m.contains("e.g. 20")
+                ),
+                "{bad:?}: {message:?}"
+            );
+        }
+    }
 
     #[test]
     fn bundled_assets_parse() {

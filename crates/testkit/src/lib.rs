@@ -122,6 +122,16 @@ pub enum Error {
         /// What it printed.
         actual: String,
     },
+    /// A testkit environment variable holds a value it cannot use.
+    #[error("{variable}={value:?} is not usable: {fix}")]
+    BadEnv {
+        /// The variable.
+        variable: &'static str,
+        /// Its value.
+        value: String,
+        /// What to set instead.
+        fix: &'static str,
+    },
     /// File-system trouble.
     #[error("{what}: {path}")]
     Io {
@@ -350,6 +360,7 @@ async fn start(nodes: NodeSet) -> Result<TestCluster> {
         supervision: Supervision::DieWithParent,
         nodes_yaml: None,
         nodes,
+        controller_manager_qps: control_plane::controller_manager_qps()?,
     })
     .await?;
     Ok(TestCluster {
