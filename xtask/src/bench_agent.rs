@@ -96,47 +96,71 @@ fn phase(text: &str) {
 }
 
 pub fn run(args: &[String]) -> Result<()> {
-    let (compare, args) = bench_report::take_compare(args)?;
-    let earlier = compare
-        .as_deref()
-        .map(bench_report::read_earlier)
-        .transpose()?;
-    let options = Options::parse(&args)?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the tokio runtime")?;
-    let report = runtime.block_on(bench(options))?;
-    if let (Some(path), Some(earlier)) = (compare, earlier) {
-        bench_report::print_comparison(&path, &earlier, &report);
+    bench_report::run_on_runtime(args, Options::parse, bench)
+}
+
+/// What both agent benches start from: our binary, W&B's agent (installed once), the test
+/// cluster, and a fake W&B that reports every acked run `running` at once.
+pub(crate) struct Rig {
+    pub(crate) ours: PathBuf,
+    pub(crate) theirs: reference::ReferenceAgent,
+    pub(crate) cluster: &'static TestCluster,
+    pub(crate) client: kube::Client,
+    pub(crate) fake: FakeWandb,
+    /// The clock every figure of the run is read on.
+    pub(crate) clock: Instant,
+}
+
+impl Rig {
+    /// Builds or finds the agents, then starts the cluster and the fake; `phase` prints
+    /// progress under the calling bench's name.
+    pub(crate) async fn start(phase: fn(&str)) -> Result<Rig> {
+        let ours = our_binary()?;
+        phase("installing W&B's agent (once, cached)");
+        let theirs = tokio::task::spawn_blocking(reference::ensure_installed).await??;
+        phase("starting the test cluster");
+        let cluster = rlaunch_testkit::cluster().await?;
+        let client = cluster.client().await?;
+        let clock = Instant::now();
+        let fake = FakeWandb::start_with(FakeConfig {
+            acked_run_state: "running".to_owned(),
+            ..FakeConfig::default()
+        })
+        .await?;
+        Ok(Rig {
+            ours,
+            theirs,
+            cluster,
+            client,
+            fake,
+            clock,
+        })
     }
-    Ok(())
+
+    /// The JSON every agent bench starts from: machine, versions (our binary's path
+    /// among them) and the test cluster's controller-manager rate in `options`.
+    pub(crate) fn report(&self, mut options: Value) -> Result<Value> {
+        let mut report = bench_report::context();
+        report["versions"]["ours_binary"] = json!(self.ours.display().to_string());
+        options["controller_manager_qps"] =
+            json!(rlaunch_testkit::control_plane::controller_manager_qps()?);
+        report["options"] = options;
+        Ok(report)
+    }
 }
 
 async fn bench(options: Options) -> Result<Value> {
-    let ours = our_binary()?;
-    let ours_binary = ours.display().to_string();
-    phase("installing W&B's agent (once, cached)");
-    let theirs = tokio::task::spawn_blocking(reference::ensure_installed).await??;
-    phase("starting the test cluster");
-    let cluster = rlaunch_testkit::cluster().await?;
-    let client = cluster.client().await?;
-    let kube_version = client.apiserver_version().await?.git_version;
-    let clock = Instant::now();
-    let fake = FakeWandb::start_with(FakeConfig {
-        acked_run_state: "running".to_owned(),
-        ..FakeConfig::default()
-    })
-    .await?;
-    warm_custom_resources(&client).await?;
+    let rig = Rig::start(phase).await?;
+    let kube_version = rig.client.apiserver_version().await?.git_version;
+    warm_custom_resources(&rig.client).await?;
+    let (cluster, fake, clock) = (rig.cluster, &rig.fake, rig.clock);
     let raw = raw_create_rate(cluster, options.items_ours.min(300)).await?;
-    let ours = measure(cluster, &fake, clock, &Side::Ours(ours), &options).await?;
-    let theirs = measure(cluster, &fake, clock, &Side::Reference(theirs), &options).await?;
-    let mut report = bench_report::context();
-    report["versions"]["ours_binary"] = json!(ours_binary);
+    let ours = Side::Ours(rig.ours.clone());
+    let ours = measure(cluster, fake, clock, &ours, &options).await?;
+    let theirs = Side::Reference(rig.theirs.clone());
+    let theirs = measure(cluster, fake, clock, &theirs, &options).await?;
+    let mut report = rig.report(json!({"max_jobs": options.max_jobs, "queues": options.queues}))?;
     report["versions"]["kube_apiserver"] = json!(kube_version);
-    report["options"] = json!({"max_jobs": options.max_jobs, "queues": options.queues,
-        "controller_manager_qps": rlaunch_testkit::control_plane::controller_manager_qps()?});
     report["raw_create"] = raw;
     report["ours"] = ours;
     report["reference"] = theirs;

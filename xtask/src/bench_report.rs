@@ -71,6 +71,32 @@ pub fn take_compare(args: &[String]) -> Result<(Option<PathBuf>, Vec<String>)> {
     Ok((compare, rest))
 }
 
+/// The entry of a bench that needs a tokio runtime: takes `--compare FILE` out of `args`
+/// (reading that earlier JSON first, so a wrong path fails before the bench runs), parses
+/// the rest with `parse`, runs `bench` on a multi-thread runtime, and prints now ÷ then
+/// for every figure when `--compare` was given.
+pub fn run_on_runtime<O, F>(
+    args: &[String],
+    parse: impl FnOnce(&[String]) -> Result<O>,
+    bench: impl FnOnce(O) -> F,
+) -> Result<()>
+where
+    F: Future<Output = Result<Value>>,
+{
+    let (compare, args) = take_compare(args)?;
+    let earlier = compare.as_deref().map(read_earlier).transpose()?;
+    let options = parse(&args)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the tokio runtime")?;
+    let report = runtime.block_on(bench(options))?;
+    if let (Some(path), Some(earlier)) = (compare, earlier) {
+        print_comparison(&path, &earlier, &report);
+    }
+    Ok(())
+}
+
 /// Reads an earlier result first, so a wrong path fails before the bench runs.
 pub fn read_earlier(path: &Path) -> Result<Value> {
     let text = std::fs::read_to_string(path)

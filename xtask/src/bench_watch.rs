@@ -22,11 +22,11 @@ use futures::StreamExt as _;
 use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::api::{Api, DeleteParams, PostParams};
 use kube::runtime::watcher;
-use rlaunch_testkit::{TestCluster, annotations, reference};
-use rlaunch_wandb_fake::{FAKE_ENTITY, FakeConfig, FakeWandb, NewItem, NewQueue};
+use rlaunch_testkit::{TestCluster, annotations};
+use rlaunch_wandb_fake::{FAKE_ENTITY, FakeWandb, NewItem, NewQueue};
 use serde_json::{Value, json};
 
-use crate::bench_agent::{self, STARTUP_LIMIT, Side};
+use crate::bench_agent::{self, Rig, STARTUP_LIMIT, Side};
 use crate::{bench_proc, bench_report};
 
 /// The node the bench adds, and the label and taint that keep other pods off it.
@@ -48,52 +48,31 @@ fn phase(text: &str) {
 
 /// Entry point of `cargo xtask bench watch`.
 pub fn run(args: &[String]) -> Result<()> {
-    let (compare, args) = bench_report::take_compare(args)?;
-    let earlier = compare
-        .as_deref()
-        .map(bench_report::read_earlier)
-        .transpose()?;
-    let jobs = match args.as_slice() {
-        [] => 1000,
+    bench_report::run_on_runtime(args, parse_jobs, bench)
+}
+
+fn parse_jobs(args: &[String]) -> Result<usize> {
+    match args {
+        [] => Ok(1000),
         [flag, value] if flag == "--jobs" => value
             .parse::<usize>()
             .ok()
             .filter(|n| *n > 0)
-            .context("--jobs needs a positive number")?,
+            .context("--jobs needs a positive number"),
         _ => bail!("usage: cargo xtask bench watch [--jobs N] [--compare FILE]"),
-    };
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the tokio runtime")?;
-    let report = runtime.block_on(bench(jobs))?;
-    if let (Some(path), Some(earlier)) = (compare, earlier) {
-        bench_report::print_comparison(&path, &earlier, &report);
     }
-    Ok(())
 }
 
 async fn bench(jobs: usize) -> Result<Value> {
-    let ours = bench_agent::our_binary()?;
-    let ours_binary = ours.display().to_string();
-    phase("installing W&B's agent (once, cached)");
-    let theirs = tokio::task::spawn_blocking(reference::ensure_installed).await??;
-    phase("starting the test cluster; adding the bench's kwok node");
-    let cluster = rlaunch_testkit::cluster().await?;
-    let client = cluster.client().await?;
-    add_node(&client, jobs).await?;
-    let clock = Instant::now();
-    let fake = FakeWandb::start_with(FakeConfig {
-        acked_run_state: "running".to_owned(),
-        ..FakeConfig::default()
-    })
-    .await?;
-    let ours = measure(cluster, &fake, clock, &Side::Ours(ours), jobs).await?;
-    let theirs = measure(cluster, &fake, clock, &Side::Reference(theirs), jobs).await?;
-    let mut report = bench_report::context();
-    report["versions"]["ours_binary"] = json!(ours_binary);
-    report["options"] = json!({"jobs": jobs, "probes": PROBES, "window_s": WINDOW.as_secs(),
-        "controller_manager_qps": rlaunch_testkit::control_plane::controller_manager_qps()?});
+    let rig = Rig::start(phase).await?;
+    phase("adding the bench's kwok node");
+    add_node(&rig.client, jobs).await?;
+    let (cluster, fake, clock) = (rig.cluster, &rig.fake, rig.clock);
+    let ours = measure(cluster, fake, clock, &Side::Ours(rig.ours.clone()), jobs).await?;
+    let theirs = Side::Reference(rig.theirs.clone());
+    let theirs = measure(cluster, fake, clock, &theirs, jobs).await?;
+    let mut report =
+        rig.report(json!({"jobs": jobs, "probes": PROBES, "window_s": WINDOW.as_secs()}))?;
     report["ours"] = ours;
     report["reference"] = theirs;
     print_report(&report);
