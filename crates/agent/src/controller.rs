@@ -52,12 +52,12 @@ impl Agent {
             .unwrap_or(Duration::from_secs(100 * 365 * 24 * 3600));
         runner_config.tracker.image_pull_grace = config.image_pull_grace;
         let runner = Runner::new(kube, runner_config);
-        let builder = crate::kaniko::configured(&config, &runner, &wandb).await?;
-        let agent = Self::with_parts(config, api_key, wandb, runner);
-        Ok(match builder {
-            Some(builder) => agent.with_builder(builder),
-            None => agent,
-        })
+        let builder = crate::kaniko::configured(&config, &runner, &wandb)
+            .await?
+            .unwrap_or_else(|| Arc::new(NoopBuilder));
+        let builder =
+            crate::pull_secret::with_registry_block(&config, builder).map_err(Error::Builder)?;
+        Ok(Self::with_parts(config, api_key, wandb, runner).with_builder(builder))
     }
 
     /// An agent from ready-made parts (for embedding and tests).

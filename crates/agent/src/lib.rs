@@ -86,6 +86,11 @@
 //!     may have reached W&B, the client does not resend it (W&B's does, so one failure can
 //!     be recorded twice); the agent reads the item and sends it again only if the item is
 //!     not `FAILED`.
+//! 14. The image-pull Secret of W&B's `registry: {type: ecr}` block (an ECR token,
+//!     `regcred-<run id>`) is made only for runs whose image is in that registry, and is
+//!     deleted after the report; W&B's agent makes one for every run, never deletes it, and
+//!     reuses a stale one (expired token) on a name clash. A `gcr` block gives no Secret
+//!     here (see the `pull_secret` module).
 #![doc = include_str!("../README.md")]
 
 mod adopt;

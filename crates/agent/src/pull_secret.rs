@@ -3,14 +3,22 @@
 //! the agent identity, and deleted with the run's cleanup after the report — for adopted
 //! runs too. W&B's agent never deletes it; we do, and only a Secret that carries this run's
 //! and this identity's labels (a user's Secret of the same name is never touched).
+//!
+//! Besides the builder's own credentials, W&B's deprecated `registry: {type: ecr, uri}`
+//! block gives every run whose image is in that ECR registry a Secret with an ECR token
+//! ([`with_registry_block`]), as W&B's agent does. Unlike it, runs whose image is in another
+//! registry get none (W&B's agent makes one for every run). A `gcr` block gives none here
+//! (W&B's agent fetches a Google token; the nodes' own credentials pull instead, said once
+//! at start-up); `acr` gives none in both.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use base64::Engine;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, DeleteParams, ObjectMeta, PostParams};
-use rlaunch_builder::PullCredentials;
+use rlaunch_builder::{Builder, EcrAuth, EcrPullSecret, PullCredentials};
 use rlaunch_model::{labels, names};
 
 /// The Secret's name for `run_id`.
@@ -112,9 +120,130 @@ pub(crate) async fn remove(client: &kube::Client, namespace: &str, run_id: &str,
     }
 }
 
+/// `builder`, wrapped so that runs pulling from the ECR registry of W&B's `registry:
+/// {type: ecr}` block get an ECR token as their pull Secret; as it is without such a block.
+pub(crate) fn with_registry_block(
+    config: &crate::config::Config,
+    builder: Arc<dyn Builder>,
+) -> Result<Arc<dyn Builder>, rlaunch_builder::Error> {
+    let destination = match &config.builder {
+        crate::config::BuilderChoice::Kaniko(options) => Some(options.destination.as_str()),
+        _ => None,
+    };
+    let Some((host, region)) = ecr_pull_registry(config.registry.as_ref(), destination)
+        .map_err(|problem| rlaunch_builder::Error::RegistryAuth { problem })?
+    else {
+        return Ok(builder);
+    };
+    let auth = EcrAuth::new(&region, config.ecr_endpoint.as_deref(), &BTreeMap::new())?;
+    tracing::info!(registry = %host, %region, "runs pulling from this ECR registry get an image-pull Secret with an ECR token (`registry.type: ecr`)");
+    Ok(Arc::new(EcrPullSecret::new(builder, &host, auth)))
+}
+
+/// The ECR host and region whose runs get pull Secrets (pure): from `registry.uri` (its
+/// host), else from an ECR destination of the Kaniko builder; the region from
+/// `registry.region`, else from the host. `None` without a `type: ecr` block.
+fn ecr_pull_registry(
+    registry: Option<&serde_json::Value>,
+    destination: Option<&str>,
+) -> Result<Option<(String, String)>, String> {
+    let text = |key: &str| registry.and_then(|r| r.get(key)).and_then(|v| v.as_str());
+    match text("type") {
+        Some("ecr") => {}
+        Some("gcr") => {
+            tracing::warn!(
+                "`registry.type: gcr`: this agent gives runs no image-pull Secret (W&B's agent makes one from a Google token); the nodes' own credentials pull the image"
+            );
+            return Ok(None);
+        }
+        _ => return Ok(None),
+    }
+    let host_of = |uri: &str| {
+        let rest = uri.trim_start_matches("https://");
+        rest.split('/').next().unwrap_or(rest).to_owned()
+    };
+    let host = match (text("uri"), destination) {
+        (Some(uri), _) => host_of(uri),
+        (None, Some(destination)) if EcrAuth::region_of(&host_of(destination)).is_some() => {
+            host_of(destination)
+        }
+        (None, _) => {
+            tracing::warn!(
+                "`registry.type: ecr` without `registry.uri` (and no ECR destination): runs get no image-pull Secret; set `registry.uri` to the ECR repository"
+            );
+            return Ok(None);
+        }
+    };
+    let region = text("region")
+        .map(str::to_owned)
+        .or_else(|| EcrAuth::region_of(&host).map(str::to_owned))
+        .ok_or_else(|| {
+            format!(
+                "`registry.uri` host {host} is not an ECR host (`<account>.dkr.ecr.<region>.amazonaws.com`) and `registry.region` is missing: fix the uri or set the region"
+            )
+        })?;
+    Ok(Some((host, region)))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_ecr_registry_block_names_the_host_and_region_runs_pull_with() {
+        let pull = |block: serde_json::Value, destination: Option<&str>| {
+            ecr_pull_registry(Some(&block), destination)
+        };
+        let host = "123456789012.dkr.ecr.eu-west-1.amazonaws.com";
+        let expected = Ok(Some((host.to_owned(), "eu-west-1".to_owned())));
+        let uri = format!("{host}/team/trainer");
+        assert_eq!(
+            pull(serde_json::json!({"type": "ecr", "uri": uri}), None),
+            expected
+        );
+        let https = format!("https://{host}/team");
+        assert_eq!(
+            pull(serde_json::json!({"type": "ecr", "uri": https}), None),
+            expected
+        );
+        let destination = format!("{host}/built");
+        assert_eq!(
+            pull(
+                serde_json::json!({"type": "ecr", "region": "eu-west-1"}),
+                Some(&destination)
+            ),
+            expected
+        );
+        assert_eq!(
+            pull(
+                serde_json::json!({"type": "ecr", "uri": "r.example/x", "region": "us-east-2"}),
+                None
+            ),
+            Ok(Some(("r.example".to_owned(), "us-east-2".to_owned())))
+        );
+        let error = pull(
+            serde_json::json!({"type": "ecr", "uri": "r.example/x"}),
+            None,
+        )
+        .unwrap_err();
+        assert!(
+            error.contains("registry.region") && error.contains("r.example"),
+            "{error}"
+        );
+        for none in [
+            serde_json::json!({"type": "ecr"}),
+            serde_json::json!({"type": "gcr", "uri": "us-docker.pkg.dev/p/r"}),
+            serde_json::json!({"type": "acr", "uri": "team.azurecr.io/x"}),
+            serde_json::json!({}),
+        ] {
+            assert_eq!(
+                pull(none.clone(), Some("ghcr.io/team/x")),
+                Ok(None),
+                "{none}"
+            );
+        }
+        assert_eq!(ecr_pull_registry(None, Some(&destination)), Ok(None));
+    }
 
     #[test]
     fn the_secret_is_a_labelled_docker_config_for_one_registry() {

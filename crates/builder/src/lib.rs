@@ -25,6 +25,7 @@
 //! server itself: the runner does. Main types: [`Builder`], [`BuildRequest`],
 //! [`JobSource`], [`Built`], [`BuildReport`], [`NoopBuilder`], [`KanikoBuilder`],
 //! [`KanikoConfig`], [`ContextStore`], [`RegistryClient`], [`RegistryAuth`], [`EcrAuth`],
+//! [`EcrPullSecret`],
 //! [`BuildOverrides`], [`PullCredentials`], [`Error`].
 #![doc = include_str!("../README.md")]
 
@@ -44,7 +45,7 @@ pub use dockerfile::{
     DEFAULT_PYTHON_VERSION, DOCKERFILE_NAME, Dependencies, FAILED_PACKAGES_MARKER, Generated,
     IMAGE_UID, failed_packages, generate as generate_dockerfile, python_minor,
 };
-pub use ecr::EcrAuth;
+pub use ecr::{EcrAuth, EcrPullSecret};
 pub use job::{
     BUILD_CONTAINER, DEFAULT_KANIKO_IMAGE, IMAGE_ANNOTATION, JobContext, JobInput, KanikoSettings,
     PushCredentials, default_resources, job_name, render as render_job,

@@ -1,12 +1,14 @@
 //! The existence check against a real OCI registry (go-containerregistry's `registry`,
 //! from testkit) holding an image pushed by `crane`: anonymous, with the credentials of a
-//! dockerconfigjson file, and with an ECR token from moto's server.
+//! dockerconfigjson file, and with an ECR token from moto's server (also as the pull
+//! credentials of runs whose image is in that ECR registry).
 
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
-use rlaunch_builder::{EcrAuth, RegistryAuth, RegistryClient};
+use rlaunch_builder::{Builder, EcrAuth, EcrPullSecret, NoopBuilder, RegistryAuth, RegistryClient};
 use rlaunch_testkit::servers::{ImageFile, Registry, S3Server, TestImage};
 
 #[tokio::test]
@@ -100,6 +102,62 @@ async fn an_ecr_token_from_the_ambient_identity_is_the_checks_basic_auth() -> an
         !error.contains("test@") && !error.contains(&password),
         "{error}"
     );
+    Ok(())
+}
+
+/// W&B's `registry: {type: ecr}`: a run whose image is in that ECR registry gets the `AWS`
+/// user and a token from moto's `GetAuthorizationToken` as its pull credentials; an image
+/// elsewhere gets none; an ECR that cannot be reached is an error naming the image and the
+/// call, without the AWS keys.
+#[tokio::test]
+async fn runs_pulling_from_the_ecr_registry_get_its_token_and_others_nothing() -> anyhow::Result<()>
+{
+    let moto = S3Server::start().await?;
+    let identity = BTreeMap::from([
+        ("aws_access_key_id".to_owned(), "test".to_owned()),
+        ("aws_secret_access_key".to_owned(), "s3cret-key".to_owned()),
+    ]);
+    let host = "123456789012.dkr.ecr.us-east-1.amazonaws.com";
+    let ecr = EcrAuth::new("us-east-1", Some(&moto.endpoint()), &identity)?;
+    let builder = EcrPullSecret::new(Arc::new(NoopBuilder), host, ecr);
+    assert_eq!(builder.kind(), "noop");
+    let image = format!("{host}/team/trainer:3f2a");
+    let credentials = builder
+        .pull_credentials(&image)
+        .await?
+        .expect("credentials");
+    assert_eq!(
+        (credentials.registry.as_str(), credentials.username.as_str()),
+        (host, "AWS")
+    );
+    assert!(!credentials.password.is_empty());
+    for elsewhere in [
+        "ghcr.io/team/trainer:1",
+        "trainer:1",
+        "999999999999.dkr.ecr.us-east-1.amazonaws.com/t:1",
+    ] {
+        assert!(
+            builder.pull_credentials(elsewhere).await?.is_none(),
+            "{elsewhere}"
+        );
+    }
+
+    let nowhere = format!(
+        "http://127.0.0.1:{}",
+        rlaunch_testkit::servers::free_port()?
+    );
+    let unreachable = EcrAuth::new("us-east-1", Some(&nowhere), &identity)?;
+    let builder = EcrPullSecret::new(Arc::new(NoopBuilder), host, unreachable);
+    let error = builder
+        .pull_credentials(&image)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error.contains("GetAuthorizationToken") && error.contains(&image),
+        "{error}"
+    );
+    assert!(!error.contains("s3cret-key"), "{error}");
     Ok(())
 }
 
