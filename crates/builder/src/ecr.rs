@@ -10,6 +10,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use object_store::aws::{AmazonS3Builder, AwsAuthorizer, AwsCredentialProvider};
@@ -22,12 +23,25 @@ use crate::{BuildReport, BuildRequest, Builder, Built, Error, ImageRef, PullCred
 /// The JSON 1.1 target of ECR's `GetAuthorizationToken`.
 const TARGET: &str = "AmazonEC2ContainerRegistry_V20150921.GetAuthorizationToken";
 
-/// Credentials for an ECR registry, fetched per check from the ambient AWS identity.
+/// How long a token is reused: ECR's tokens last 12 hours, so one reused for up to an hour
+/// still has 11 left when a run's pod pulls with it.
+const TOKEN_REUSE: Duration = Duration::from_secs(3600);
+
+/// Credentials for an ECR registry from the ambient AWS identity: one `GetAuthorizationToken`
+/// an hour at most, shared by every clone (the existence checks and the runs' pull Secrets).
 #[derive(Clone)]
 pub struct EcrAuth {
     region: String,
     endpoint: String,
     credentials: AwsCredentialProvider,
+    token: Arc<tokio::sync::Mutex<Option<Token>>>,
+}
+
+/// A token ECR answered, and when.
+struct Token {
+    fetched: Instant,
+    username: String,
+    password: String,
 }
 
 impl fmt::Debug for EcrAuth {
@@ -67,6 +81,7 @@ impl EcrAuth {
                 .map(|e| e.trim_end_matches('/').to_owned())
                 .unwrap_or_else(|| format!("https://api.ecr.{region}.amazonaws.com")),
             credentials: s3.credentials().clone(),
+            token: Arc::default(),
         })
     }
 
@@ -83,12 +98,27 @@ impl EcrAuth {
         (account_ok && region_ok).then_some(rest)
     }
 
-    /// The user name and password `GetAuthorizationToken` answers (`AWS`, a 12-hour token).
-    /// Errors never hold a credential.
+    /// The user name and password `GetAuthorizationToken` answers (`AWS`, a 12-hour token),
+    /// asked again once the last answer is an hour old (concurrent callers wait for one
+    /// answer). Errors never hold a credential.
     pub async fn basic(
         &self,
         http: &reqwest::Client,
     ) -> std::result::Result<(String, String), String> {
+        let mut token = self.token.lock().await;
+        if let Some(cached) = token.as_ref().filter(|t| t.fetched.elapsed() < TOKEN_REUSE) {
+            return Ok((cached.username.clone(), cached.password.clone()));
+        }
+        let (username, password) = self.fetch(http).await?;
+        *token = Some(Token {
+            fetched: Instant::now(),
+            username: username.clone(),
+            password: password.clone(),
+        });
+        Ok((username, password))
+    }
+
+    async fn fetch(&self, http: &reqwest::Client) -> std::result::Result<(String, String), String> {
         let credential = self
             .credentials
             .get_credential()

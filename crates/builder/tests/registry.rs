@@ -105,6 +105,29 @@ async fn an_ecr_token_from_the_ambient_identity_is_the_checks_basic_auth() -> an
     Ok(())
 }
 
+/// One token serves many calls: once moto (ECR) is gone, a clone of the auth that fetched a
+/// token still answers it, while a new auth at the same endpoint cannot get one.
+#[tokio::test]
+async fn an_ecr_token_is_reused_by_every_clone_of_the_auth() -> anyhow::Result<()> {
+    let moto = S3Server::start().await?;
+    let endpoint = moto.endpoint();
+    let identity = BTreeMap::from([
+        ("aws_access_key_id".to_owned(), "test".to_owned()),
+        ("aws_secret_access_key".to_owned(), "test".to_owned()),
+    ]);
+    let http = reqwest::Client::new();
+    let ecr = EcrAuth::new("us-east-1", Some(&endpoint), &identity)?;
+    let first = ecr.basic(&http).await.map_err(anyhow::Error::msg)?;
+    let clone = ecr.clone();
+    drop(moto);
+    let again = clone.basic(&http).await.map_err(anyhow::Error::msg)?;
+    assert_eq!(again, first);
+    let fresh = EcrAuth::new("us-east-1", Some(&endpoint), &identity)?;
+    let error = fresh.basic(&http).await.unwrap_err();
+    assert!(error.contains("GetAuthorizationToken"), "{error}");
+    Ok(())
+}
+
 /// W&B's `registry: {type: ecr}`: a run whose image is in that ECR registry gets the `AWS`
 /// user and a token from moto's `GetAuthorizationToken` as its pull credentials; an image
 /// elsewhere gets none; an ECR that cannot be reached is an error naming the image and the
