@@ -88,6 +88,16 @@ async fn check(
     kubeconfig: &std::path::Path,
     config: &str,
 ) -> anyhow::Result<(bool, String)> {
+    check_with_env(fake, kubeconfig, config, &[]).await
+}
+
+/// [`check`] with extra environment variables.
+async fn check_with_env(
+    fake: &FakeWandb,
+    kubeconfig: &std::path::Path,
+    config: &str,
+    env: &[(&str, &str)],
+) -> anyhow::Result<(bool, String)> {
     let dir = tempfile::tempdir()?;
     let path = dir.path().join("launch-config.yaml");
     std::fs::write(&path, config)?;
@@ -99,6 +109,7 @@ async fn check(
         .env("WANDB_API_KEY", FAKE_API_KEY)
         .env("WANDB_BASE_URL", &fake.base_url)
         .env("KUBECONFIG", kubeconfig)
+        .envs(env.iter().copied())
         .output()
         .await?;
     let text = format!(
@@ -110,6 +121,47 @@ async fn check(
         output.status.success(),
         text.replace(&path.display().to_string(), "CONFIG"),
     ))
+}
+
+/// W&B's `registry: {type: ecr, uri}` block: check asks ECR (moto) for the token the runs'
+/// pull Secrets need, and names the call when ECR cannot be reached, without the AWS keys.
+#[tokio::test]
+async fn check_asks_ecr_for_the_registry_blocks_token() -> anyhow::Result<()> {
+    let cluster = rlaunch_testkit::cluster().await?;
+    let fake = FakeWandb::start().await?;
+    fake.create_queue(NewQueue::new(FAKE_ENTITY, "gpu"))
+        .unwrap();
+    let moto = rlaunch_testkit::servers::S3Server::start().await?;
+    let host = "123456789012.dkr.ecr.us-east-1.amazonaws.com";
+    let config = format!(
+        "entity: {FAKE_ENTITY}\nqueues: [gpu]\nregistry: {{type: ecr, uri: {host}/team}}\n"
+    );
+    let nowhere = format!(
+        "http://127.0.0.1:{}",
+        rlaunch_testkit::servers::free_port()?
+    );
+    let mut texts = Vec::new();
+    for endpoint in [moto.endpoint(), nowhere] {
+        let env = [
+            ("AWS_ENDPOINT_URL_ECR", endpoint.as_str()),
+            ("AWS_ACCESS_KEY_ID", "test"),
+            ("AWS_SECRET_ACCESS_KEY", "check-s3cret"),
+        ];
+        texts.push(check_with_env(&fake, cluster.kubeconfig_path(), &config, &env).await?);
+    }
+    let [(ok, good), (bad_ok, bad)] = texts.as_slice() else {
+        unreachable!()
+    };
+    assert!(*ok, "{good}");
+    let expected = format!("ok    registry: ECR gives a token for {host}");
+    assert!(good.contains(&expected), "{good}");
+    assert!(!bad_ok, "{bad}");
+    assert!(
+        bad.contains("FAIL  registry:") && bad.contains("GetAuthorizationToken"),
+        "{bad}"
+    );
+    assert!(!good.contains("check-s3cret") && !bad.contains("check-s3cret"));
+    Ok(())
 }
 
 #[tokio::test]

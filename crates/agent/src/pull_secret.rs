@@ -126,6 +126,18 @@ pub(crate) fn with_registry_block(
     config: &crate::config::Config,
     builder: Arc<dyn Builder>,
 ) -> Result<Arc<dyn Builder>, rlaunch_builder::Error> {
+    let Some((host, auth)) = registry_block_ecr(config)? else {
+        return Ok(builder);
+    };
+    tracing::info!(registry = %host, "runs pulling from this ECR registry get an image-pull Secret with an ECR token (`registry.type: ecr`)");
+    Ok(Arc::new(EcrPullSecret::new(builder, &host, auth)))
+}
+
+/// The ECR host of W&B's `registry: {type: ecr}` block and its token flow, or `None`
+/// without such a block.
+pub(crate) fn registry_block_ecr(
+    config: &crate::config::Config,
+) -> Result<Option<(String, EcrAuth)>, rlaunch_builder::Error> {
     let destination = match &config.builder {
         crate::config::BuilderChoice::Kaniko(options) => Some(options.destination.as_str()),
         _ => None,
@@ -133,11 +145,10 @@ pub(crate) fn with_registry_block(
     let Some((host, region)) = ecr_pull_registry(config.registry.as_ref(), destination)
         .map_err(|problem| rlaunch_builder::Error::RegistryAuth { problem })?
     else {
-        return Ok(builder);
+        return Ok(None);
     };
     let auth = EcrAuth::new(&region, config.ecr_endpoint.as_deref(), &BTreeMap::new())?;
-    tracing::info!(registry = %host, %region, "runs pulling from this ECR registry get an image-pull Secret with an ECR token (`registry.type: ecr`)");
-    Ok(Arc::new(EcrPullSecret::new(builder, &host, auth)))
+    Ok(Some((host, auth)))
 }
 
 /// The ECR host and region whose runs get pull Secrets (pure): from `registry.uri` (its

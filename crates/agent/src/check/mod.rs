@@ -5,6 +5,9 @@ mod rbac;
 
 pub use rbac::AGENT_RBAC_RULES;
 
+use std::sync::Arc;
+
+use rlaunch_builder::{Builder as _, EcrPullSecret, NoopBuilder};
 use rlaunch_k8s_runner::{Runner, RunnerConfig};
 use rlaunch_model::ApiKey;
 use rlaunch_wandb_api::{Client, ClientConfig, LAUNCH_PROJECT};
@@ -41,7 +44,30 @@ pub async fn check(config: &Config, api_key: ApiKey) -> Vec<CheckLine> {
     };
     lines.extend(check_cluster(config, entity.as_deref()).await);
     lines.extend(check_builder(config, wandb).await);
+    lines.extend(check_registry(config).await);
     lines
+}
+
+/// W&B's `registry: {type: ecr}` block: whether ECR gives the agent a token for its
+/// registry, which the pull Secrets of the runs pulling from it need.
+async fn check_registry(config: &Config) -> Option<CheckLine> {
+    let result = match crate::pull_secret::registry_block_ecr(config) {
+        Ok(None) => return None,
+        Err(error) => Err(error.to_string()),
+        Ok(Some((host, auth))) => {
+            let pulls = EcrPullSecret::new(Arc::new(NoopBuilder), &host, auth);
+            match pulls
+                .pull_credentials(&format!("{host}/check:latest"))
+                .await
+            {
+                Ok(_) => Ok(format!(
+                    "ECR gives a token for {host}: runs pulling from it get an image-pull Secret"
+                )),
+                Err(error) => Err(error.to_string()),
+            }
+        }
+    };
+    Some(line("registry", result))
 }
 
 /// The builder's destination and context store (a bad bucket is named here).
