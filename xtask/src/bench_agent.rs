@@ -34,7 +34,8 @@ use rlaunch_testkit::{TestCluster, reference};
 use rlaunch_wandb_fake::{FAKE_API_KEY, FAKE_ENTITY, FakeConfig, FakeWandb, NewItem, NewQueue};
 use serde_json::{Value, json};
 
-use crate::{bench_proc, bench_report};
+use crate::bench_proc;
+use crate::bench_report::{self, fmt};
 
 /// Hang guards (not timing assertions): startup, and one drain.
 pub(crate) const STARTUP_LIMIT: Duration = Duration::from_secs(120);
@@ -602,21 +603,7 @@ fn print_report(report: &Value) {
         ("Jobs/s", "jobs_per_s"),
         ("GraphQL calls per item", "graphql_calls_per_item"),
     ];
-    println!(
-        "\n{:<28} {:>12} {:>12} {:>10}",
-        "figure", "ours", "W&B", "ours/W&B"
-    );
-    for (label, key) in rows {
-        let ours = report["ours"][key].as_f64();
-        let theirs = report["reference"][key].as_f64();
-        let ratio = ours.zip(theirs).map(|(o, t)| o / t);
-        println!(
-            "{label:<28} {:>12} {:>12} {:>10}",
-            fmt(ours),
-            fmt(theirs),
-            fmt(ratio)
-        );
-    }
+    bench_report::print_side_by_side(report, &rows);
     let raw = &report["raw_create"];
     let ours_rate = report["ours"]["jobs_per_s"].as_f64();
     let raw_rate = raw["concurrent16_jobs_per_s"].as_f64();
@@ -626,8 +613,4 @@ fn print_report(report: &Value) {
         fmt(raw_rate),
         fmt(ours_rate.zip(raw_rate).map(|(o, r)| o / r))
     );
-}
-
-pub(crate) fn fmt(value: Option<f64>) -> String {
-    value.map_or_else(|| "-".to_owned(), |v| format!("{v:.3}"))
 }

@@ -104,6 +104,37 @@ pub fn read_earlier(path: &Path) -> Result<Value> {
     serde_json::from_str(&text).with_context(|| format!("{} is not JSON", path.display()))
 }
 
+/// The figures `rows` (label, key) of `report`'s `ours` and `reference` side by side, with
+/// ours ÷ W&B's.
+pub fn print_side_by_side(report: &Value, rows: &[(&str, &str)]) {
+    let width = rows
+        .iter()
+        .map(|(label, _)| label.chars().count())
+        .max()
+        .unwrap_or(6)
+        + 2;
+    println!(
+        "\n{:<width$} {:>12} {:>12} {:>10}",
+        "figure", "ours", "W&B", "ours/W&B"
+    );
+    for (label, key) in rows {
+        let ours = report["ours"][key].as_f64();
+        let theirs = report["reference"][key].as_f64();
+        let ratio = ours.zip(theirs).map(|(o, t)| o / t);
+        println!(
+            "{label:<width$} {:>12} {:>12} {:>10}",
+            fmt(ours),
+            fmt(theirs),
+            fmt(ratio)
+        );
+    }
+}
+
+/// A figure with three decimals, or `-` when it is missing.
+pub fn fmt(value: Option<f64>) -> String {
+    value.map_or_else(|| "-".to_owned(), |v| format!("{v:.3}"))
+}
+
 /// Prints every number of `now` that `earlier` also has, with now ÷ earlier.
 pub fn print_comparison(earlier_path: &Path, earlier: &Value, now: &Value) {
     let mut rows = Vec::new();

@@ -393,19 +393,5 @@ fn print_report(report: &Value) {
         ("terminal → report p50 (ms)", "terminal_to_report_ms_p50"),
         ("terminal → report max (ms)", "terminal_to_report_ms_max"),
     ];
-    println!(
-        "\n{:<30} {:>12} {:>12} {:>10}",
-        "figure", "ours", "W&B", "ours/W&B"
-    );
-    for (label, key) in rows {
-        let ours = report["ours"][key].as_f64();
-        let theirs = report["reference"][key].as_f64();
-        let ratio = ours.zip(theirs).map(|(o, t)| o / t);
-        println!(
-            "{label:<30} {:>12} {:>12} {:>10}",
-            bench_agent::fmt(ours),
-            bench_agent::fmt(theirs),
-            bench_agent::fmt(ratio)
-        );
-    }
+    bench_report::print_side_by_side(report, &rows);
 }
