@@ -268,15 +268,19 @@ mod tests {
         }
     }
 
+    /// Writes `dir/name`: a dockerconfigjson with `user`'s credentials for `r.example`.
+    fn docker_config(dir: &Path, name: &str, user: &str) -> std::path::PathBuf {
+        let path = dir.join(name);
+        let config =
+            format!(r#"{{"auths":{{"r.example":{{"username":"{user}","password":"pw"}}}}}}"#);
+        std::fs::write(&path, config).unwrap();
+        path
+    }
+
     #[test]
     fn the_credentials_file_wins_and_must_name_the_destination() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("config.json");
-        std::fs::write(
-            &path,
-            r#"{"auths":{"r.example":{"username":"robot","password":"pw"}}}"#,
-        )
-        .unwrap();
+        let path = docker_config(dir.path(), "config.json", "robot");
         let auth = registry_auth(&options("r.example/team/x", Some(&path)), None, None).unwrap();
         assert!(matches!(auth, RegistryAuth::Basic { username, .. } if username == "robot"));
         let error = registry_auth(&options("other.example/team/x", Some(&path)), None, None)
@@ -296,12 +300,7 @@ mod tests {
     #[test]
     fn the_mounted_push_secret_is_used_when_it_names_the_destination() {
         let dir = tempfile::tempdir().unwrap();
-        let push = dir.path().join("push.json");
-        std::fs::write(
-            &push,
-            r#"{"auths":{"r.example":{"username":"pusher","password":"pw"}}}"#,
-        )
-        .unwrap();
+        let push = docker_config(dir.path(), "push.json", "pusher");
         let mounted = |destination: &str, file: Option<&Path>| KanikoOptions {
             mounted_push_config: Some(push.clone()),
             ..options(destination, file)
@@ -319,12 +318,7 @@ mod tests {
             RegistryAuth::Anonymous
         ));
         // The launch config's own file wins.
-        let own = dir.path().join("own.json");
-        std::fs::write(
-            &own,
-            r#"{"auths":{"r.example":{"username":"reader","password":"pw"}}}"#,
-        )
-        .unwrap();
+        let own = docker_config(dir.path(), "own.json", "reader");
         let auth = registry_auth(&mounted("r.example/team/x", Some(&own)), None, None).unwrap();
         assert!(matches!(auth, RegistryAuth::Basic { username, .. } if username == "reader"));
         // A mounted file that is not a dockerconfigjson is an error naming the variable.
