@@ -262,23 +262,27 @@ fn assemble(
     workload: RenderedObject,
     tracker: Tracker,
 ) -> Result<(Vec<RenderedObject>, Vec<Provenance>)> {
-    let mut objects = Vec::new();
+    let explain = plan.ctx.explain;
+    let mut objects = Vec::with_capacity(2 + services.len());
     let mut provenance = Vec::new();
+    // Without `explain` every provenance is empty and none is kept.
+    let mut keep = |fields: Provenance| {
+        if explain {
+            provenance.push(fields);
+        }
+    };
     if let Some(secret) = secret {
-        let mut fields = Tracker::new(plan.ctx.explain);
+        let mut fields = Tracker::new(explain);
         fields.record(&secret.manifest, Layer::AgentDefault);
-        provenance.push(fields.finish(&secret.manifest));
+        keep(fields.finish(&secret.manifest));
         objects.push(secret);
     }
     for (i, config) in services {
         let (object, fields) = render_service(plan, i, config, agent_keys)?;
-        provenance.push(fields);
+        keep(fields);
         objects.push(object);
     }
-    provenance.push(tracker.finish(&workload.manifest));
+    keep(tracker.finish(&workload.manifest));
     objects.push(workload);
-    if !plan.ctx.explain {
-        provenance.clear();
-    }
     Ok((objects, provenance))
 }
