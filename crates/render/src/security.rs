@@ -173,7 +173,12 @@ fn contains_ignoring_case(text: &str, needle: &str) -> bool {
 /// capability dropped, the runtime's default seccomp profile.
 fn restricted_container_context() -> Value {
     // Built directly: `json!` serializes every value through serde, once per container.
-    let one = |key: &str, value: Value| Value::Object(Map::from_iter([(key.to_owned(), value)]));
+    // One `insert`: `Map::from_iter` collects into a vector first, then builds the map.
+    let one = |key: &str, value: Value| {
+        let mut map = Map::new();
+        map.insert(key.to_owned(), value);
+        Value::Object(map)
+    };
     let mut context = Map::new();
     context.insert("allowPrivilegeEscalation".to_owned(), Value::Bool(false));
     let drop_all = Value::Array(vec![Value::String("ALL".to_owned())]);

@@ -219,7 +219,11 @@ fn set_metadata_entries<'e>(
         }
         if let Some(map) = map.as_object_mut() {
             for (key, value) in entries {
-                *entry_or(map, key, || Value::Null) = Value::String(value.to_owned());
+                let value = Value::String(value.to_owned());
+                match map.get_mut(key) {
+                    Some(slot) => *slot = value,
+                    None => drop(map.insert(key.to_owned(), value)),
+                }
             }
         }
     }
