@@ -99,10 +99,11 @@ fn coordinates(body: &Value, plan: &Plan<'_>) -> Result<ApiCoordinates> {
         .plural
         .clone()
         .or_else(|| {
-            plan.ctx
-                .crd_plurals
-                .get(&format!("{kind}.{group}"))
-                .cloned()
+            // The key is formatted only when there is a table to look it up in.
+            let plurals = &plan.ctx.crd_plurals;
+            (!plurals.is_empty())
+                .then(|| plurals.get(&format!("{kind}.{group}")).cloned())
+                .flatten()
         })
         .or_else(|| known_plural(&group, &kind).map(str::to_owned));
     Ok(ApiCoordinates {

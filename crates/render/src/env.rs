@@ -1,6 +1,6 @@
 //! The `WANDB_*` environment variables given to workload containers, in W&B's agent's order.
 
-use serde_json::{Map, Value, json};
+use serde_json::{Map, Value};
 
 use rlaunch_model::RunSpec;
 
@@ -74,7 +74,7 @@ impl JsonEnv {
         }
         rest.push((
             "WANDB_ARTIFACTS".to_owned(),
-            Value::Object(artifacts).to_string(),
+            compact(&Value::Object(artifacts)),
         ));
         Self { config, rest }
     }
@@ -102,9 +102,39 @@ fn plain(name: &str, value: &str) -> Value {
     Value::Object(entry)
 }
 
+/// `WANDB_API_KEY` from the `password` key of the Secret `secret`.
+pub(crate) fn api_key_entry(secret: &str) -> Value {
+    let key_ref = object([("name", str_value(secret)), ("key", str_value("password"))]);
+    let value_from = object([("secretKeyRef", key_ref)]);
+    object([
+        ("name", str_value("WANDB_API_KEY")),
+        ("valueFrom", value_from),
+    ])
+}
+
+/// An object of a few entries, built directly (`json!` serializes each value through serde).
+fn object<const N: usize>(entries: [(&str, Value); N]) -> Value {
+    let mut map = Map::new();
+    for (key, value) in entries {
+        map.insert(key.to_owned(), value);
+    }
+    Value::Object(map)
+}
+
+fn str_value(text: &str) -> Value {
+    Value::String(text.to_owned())
+}
+
+/// `value` as compact JSON, the text its `Display` writes, without going through the
+/// formatting machinery (the run config can be tens of kilobytes).
+fn compact(value: &Value) -> String {
+    // Serializing a `Value` cannot fail (its keys are strings); the fallback is the same text.
+    serde_json::to_string(value).unwrap_or_else(|_| value.to_string())
+}
+
 /// Adds `name` (or its chunks when the JSON is longer than [`MAX_ENV_CHUNK`]) to `env`.
 fn push_json_env(env: &mut Vec<(String, String)>, name: &str, value: &Value) {
-    let text = value.to_string();
+    let text = compact(value);
     // The byte length bounds the character count, so short values skip the count.
     if text.len() <= MAX_ENV_CHUNK || text.chars().count() <= MAX_ENV_CHUNK {
         env.push((name.to_owned(), text));
@@ -136,8 +166,7 @@ pub(crate) fn wandb_env(
     let mut env = Vec::with_capacity(14 + inputs.json.len());
     env.push(plain("WANDB_BASE_URL", inputs.base_url));
     if let ApiKeyEnv::FromSecret(secret) = &inputs.api_key {
-        env.push(json!({"name": "WANDB_API_KEY",
-            "valueFrom": {"secretKeyRef": {"name": secret, "key": "password"}}}));
+        env.push(api_key_entry(secret));
     }
     if !spec.project.is_empty() {
         env.push(plain("WANDB_PROJECT", &spec.project));
@@ -179,6 +208,7 @@ pub(crate) fn wandb_env(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     fn inputs(spec: &RunSpec) -> EnvInputs<'static> {
         EnvInputs {

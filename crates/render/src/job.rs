@@ -8,7 +8,7 @@ use rlaunch_model::{Result, json_kind, names};
 use crate::env::wandb_env;
 use crate::output::{ApiCoordinates, Layer, ObjectRole, RenderedObject};
 use crate::provenance::Tracker;
-use crate::walk::{append_list, containers_mut, object_entry};
+use crate::walk::{append_list, append_to_each, containers_mut, entry_or, object_entry};
 use crate::workload::{
     K8S, Plan, apply_gpu, check_user_name, field_error, finish_pods, label_workload,
 };
@@ -44,9 +44,8 @@ pub(crate) fn render_job(
     require_images(pod_spec)?;
     tracker.record(&job, Layer::RunSpec);
 
-    for container in containers_mut(job_pod_spec(&mut job)?) {
-        append_list(container, "env", wandb_env(plan.spec, plan.env, true));
-    }
+    let env = wandb_env(plan.spec, plan.env, true);
+    append_to_each(containers_mut(job_pod_spec(&mut job)?), "env", env);
     tracker.record(&job, Layer::WandbEnv);
     finish_pods(&mut job, plan, tracker)?;
     Ok(RenderedObject {
@@ -72,22 +71,20 @@ fn job_defaults(job: &mut Map<String, Value>) -> Result<&mut Map<String, Value>>
         )
     };
     let job_spec = object_entry(job, "spec").ok_or_else(|| not_a_mapping("spec", "Job spec"))?;
-    job_spec.entry("backoffLimit").or_insert(json!(0));
-    job_spec
-        .entry("ttlSecondsAfterFinished")
-        .or_insert(json!(60));
+    entry_or(job_spec, "backoffLimit", || json!(0));
+    entry_or(job_spec, "ttlSecondsAfterFinished", || json!(60));
     let template = object_entry(job_spec, "template")
         .ok_or_else(|| not_a_mapping("spec.template", "pod template"))?;
     let pod_spec = object_entry(template, "spec")
         .ok_or_else(|| not_a_mapping("spec.template.spec", "pod spec"))?;
-    pod_spec.entry("restartPolicy").or_insert(json!("Never"));
+    entry_or(pod_spec, "restartPolicy", || json!("Never"));
     Ok(pod_spec)
 }
 
 /// One empty container when there is none; every container an object with list-valued
 /// `env`, `args` and `command`, named `launch<i>` when unnamed.
 fn check_containers(pod_spec: &mut Map<String, Value>) -> Result<()> {
-    let containers = pod_spec.entry("containers").or_insert_with(|| json!([]));
+    let containers = entry_or(pod_spec, "containers", || json!([]));
     match containers {
         Value::Array(list) if list.is_empty() => list.push(json!({})),
         Value::Array(list) => {
@@ -109,9 +106,7 @@ fn check_containers(pod_spec: &mut Map<String, Value>) -> Result<()> {
         }
     }
     for (i, container) in containers_mut(pod_spec).enumerate() {
-        container
-            .entry("name")
-            .or_insert_with(|| json!(format!("launch{i}")));
+        entry_or(container, "name", || json!(format!("launch{i}")));
         for key in ["env", "args", "command"] {
             if let Some(value) = container.get(key).filter(|v| !v.is_array() && !v.is_null()) {
                 return Err(field_error(
@@ -164,11 +159,11 @@ fn name_job(job: &mut Map<String, Value>, user_named: bool, plan: &Plan<'_>) -> 
             Some(rqi) => {
                 metadata.remove("generateName");
                 let name = names::workload_name(&spec.entity, &spec.project, &ctx.run_id, rqi);
-                metadata.insert("name".to_owned(), json!(name));
+                metadata.insert("name".to_owned(), Value::String(name));
             }
             None => {
                 let prefix = names::generate_name_prefix(&spec.entity, &spec.project);
-                metadata.insert("generateName".to_owned(), json!(prefix));
+                metadata.insert("generateName".to_owned(), Value::String(prefix));
             }
         }
     }

@@ -107,31 +107,34 @@ impl<'a> MacroExpander<'a> {
                 continue;
             }
             let name = &after[..name_len];
-            out.push_str(
-                &self
-                    .lookup(name, path)
-                    .unwrap_or_else(|| format!("${{{name}}}")),
-            );
+            match self.lookup(name, path) {
+                Some(value) => out.push_str(value),
+                None => {
+                    out.push_str("${");
+                    out.push_str(name);
+                    out.push('}');
+                }
+            }
             rest = &after[name_len + 1..];
         }
         out.push_str(rest);
         out
     }
 
-    fn lookup(&mut self, name: &str, path: &str) -> Option<String> {
+    /// The value of macro `name`, borrowed (an empty one for a named macro without a value);
+    /// `None` leaves the macro as is. Either with a warning.
+    fn lookup(&mut self, name: &str, path: &str) -> Option<&'a str> {
         if let Some((_, value)) = self.named.iter().find(|(known, _)| *known == name) {
-            return Some(match value {
-                Some(value) => (*value).to_owned(),
-                None => {
-                    self.warnings.push(format!(
-                        "{path}: macro ${{{name}}} has no value for this run and was replaced by an empty string"
-                    ));
-                    String::new()
-                }
-            });
+            let value = *value;
+            if value.is_none() {
+                self.warnings.push(format!(
+                    "{path}: macro ${{{name}}} has no value for this run and was replaced by an empty string"
+                ));
+            }
+            return Some(value.unwrap_or_default());
         }
         if let Some(value) = self.env.get(name) {
-            return Some(value.clone());
+            return Some(value.as_str());
         }
         self.warnings.push(format!(
             "{path}: ${{{name}}} is neither a known macro nor an allow-listed agent variable and was left as is \

@@ -14,7 +14,7 @@ use serde_json::{Map, Value};
 
 use rlaunch_model::FieldError;
 
-use crate::walk::{push_index, push_key};
+use crate::walk::{Step, format_path, push_index};
 
 /// Why each refused key is dangerous, for the error message.
 fn reason(key: &str) -> &'static str {
@@ -52,31 +52,39 @@ fn non_blank(value: &Value) -> bool {
     }
 }
 
+/// Depth a walk's trail is allocated for at once (a PyTorchJob's containers' env entries
+/// are about ten levels deep).
+const TRAIL: usize = 16;
+
 /// Scans every object in `value` for refused keys; returns one error per refused field.
 pub(crate) fn scan(value: &Value, path: &str, allowed: &BTreeSet<String>) -> Vec<FieldError> {
     let mut errors = Vec::new();
-    let mut path = path.to_owned();
-    scan_into(value, &mut path, allowed, &mut errors);
+    scan_into(
+        value,
+        path,
+        &mut Vec::with_capacity(TRAIL),
+        allowed,
+        &mut errors,
+    );
     errors
 }
 
-/// One level of [`scan`]; `path` is a buffer each level extends and truncates back, so the
-/// walk allocates no path per node (paths are only read for errors).
-fn scan_into(
-    value: &Value,
-    path: &mut String,
+/// One level of [`scan`]; `trail` is the way from `root` to `value`, so the walk builds no
+/// path per node (paths are only read for errors, see [`scan_path`]).
+fn scan_into<'a>(
+    value: &'a Value,
+    root: &str,
+    trail: &mut Vec<Step<'a>>,
     allowed: &BTreeSet<String>,
     errors: &mut Vec<FieldError>,
 ) {
-    let len = path.len();
     match value {
         Value::Object(map) => {
             for (key, item) in map {
-                path.push('.');
-                path.push_str(key);
-                if !allowed.contains(key) && refused(key, item) {
+                trail.push(Step::Key(key));
+                if refused(key, item) && !allowed.contains(key) {
                     errors.push(FieldError::new(
-                        path.as_str(),
+                        scan_path(root, trail),
                         format!("unsafe option `{key}` is not allowed: {}", reason(key)),
                         format!(
                             "remove it, or ask the agent admin to add `{key}` to `allowed_fields` in the agent config"
@@ -84,21 +92,36 @@ fn scan_into(
                     ));
                 }
                 if let ("annotations", Value::Object(annotations)) = (key.as_str(), item) {
-                    scan_annotations(annotations, path, errors);
+                    scan_annotations(annotations, &|| scan_path(root, trail), errors);
                 }
-                scan_into(item, path, allowed, errors);
-                path.truncate(len);
+                scan_into(item, root, trail, allowed, errors);
+                trail.pop();
             }
         }
         Value::Array(items) => {
             for (i, item) in items.iter().enumerate() {
-                push_index(path, i);
-                scan_into(item, path, allowed, errors);
-                path.truncate(len);
+                trail.push(Step::Index(i));
+                scan_into(item, root, trail, allowed, errors);
+                trail.pop();
             }
         }
         _ => {}
     }
+}
+
+/// The refuse-list's paths: `root.key[i]…`, keys never quoted.
+fn scan_path(root: &str, trail: &[Step<'_>]) -> String {
+    let mut path = root.to_owned();
+    for step in trail {
+        match step {
+            Step::Key(key) => {
+                path.push('.');
+                path.push_str(key);
+            }
+            Step::Index(i) => push_index(&mut path, *i),
+        }
+    }
+    path
 }
 
 fn refused(key: &str, value: &Value) -> bool {
@@ -117,7 +140,11 @@ fn refused(key: &str, value: &Value) -> bool {
     }
 }
 
-fn scan_annotations(annotations: &Map<String, Value>, path: &str, errors: &mut Vec<FieldError>) {
+fn scan_annotations(
+    annotations: &Map<String, Value>,
+    path: &dyn Fn() -> String,
+    errors: &mut Vec<FieldError>,
+) {
     for (key, value) in annotations {
         let unconfined = value
             .as_str()
@@ -126,7 +153,7 @@ fn scan_annotations(annotations: &Map<String, Value>, path: &str, errors: &mut V
             contains_ignoring_case(key, "apparmor") || contains_ignoring_case(key, "seccomp");
         if profile_key && unconfined {
             errors.push(FieldError::new(
-                format!("{path}.{key}"),
+                format!("{}.{key}", path()),
                 "unsafe annotation: an unconfined AppArmor or seccomp profile is not allowed",
                 "remove the annotation; the agent sets seccompProfile RuntimeDefault itself",
             ));
@@ -146,7 +173,12 @@ fn contains_ignoring_case(text: &str, needle: &str) -> bool {
 /// capability dropped, the runtime's default seccomp profile.
 fn restricted_container_context() -> Value {
     // Built directly: `json!` serializes every value through serde, once per container.
-    let one = |key: &str, value: Value| Value::Object(Map::from_iter([(key.to_owned(), value)]));
+    // One `insert`: `Map::from_iter` collects into a vector first, then builds the map.
+    let one = |key: &str, value: Value| {
+        let mut map = Map::new();
+        map.insert(key.to_owned(), value);
+        Value::Object(map)
+    };
     let mut context = Map::new();
     context.insert("allowPrivilegeEscalation".to_owned(), Value::Bool(false));
     let drop_all = Value::Array(vec![Value::String("ALL".to_owned())]);
@@ -170,59 +202,69 @@ pub(crate) fn force_security_context(value: &mut Value) {
 }
 
 /// [`force_security_context`], calling `f` on each pod spec (an object holding a `containers`
-/// list) once it is hardened, with its path under `root`, in the same walk: the checks that
-/// follow the hardening need not walk the workload again.
+/// list) once it is hardened, with a function formatting its path under `root`, in the same
+/// walk: the checks that follow the hardening need not walk the workload again, and no path
+/// is built unless one is read.
 pub(crate) fn force_security_context_and_visit(
     value: &mut Value,
     root: &str,
-    f: &mut impl FnMut(&Value, &str),
+    f: &mut impl FnMut(&Value, &dyn Fn() -> String),
 ) {
-    let mut path = root.to_owned();
-    harden_all(value, &mut path, f);
+    harden_all(value, root, &mut Vec::with_capacity(TRAIL), f);
 }
 
-fn harden_all(value: &mut Value, path: &mut String, f: &mut impl FnMut(&Value, &str)) {
-    let len = path.len();
+fn harden_all<'a>(
+    value: &'a mut Value,
+    root: &str,
+    trail: &mut Vec<Step<'a>>,
+    f: &mut impl FnMut(&Value, &dyn Fn() -> String),
+) {
     match value {
         Value::Object(map) => {
-            // One pass over the keys instead of a lookup per container list.
-            let mut pod_spec = false;
-            for (key, item) in map.iter_mut() {
-                let Value::Array(containers) = item else {
-                    continue;
-                };
-                match key.as_str() {
-                    "containers" => pod_spec = true,
-                    "initContainers" | "ephemeralContainers" => {}
-                    _ => continue,
-                }
-                for container in containers.iter_mut().filter_map(Value::as_object_mut) {
-                    harden(container);
-                }
-            }
-            if pod_spec {
-                f(value, path);
+            if harden_containers(map) {
+                f(value, &|| format_path(root, trail));
             }
             let Value::Object(map) = value else { return };
             for (key, item) in map.iter_mut() {
                 if item.is_object() || item.is_array() {
-                    push_key(path, key);
-                    harden_all(item, path, f);
-                    path.truncate(len);
+                    trail.push(Step::Key(key));
+                    harden_all(item, root, trail, f);
+                    trail.pop();
                 }
             }
         }
         Value::Array(items) => {
             for (i, item) in items.iter_mut().enumerate() {
                 if item.is_object() || item.is_array() {
-                    push_index(path, i);
-                    harden_all(item, path, f);
-                    path.truncate(len);
+                    trail.push(Step::Index(i));
+                    harden_all(item, root, trail, f);
+                    trail.pop();
                 }
             }
         }
         _ => {}
     }
+}
+
+/// Hardens the containers, init containers and ephemeral containers of `map`, in one pass
+/// over its keys instead of a lookup per list. True when `map` is a pod spec (it holds a
+/// `containers` list).
+fn harden_containers(map: &mut Map<String, Value>) -> bool {
+    let mut pod_spec = false;
+    for (key, item) in map.iter_mut() {
+        let Value::Array(containers) = item else {
+            continue;
+        };
+        match key.as_str() {
+            "containers" => pod_spec = true,
+            "initContainers" | "ephemeralContainers" => {}
+            _ => continue,
+        }
+        for container in containers.iter_mut().filter_map(Value::as_object_mut) {
+            harden(container);
+        }
+    }
+    pod_spec
 }
 
 /// One container: the restricted context when it has none, else what it leaves unset.

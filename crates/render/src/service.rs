@@ -6,7 +6,7 @@ use serde_json::{Map, Value, json};
 use rlaunch_model::crd::known_plural;
 use rlaunch_model::{Result, labels, names};
 
-use crate::env::ApiKeyEnv;
+use crate::env::{ApiKeyEnv, api_key_entry};
 use crate::output::{AgentKeys, ApiCoordinates, Layer, ObjectRole, Provenance, RenderedObject};
 use crate::provenance::Tracker;
 use crate::security;
@@ -129,8 +129,7 @@ fn add_env(config: &mut Value, plan: &Plan<'_>) {
         for container in containers_mut(pod_spec) {
             let mut env: Vec<Value> = plan.env.json.config_entries().collect();
             if let ApiKeyEnv::FromSecret(secret) = &plan.env.api_key {
-                env.push(json!({"name": "WANDB_API_KEY",
-                    "valueFrom": {"secretKeyRef": {"name": secret, "key": "password"}}}));
+                env.push(api_key_entry(secret));
             }
             append_list(container, "env", env);
         }

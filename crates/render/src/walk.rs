@@ -55,18 +55,21 @@ pub(crate) fn visit_objects(
     visit(value, path, &mut trail, f);
 }
 
-enum Step<'a> {
+/// One step from a walk's root to a node: walks keep a trail of these and format a path
+/// ([`format_path`]) only when one is read.
+pub(crate) enum Step<'a> {
     Key(&'a str),
     Index(usize),
 }
 
-fn format_path(root: &str, trail: &[Step<'_>]) -> String {
+/// `root` then the trail, as [`join`] and `[i]` build it.
+pub(crate) fn format_path(root: &str, trail: &[Step<'_>]) -> String {
     let mut path = root.to_owned();
     for step in trail {
-        path = match step {
-            Step::Key(key) => join(&path, key),
-            Step::Index(i) => format!("{path}[{i}]"),
-        };
+        match step {
+            Step::Key(key) => push_key(&mut path, key),
+            Step::Index(i) => push_index(&mut path, *i),
+        }
     }
     path
 }
@@ -156,6 +159,23 @@ pub(crate) fn append_list(
     }
 }
 
+/// Appends `items` to the list at `key` of every map, as [`append_list`] does: built once,
+/// cloned for all but the last map, which gets them moved.
+pub(crate) fn append_to_each<'m>(
+    maps: impl Iterator<Item = &'m mut Map<String, Value>>,
+    key: &str,
+    items: Vec<Value>,
+) {
+    let mut maps = maps.peekable();
+    while let Some(map) = maps.next() {
+        if maps.peek().is_none() {
+            append_list(map, key, items);
+            return;
+        }
+        append_list(map, key, items.iter().cloned());
+    }
+}
+
 /// Sets `labels[key] = value` on the object's metadata.
 pub(crate) fn set_label(object: &mut Map<String, Value>, key: &str, value: &str) {
     set_metadata_entry(object, "labels", key, value);
@@ -199,7 +219,11 @@ fn set_metadata_entries<'e>(
         }
         if let Some(map) = map.as_object_mut() {
             for (key, value) in entries {
-                *entry_or(map, key, || Value::Null) = Value::String(value.to_owned());
+                let value = Value::String(value.to_owned());
+                match map.get_mut(key) {
+                    Some(slot) => *slot = value,
+                    None => drop(map.insert(key.to_owned(), value)),
+                }
             }
         }
     }

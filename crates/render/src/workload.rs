@@ -158,11 +158,15 @@ pub(crate) fn finish_pods(
 
 /// Kubernetes' extended-resource rules (integer GPUs, in limits, requests equal to limits),
 /// checked on every pod spec so a bad queue config fails here rather than at the API server.
-fn validate_gpu_resources(pod_spec: &Value, path: &str, problems: &mut Vec<FieldError>) {
+fn validate_gpu_resources(
+    pod_spec: &Value,
+    path: &dyn Fn() -> String,
+    problems: &mut Vec<FieldError>,
+) {
     if !names_extended_resource(pod_spec) {
         return;
     }
-    for error in rlaunch_gpu::validate_extended_resources(pod_spec, path) {
+    for error in rlaunch_gpu::validate_extended_resources(pod_spec, &path()) {
         problems.push(FieldError::new(
             error.field,
             format!("container `{}`: {}", error.container, error.problem),
