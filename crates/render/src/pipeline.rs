@@ -87,10 +87,9 @@ fn merge_sections(
     tracker: &mut Tracker,
     warnings: &mut Vec<String>,
 ) -> Result<Value> {
-    let empty = Value::Object(Map::new());
-    let queue = match queue_config {
-        None | Some(Value::Null) => &empty,
-        Some(queue @ Value::Object(_)) => queue,
+    let mut merged = match queue_config {
+        None | Some(Value::Null) => Value::Object(Map::new()),
+        Some(Value::Object(map)) => Value::Object(map.clone()),
         Some(other) => {
             return Err(field_error(
                 "queue config",
@@ -102,10 +101,10 @@ fn merge_sections(
             ));
         }
     };
-    tracker.record(queue, Layer::QueueConfig);
-    let merged = match spec.resource_args.get("kubernetes") {
-        None | Some(Value::Null) => queue.clone(),
-        Some(section @ Value::Object(_)) => merge_patch(Some(queue), section),
+    tracker.record(&merged, Layer::QueueConfig);
+    match spec.resource_args.get("kubernetes") {
+        None | Some(Value::Null) => {}
+        Some(section @ Value::Object(_)) => json_patch::merge(&mut merged, section),
         Some(other) => {
             return Err(field_error(
                 format!("runSpec.{K8S}"),
@@ -113,37 +112,12 @@ fn merge_sections(
                 "make resource_args.kubernetes a partial Kubernetes manifest (a mapping)",
             ));
         }
-    };
+    }
     tracker.record(&merged, Layer::RunSpec);
     if merged.as_object().is_some_and(Map::is_empty) {
         warnings.push("no resource args specified: rendering a default batch/v1 Job".to_owned());
     }
     Ok(merged)
-}
-
-/// `patch` merged over `doc` as RFC 7386 says (what `json_patch::merge` does in place), built
-/// from the borrowed inputs so that nothing the patch replaces or removes is cloned: a
-/// non-object patch replaces, a `null` removes the key, objects merge key by key (the doc's
-/// keys where they were, then the patch's new ones).
-fn merge_patch(doc: Option<&Value>, patch: &Value) -> Value {
-    let Value::Object(patch) = patch else {
-        return patch.clone();
-    };
-    let mut merged = Map::new();
-    let doc = doc.and_then(Value::as_object);
-    for (key, value) in doc.into_iter().flatten() {
-        match patch.get(key) {
-            None => drop(merged.insert(key.clone(), value.clone())),
-            Some(Value::Null) => {}
-            Some(update) => drop(merged.insert(key.clone(), merge_patch(Some(value), update))),
-        }
-    }
-    for (key, update) in patch {
-        if !update.is_null() && doc.is_none_or(|doc| !doc.contains_key(key)) {
-            merged.insert(key.clone(), merge_patch(None, update));
-        }
-    }
-    Value::Object(merged)
 }
 
 /// Step 2: macros, over the Kubernetes section and the non-empty additional services.
@@ -311,35 +285,4 @@ fn assemble(
     keep(tracker.finish(&workload.manifest));
     objects.push(workload);
     Ok((objects, provenance))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use proptest::prelude::*;
-
-    /// JSON over a few keys, with nulls, scalars, lists and nested objects.
-    fn json(depth: u32) -> impl Strategy<Value = Value> {
-        let leaf = prop_oneof![
-            Just(Value::Null),
-            any::<bool>().prop_map(Value::Bool),
-            "[a-c]{0,2}".prop_map(Value::String),
-        ];
-        leaf.prop_recursive(depth, 48, 4, |inner| {
-            prop_oneof![
-                prop::collection::vec(inner.clone(), 0..3).prop_map(Value::Array),
-                prop::collection::btree_map("[a-d]", inner, 0..4)
-                    .prop_map(|m| Value::Object(m.into_iter().collect())),
-            ]
-        })
-    }
-
-    proptest! {
-        #[test]
-        fn merge_patch_is_json_patch_merge(doc in json(4), patch in json(4)) {
-            let mut expected = doc.clone();
-            json_patch::merge(&mut expected, &patch);
-            prop_assert_eq!(merge_patch(Some(&doc), &patch), expected);
-        }
-    }
 }
