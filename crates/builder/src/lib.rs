@@ -32,6 +32,7 @@
 mod context;
 mod dockerfile;
 mod ecr;
+mod ecr_pull;
 mod git;
 mod job;
 mod kaniko;
@@ -45,7 +46,8 @@ pub use dockerfile::{
     DEFAULT_PYTHON_VERSION, DOCKERFILE_NAME, Dependencies, FAILED_PACKAGES_MARKER, Generated,
     IMAGE_UID, failed_packages, generate as generate_dockerfile, python_minor,
 };
-pub use ecr::{EcrAuth, EcrPullSecret};
+pub use ecr::EcrAuth;
+pub use ecr_pull::EcrPullSecret;
 pub use job::{
     BUILD_CONTAINER, DEFAULT_KANIKO_IMAGE, IMAGE_ANNOTATION, JobContext, JobInput, KanikoSettings,
     PushCredentials, default_resources, job_name, render as render_job,
