@@ -11,6 +11,14 @@ use std::sync::Arc;
 use rlaunch_builder::{Builder, EcrAuth, EcrPullSecret, NoopBuilder, RegistryAuth, RegistryClient};
 use rlaunch_testkit::servers::{ImageFile, Registry, S3Server, TestImage};
 
+/// `object_store` AWS options for moto: key id `test` and `secret`.
+fn aws_keys(secret: &str) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        ("aws_access_key_id".to_owned(), "test".to_owned()),
+        ("aws_secret_access_key".to_owned(), secret.to_owned()),
+    ])
+}
+
 #[tokio::test]
 async fn a_pushed_tag_exists_and_others_do_not() -> anyhow::Result<()> {
     let registry = Registry::start().await?;
@@ -63,10 +71,7 @@ async fn an_ecr_token_from_the_ambient_identity_is_the_checks_basic_auth() -> an
             &TestImage::new("team/ecr", "0123456789abcdef").with_file(ImageFile::new("e.txt", "e")),
         )
         .await?;
-    let identity = BTreeMap::from([
-        ("aws_access_key_id".to_owned(), "test".to_owned()),
-        ("aws_secret_access_key".to_owned(), "test".to_owned()),
-    ]);
+    let identity = aws_keys("test");
     let ecr = EcrAuth::new("us-east-1", Some(&moto.endpoint()), &identity)?;
     let (username, password) = ecr
         .basic(&reqwest::Client::new())
@@ -111,10 +116,7 @@ async fn an_ecr_token_from_the_ambient_identity_is_the_checks_basic_auth() -> an
 async fn an_ecr_token_is_reused_by_every_clone_of_the_auth() -> anyhow::Result<()> {
     let moto = S3Server::start().await?;
     let endpoint = moto.endpoint();
-    let identity = BTreeMap::from([
-        ("aws_access_key_id".to_owned(), "test".to_owned()),
-        ("aws_secret_access_key".to_owned(), "test".to_owned()),
-    ]);
+    let identity = aws_keys("test");
     let http = reqwest::Client::new();
     let ecr = EcrAuth::new("us-east-1", Some(&endpoint), &identity)?;
     let first = ecr.basic(&http).await.map_err(anyhow::Error::msg)?;
@@ -136,10 +138,7 @@ async fn an_ecr_token_is_reused_by_every_clone_of_the_auth() -> anyhow::Result<(
 async fn runs_pulling_from_the_ecr_registry_get_its_token_and_others_nothing() -> anyhow::Result<()>
 {
     let moto = S3Server::start().await?;
-    let identity = BTreeMap::from([
-        ("aws_access_key_id".to_owned(), "test".to_owned()),
-        ("aws_secret_access_key".to_owned(), "s3cret-key".to_owned()),
-    ]);
+    let identity = aws_keys("s3cret-key");
     let host = "123456789012.dkr.ecr.us-east-1.amazonaws.com";
     let ecr = EcrAuth::new("us-east-1", Some(&moto.endpoint()), &identity)?;
     let builder = EcrPullSecret::new(Arc::new(NoopBuilder), host, ecr);
