@@ -400,8 +400,10 @@ impl Layers<'_> {
                 Some(secs) => seconds(secs).ok_or_else(|| ConfigError::Invalid {
                     path: file.path.to_owned(),
                     key: key.to_owned(),
-                    problem: format!("must be a number of seconds of at least 0, found {secs}"),
-                    fix: "write a non-negative number".to_owned(),
+                    problem: format!(
+                        "must be a number of seconds from 0 to about 1.8e19, found {secs}"
+                    ),
+                    fix: "write a non-negative number of seconds, e.g. `30`".to_owned(),
                 }),
             }
         };
@@ -624,8 +626,8 @@ fn apply_flags(config: &mut Config, flags: &Flags) -> Result<(), ConfigError> {
         seconds(secs).ok_or_else(|| {
             bad(
                 flag,
-                format!("must be at least 0, found {secs}"),
-                "write a non-negative number of seconds",
+                format!("must be from 0 to about 1.8e19 seconds, found {secs}"),
+                "write a non-negative number of seconds, e.g. `30`",
             )
         })
     };
@@ -744,13 +746,16 @@ fn job_secrets(mode: &str) -> Result<JobSecrets, String> {
     }
 }
 
+/// A duration of `secs` seconds: `None` for a negative, NaN or infinite value, or one too
+/// large for a `Duration` (about 1.8e19 s), never a panic.
 fn seconds(secs: f64) -> Option<Duration> {
-    (secs.is_finite() && secs >= 0.0).then(|| Duration::from_secs_f64(secs))
+    Duration::try_from_secs_f64(secs).ok()
 }
 
-/// W&B's agent: a value of 0 or less disables the start timeout.
+/// W&B's agent: a value of 0 or less disables the start timeout; so does one too large to
+/// ever end.
 fn start_timeout(secs: f64) -> Option<Duration> {
-    (secs.is_finite() && secs > 0.0).then(|| Duration::from_secs_f64(secs))
+    (secs > 0.0).then(|| seconds(secs)).flatten()
 }
 
 fn comma_list(list: &str) -> impl Iterator<Item = String> + '_ {

@@ -353,9 +353,49 @@ fn negative_stopped_run_timeout_is_refused() {
     assert!(
         error
             .to_string()
-            .contains("`stopped_run_timeout` must be a number of seconds of at least 0"),
+            .contains("`stopped_run_timeout` must be a number of seconds from 0"),
         "{error}"
     );
+}
+
+/// A number of seconds too large for a duration is an error naming the key or flag (it
+/// panicked before; found by the launch_config fuzz target), and a start timeout that large
+/// means none.
+#[test]
+fn seconds_too_large_for_a_duration_are_an_error_not_a_panic() {
+    let huge = "1e300";
+    let error = resolve(
+        &format!("queues: [a]\npoll_interval: {huge}\n"),
+        &[],
+        &Flags::default(),
+    )
+    .unwrap_err();
+    assert!(
+        error
+            .to_string()
+            .contains("`poll_interval` must be a number of seconds from 0"),
+        "{error}"
+    );
+    let flags = Flags {
+        image_pull_grace: Some(1e300),
+        ..Flags::default()
+    };
+    let error = resolve("queues: [a]\n", &[], &flags).unwrap_err();
+    assert!(error.to_string().contains("--image-pull-grace"), "{error}");
+    let config = resolve(
+        &format!("queues: [a]\nstart_timeout: {huge}\n"),
+        &[],
+        &Flags::default(),
+    )
+    .unwrap();
+    assert_eq!(config.start_timeout, None);
+    let config = resolve(
+        "queues: [a]\n",
+        &[("WANDB_LAUNCH_START_TIMEOUT", huge)],
+        &Flags::default(),
+    )
+    .unwrap();
+    assert_eq!(config.start_timeout, None);
 }
 
 #[test]
