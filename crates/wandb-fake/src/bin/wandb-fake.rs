@@ -66,12 +66,15 @@ fn config(args: &Args) -> anyhow::Result<FakeConfig> {
             config.api_keys.insert(key.to_owned(), user);
         }
     }
-    anyhow::ensure!(
-        args.lease_seconds.is_finite() && args.lease_seconds > 0.0,
-        "--lease-seconds must be a positive number of seconds, not {}",
-        args.lease_seconds
-    );
-    config.lease = Duration::from_secs_f64(args.lease_seconds);
+    config.lease = Duration::try_from_secs_f64(args.lease_seconds)
+        .ok()
+        .filter(|lease| !lease.is_zero())
+        .with_context(|| {
+            format!(
+                "--lease-seconds must be a positive number of seconds a duration can hold, not {}",
+                args.lease_seconds
+            )
+        })?;
     config.acked_run_state = args.acked_run_state.clone();
     Ok(config)
 }
